@@ -1,0 +1,205 @@
+"""Channel-space analysis: which tensor axes of a ``Network`` must keep the same width.
+
+Each op handler's ``channel_rule`` (see :mod:`nestc.channels.rules`) states how its inputs' layouts
+map to its outputs and which weight axes are members of which space. Ops without a rule freeze
+every space they touch, as do graph inputs and outputs: nestc never resizes what it cannot follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from onnx import helper
+
+from nestc.channels.layout import Layout, Member, Segment, SpaceTable, layout_size
+from nestc.ir.network import Network
+from nestc.ir.registry import Node
+
+Fixup = Callable[[Callable[[Layout], int]], None]
+"""Called after a resize with a function giving a layout's new size; rewrites shape constants."""
+
+
+@dataclass
+class ChannelAnalysis:
+    """The result: spaces, their members, activation layouts and shape-constant fix-ups."""
+
+    table: SpaceTable
+    members: list[Member]
+    layouts: dict[tuple[str, int], Layout]
+    fixups: list[Fixup]
+    member_nodes: list[str]
+
+    def space_members(self, space: int) -> list[tuple[Member, str]]:
+        """Members (with the name of the node that declared them) touching ``space``."""
+        root = self.table.find(space)
+        return [(m, n) for m, n in zip(self.members, self.member_nodes, strict=True)
+                if any(self.table.find(s.space) == root for s in m.layout)]
+
+    def resizable_spaces(self) -> list[int]:
+        """Representatives of the spaces nestc may change, in creation order."""
+        roots = sorted({self.table.find(s.index) for s in self.table.spaces})
+        return [r for r in roots if not self.table.spaces[r].frozen]
+
+
+class RuleContext:
+    """What a channel rule sees of the graph while the analysis walks it."""
+
+    def __init__(self, net: Network, shapes: dict[str, tuple[int, ...]]) -> None:
+        self.net = net
+        self.shapes = shapes
+        self.table = SpaceTable()
+        self.layouts: dict[tuple[str, int], Layout] = {}
+        self.members: list[Member] = []
+        self.member_nodes: list[str] = []
+        self.fixups: list[Fixup] = []
+        self.node: Node | None = None
+
+    # ------------------------------------------------------------------------------------ queries
+    def shape(self, tensor: str) -> tuple[int, ...]:
+        """Static shape of ``tensor`` for the analysis sample (batch first)."""
+        return self.shapes[tensor]
+
+    def rank(self, tensor: str) -> int:
+        """Number of axes of ``tensor``."""
+        return len(self.shapes[tensor])
+
+    def is_initializer(self, tensor: str) -> bool:
+        """True for initializers (weights and constants), false for activations."""
+        return self.net.has_tensor(tensor)
+
+    def int_values(self, tensor: str) -> list[int] | None:
+        """Values of an integer initializer (shape constants), or ``None``."""
+        if tensor and tensor in self.net.ints:
+            return [int(v) for v in self.net.ints[tensor].reshape(-1).tolist()]
+        return None
+
+    def layout(self, tensor: str, axis: int) -> Layout | None:
+        """The layout of an activation axis, with representatives resolved; ``None`` if untracked."""
+        found = self.layouts.get((tensor, axis % max(self.rank(tensor), 1)))
+        return None if found is None else self.table.normalise(found)
+
+    def input_layout(self, tensor: str, axis: int, reason: str) -> Layout:
+        """Like :meth:`layout`, but an untracked axis gets a new frozen space (inputs nestc cannot resize)."""
+        found = self.layout(tensor, axis)
+        if found is not None:
+            return found
+        width = self.shape(tensor)[axis]
+        layout = (Segment(self.table.new(width, f"{tensor}:{axis}", reason), 0, width),)
+        self.set_layout(tensor, axis, layout)
+        return layout
+
+    # ------------------------------------------------------------------------------------ updates
+    def set_layout(self, tensor: str, axis: int, layout: Layout | None) -> None:
+        """Record where units sit along an output axis."""
+        if layout is not None and tensor:
+            self.layouts[(tensor, axis % max(self.rank(tensor), 1))] = layout
+
+    def new_space(self, width: int, origin: str) -> Layout:
+        """A fresh space covering a whole axis of ``width`` positions."""
+        return (Segment(self.table.new(width, origin), 0, width),)
+
+    def tie(self, layouts: list[Layout]) -> Layout:
+        """Declare that ``layouts`` must stay equal; incompatible ones are frozen instead."""
+        first = layouts[0]
+        for other in layouts[1:]:
+            if not self._unify(first, other):
+                self.table.freeze(first, f"{self.where()}: layouts cannot be joined")
+                self.table.freeze(other, f"{self.where()}: layouts cannot be joined")
+        return self.table.normalise(first)
+
+    def _unify(self, a: Layout, b: Layout) -> bool:
+        a, b = self.table.normalise(a), self.table.normalise(b)
+        if a == b:
+            return True
+        if len(a) != len(b) or layout_size(a) != layout_size(b):
+            return False
+        if not all(self.table.is_full(x) and self.table.is_full(y) and x.block == y.block for x, y in zip(a, b)):
+            return False
+        for x, y in zip(a, b, strict=True):
+            self.table.union(x.space, y.space)
+        return True
+
+    def member(self, tensor: str, axis: int, layout: Layout, fill: float = 0.0, role: str = "param") -> None:
+        """Declare that initializer ``tensor`` holds ``layout``'s units along ``axis``."""
+        if layout_size(layout) != self.net.tensor(tensor).shape[axis]:
+            self.table.freeze(layout, f"{self.where()}: {tensor} axis {axis} does not match")
+            return
+        self.members.append(Member(tensor, axis, layout, fill, role))
+        self.member_nodes.append(self.node.name if self.node else "")
+
+    def freeze(self, layout: Layout | None, why: str) -> None:
+        """Forbid resizing the spaces of ``layout``."""
+        self.table.freeze(layout, f"{self.where()}: {why}")
+
+    def freeze_node_inputs(self, why: str) -> None:
+        """Freeze every tracked axis of the current node's activation inputs."""
+        assert self.node is not None
+        for name in self.node.inputs:
+            if name and name in self.shapes and not self.is_initializer(name):
+                for axis in range(self.rank(name)):
+                    self.freeze(self.layout(name, axis), why)
+
+    def fixup(self, fn: Fixup) -> None:
+        """Register a shape-constant rewrite to run after every resize."""
+        self.fixups.append(fn)
+
+    def where(self) -> str:
+        """The current node, for freeze reasons."""
+        return self.node.describe() if self.node else "graph boundary"
+
+
+def analyse_channels(net: Network, sample: torch.Tensor | None = None) -> ChannelAnalysis:
+    """Walk ``net`` in topological order applying each handler's channel rule.
+
+    Args:
+        net: the network.
+        sample: one batch of inputs used to learn static shapes (default: zeros of batch 2).
+    """
+    ctx = RuleContext(net, net.tensor_shapes(*sample_inputs(net, sample)))
+    for name in net.input_names:
+        if ctx.rank(name) >= 2:
+            ctx.input_layout(name, 1, f"graph input '{name}'")
+    from nestc.channels.rules import CHANNEL_RULES
+
+    for node in net.nodes:
+        ctx.node = node
+        rule = CHANNEL_RULES.get(node.op_type)
+        if rule is None:
+            ctx.freeze_node_inputs("no channel rule for this op")
+            continue
+        rule(ctx)
+    ctx.node = None
+    for name in net.output_names:
+        if name in ctx.shapes:
+            for axis in range(ctx.rank(name)):
+                ctx.freeze(ctx.layout(name, axis), f"graph output '{name}'")
+    return ChannelAnalysis(ctx.table, ctx.members, ctx.layouts, ctx.fixups, ctx.member_nodes)
+
+
+def sample_inputs(net: Network, sample: torch.Tensor | None = None, batch: int = 2) -> list[torch.Tensor]:
+    """Inputs for analysis: ``sample`` for the first input, else seeded standard-normal floats (zeros
+    for integer inputs) of the declared shapes with a free batch of ``batch``.
+
+    Random rather than zero inputs matter: dead-unit detection checks that a unit's value is the same
+    for every sample, which zeros would make trivially true.
+    """
+    generator = torch.Generator().manual_seed(0)
+    by_name = {v.name: v for v in net.template.graph.input}
+    tensors = []
+    for index, name in enumerate(net.input_names):
+        if index == 0 and sample is not None:
+            tensors.append(sample.to(net.device))
+            continue
+        tensor_type = by_name[name].type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else batch for d in tensor_type.shape.dim]
+        if dims:
+            dims[0] = batch
+        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        value = torch.from_numpy(np.zeros(dims, dtype=dtype))
+        if value.is_floating_point():
+            value = torch.randn(dims, generator=generator).to(value.dtype)
+        tensors.append(value.to(net.device))
+    return tensors

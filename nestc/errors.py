@@ -1,0 +1,48 @@
+"""Typed errors: every failure a user can cause is a :class:`NestcError`.
+
+The CLI turns a ``NestcError`` into one line on stderr and its ``exit_code``; anything else is a bug
+in nestc and keeps its traceback. Messages name the file, node or option at fault and, where it
+helps, what would be accepted instead.
+"""
+
+from __future__ import annotations
+
+
+class NestcError(Exception):
+    """Base class of errors caused by user input (exit code 2)."""
+
+    exit_code: int = 2
+
+
+class ModelError(NestcError):
+    """The model file cannot be read, checked or represented."""
+
+
+class UnsupportedOpError(ModelError):
+    """The model holds operators nestc has no handler for; lists every offending node at once."""
+
+
+class DataError(NestcError):
+    """A data set is missing, corrupt, or does not fit the model."""
+
+
+class OptionError(NestcError):
+    """A command-line option or API argument has a value that cannot work."""
+
+
+class PassError(NestcError):
+    """A pass could not keep its guarantees (wrapped with the pass name)."""
+
+    exit_code = 1
+
+
+class TrainingDiverged(NestcError):
+    """Training produced a non-finite loss that rollback could not repair."""
+
+    exit_code = 1
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (or its type name): library errors can span pages."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

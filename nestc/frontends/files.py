@@ -1,0 +1,66 @@
+"""Reading model bytes safely: clear errors for bad files, external data confined to the model's folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import external_data_helper
+
+from nestc.errors import ModelError, first_line
+
+
+def read_model_file(path: str | os.PathLike) -> onnx.ModelProto:
+    """Parse ``path`` as an ONNX model and load its external data, refusing anything unsafe.
+
+    External data may only come from files inside the model's own folder: a ``location`` that is
+    absolute or climbs out with ``..`` (``../../etc/passwd``) is refused before anything is read.
+    """
+    file = Path(path)
+    if not file.exists():
+        raise ModelError(f"{file}: no such file")
+    if file.is_dir():
+        raise ModelError(f"{file}: is a directory, expected an .onnx file")
+    if file.stat().st_size == 0:
+        raise ModelError(f"{file}: file is empty")
+    try:
+        model = onnx.load_model(str(file), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{file}: not an ONNX model ({first_line(exc) or 'protobuf parse failed'})") from exc
+    except OSError as exc:
+        raise ModelError(f"{file}: cannot read ({exc.strerror or exc})") from exc
+    if not model.HasField("graph") or not model.opset_import or model.ir_version <= 0:
+        raise ModelError(f"{file}: not an ONNX model (no graph, opset or IR version)")
+    _load_external_data(model, file)
+    return model
+
+
+def _load_external_data(model: onnx.ModelProto, file: Path) -> None:
+    base = file.resolve().parent
+    for tensor in _all_tensors(model.graph):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        target = (base / location).resolve()
+        if not location or os.path.isabs(location) or not target.is_relative_to(base):
+            raise ModelError(f"{file}: external data of tensor '{tensor.name}' points outside the model's "
+                             f"folder ('{location}'); only files beside the model are read")
+        if not target.is_file():
+            raise ModelError(f"{file}: external data file '{location}' of tensor '{tensor.name}' is missing")
+    try:
+        external_data_helper.load_external_data_for_model(model, str(base))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{file}: cannot load external data ({first_line(exc)})") from exc
+
+
+def _all_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    tensors = list(graph.initializer) + [s.values for s in graph.sparse_initializer]
+    for node in graph.node:
+        for attr in node.attribute:
+            tensors.extend([attr.t] if attr.HasField("t") else list(attr.tensors))
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                tensors.extend(_all_tensors(sub))
+    return tensors

@@ -1,0 +1,106 @@
+"""``load_model``: the one entry point from a user's ``.onnx`` file to a model nestc can work on.
+
+Steps, each failing with one line that names the file:
+1. read the bytes and external data safely (:mod:`nestc.frontends.files`);
+2. refuse control flow and list every unsupported node at once;
+3. ``onnx.checker``;
+4. bring the default-domain opset into :data:`SUPPORTED_OPSETS` with onnx's version converter;
+5. fold shape-only subgraphs and free the batch dimension (:mod:`nestc.frontends.shape_folding`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+from onnx import version_converter
+
+from nestc.errors import ModelError, UnsupportedOpError, first_line
+from nestc.frontends.files import read_model_file
+from nestc.frontends.shape_folding import fold_shape_subgraphs
+from nestc.ir.registry import handler_for
+
+SUPPORTED_OPSETS = range(13, 25)
+"""Default-domain opsets whose semantics the op handlers implement."""
+
+CONVERSION_TARGET = 17
+"""Opset that models outside the supported range are converted to."""
+
+_CONTROL_FLOW = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Load, check and normalise the model at ``path``.
+
+    Returns:
+        A checked model in a supported opset, with constant shape arithmetic folded and a free batch.
+
+    Raises:
+        ModelError: for a missing, empty, unreadable, invalid or unsupported model.
+    """
+    file = Path(path)
+    model = read_model_file(file)
+    _refuse_unsupported(model, file)
+    _check(model, file)
+    model = _normalise_opset(model, file)
+    try:
+        model = fold_shape_subgraphs(model)
+    except (onnx.shape_inference.InferenceError, ValueError) as exc:
+        raise ModelError(f"{file}: shape inference failed ({first_line(exc)})") from exc
+    inputs = graph_inputs(model)
+    if not inputs:
+        raise ModelError(f"{file}: the graph has no inputs to feed")
+    return model
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are fed at run time (initializers listed as inputs excluded)."""
+    init_names = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in init_names]
+
+
+def _refuse_unsupported(model: onnx.ModelProto, file: Path) -> None:
+    nodes = list(model.graph.node)
+    flow = [n for n in nodes if n.op_type in _CONTROL_FLOW]
+    if flow:
+        listed = ", ".join(f"'{n.name or n.op_type}' ({n.op_type})" for n in flow)
+        raise UnsupportedOpError(f"{file}: control flow is not supported: {listed}")
+    missing = []
+    for index, node in enumerate(nodes):
+        handler = handler_for(node.op_type)
+        if handler is None or (node.domain not in handler.domains and not (node.domain == "ai.onnx"
+                                                                           and "" in handler.domains)):
+            domain = f"{node.domain}." if node.domain else ""
+            missing.append(f"'{node.name or f'{node.op_type}_{index}'}' ({domain}{node.op_type})")
+    if missing:
+        raise UnsupportedOpError(f"{file}: unsupported operators in {len(missing)} node(s): {', '.join(missing)}")
+
+
+def _check(model: onnx.ModelProto, file: Path) -> None:
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise ModelError(f"{file}: fails onnx.checker: {first_line(exc)}") from exc
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The version of the default ONNX domain the model imports."""
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return 0
+
+
+def _normalise_opset(model: onnx.ModelProto, file: Path) -> onnx.ModelProto:
+    version = default_opset(model)
+    if version in SUPPORTED_OPSETS:
+        return model
+    try:
+        converted = version_converter.convert_version(model, CONVERSION_TARGET)
+        onnx.checker.check_model(converted)
+    except Exception as exc:
+        raise ModelError(f"{file}: opset {version} is outside the supported range "
+                         f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} and onnx's version converter "
+                         f"could not convert it ({first_line(exc)})") from exc
+    return converted

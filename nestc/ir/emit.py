@@ -1,0 +1,82 @@
+"""Emission: the IR's current tensors written back into the model's own graph.
+
+The nodes, names, opset and metadata come from the imported model; only initializers (and node
+attributes that structural passes changed, such as a depthwise Conv's ``group``) are replaced. Value
+infos are dropped rather than left stale: widths may have changed, and onnxruntime re-infers them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+
+from nestc.ir.network import Network, node_from_proto
+from nestc.ir.registry import Node
+
+SPARSE_FORMATS = ("dense", "coo")
+SPARSE_MIN_ZERO_FRACTION = 0.5
+"""A weight is stored as a COO ``sparse_initializer`` only when at least this share of it is zero."""
+
+
+def emit_model(net: Network, sparse_format: str = "dense") -> onnx.ModelProto:
+    """Build an ``onnx.ModelProto`` from the network's current structure and weights.
+
+    Args:
+        net: the network to write.
+        sparse_format: ``"dense"``, or ``"coo"`` to store mostly-zero trainable weights as ONNX
+            ``sparse_initializer`` (smaller files; runtimes densify them at load).
+    """
+    if sparse_format not in SPARSE_FORMATS:
+        raise ValueError(f"sparse format '{sparse_format}' unknown; use one of {', '.join(SPARSE_FORMATS)}")
+    model = onnx.ModelProto()
+    model.CopyFrom(net.template)
+    graph = model.graph
+    del graph.node[:]
+    for index, (node, proto) in enumerate(zip(net.nodes, net.node_protos, strict=True)):
+        graph.node.append(_node_proto(node, proto, index))
+    for name in net.initializer_order:
+        array = _to_numpy(net.effective_weight(name), net.initializer_dtypes[name])
+        if sparse_format == "coo" and net.is_trainable(name) and _mostly_zero(array):
+            graph.sparse_initializer.append(_coo(array, name))
+        else:
+            graph.initializer.append(numpy_helper.from_array(array, name))
+    del graph.value_info[:]
+    return model
+
+
+def _node_proto(node: Node, proto: onnx.NodeProto, index: int) -> onnx.NodeProto:
+    """The original proto when the IR node is unchanged, else one rebuilt with its new attributes."""
+    original = node_from_proto(proto, index).attrs
+    if original.keys() == node.attrs.keys() and all(_same(original[k], v) for k, v in node.attrs.items()):
+        return proto
+    rebuilt = onnx.NodeProto()
+    rebuilt.CopyFrom(proto)
+    del rebuilt.attribute[:]
+    for key, value in node.attrs.items():
+        rebuilt.attribute.append(helper.make_attribute(key, value))
+    return rebuilt
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(np.asarray(a), np.asarray(b))
+    return a == b
+
+
+def _to_numpy(tensor: torch.Tensor, data_type: int) -> np.ndarray:
+    array = tensor.detach().cpu().numpy()
+    return array.astype(helper.tensor_dtype_to_np_dtype(data_type), copy=False)
+
+
+def _mostly_zero(array: np.ndarray) -> bool:
+    return array.size > 0 and np.count_nonzero(array) <= (1 - SPARSE_MIN_ZERO_FRACTION) * array.size
+
+
+def _coo(array: np.ndarray, name: str) -> onnx.SparseTensorProto:
+    flat = array.reshape(-1)
+    indices = np.flatnonzero(flat).astype(np.int64)
+    values = numpy_helper.from_array(flat[indices], name)
+    index_tensor = numpy_helper.from_array(indices, f"{name}_indices")
+    return helper.make_sparse_tensor(values, index_tensor, list(array.shape))

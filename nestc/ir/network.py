@@ -1,0 +1,280 @@
+"""``Network``: an ONNX graph that runs, trains and changes shape in PyTorch.
+
+The ONNX graph stays the source of truth for structure: ``Network`` keeps the original nodes (names,
+order, attributes) and replaces only the initializers by torch tensors. Trainable weights are
+``nn.Parameter``; batch-norm statistics and other float constants are buffers (they follow
+``.to(device)`` and land in ``state_dict``); integer tensors (shapes, axes, indices) stay on the CPU
+as plain tensors because they steer shapes, not arithmetic.
+
+Connection sparsity lives in 0/1 masks multiplied into the weights on every forward pass. The
+*effective* weight ``w * mask`` is a non-leaf tensor, so its gradient is dense, which is exactly the
+growth signal NeST needs for dormant connections; :meth:`Network.forward` can keep those gradients
+(``keep_effective_grads``) and any intermediate activation (``taps``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+from torch import nn
+
+from nestc.errors import ModelError, UnsupportedOpError
+from nestc.ir.registry import Node, OpHandler, handler_for
+
+WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+"""Ops whose weight initializers define a layer (and make following bias-like constants trainable)."""
+
+_BIAS_LIKE_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
+_BN_STAT_INPUTS = (3, 4)
+
+
+def _decode_attr(attr: onnx.AttributeProto) -> object:
+    value = helper.get_attribute_value(attr)
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, list) and value and isinstance(value[0], bytes):
+        return [v.decode("utf-8") for v in value]
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    return value
+
+
+def node_from_proto(proto: onnx.NodeProto, index: int) -> Node:
+    """Decode a ``NodeProto``; unnamed nodes get a stable ``<op>_<index>`` name for messages."""
+    attrs = {a.name: _decode_attr(a) for a in proto.attribute}
+    name = proto.name or f"{proto.op_type}_{index}"
+    return Node(name, proto.op_type, list(proto.input), list(proto.output), attrs, proto.domain)
+
+
+class _TensorStore(nn.Module):
+    """Holds buffers under sanitised keys (torch forbids dots in buffer names)."""
+
+
+class Network(nn.Module):
+    """A trainable, resizable PyTorch form of one ONNX model.
+
+    Args:
+        model: a checked model, as returned by :func:`nestc.frontends.load_model`.
+    """
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        super().__init__()
+        self.template = onnx.ModelProto()
+        self.template.CopyFrom(model)
+        del self.template.graph.initializer[:]
+        graph = model.graph
+        self.node_protos = list(self.template.graph.node)
+        self.nodes = [node_from_proto(p, i) for i, p in enumerate(graph.node)]
+        self._check_supported(self.nodes)
+        self.handlers: list[OpHandler] = [handler_for(n.op_type) for n in self.nodes]  # type: ignore[misc]
+        init_names = {t.name for t in graph.initializer}
+        self.input_names = [i.name for i in graph.input if i.name not in init_names]
+        self.output_names = [o.name for o in graph.output]
+        self.initializer_order = [t.name for t in graph.initializer]
+        self.initializer_dtypes = {t.name: t.data_type for t in graph.initializer}
+        self.weights = nn.ParameterDict()
+        self.floats = _TensorStore()
+        self.mask_store = _TensorStore()
+        self.ints: dict[str, torch.Tensor] = {}
+        self._keys: dict[str, str] = {}
+        self.masks: dict[str, str] = {}
+        trainable, stats = self._classify(graph)
+        for t in graph.initializer:
+            array = numpy_helper.to_array(t)
+            self._add_tensor(t.name, array, trainable=t.name in trainable, is_stat=t.name in stats)
+        self.producer = {out: i for i, n in enumerate(self.nodes) for out in n.outputs}
+        self.keep_effective_grads = False
+        self.effective: dict[str, torch.Tensor] = {}
+        self.tapped: dict[str, torch.Tensor] = {}
+
+    # ----------------------------------------------------------------------------------- building
+    @staticmethod
+    def _check_supported(nodes: Sequence[Node]) -> None:
+        missing = [n for n in nodes if handler_for(n.op_type) is None
+                   or n.domain not in handler_for(n.op_type).domains]  # type: ignore[union-attr]
+        if missing:
+            listed = ", ".join(f"'{n.name}' ({n.domain + '.' if n.domain else ''}{n.op_type})" for n in missing)
+            raise UnsupportedOpError(f"unsupported operators in {len(missing)} node(s): {listed}")
+
+    def _classify(self, graph: onnx.GraphProto) -> tuple[set[str], set[str]]:
+        """Decide which float initializers are trainable weights and which are BN statistics."""
+        floats = {t.name for t in graph.initializer if np.issubdtype(
+            helper.tensor_dtype_to_np_dtype(t.data_type), np.floating)}
+        trainable: set[str] = set()
+        stats: set[str] = set()
+        follows_weights: set[str] = set()  # tensors produced by a weight op or its bias/scale chain
+        for node, handler in zip(self.nodes, (handler_for(n.op_type) for n in self.nodes)):
+            assert handler is not None
+            consts = [i for i in node.inputs if i in floats]
+            if node.op_type == "BatchNormalization":
+                stats.update(node.inputs[i] for i in _BN_STAT_INPUTS if i < len(node.inputs))
+            if node.op_type in _BIAS_LIKE_OPS:
+                others = [i for i in node.inputs if i not in floats]
+                if consts and others and all(o in follows_weights for o in others):
+                    trainable.update(consts)
+                    follows_weights.update(node.outputs)
+                continue
+            trainable.update(node.inputs[i] for i in handler.weight_inputs
+                             if i < len(node.inputs) and node.inputs[i] in floats)
+            if node.op_type in WEIGHT_OPS:
+                follows_weights.update(node.outputs)
+        return trainable - stats, stats
+
+    def _add_tensor(self, name: str, array: np.ndarray, trainable: bool, is_stat: bool) -> None:
+        key = f"t{len(self._keys)}"
+        self._keys[name] = key
+        tensor = torch.from_numpy(np.array(array, copy=True))
+        if trainable:
+            self.weights[key] = nn.Parameter(tensor)
+        elif tensor.is_floating_point():
+            self.floats.register_buffer(key, tensor)
+        else:
+            self.ints[name] = tensor
+
+    # ------------------------------------------------------------------------------ tensor access
+    def has_tensor(self, name: str) -> bool:
+        """True when ``name`` is an initializer of the model."""
+        return name in self._keys
+
+    def is_trainable(self, name: str) -> bool:
+        """True when the initializer ``name`` is an ``nn.Parameter``."""
+        return self._keys.get(name) in self.weights
+
+    def trainable_names(self) -> list[str]:
+        """ONNX names of all trainable initializers, in file order."""
+        return [n for n in self.initializer_order if self.is_trainable(n)]
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """The stored value of initializer ``name`` (the raw weight, without its mask)."""
+        key = self._keys[name]
+        if key in self.weights:
+            return self.weights[key]
+        if name in self.ints:
+            return self.ints[name]
+        return getattr(self.floats, key)
+
+    def set_tensor(self, name: str, value: torch.Tensor) -> None:
+        """Replace initializer ``name`` by ``value`` (any shape), keeping its kind.
+
+        Structural passes call this; a replaced Parameter is a new object, so optimizers must be
+        rebuilt or remapped afterwards (:mod:`nestc.train` does this).
+        """
+        key = self._keys[name]
+        if key in self.weights:
+            self.weights[key] = nn.Parameter(value.detach().clone().to(self.weights[key].dtype))
+        elif name in self.ints:
+            self.ints[name] = value.detach().clone().cpu()
+        else:
+            self.floats.register_buffer(key, value.detach().clone())
+
+    def mask(self, name: str) -> torch.Tensor | None:
+        """The 0/1 connection mask of weight ``name``, or ``None`` when it is fully dense."""
+        key = self.masks.get(name)
+        return None if key is None else getattr(self.mask_store, key)
+
+    def set_mask(self, name: str, mask: torch.Tensor | None) -> None:
+        """Attach (or with ``None`` remove) a connection mask; masked-out weights are zeroed."""
+        if mask is None:
+            key = self.masks.pop(name, None)
+            if key is not None:
+                delattr(self.mask_store, key)
+            return
+        weight = self.tensor(name)
+        if mask.shape != weight.shape:
+            raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, weight {tuple(weight.shape)}")
+        key = self.masks.setdefault(name, self._keys[name])
+        self.mask_store.register_buffer(key, mask.to(device=weight.device, dtype=weight.dtype))
+        with torch.no_grad():
+            weight.mul_(self.mask(name))  # type: ignore[arg-type]
+
+    def effective_weight(self, name: str) -> torch.Tensor:
+        """The weight the graph computes with: ``weight * mask`` (or the weight when dense)."""
+        weight = self.tensor(name)
+        mask = self.mask(name)
+        return weight if mask is None else weight * mask
+
+    @property
+    def device(self) -> torch.device:
+        """Where the float tensors live."""
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    # -------------------------------------------------------------------------------- execution
+    def _value(self, name: str) -> torch.Tensor:
+        tensor = self.effective_weight(name)
+        if self.keep_effective_grads and name in self.masks and tensor.requires_grad:
+            tensor.retain_grad()
+            self.effective[name] = tensor
+        return tensor
+
+    def forward(self, *inputs: torch.Tensor, taps: Iterable[str] = ()) -> tuple[torch.Tensor, ...]:
+        """Run the graph; returns the graph outputs in order.
+
+        Args:
+            inputs: one tensor per graph input, in graph order.
+            taps: names of intermediate tensors to keep in ``self.tapped`` (with ``retain_grad`` when
+                they require grad), for passes that need activations or their gradients.
+        """
+        if len(inputs) != len(self.input_names):
+            raise ValueError(f"model takes {len(self.input_names)} input(s), got {len(inputs)}")
+        env: dict[str, torch.Tensor] = dict(zip(self.input_names, inputs))
+        taps = set(taps)
+        self.tapped = {}
+        for node, handler in zip(self.nodes, self.handlers):
+            args = [self._fetch(name, env) for name in node.inputs]
+            try:
+                outs = handler.forward(node, args, self.training)
+            except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+                raise ModelError(f"while executing {node.describe()}: {exc}") from exc
+            for out_name, value in zip(node.outputs, outs):
+                if out_name:
+                    env[out_name] = value
+                    if out_name in taps:
+                        if value.requires_grad:
+                            value.retain_grad()
+                        self.tapped[out_name] = value
+        return tuple(env[name] if name in env else self._value(name) for name in self.output_names)
+
+    def _fetch(self, name: str, env: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        if not name:
+            return None
+        if name in env:
+            return env[name]
+        if name in self._keys:
+            return self._value(name)
+        raise ModelError(f"tensor '{name}' is used before any node produces it")
+
+    def run_numpy(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        """Evaluate in inference mode on numpy inputs; used to compare with onnxruntime."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                dev = self.device
+                outs = self(*(torch.from_numpy(np.asarray(a)).to(dev) for a in arrays))
+            return [o.detach().cpu().numpy() for o in outs]
+        finally:
+            self.train(was_training)
+
+    def tensor_shapes(self, *inputs: torch.Tensor) -> dict[str, tuple[int, ...]]:
+        """Shapes of every tensor in the graph for the given inputs (one inference pass)."""
+        names = [o for n in self.nodes for o in n.outputs if o]
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                self(*inputs, taps=names)
+        finally:
+            self.train(was_training)
+        shapes = {name: tuple(t.shape) for name, t in self.tapped.items()}
+        shapes.update({name: tuple(self.tensor(name).shape) for name in self._keys})
+        shapes.update({name: tuple(t.shape) for name, t in zip(self.input_names, inputs)})
+        self.tapped = {}
+        return shapes

@@ -1,0 +1,67 @@
+"""onnxruntime sessions: the judge of every output nestc writes.
+
+The CUDA execution provider is used when the installed onnxruntime build has it (``onnxruntime-gpu``);
+otherwise the CPU provider. Outputs that onnxruntime returns as Python objects (ZipMap's list of
+dicts) are turned back into arrays so they can be compared.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from nestc.errors import ModelError, first_line
+
+
+def providers() -> list[str]:
+    """Execution providers to use, best first."""
+    available = ort.get_available_providers()
+    preferred = [p for p in ("CUDAExecutionProvider",) if p in available]
+    return [*preferred, "CPUExecutionProvider"]
+
+
+def session(model: onnx.ModelProto | bytes, label: str = "model", threads: int | None = None) -> ort.InferenceSession:
+    """An inference session for ``model``; a load failure is a :class:`ModelError` naming ``label``."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    try:
+        return ort.InferenceSession(data, options, providers=providers())
+    except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
+        raise ModelError(f"{label}: onnxruntime cannot load it ({first_line(exc)})") from exc
+
+
+def run(sess: ort.InferenceSession, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Run ``sess`` on positional ``inputs``; every output as a numpy array."""
+    feeds = {meta.name: value for meta, value in zip(sess.get_inputs(), inputs, strict=True)}
+    return [_as_array(out) for out in sess.run(None, feeds)]
+
+
+def run_batched(sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 1024) -> list[np.ndarray]:
+    """Run a single-input session over ``x`` in batches and concatenate each output."""
+    parts = [run(sess, [x[i: i + batch_size]]) for i in range(0, len(x), batch_size)]
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+def latency_ms(sess: ort.InferenceSession, x: np.ndarray, repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time of one ``run`` on ``x``, in milliseconds."""
+    for _ in range(warmup):
+        run(sess, [x])
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(sess, [x])
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def _as_array(value: object) -> np.ndarray:
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        keys = sorted(value[0])
+        return np.array([[row[k] for k in keys] for row in value], dtype=np.float32)
+    return np.asarray(value)
