@@ -61,6 +61,7 @@ def model_stats(net: Network) -> ModelStats:
         nonzero = sum(int(torch.count_nonzero(net.effective_weight(n))) for n in owned)
         main = next((w for w in weights[1:2] + weights[:1] if w is not None and w.dim() >= 2), None)
         density = 1.0 if main is None or main.numel() == 0 else int(torch.count_nonzero(main)) / main.numel()
+        density *= _input_area(net, node)
         shape = list(net.tensor(owned[0]).shape) if owned else []
         layer = LayerStats(node.name, node.op_type, shape, params, nonzero, int(macs), round(macs * density))
         stats.layers.append(layer)
@@ -69,6 +70,22 @@ def model_stats(net: Network) -> ModelStats:
     stats.macs = sum(layer.macs for layer in stats.layers)
     stats.nonzero_macs = sum(layer.nonzero_macs for layer in stats.layers)
     return stats
+
+
+def _input_area(net: Network, node) -> float:
+    """Active share of a convolution's input positions under a constant 0/1 spatial mask (partial-area
+    convolution); 1 when its input is not masked that way."""
+    if node.op_type != "Conv" or node.inputs[0] not in net.producer:
+        return 1.0
+    source = net.nodes[net.producer[node.inputs[0]]]
+    if source.op_type != "Mul":
+        return 1.0
+    for name in source.inputs:
+        if net.has_tensor(name) and not net.is_trainable(name):
+            mask = net.tensor(name)
+            if mask.dim() >= 3 and mask.shape[0] == mask.shape[1] == 1 and bool(((mask == 0) | (mask == 1)).all()):
+                return float(mask.float().mean())
+    return 1.0
 
 
 def format_table(stats: ModelStats) -> str:

@@ -141,3 +141,16 @@ def sub_layout(layout: Layout, lo: int, hi: int) -> Layout | None:
             result.append(Segment(seg.space, first, first + (seg_hi - seg_lo) // seg.block, seg.block))
         offset += seg.size
     return tuple(result)
+
+
+def unit_positions(table: SpaceTable, layout: Layout, space: int, units: set[int] | range) -> list[int]:
+    """Positions along an axis with ``layout`` that hold the given units of ``space``."""
+    positions, offset = [], 0
+    for seg in layout:
+        if table.find(seg.space) == table.find(space):
+            for unit in range(seg.start, seg.stop):
+                if unit in units:
+                    base = offset + (unit - seg.start) * seg.block
+                    positions.extend(range(base, base + seg.block))
+        offset += seg.size
+    return positions

@@ -166,10 +166,11 @@ def _reshape_target_fixup(ctx: RuleContext, out: str) -> None:
     net = ctx.net
 
     def rewrite(new_size: Callable[[Layout], int]) -> None:
-        values = net.ints[target_name].clone()
+        name = net.private_input(node, 1)
+        values = net.ints[name].clone()
         for a, layout in layouts.items():
             values[a] = new_size(layout)
-        net.set_tensor(target_name, values)
+        net.set_tensor(name, values)
 
     if axes:
         ctx.fixup(rewrite)
@@ -230,7 +231,7 @@ def split(ctx: RuleContext) -> None:
     def rewrite(new_size: Callable[[Layout], int]) -> None:
         new = [new_size(p) for p in parts]
         if sizes_name:
-            net.set_tensor(sizes_name, torch.tensor(new, dtype=torch.int64))
+            net.set_tensor(net.private_input(node, 1), torch.tensor(new, dtype=torch.int64))
         else:
             node.attrs["split"] = new
 
@@ -265,13 +266,15 @@ def slice_(ctx: RuleContext) -> None:
             ctx.freeze(found, "slice cuts inside a channel block")
             continue
         ctx.set_layout(out, axis, part)
-        _slice_fixup(ctx, names[1], names[2], k, before, part)
+        _slice_fixup(ctx, k, before, part)
 
 
-def _slice_fixup(ctx: RuleContext, starts_name: str, ends_name: str, k: int, before: Layout, part: Layout) -> None:
-    net = ctx.net
+def _slice_fixup(ctx: RuleContext, k: int, before: Layout, part: Layout) -> None:
+    """Rewrite entry ``k`` of the starts (input 1) and ends (input 2) to the part's new position."""
+    net, node = ctx.net, ctx.node
 
     def rewrite(new_size: Callable[[Layout], int]) -> None:
+        starts_name, ends_name = net.private_input(node, 1), net.private_input(node, 2)
         starts, ends = net.ints[starts_name].clone(), net.ints[ends_name].clone()
         starts[k] = new_size(before)
         ends[k] = starts[k] + new_size(part)

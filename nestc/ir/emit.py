@@ -47,15 +47,23 @@ def emit_model(net: Network, sparse_format: str = "dense") -> onnx.ModelProto:
 
 
 def _node_proto(node: Node, proto: onnx.NodeProto, index: int) -> onnx.NodeProto:
-    """The original proto when the IR node is unchanged, else one rebuilt with its new attributes."""
+    """The original proto when the IR node is unchanged, else a copy with its new inputs (a pass may
+    point an input at a private copy of a shared shape constant) and changed attributes (only those
+    are rebuilt, so untouched ones keep their exact encoding)."""
     original = node_from_proto(proto, index).attrs
-    if original.keys() == node.attrs.keys() and all(_same(original[k], v) for k, v in node.attrs.items()):
+    changed = {k for k in node.attrs.keys() | original.keys()
+               if k not in node.attrs or k not in original or not _same(original[k], node.attrs[k])}
+    if list(proto.input) == node.inputs and not changed:
         return proto
     rebuilt = onnx.NodeProto()
     rebuilt.CopyFrom(proto)
+    del rebuilt.input[:]
+    rebuilt.input.extend(node.inputs)
+    kept = [a for a in proto.attribute if a.name not in changed]
     del rebuilt.attribute[:]
-    for key, value in node.attrs.items():
-        rebuilt.attribute.append(helper.make_attribute(key, value))
+    rebuilt.attribute.extend(kept)
+    for key in sorted(changed & node.attrs.keys()):
+        rebuilt.attribute.append(helper.make_attribute(key, node.attrs[key]))
     return rebuilt
 
 

@@ -171,6 +171,28 @@ class Network(nn.Module):
         else:
             self.floats.register_buffer(key, value.detach().clone())
 
+    def private_input(self, node: Node, slot: int) -> str:
+        """Name of a constant input of ``node`` that no other node reads, copying it when shared.
+
+        Exporters deduplicate equal constants, so one ``[1, 8]`` or ``[6]`` tensor may be a Reshape
+        target here and a Slice end or an axes list there. A pass that rewrites one node's shape
+        constant must not change the others; it calls this first and writes to the returned name.
+        """
+        name = node.inputs[slot]
+        uses = sum(inp == name for n in self.nodes for inp in n.inputs) + self.output_names.count(name)
+        if uses <= 1:
+            return name
+        taken = set(self._keys) | {o for n in self.nodes for o in n.outputs} | set(self.input_names)
+        fresh, index = f"{name}_{node.name}", 1
+        while fresh in taken:
+            fresh, index = f"{name}_{node.name}_{index}", index + 1
+        value = self.tensor(name).detach().clone()
+        self.initializer_order.append(fresh)
+        self.initializer_dtypes[fresh] = self.initializer_dtypes[name]
+        self._add_tensor(fresh, value.cpu().numpy(), trainable=False, is_stat=False)
+        node.inputs[slot] = fresh
+        return fresh
+
     def mask(self, name: str) -> torch.Tensor | None:
         """The 0/1 connection mask of weight ``name``, or ``None`` when it is fully dense."""
         key = self.masks.get(name)
@@ -206,6 +228,32 @@ class Network(nn.Module):
             return b.device
         return torch.device("cpu")
 
+    def insert_node(self, index: int, proto: onnx.NodeProto, constants: dict[str, np.ndarray]) -> Node:
+        """Insert ``proto`` before node ``index``; ``constants`` become new non-trainable initializers.
+
+        Used by passes that add computation the emitted graph must reproduce exactly (the input
+        masks of partial-area convolution). Callers rewire consumers with :meth:`replace_input`.
+        """
+        for name, array in constants.items():
+            self._add_tensor(name, array, trainable=False, is_stat=False)
+            self.initializer_order.append(name)
+            self.initializer_dtypes[name] = helper.np_dtype_to_tensor_dtype(array.dtype)
+        node = node_from_proto(proto, index)
+        self._check_supported([node])
+        self.node_protos.insert(index, proto)
+        self.nodes.insert(index, node)
+        self.handlers.insert(index, handler_for(node.op_type))  # type: ignore[arg-type]
+        self.producer = {out: i for i, n in enumerate(self.nodes) for out in n.outputs}
+        return node
+
+    def replace_input(self, index: int, old: str, new: str) -> None:
+        """Make node ``index`` read ``new`` wherever it read ``old``."""
+        node, proto = self.nodes[index], self.node_protos[index]
+        node.inputs = [new if name == old else name for name in node.inputs]
+        for position, name in enumerate(proto.input):
+            if name == old:
+                proto.input[position] = new
+
     # -------------------------------------------------------------------------------- execution
     def _value(self, name: str) -> torch.Tensor:
         tensor = self.effective_weight(name)
@@ -214,13 +262,16 @@ class Network(nn.Module):
             self.effective[name] = tensor
         return tensor
 
-    def forward(self, *inputs: torch.Tensor, taps: Iterable[str] = ()) -> tuple[torch.Tensor, ...]:
+    def forward(self, *inputs: torch.Tensor, taps: Iterable[str] = (), until: str | None = None
+                ) -> tuple[torch.Tensor, ...]:
         """Run the graph; returns the graph outputs in order.
 
         Args:
             inputs: one tensor per graph input, in graph order.
             taps: names of intermediate tensors to keep in ``self.tapped`` (with ``retain_grad`` when
                 they require grad), for passes that need activations or their gradients.
+            until: stop as soon as this tensor is computed and return only it (a classifier's logits
+                sit before its Softmax and ZipMap; nothing after them is needed for training).
         """
         if len(inputs) != len(self.input_names):
             raise ValueError(f"model takes {len(self.input_names)} input(s), got {len(inputs)}")
@@ -240,6 +291,8 @@ class Network(nn.Module):
                         if value.requires_grad:
                             value.retain_grad()
                         self.tapped[out_name] = value
+            if until is not None and until in node.outputs:
+                return (env[until],)
         return tuple(env[name] if name in env else self._value(name) for name in self.output_names)
 
     def _fetch(self, name: str, env: dict[str, torch.Tensor]) -> torch.Tensor | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from nestc.channels.analysis import ChannelAnalysis
-from nestc.channels.layout import Layout, Member
+from nestc.channels.layout import Layout, Member, unit_positions
 from nestc.channels.resize import SpaceChange
 from nestc.ir.network import Network
 
@@ -134,7 +134,7 @@ def _activation_axis(analysis: ChannelAnalysis, tensor: str, layout: Layout) -> 
 def _probe_fold(net: Network, analysis: ChannelAnalysis, node, member: Member, act: torch.Tensor, axis: int,
                 space: int, units: set[int]) -> list[Fold] | None:
     """Measure the constant units at ``node``'s input and compute their effect on its output."""
-    positions = _unit_positions(analysis, member.layout, space, units)
+    positions = unit_positions(analysis.table, member.layout, space, units)
     values = act.movedim(axis, 0)[positions].reshape(len(positions), -1)
     spread = (values.max(1).values - values.min(1).values).abs()
     if bool((spread > CONSTANT_TOLERANCE * (1 + values.abs().max(1).values)).any()):
@@ -157,18 +157,6 @@ def _probe_fold(net: Network, analysis: ChannelAnalysis, node, member: Member, a
     if bias is None:
         return None
     return [Fold(bias[0], bias[1], per_unit[:, 0])]
-
-
-def _unit_positions(analysis: ChannelAnalysis, layout: Layout, space: int, units: set[int]) -> list[int]:
-    positions, offset = [], 0
-    for seg in layout:
-        if analysis.table.find(seg.space) == space:
-            for unit in range(seg.start, seg.stop):
-                if unit in units:
-                    base = offset + (unit - seg.start) * seg.block
-                    positions.extend(range(base, base + seg.block))
-        offset += seg.size
-    return positions
 
 
 def _bias_of(net: Network, analysis: ChannelAnalysis, node) -> tuple[str, int] | None:

@@ -1,0 +1,241 @@
+"""The Python API; every CLI command is a thin wrapper around one function here.
+
+Example::
+
+    import nestc
+    stats = nestc.inspect("model.onnx")
+    result = nestc.compact("model.onnx", "model.compact.onnx")
+    report = nestc.validate("model.onnx", "model.compact.onnx")
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from nestc import runtime
+from nestc.errors import OptionError
+from nestc.fileio import atomic_write_bytes, check_output_path
+from nestc.frontends import load_model
+from nestc.frontends.onnx_loader import graph_inputs
+from nestc.ir.emit import SPARSE_FORMATS, emit_model
+from nestc.ir.network import Network
+from nestc.passes.compact import CompactResult
+from nestc.passes.compact import compact as compact_network
+from nestc.stats import ModelStats, model_stats
+
+PathLike = str | os.PathLike
+
+
+def load_network(path: PathLike) -> Network:
+    """Import ``path`` (checked, normalised) as a trainable :class:`Network`."""
+    return Network(load_model(path))
+
+
+def inspect(path: PathLike) -> ModelStats:
+    """Per-layer parameters, non-zeros and MACs of the model at ``path``."""
+    return model_stats(load_network(path))
+
+
+def save_network(net: Network, output: PathLike, sparse_format: str = "dense") -> onnx.ModelProto:
+    """Emit ``net``, check it, and write it atomically to ``output``."""
+    model = emit_model(net, sparse_format)
+    onnx.checker.check_model(model)
+    atomic_write_bytes(output, model.SerializeToString())
+    return model
+
+
+@dataclass
+class CompactReport:
+    """What ``compact`` did, with statistics before and after."""
+
+    before: ModelStats
+    after: ModelStats
+    result: CompactResult
+
+
+def compact(model: PathLike, output: PathLike, round_to: int = 1, sparse_format: str = "dense") -> CompactReport:
+    """Remove every provably dead neuron and channel of ``model`` and write the result to ``output``."""
+    if round_to < 1:
+        raise OptionError(f"--round-to {round_to}: must be at least 1")
+    if sparse_format not in SPARSE_FORMATS:
+        raise OptionError(f"--sparse-format {sparse_format}: use one of {', '.join(SPARSE_FORMATS)}")
+    check_output_path(output, model)
+    net = load_network(model)
+    before = model_stats(net)
+    result = compact_network(net, round_to=round_to)
+    save_network(net, output, sparse_format)
+    return CompactReport(before, model_stats(net), result)
+
+
+@dataclass
+class OutputDiff:
+    """Agreement of one output between two models."""
+
+    name: str
+    max_abs: float
+    max_rel: float
+    within: bool
+
+
+@dataclass
+class ValidationReport:
+    """Per-output differences and, with labelled data, both models' accuracy."""
+
+    outputs: list[OutputDiff]
+    samples: int
+    accuracy_original: float | None = None
+    accuracy_candidate: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when every output is within tolerance."""
+        return all(o.within for o in self.outputs)
+
+
+def validate(original: PathLike, candidate: PathLike, data: str | None = None, atol: float = 1e-5,
+             rtol: float = 1e-4, samples: int = 64, data_dir: PathLike | None = None,
+             seed: int = 0) -> ValidationReport:
+    """Run both models in onnxruntime on the same inputs and compare every output."""
+    if atol < 0 or rtol < 0:
+        raise OptionError("--atol/--rtol must be non-negative")
+    if samples < 1:
+        raise OptionError(f"--samples {samples}: must be at least 1")
+    models = [load_model(original), load_model(candidate)]
+    sessions = [runtime.session(onnx.load(str(p)).SerializeToString(), str(p)) for p in (original, candidate)]
+    x, y = _validation_inputs(models[0], data, samples, data_dir, seed)
+    outs = [_run_static_aware(s, m, x) for s, m in zip(sessions, models, strict=True)]
+    if len(outs[0]) != len(outs[1]):
+        raise OptionError(f"{candidate}: has {len(outs[1])} outputs, {original} has {len(outs[0])}")
+    diffs = []
+    for meta, a, b in zip(sessions[0].get_outputs(), outs[0], outs[1], strict=True):
+        diffs.append(_compare(meta.name, a, b, atol, rtol))
+    report = ValidationReport(diffs, len(x))
+    if y is not None:
+        from nestc.ir.classifier import choose_output
+
+        net = Network(models[0])
+        index = net.output_names.index(choose_output(net, label=str(original)))
+        report.accuracy_original = float((outs[0][index].argmax(1) == y).mean())
+        report.accuracy_candidate = float((outs[1][index].argmax(1) == y).mean())
+    return report
+
+
+def _compare(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> OutputDiff:
+    if a.shape != b.shape:
+        return OutputDiff(name, float("inf"), float("inf"), False)
+    if a.dtype.kind not in "fc":
+        equal = bool(np.array_equal(a, b))
+        return OutputDiff(name, 0.0 if equal else float("inf"), 0.0 if equal else float("inf"), equal)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    diff = np.abs(a64 - b64)
+    max_abs = float(diff.max(initial=0.0))
+    max_rel = float((diff / np.maximum(np.abs(a64), np.finfo(np.float32).tiny)).max(initial=0.0))
+    return OutputDiff(name, max_abs, max_rel, bool(np.all(diff <= atol + rtol * np.abs(a64))))
+
+
+def _validation_inputs(model: onnx.ModelProto, data: str | None, samples: int, data_dir: PathLike | None,
+                       seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    value = graph_inputs(model)[0]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+    if data is None:
+        shape = [samples] + [d or 1 for d in dims[1:]]
+        return np.random.default_rng(seed).standard_normal(shape).astype(np.float32), None
+    from nestc.data import fit_to_input, load_dataset
+
+    dataset = fit_to_input(load_dataset(data, data_dir=data_dir), ["N", *dims[1:]], model_label=value.name)
+    x = dataset.x_test[:samples]
+    y = None if dataset.y_test is None else dataset.y_test[:samples]
+    return x, y
+
+
+def _run_static_aware(sess, model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    """Run in chunks of the model's fixed batch when its file fixes one (dynamo exports batch 1)."""
+    dim = sess.get_inputs()[0].shape[0]
+    batch = dim if isinstance(dim, int) and dim > 0 else 1024
+    return runtime.run_batched(sess, x, batch)
+
+
+
+def seed(arch: str, output: PathLike, width_ratio: float = 1.0, density: float = 1.0, classes: int = 10,
+         seed_value: int = 0) -> ModelStats:
+    """Write seed architecture ``arch`` (see :mod:`nestc.seeds`) to ``output``; returns its statistics."""
+    from nestc.seeds import build_seed
+
+    check_output_path(output)
+    model = build_seed(arch, width_ratio, density, classes, seed_value)
+    atomic_write_bytes(output, model.SerializeToString())
+    return model_stats(Network(model))
+
+
+@dataclass
+class EvalReport:
+    """Accuracy and loss measured by onnxruntime, with its latency per batch."""
+
+    samples: int
+    accuracy: float | None
+    loss: float | None
+    latency_ms_per_batch: float
+    batch_size: int
+
+
+def evaluate(model: PathLike, data: str = "embedded", data_dir: PathLike | None = None, download: bool = False,
+             batch_size: int = 256, output_name: str | None = None) -> EvalReport:
+    """Top-1 accuracy, cross-entropy and latency of ``model`` on the test split, all by onnxruntime."""
+    from nestc.ir.classifier import ClassifierView, logits_tensor
+    from nestc.model_data import data_for_model
+
+    if batch_size < 1:
+        raise OptionError(f"--batch-size {batch_size}: must be at least 1")
+    normalised = load_model(model)
+    view = ClassifierView(Network(normalised), output_name, str(model))
+    dataset = data_for_model(view, data, data_dir, download, label=str(model))
+    sess = runtime.session(normalised, str(model))
+    names = [o.name for o in sess.get_outputs()]
+    outputs = runtime.run_batched(sess, dataset.x_test, batch_size)
+    scores = outputs[names.index(view.output)]
+    accuracy = loss = None
+    if dataset.y_test is not None:
+        accuracy = float((scores.argmax(1) == dataset.y_test).mean())
+        is_probability = logits_tensor(view.net, view.output) != view.output
+        log_probs = np.log(np.clip(scores, 1e-12, None)) if is_probability else _log_softmax(scores)
+        loss = float(-log_probs[np.arange(len(scores)), dataset.y_test].mean())
+    latency = runtime.latency_ms(sess, dataset.x_test[:batch_size], repeats=10)
+    return EvalReport(len(dataset.x_test), accuracy, loss, latency, min(batch_size, len(dataset.x_test)))
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+
+
+def train(model: PathLike, output: PathLike, data: str = "embedded", config: object | None = None,
+          data_dir: PathLike | None = None, download: bool = False, output_name: str | None = None,
+          checkpoint: PathLike | None = None, resume: bool = False) -> tuple[float | None, float | None]:
+    """Train every weight of ``model`` on ``data`` and write it to ``output``.
+
+    Returns:
+        Test accuracy before and after, measured by onnxruntime on the written files.
+    """
+    from nestc.ir.classifier import trainable_view
+    from nestc.model_data import data_for_model
+    from nestc.train import TrainConfig, Trainer, init_from_env
+
+    config = config or TrainConfig()
+    config.validate()  # type: ignore[attr-defined]
+    check_output_path(output, model)
+    dist = init_from_env()
+    net = load_network(model)
+    view = trainable_view(net, output_name, str(model))
+    dataset = data_for_model(view, data, data_dir, download, label=str(model))
+    if dataset.y_train is None:
+        raise OptionError(f"data '{data}' has no labels; `nestc train` needs labels (compress can distil)")
+    Trainer(config).fit(view, dataset.x_train, dataset.y_train, checkpoint=checkpoint, resume=resume)  # type: ignore[arg-type]
+    if dist.is_main:
+        save_network(net, output)
+    before = evaluate(model, data, data_dir, output_name=output_name).accuracy
+    after = evaluate(output, data, data_dir, output_name=output_name).accuracy if dist.is_main else None
+    return before, after

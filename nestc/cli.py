@@ -1,0 +1,277 @@
+"""The ``nestc`` command line: thin wrappers over :mod:`nestc.api`.
+
+Every user mistake surfaces as a :class:`~nestc.errors.NestcError`; :func:`main` prints it as one
+line (``nestc: error: ...``) and exits with its code (2 for bad input). Anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+
+import click
+
+from nestc import api
+from nestc.errors import NestcError
+from nestc.stats import format_table
+
+MODEL = click.Path(dir_okay=True, path_type=str)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nestc")
+def cli() -> None:
+    """nestc, the NeST compiler: grow and prune ONNX models, ONNX in, ONNX out."""
+
+
+@cli.command()
+@click.argument("model", type=MODEL)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (totals under params, nonzero_params, macs).")
+def inspect(model: str, as_json: bool) -> None:
+    """Per-layer weights, non-zeros and MACs per sample of MODEL."""
+    stats = api.inspect(model)
+    click.echo(json.dumps(stats.to_dict(), indent=2) if as_json else format_table(stats))
+
+
+@cli.command()
+@click.argument("original", type=MODEL)
+@click.argument("candidate", type=MODEL)
+@click.option("--data", default=None, help="Data set to feed (default: seeded random inputs).")
+@click.option("--data-dir", default=None, help="Folder to look for data sets in.")
+@click.option("--atol", default=1e-5, show_default=True, type=float)
+@click.option("--rtol", default=1e-4, show_default=True, type=float)
+@click.option("--samples", default=64, show_default=True, type=int, help="Number of inputs to compare on.")
+def validate(original: str, candidate: str, data: str | None, data_dir: str | None, atol: float, rtol: float,
+             samples: int) -> None:
+    """Run ORIGINAL and CANDIDATE in onnxruntime on the same inputs; exit 1 when they differ."""
+    report = api.validate(original, candidate, data, atol, rtol, samples, data_dir)
+    for diff in report.outputs:
+        status = "ok" if diff.within else "DIFFERS"
+        click.echo(f"{diff.name}: max abs diff {diff.max_abs:.3g}, max rel diff {diff.max_rel:.3g} [{status}]")
+    if report.accuracy_original is not None:
+        click.echo(f"accuracy on {report.samples} samples: original {report.accuracy_original:.2%}, "
+                   f"candidate {report.accuracy_candidate:.2%}")
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("model", type=MODEL)
+@click.option("-o", "--output", required=True, help="Where to write the compacted model.")
+@click.option("--round-to", default=1, show_default=True, type=int, help="Keep resized widths a multiple of N.")
+@click.option("--sparse-format", default="dense", show_default=True, type=click.Choice(["dense", "coo"]),
+              help="coo: store mostly-zero weights as sparse initializers (smaller file, same speed).")
+def compact(model: str, output: str, round_to: int, sparse_format: str) -> None:
+    """Remove every provably dead neuron and channel of MODEL."""
+    report = api.compact(model, output, round_to, sparse_format)
+    click.echo(f"params {report.before.params:,} -> {report.after.params:,}   "
+               f"non-zero {report.before.nonzero_params:,} -> {report.after.nonzero_params:,}   "
+               f"MACs {report.before.macs:,} -> {report.after.macs:,}")
+    for origin, width in report.result.widths.items():
+        removed = report.result.removed.get(origin, 0)
+        click.echo(f"  {origin}: width {width + removed} -> {width}")
+    click.echo(f"wrote {output}")
+
+
+def _data_options(func):
+    """--data, --data-dir and --download, shared by every command that reads data."""
+    func = click.option("--download", is_flag=True, help="Fetch a named data set (checksums verified).")(func)
+    func = click.option("--data-dir", default=None, help="Folder holding data sets (also $NESTC_DATA).")(func)
+    return click.option("--data", default="embedded", show_default=True,
+                        help="mnist, fashion-mnist, kmnist, cifar10, cifar100, embedded, a .npz file or an "
+                             "image folder.")(func)
+
+
+def _train_options(func):
+    """Optimiser and device options, shared by train and compress."""
+    for decorator in reversed([
+        click.option("--epochs", default=None, type=float, help="Training epochs (train) / growth epochs."),
+        click.option("--batch-size", default=128, show_default=True, type=int),
+        click.option("--lr", default=0.05, show_default=True, type=float),
+        click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"])),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--seed", "seed_value", default=0, show_default=True, type=int),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--output-name", default=None, help="Graph output to train on (default: first [N, C])."),
+    ]):
+        func = decorator(func)
+    return func
+
+
+def _train_config(batch_size: int, lr: float, optimizer: str, device: str, seed_value: int, quiet: bool,
+                  epochs: float | None = None):
+    from nestc.train import TrainConfig
+
+    config = TrainConfig(batch_size=batch_size, lr=lr, optimizer=optimizer, device=device, seed=seed_value,
+                         quiet=quiet, weight_decay=1e-4)
+    if epochs is not None:
+        config.epochs = epochs
+    config.validate()
+    return config
+
+
+@cli.command()
+@click.argument("model", type=MODEL)
+@click.option("-o", "--output", required=True, help="Where to write the trained model.")
+@_data_options
+@_train_options
+@click.option("--checkpoint", default=None, help="Checkpoint file written every epoch.")
+@click.option("--resume", is_flag=True, help="Continue from --checkpoint.")
+def train(model: str, output: str, data: str, data_dir: str | None, download: bool, epochs: float | None,
+          batch_size: int, lr: float, optimizer: str, device: str, seed_value: int, quiet: bool,
+          output_name: str | None, checkpoint: str | None, resume: bool) -> None:
+    """Train all weights of MODEL on --data and write it to -o."""
+    config = _train_config(batch_size, lr, optimizer, device, seed_value, quiet, 10 if epochs is None else epochs)
+    before, after = api.train(model, output, data, config, data_dir, download, output_name, checkpoint, resume)
+    if after is not None:
+        click.echo(f"test accuracy (onnxruntime): {before:.2%} -> {after:.2%}; wrote {output}")
+
+
+@cli.command(name="eval")
+@click.argument("model", type=MODEL)
+@_data_options
+@click.option("--batch-size", default=256, show_default=True, type=int)
+@click.option("--output-name", default=None, help="Graph output holding class scores.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def eval_(model: str, data: str, data_dir: str | None, download: bool, batch_size: int, output_name: str | None,
+          as_json: bool) -> None:
+    """Accuracy, loss and latency of MODEL on the test split, measured by onnxruntime."""
+    report = api.evaluate(model, data, data_dir, download, batch_size, output_name)
+    if as_json:
+        click.echo(json.dumps(asdict(report), indent=2))
+        return
+    accuracy = "n/a (no labels)" if report.accuracy is None else f"{report.accuracy:.2%}"
+    loss = "n/a" if report.loss is None else f"{report.loss:.4f}"
+    click.echo(f"{report.samples} samples: accuracy {accuracy}, loss {loss}, "
+               f"{report.latency_ms_per_batch:.3f} ms per batch of {report.batch_size} (onnxruntime)")
+
+
+@cli.command()
+@click.argument("arch", type=click.Choice(["lenet-300-100", "lenet-5", "vgg16", "resnet18"]))
+@click.option("-o", "--output", required=True)
+@click.option("--width-ratio", default=1.0, show_default=True, type=float, help="Scale of hidden widths.")
+@click.option("--density", default=1.0, show_default=True, type=float, help="Share of connections kept.")
+@click.option("--classes", default=10, show_default=True, type=int)
+@click.option("--seed", "seed_value", default=0, show_default=True, type=int)
+def seed(arch: str, output: str, width_ratio: float, density: float, classes: int, seed_value: int) -> None:
+    """Write a seed architecture (the NeST paper's) as ONNX."""
+    stats = api.seed(arch, output, width_ratio, density, classes, seed_value)
+    click.echo(f"{arch}: {stats.params:,} params ({stats.nonzero_params:,} non-zero), {stats.macs:,} MACs; "
+               f"wrote {output}")
+
+
+@cli.command()
+@click.argument("model", type=MODEL)
+@click.option("-o", "--output", required=True, help="Where to write the compressed model.")
+@_data_options
+@_train_options
+@click.option("--report", default=None, help="JSON report path.")
+@click.option("--plot", default=None, help="PNG of the network's evolution.")
+@click.option("--max-acc-drop", default=0.5, show_default=True, type=float,
+              help="Accuracy budget: percentage points below the original (held-out).")
+@click.option("--target-params", default=None, type=int, help="Stop once non-zero parameters reach this.")
+@click.option("--max-epochs", default=40.0, show_default=True, type=float, help="Training epochs for the whole run.")
+@click.option("--time-budget", default=None, type=float, help="Seconds for the whole run.")
+@click.option("--grow", default="auto", show_default=True, type=click.Choice(["auto", "on", "off"]),
+              help="Growth phase; auto: only for sparse seeds.")
+@click.option("--prune-fraction", default=0.3, show_default=True, type=float)
+@click.option("--regrow-fraction", default=0.2, show_default=True, type=float)
+@click.option("--partial-area-gamma", default=0.02, show_default=True, type=float)
+@click.option("--retrain-epochs", default=1.0, show_default=True, type=float)
+@click.option("--birth-strength", default=0.5, show_default=True, type=float)
+@click.option("--sparse-format", default="dense", show_default=True, type=click.Choice(["dense", "coo"]))
+@click.option("--limit", default=None, type=int, help="Use at most this many training samples.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from OUTPUT.ckpt.")
+def compress(model: str, output: str, data: str, data_dir: str | None, download: bool, epochs: float | None,
+             batch_size: int, lr: float, optimizer: str, device: str, seed_value: int, quiet: bool,
+             output_name: str | None, report: str | None, plot: str | None, max_acc_drop: float,
+             target_params: int | None, max_epochs: float, time_budget: float | None, grow: str,
+             prune_fraction: float, regrow_fraction: float, partial_area_gamma: float, retrain_epochs: float,
+             birth_strength: float, sparse_format: str, limit: int | None, resume: bool) -> None:
+    """Grow and prune MODEL with NeST on --data; exit 3 when no model met the accuracy budget."""
+    from nestc.compress import compress as run_compress
+    from nestc.schedule.config import NestConfig
+
+    config = NestConfig(max_acc_drop=max_acc_drop, target_params=target_params, max_epochs=max_epochs,
+                        time_budget=time_budget, grow=grow, prune_fraction=prune_fraction,
+                        regrow_fraction=regrow_fraction, partial_area_gamma=partial_area_gamma,
+                        retrain_epochs=retrain_epochs, birth_strength=birth_strength,
+                        min_prune_fraction=min(0.03, prune_fraction))
+    if epochs is not None:
+        config.grow_epochs = epochs
+    train_config = _train_config(batch_size, lr, optimizer, device, seed_value, quiet)
+    log = (lambda _line: None) if quiet else click.echo
+    try:
+        result = run_compress(model, output, data, config, train_config, report, plot, sparse_format, data_dir,
+                              download, limit, output_name, resume, log=log)
+    except KeyboardInterrupt:
+        click.echo(f"nestc: interrupted; no output was written. The last finished step is kept in {output}.ckpt: "
+                   "run the same command with --resume to continue", err=True)
+        sys.exit(130)
+    _print_summary(result.report)
+    if not result.met_budget:
+        click.echo(f"nestc: no model met the accuracy budget; wrote the best attempt to {output}", err=True)
+    sys.exit(result.exit_code)
+
+
+def _print_summary(report: dict) -> None:
+    """The before/after table of a compression."""
+    rows = [("params", "params"), ("non-zero params", "nonzero_params"), ("MACs", "macs"),
+            ("non-zero MACs", "nonzero_macs"), ("file bytes", "file_bytes")]
+    click.echo(f"{'':<18}{'before':>14}{'after':>14}{'ratio':>9}")
+    for label, key in rows:
+        before, after = report[key]["before"], report[key]["after"]
+        click.echo(f"{label:<18}{before:>14,}{after:>14,}{before / max(after, 1):>8.1f}x")
+    accuracy = report["accuracy"]
+    if accuracy["before"] is not None:
+        click.echo(f"{'test accuracy':<18}{accuracy['before']:>14.2%}{accuracy['after']:>14.2%}   (onnxruntime)")
+    latency = report["ort_latency_ms"]
+    for batch in ("batch_1", "batch_256"):
+        if batch in latency["before"] and batch in latency["after"]:
+            click.echo(f"{'ms ' + batch.replace('_', ' '):<18}{latency['before'][batch]:>14.3f}"
+                       f"{latency['after'][batch]:>14.3f}")
+    click.echo(f"wrote {report['output']} in {report['seconds']:.0f} s")
+
+
+@cli.command()
+@click.option("-o", "--output", default="lenet-300-100.nest.onnx", show_default=True)
+@click.option("--quiet", is_flag=True)
+def demo(output: str, quiet: bool) -> None:
+    """Seed LeNet-300-100, compress it on the embedded Fashion-MNIST subset (CPU), print the table."""
+    import os
+    import tempfile
+
+    from nestc.compress import compress as run_compress
+    from nestc.schedule.config import NestConfig
+    from nestc.train import TrainConfig
+
+    with tempfile.TemporaryDirectory() as folder:
+        seed_path = os.path.join(folder, "lenet-300-100.seed.onnx")
+        stats = api.seed("lenet-300-100", seed_path, width_ratio=0.4, density=0.1)
+        click.echo(f"seed: LeNet-300-100 at width 0.4, density 0.1: {stats.nonzero_params:,} non-zero params "
+                   f"(dense LeNet-300-100: 266,610)")
+        config = NestConfig(max_epochs=60, grow_epochs=4, retrain_epochs=2, recovery_epochs=2, grow_steps=4)
+        train_config = TrainConfig(device="cpu", quiet=True, lr=0.05, weight_decay=1e-4)
+        result = run_compress(seed_path, output, "embedded", config, train_config,
+                              log=(lambda _line: None) if quiet else click.echo)
+    _print_summary(result.report)
+
+
+def main() -> None:
+    """Console entry point: one line and an exit code for user errors, 130 on Ctrl-C."""
+    try:
+        cli.main(standalone_mode=False)
+    except NestcError as exc:
+        click.echo(f"nestc: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("nestc: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("nestc: interrupted; no output was written", err=True)
+        sys.exit(130)

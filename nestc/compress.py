@@ -1,0 +1,175 @@
+"""``compress``: import, grow and prune, emit, and prove the result with onnxruntime.
+
+The emitted model is checked twice: its onnxruntime outputs must equal the trained network's (so
+the file computes what was trained), and its accuracy on the test split is measured by onnxruntime
+(so the reported figure is the deployable one). Outputs are written atomically; the input is never
+touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from nestc import runtime
+from nestc.errors import DataError, OptionError, PassError
+from nestc.fileio import atomic_write_bytes, check_output_path
+from nestc.frontends import load_model
+from nestc.ir.classifier import ClassifierView, trainable_view
+from nestc.ir.emit import SPARSE_FORMATS, emit_model
+from nestc.ir.network import Network
+from nestc.model_data import data_for_model, split_validation
+from nestc.report import plot_history, write_json
+from nestc.schedule.config import NestConfig
+from nestc.schedule.runner import NestRun, SplitData
+from nestc.stats import model_stats
+from nestc.train import TrainConfig, Trainer
+
+EXIT_BUDGET_MISSED = 3
+
+
+@dataclass
+class CompressResult:
+    """What ``compress`` wrote and measured; ``report`` is the JSON written with ``--report``."""
+
+    output: str
+    met_budget: bool
+    report: dict
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the accuracy budget was met, 3 when only the best attempt could be written."""
+        return 0 if self.met_budget else EXIT_BUDGET_MISSED
+
+
+def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "embedded",
+             config: NestConfig | None = None, train_config: TrainConfig | None = None,
+             report: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
+             sparse_format: str = "dense", data_dir: str | os.PathLike | None = None, download: bool = False,
+             limit: int | None = None, output_name: str | None = None, resume: bool = False,
+             log=print) -> CompressResult:
+    """Compress ``model`` with the NeST flow on ``data`` and write the result to ``output``."""
+    config = config or NestConfig()
+    train_config = train_config or TrainConfig(quiet=True)
+    config.validate()
+    train_config.validate()
+    if sparse_format not in SPARSE_FORMATS:
+        raise OptionError(f"--sparse-format {sparse_format}: use one of {', '.join(SPARSE_FORMATS)}")
+    for path in (output, report, plot):
+        if path is not None:
+            check_output_path(path, model)
+    started = time.perf_counter()
+    normalised = load_model(model)
+    net = Network(normalised)
+    view = trainable_view(net, output_name, str(model))
+    dataset = data_for_model(view, data, data_dir, download, limit=limit, label=str(model))
+    trainer = Trainer(train_config)
+    split = _split_data(trainer, ClassifierView(copy.deepcopy(net), output_name, str(model)), dataset, config,
+                        train_config.seed)
+    tc = train_config if split.teacher is None else replace(
+        train_config, distill_weight=1.0 if split.y_train is None else 0.5)
+    checkpoint = f"{output}.ckpt"
+    run = NestRun(net, output_name, split, config, tc, checkpoint=checkpoint, resume=resume, log=log)
+    outcome = run.run()
+    final = outcome.network
+    emitted = emit_model(final, sparse_format)
+    onnx.checker.check_model(emitted)
+    _check_equivalence(final, emitted, dataset.x_test[:256], str(output))
+    before_ort = runtime.session(normalised, str(model))
+    after_ort = runtime.session(emitted, str(output))
+    payload = _report(model, output, normalised, emitted, final, outcome, dataset, before_ort, after_ort,
+                      time.perf_counter() - started, view.output)
+    atomic_write_bytes(output, emitted.SerializeToString())
+    payload["file_bytes"]["after"] = Path(output).stat().st_size
+    if report is not None:
+        write_json(report, payload)
+    if plot is not None and outcome.history:
+        plot_history(payload["history"], plot, title=f"nestc compress {Path(model).name}")
+    if os.path.exists(checkpoint):
+        os.unlink(checkpoint)
+    return CompressResult(str(output), outcome.met_budget, payload)
+
+
+def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: NestConfig, seed: int) -> SplitData:
+    """Training and held-out tensors on the device, with teacher logits when distillation helps.
+
+    The original model teaches only when it is a trained classifier (held-out accuracy above twice
+    chance); a random seed would only teach noise. Unlabeled data is always distilled and judged by
+    agreement with the original model's predictions.
+    """
+    x_train, y_train, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, config.val_fraction, seed)
+    original.to(trainer.device)
+    unlabeled = y_val is None
+    if unlabeled:
+        y_val = trainer.predict_logits(original, x_val).argmax(1).numpy()
+    classes = int(trainer.predict_logits(original, x_val[:1]).shape[1])
+    trained = float(trainer.evaluate(original, x_val, y_val)[1]) > 2.0 / classes
+    teacher = trainer.predict_logits(original, x_train) if unlabeled or (config.distill and trained) else None
+    if unlabeled and not trained:
+        raise DataError("unlabeled data needs a trained model to distil from; this model's predictions "
+                        "are no better than chance")
+
+    def on_device(array: np.ndarray | None) -> torch.Tensor | None:
+        return None if array is None else torch.as_tensor(np.ascontiguousarray(array), device=trainer.device)
+
+    return SplitData(on_device(x_train), on_device(y_train), on_device(x_val), on_device(y_val),  # type: ignore[arg-type]
+                     None if teacher is None else teacher.to(trainer.device))
+
+
+def _check_equivalence(net: Network, emitted: onnx.ModelProto, x: np.ndarray, label: str) -> None:
+    """The emitted file must compute what the trained network computes (onnxruntime vs the IR)."""
+    sess = runtime.session(emitted, label)
+    expected = net.run_numpy(x)
+    actual = runtime.run_batched(sess, x, 256)
+    for want, got in zip(expected, actual, strict=True):
+        if want.dtype.kind == "f" and not np.allclose(got, want, rtol=1e-4, atol=1e-4):
+            raise PassError(f"{label}: onnxruntime output differs from the trained network by "
+                            f"{float(np.abs(got - want).max()):.3g}; not writing it")
+
+
+def _accuracy_ort(sess, output_index: int, x: np.ndarray, y: np.ndarray | None) -> float | None:
+    if y is None:
+        return None
+    batch = sess.get_inputs()[0].shape[0]
+    outs = runtime.run_batched(sess, x, batch if isinstance(batch, int) and batch > 0 else 1024)
+    return float((outs[output_index].argmax(1) == y).mean())
+
+
+def _report(model, output, before_model: onnx.ModelProto, after_model: onnx.ModelProto, final: Network, outcome,
+            dataset, before_sess, after_sess, seconds: float, output_name: str) -> dict:
+    before_stats = model_stats(Network(before_model))
+    after_stats = model_stats(final)
+    index = [o.name for o in after_model.graph.output].index(output_name)
+    x_test, y_test = dataset.x_test, dataset.y_test
+    latency = {}
+    for label, sess in (("before", before_sess), ("after", after_sess)):
+        fixed = sess.get_inputs()[0].shape[0]
+        latency[label] = {f"batch_{b}": round(runtime.latency_ms(sess, x_test[:b], repeats=10), 4)
+                          for b in (1, 256) if not (isinstance(fixed, int) and fixed not in (b,))}
+    before_acc = _accuracy_ort(before_sess, index, x_test, y_test)
+    after_acc = _accuracy_ort(after_sess, index, x_test, y_test)
+    return {
+        "model": str(model), "output": str(output), "data": dataset.name, "met_budget": outcome.met_budget,
+        "grew": outcome.grew, "reference_val_accuracy": outcome.reference_accuracy,
+        "budget_val_accuracy": outcome.budget_accuracy,
+        "accuracy": {"before": before_acc, "after": after_acc, "measured_by": "onnxruntime", "split": "test"},
+        "params": {"before": before_stats.params, "after": after_stats.params},
+        "nonzero_params": {"before": before_stats.nonzero_params, "after": after_stats.nonzero_params},
+        "macs": {"before": before_stats.macs, "after": after_stats.macs},
+        "nonzero_macs": {"before": before_stats.nonzero_macs, "after": after_stats.nonzero_macs},
+        "compression": {
+            "params": round(before_stats.params / max(after_stats.nonzero_params, 1), 3),
+            "macs": round(before_stats.macs / max(after_stats.nonzero_macs, 1), 3)},
+        "ort_latency_ms": latency,
+        "file_bytes": {"before": len(before_model.SerializeToString()), "after": None},
+        "layers_after": [asdict(layer) for layer in after_stats.layers],
+        "seconds": round(seconds, 2),
+        "history": [asdict(h) for h in outcome.history],
+    }

@@ -1,0 +1,116 @@
+"""An image folder in torchvision's ``ImageFolder`` layout: one subfolder per class.
+
+``root/train/`` with ``root/test/`` (or ``root/val/``) give the splits; otherwise each class's
+files are split 80/20 with a fixed seed, so the same folder always gives the same split. Classes
+are the sorted subfolder names of the training folder (their index is the label), as in
+torchvision.
+
+Images are read with Pillow. If any image has colour, all are read as RGB, else as greyscale.
+Images may differ in size: each is resized (bilinear) to the size of the first image in sorted
+order, because real photo folders rarely share one size and a model needs one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from nestc.data.dataset import Split
+from nestc.errors import DataError
+
+#: File suffixes read as images (torchvision's list).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+_GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+TEST_FRACTION = 0.2
+SPLIT_SEED = 0
+
+
+def read_image_folder(root: Path) -> tuple[Split, Split]:
+    """The training and test splits of an image folder (see the module docstring for the rules)."""
+    if (root / "train").is_dir():
+        held_out = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
+        if held_out is None:
+            raise DataError(f"{root}: has train/ but neither test/ nor val/")
+        classes = _scan(root / "train")
+        train, test = _items(classes), _items(_scan(held_out), list(classes), held_out)
+    else:
+        train, test = _split(_items(_scan(root)))
+    if not test:
+        raise DataError(f"{root}: the test split is empty (too few images per class for an 80/20 split)")
+    mode, size = _common_format(train + test)
+    return _read(train, mode, size, root), _read(test, mode, size, root)
+
+
+def _scan(folder: Path) -> dict[str, list[Path]]:
+    """Class name -> sorted image files (searched recursively, as torchvision does)."""
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{folder}: no class subfolders (expected {folder}/<class>/<image>)")
+    found = {
+        c: sorted(p for p in (folder / c).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        for c in classes
+    }
+    empty = [c for c, files in found.items() if not files]
+    if empty:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in class folder(s) {', '.join(empty)}")
+    return found
+
+
+def _items(
+    found: dict[str, list[Path]], classes: list[str] | None = None, folder: Path | None = None
+) -> list[tuple[Path, int]]:
+    """(file, label) pairs; labels index ``classes`` (default: the folder's own sorted classes)."""
+    classes = classes or list(found)
+    unknown = [c for c in found if c not in classes]
+    if unknown:
+        raise DataError(f"{folder}: class folder(s) {', '.join(unknown)} are not among the training classes")
+    return [(path, classes.index(c)) for c, files in found.items() for path in files]
+
+
+def _split(items: list[tuple[Path, int]]) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """80/20 per class with a fixed seed; order within each split stays sorted."""
+    labels = np.array([label for _, label in items])
+    rng = np.random.default_rng(SPLIT_SEED)
+    held = set()
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        held.update(rng.permutation(members)[: round(len(members) * TEST_FRACTION)].tolist())
+    return ([it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held])
+
+
+def _common_format(items: list[tuple[Path, int]]) -> tuple[str, tuple[int, int]]:
+    """("L" or "RGB", size of the first image), reading only the image headers."""
+    modes, size = set(), None
+    for path, _ in items:
+        with _image(path) as img:
+            modes.add(img.mode)
+            size = size or img.size
+    return ("L" if modes <= _GREY_MODES else "RGB"), size
+
+
+def _read(items: list[tuple[Path, int]], mode: str, size: tuple[int, int], root: Path) -> Split:
+    """uint8 (N, C, H, W) pixels and int64 labels of ``items``."""
+    pixels = []
+    for path, _ in items:
+        with _image(path) as img:
+            pic = img.convert(mode)
+            if pic.size != size:
+                pic = pic.resize(size, Image.Resampling.BILINEAR)
+            pixels.append(np.asarray(pic, dtype=np.uint8))
+    x = np.stack(pixels)
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    return Split(np.ascontiguousarray(x), np.array([label for _, label in items], dtype=np.int64), str(root))
+
+
+@contextmanager
+def _image(path: Path) -> Iterator[Image.Image]:
+    """Open an image; any decoding failure, here or in the ``with`` body, names the file."""
+    try:
+        with Image.open(path) as img:
+            yield img
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: not a readable image ({' '.join(str(exc).split())})") from exc

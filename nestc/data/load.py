@@ -1,0 +1,84 @@
+"""``load_dataset``: turn a data spec (a name or a path) into a :class:`Dataset`.
+
+Named data sets are looked up on disk first (see :mod:`nestc.data.locate`) and downloaded only
+when asked; paths are ``.npz`` files or image folders. Every reader returns raw splits and
+:func:`nestc.data.dataset.assemble` does the checks, so all sources behave the same.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nestc.data.catalog import CATALOG
+from nestc.data.dataset import Dataset, assemble
+from nestc.data.download import download_named
+from nestc.data.embedded import embedded_path
+from nestc.data.locate import cache_dir, locate, not_found, search_roots
+from nestc.data.npz import read_npz
+from nestc.errors import DataError, OptionError
+
+#: Fashion-MNIST's default normalisation, also used for the embedded subset of it.
+_FASHION = CATALOG["fashion-mnist"]
+
+#: The names ``load_dataset`` accepts, for help texts and error messages.
+NAMES: tuple[str, ...] = ("embedded", *CATALOG)
+
+
+def load_dataset(
+    spec: str | os.PathLike = "embedded",
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    limit: int | None = None,
+) -> Dataset:
+    """Load a named data set, an ``.npz`` file or an image folder.
+
+    Args:
+        spec: one of :data:`NAMES` (case-insensitive, ``_`` for ``-`` accepted), a path to a
+            ``.npz`` file, or a path to an image folder.
+        data_dir: searched first for named data sets; also where ``download`` puts them
+            (default: the user cache, ``$XDG_CACHE_HOME/nestc`` or ``~/.cache/nestc``).
+        download: fetch a named data set that is not found (official URLs, MD5 verified).
+        limit: keep at most this many training samples, class-stratified with a fixed seed
+            (first ``limit`` when unlabelled); the test split is kept whole.
+
+    Raises:
+        DataError: unknown name, data set not found, or a corrupt / unusable file (named).
+        OptionError: ``limit`` below 1.
+    """
+    if limit is not None and limit < 1:
+        raise OptionError(f"limit must be at least 1; got {limit}")
+    spec = os.fspath(spec)
+    key = spec.strip().lower().replace("_", "-")
+    if key == "embedded":
+        train, test = read_npz(embedded_path())
+        return assemble("embedded", train, test, limit=limit, num_classes=10, mean=_FASHION.mean, std=_FASHION.std)
+    if key in CATALOG:
+        return _load_named(key, data_dir, download, limit)
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".npz":
+        if not path.is_file():
+            raise DataError(f"{path}: no such .npz file")
+        return assemble(spec, *read_npz(path), limit=limit)
+    if path.is_dir():
+        from nestc.data.folder import read_image_folder  # Pillow is only needed for folders
+
+        return assemble(spec, *read_image_folder(path), limit=limit)
+    raise DataError(
+        f"unknown data set '{spec}': accepted names are {', '.join(NAMES)}, or a path to a .npz file or an image folder"
+    )
+
+
+def _load_named(name: str, data_dir: str | os.PathLike | None, download: bool, limit: int | None) -> Dataset:
+    entry = CATALOG[name]
+    roots = search_roots(data_dir)
+    found = locate(entry, roots)
+    if found is None and download:
+        target = Path(data_dir).expanduser() if data_dir is not None else cache_dir()
+        download_named(entry, target)
+        found = locate(entry, [target])
+    if found is None:
+        raise not_found(entry, roots)
+    folder, layout = found
+    train, test = layout.read(folder)
+    return assemble(name, train, test, limit=limit, num_classes=entry.num_classes, mean=entry.mean, std=entry.std)

@@ -1,0 +1,81 @@
+"""The network seen as a classifier: one float input in, one logits tensor out.
+
+Exported classifiers often end in Softmax (scikit-learn's converters add ZipMap on top). Training
+on probabilities is numerically poor, so when the chosen output is a (Log)Softmax of something, the
+view returns that something, the logits, and the emitted graph is untouched.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nestc.errors import ModelError
+from nestc.ir.network import Network
+
+_TRANSPARENT = frozenset({"Identity", "ZipMap", "Cast"})
+_NORMALISERS = frozenset({"Softmax", "LogSoftmax"})
+
+
+def choose_output(net: Network, requested: str | None = None, label: str = "model") -> str:
+    """The graph output nestc trains on: ``requested``, else the first float output of rank 2."""
+    if requested is not None:
+        if requested not in net.output_names:
+            raise ModelError(f"{label}: no output named '{requested}'; outputs are {', '.join(net.output_names)}")
+        return requested
+    outputs = net.template.graph.output
+    for value in outputs:
+        tensor_type = value.type.tensor_type
+        if tensor_type.elem_type in (1, 10, 11, 16) and len(tensor_type.shape.dim) == 2:
+            return value.name
+    for value in outputs:
+        if value.type.HasField("sequence_type"):
+            return value.name
+    raise ModelError(f"{label}: no output of shape [N, classes] to train on; outputs are "
+                     f"{', '.join(net.output_names)} (choose one with --output)")
+
+
+def choose_input(net: Network, label: str = "model") -> str:
+    """The single float graph input data is fed to; several inputs or an integer input are errors."""
+    if len(net.input_names) != 1:
+        raise ModelError(f"{label}: model has {len(net.input_names)} inputs ({', '.join(net.input_names)}); "
+                         "nestc feeds one data tensor")
+    value = next(v for v in net.template.graph.input if v.name == net.input_names[0])
+    if value.type.tensor_type.elem_type not in (1, 10, 11, 16):
+        raise ModelError(f"{label}: input '{value.name}' is not a float tensor; nestc feeds float data")
+    return value.name
+
+
+def logits_tensor(net: Network, output: str) -> str:
+    """The tensor holding logits for ``output``: the input of a trailing (Log)Softmax, else ``output``."""
+    name = output
+    while name in net.producer:
+        node = net.nodes[net.producer[name]]
+        if node.op_type in _NORMALISERS:
+            return node.inputs[0]
+        if node.op_type not in _TRANSPARENT:
+            return name
+        name = node.inputs[0]
+    return name
+
+
+class ClassifierView(nn.Module):
+    """``forward(x) -> logits`` over a :class:`Network`, for the trainer and the passes."""
+
+    def __init__(self, net: Network, output: str | None = None, label: str = "model") -> None:
+        super().__init__()
+        self.net = net
+        choose_input(net, label)
+        self.output = choose_output(net, output, label)
+        self.logits_name = logits_tensor(net, self.output)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, classes]`` for a batch ``x``."""
+        return self.net(x, until=self.logits_name)[0]
+
+
+def trainable_view(net: Network, output: str | None = None, label: str = "model") -> ClassifierView:
+    """A :class:`ClassifierView` for training; a model without float weights is an error."""
+    if not net.trainable_names():
+        raise ModelError(f"{label}: has no float weights to train")
+    return ClassifierView(net, output, label)

@@ -1,0 +1,76 @@
+"""``grow_feature_maps``: new output channels of convolutions, best of several random candidates (NeST).
+
+For each convolution space, a new map needs input kernels (a row of the producing Conv's weight)
+and output kernels (the columns that read it: the next Conv's input channel, or a block of a
+Linear layer's columns after Flatten). ``candidates`` random sets are drawn at the layers' current
+connection density and weight scale, each is scored by the loss on the probe batches, and the best
+is kept; the paper reports about twice the loss drop of a single random draw.
+
+Guarantees: every member of the space grows by ``count`` units; existing units are unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nestc.channels.analysis import analyse_channels
+from nestc.channels.layout import Member, unit_positions
+from nestc.channels.resize import SpaceChange, apply_resize
+from nestc.ir.network import Network
+from nestc.passes.base import PassResult, Probe
+from nestc.passes.unit_spaces import UnitSpace, conv_spaces, write_units
+
+
+def grow_feature_maps(probe: Probe, count: int, candidates: int = 4, seed: int = 0) -> PassResult:
+    """Add ``count`` feature maps to every convolution space of ``probe.view.net``."""
+    net = probe.view.net
+    analysis = analyse_channels(net, probe.x[:2])
+    spaces = conv_spaces(net, analysis)
+    if not spaces or count <= 0:
+        return PassResult("grow_feature_maps", False)
+    widths = {s.producer.weight: analysis.table.spaces[s.space].width for s in spaces}
+    apply_resize(net, analysis, {s.space: SpaceChange(tuple(range(analysis.table.spaces[s.space].width)), count)
+                                 for s in spaces})
+    analysis = analyse_channels(net, probe.x[:2])
+    generator = torch.Generator().manual_seed(seed)
+    improvement = 0.0
+    for space in conv_spaces(net, analysis):
+        if space.producer.weight not in widths:
+            continue
+        first = widths[space.producer.weight]
+        for unit in range(first, first + count):
+            improvement += _best_candidate(probe, analysis, space, unit, candidates, generator)
+    return PassResult("grow_feature_maps", True, {"spaces": len(widths), "per_space": count,
+                                                  "loss_drop": round(improvement, 6)})
+
+
+def _best_candidate(probe: Probe, analysis, space: UnitSpace, unit: int, candidates: int,
+                    generator: torch.Generator) -> float:
+    net = probe.view.net
+    members = [space.producer_member] + [m for _, m in space.readers]
+    baseline = probe.mean_loss()
+    best_loss, best = baseline, None
+    for _ in range(candidates):
+        draw = [_random_slice(net, analysis, m, space.space, unit, generator) for m in members]
+        for member, values in zip(members, draw, strict=True):
+            write_units(net, analysis, member, space.space, [unit], values)
+        loss = probe.mean_loss()
+        if loss < best_loss or best is None:
+            best_loss, best = loss, draw
+    for member, values in zip(members, best, strict=True):
+        write_units(net, analysis, member, space.space, [unit], values)
+    return baseline - best_loss
+
+
+def _random_slice(net: Network, analysis, member: Member, space: int, unit: int,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Random entries for one unit of ``member``, matching the tensor's non-zero scale and density."""
+    weight = net.effective_weight(member.tensor).detach()
+    nonzero = weight[weight != 0]
+    scale = float(nonzero.abs().mean()) if nonzero.numel() else 0.1
+    density = nonzero.numel() / max(weight.numel(), 1)
+    positions = unit_positions(analysis.table, member.layout, space, {unit})
+    shape = [len(positions), *weight.movedim(member.axis, 0).shape[1:]]
+    values = torch.randn(shape, generator=generator) * scale * 1.25
+    keep = torch.rand(shape, generator=generator) < max(density, 0.05)
+    return values * keep

@@ -1,0 +1,97 @@
+"""``grow_neurons``: new hidden neurons in fully connected layers from the bridging gradient (NeST).
+
+For a hidden space between layer l (input activations H, ``C_in`` wide) and the layers that read it
+(pre-activation gradients G of layer l+1, ``C_out`` wide), B = H^T G / N is the gradient a direct
+connection i -> j would have. Each new neuron bridges the pairs with the largest |B_ij| (the top
+``ceil(beta * C_in * C_out)``): fan-in psi_i = eps * sgn(-B_ij) * sqrt|B_ij| and fan-out
+omega_j = eps * sqrt|B_ij|, so psi_i * omega_j = -B_ij is one descent step on the virtual connection
+(eps = +-1 at random, shared). Both are rescaled to ``alpha`` times the mean non-zero magnitude of the
+layer they join (the paper's birth strength; alpha > 0.3 lets neurons survive pruning). Pairs used
+by one neuron are not reused by the next in the same step.
+
+Guarantees: the space grows by ``count`` units in every member (weights, biases, BN parameters,
+masks); existing units are unchanged; new units have exactly the bridged connections active.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from nestc.channels.analysis import analyse_channels
+from nestc.channels.resize import SpaceChange, apply_resize
+from nestc.passes.base import PassResult, Probe, effective_gradients
+from nestc.passes.unit_spaces import UnitSpace, fc_spaces, write_units
+
+
+def grow_neurons(probe: Probe, count: int, beta: float = 0.01, alpha: float = 0.5, seed: int = 0) -> PassResult:
+    """Add ``count`` neurons to every fully connected hidden space of ``probe.view.net``."""
+    net = probe.view.net
+    analysis = analyse_channels(net, probe.x[:2])
+    spaces = [s for s in fc_spaces(net, analysis) if len(s.readers) == 1]
+    if not spaces or count <= 0:
+        return PassResult("grow_neurons", False)
+    taps = [t for s in spaces for t in (s.producer.node.inputs[0], s.readers[0][0].node.outputs[0])]
+    _, tapped = effective_gradients(probe, taps)
+    bridges = {s.space: _bridging_gradient(tapped[s.producer.node.inputs[0]], tapped[s.readers[0][0].node.outputs[0]])
+               for s in spaces}
+    widths = {s.space: analysis.table.spaces[s.space].width for s in spaces}
+    apply_resize(net, analysis, {s.space: SpaceChange(tuple(range(widths[s.space])), count) for s in spaces})
+    generator = torch.Generator().manual_seed(seed)
+    analysis = analyse_channels(net, probe.x[:2])
+    by_producer = {s.producer.weight: s for s in fc_spaces(net, analysis)}
+    for old in spaces:
+        space = by_producer[old.producer.weight]
+        _init_neurons(net, analysis, space, bridges[old.space], widths[old.space], count, beta, alpha, generator)
+    return PassResult("grow_neurons", True, {"spaces": len(spaces), "per_space": count})
+
+
+def _bridging_gradient(h_batches: list, g_batches: list) -> torch.Tensor:
+    total = None
+    for (h, _), (_, g) in zip(h_batches, g_batches, strict=True):
+        if g is None:
+            continue
+        part = h.reshape(h.shape[0], -1).float().T @ g.reshape(g.shape[0], -1).float()
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("no gradient reached the layer after the grown space")
+    # the probe loss is already a mean over samples, so the per-batch sums form the mean gradient
+    return total
+
+
+def _init_neurons(net, analysis, space: UnitSpace, bridge: torch.Tensor, first: int, count: int, beta: float,
+                  alpha: float, generator: torch.Generator) -> None:
+    reader, reader_member = space.readers[0]
+    # neighbouring spaces may have grown in this same step: their new units have no bridge yet
+    c_in = net.tensor(space.producer.weight).shape[space.producer.in_axis]
+    c_out = net.tensor(reader.weight).shape[reader.out_axis]
+    bridge = torch.nn.functional.pad(bridge, (0, c_out - bridge.shape[1], 0, c_in - bridge.shape[0]))
+    keep = max(1, math.ceil(beta * c_in * c_out))
+    remaining = bridge.abs().flatten().clone()
+    w_in = net.effective_weight(space.producer.weight).detach()
+    w_out = net.effective_weight(reader.weight).detach()
+    scale_in = w_in[w_in != 0].abs().mean() if bool((w_in != 0).any()) else torch.tensor(0.1)
+    scale_out = w_out[w_out != 0].abs().mean() if bool((w_out != 0).any()) else torch.tensor(0.1)
+    for unit in range(first, first + count):
+        chosen = torch.topk(remaining, min(keep, int((remaining > 0).sum()) or 1)).indices
+        remaining[chosen] = 0
+        rows, cols = chosen // c_out, chosen % c_out
+        values = bridge.flatten()[chosen]
+        eps = 1.0 if torch.rand(1, generator=generator).item() < 0.5 else -1.0
+        psi = torch.zeros(c_in)
+        omega = torch.zeros(c_out)
+        magnitude = values.abs().sqrt().cpu()
+        psi.index_put_((rows.cpu(),), eps * torch.sign(-values.cpu()) * magnitude, accumulate=False)
+        omega.index_put_((cols.cpu(),), eps * magnitude, accumulate=False)
+        psi *= alpha * float(scale_in) / max(float(psi[psi != 0].abs().mean()), 1e-12)
+        omega *= alpha * float(scale_out) / max(float(omega[omega != 0].abs().mean()), 1e-12)
+        write_units(net, analysis, space.producer_member, space.space, [unit], _along(psi, space.producer_member,
+                                                                                      net))
+        write_units(net, analysis, reader_member, space.space, [unit], _along(omega, reader_member, net))
+
+
+def _along(vector: torch.Tensor, member, net) -> torch.Tensor:
+    """Shape a per-connection vector as one unit's slice of ``member`` (unit axis first)."""
+    shape = list(net.tensor(member.tensor).movedim(member.axis, 0).shape[1:])
+    return vector.reshape([1, *shape])

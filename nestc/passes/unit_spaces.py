@@ -1,0 +1,79 @@
+"""Spaces that unit passes may grow: one producing layer, readers that are layers, nothing split.
+
+Neuron growth needs a space written by one fully connected layer and read by fully connected layers
+(the bridge i -> new unit -> j); feature-map growth needs one writing convolution. Both need every
+member to cover the whole space, so appended units have an unambiguous place in every tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from nestc.channels.analysis import ChannelAnalysis
+from nestc.channels.layout import Member, unit_positions
+from nestc.ir.network import Network
+from nestc.passes.base import Layer, layers
+
+_DENSE = frozenset({"Gemm", "MatMul"})
+_CONV = frozenset({"Conv"})
+
+
+@dataclass
+class UnitSpace:
+    """A growable space with its producing layer and its reading layers (with their members)."""
+
+    space: int
+    producer: Layer
+    producer_member: Member
+    readers: list[tuple[Layer, Member]]
+
+
+def growable_spaces(net: Network, analysis: ChannelAnalysis, producer_ops: frozenset[str]) -> list[UnitSpace]:
+    """Resizable spaces produced by exactly one layer of ``producer_ops`` and read only by layers."""
+    by_weight = {layer.weight: layer for layer in layers(net)}
+    found = []
+    for space in analysis.resizable_spaces():
+        members = analysis.space_members(space)
+        if not all(analysis.table.is_full(seg) for m, _ in members for seg in m.layout
+                   if analysis.table.find(seg.space) == space):
+            continue
+        producers = [m for m, _ in members if m.role == "producer"]
+        readers = [(by_weight[m.tensor], m) for m, _ in members if m.role == "consumer" and m.tensor in by_weight]
+        if len(producers) != 1 or not readers or producers[0].tensor not in by_weight:
+            continue
+        producer = by_weight[producers[0].tensor]
+        if producer.node.op_type in producer_ops:
+            found.append(UnitSpace(space, producer, producers[0], readers))
+    return found
+
+
+def fc_spaces(net: Network, analysis: ChannelAnalysis) -> list[UnitSpace]:
+    """Hidden neuron spaces between fully connected layers (readers fully connected, no blocks)."""
+    return [s for s in growable_spaces(net, analysis, _DENSE)
+            if all(r.node.op_type in _DENSE and all(seg.block == 1 for seg in m.layout) for r, m in s.readers)]
+
+
+def conv_spaces(net: Network, analysis: ChannelAnalysis) -> list[UnitSpace]:
+    """Feature-map spaces written by one dense convolution."""
+    return [s for s in growable_spaces(net, analysis, _CONV) if int(s.producer.node.attr("group", 1)) == 1]
+
+
+def write_units(net: Network, analysis: ChannelAnalysis, member: Member, space: int, units: list[int],
+                values: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+    """Set the entries of ``member`` that belong to ``units`` to ``values`` (unit axis first).
+
+    ``values`` has shape ``[len(positions), *rest]`` where positions are the member's positions of
+    those units along its axis; ``mask`` (same shape) replaces the connection mask there.
+    """
+    positions = torch.tensor(unit_positions(analysis.table, member.layout, space, set(units)), dtype=torch.long)
+    weight = net.tensor(member.tensor).detach().clone()
+    moved = weight.movedim(member.axis, 0)
+    moved[positions.to(weight.device)] = values.to(weight.dtype).to(weight.device)
+    net.set_tensor(member.tensor, moved.movedim(0, member.axis))
+    current = net.mask(member.tensor)
+    if current is not None:
+        new_mask = current.clone().movedim(member.axis, 0)
+        new_mask[positions.to(weight.device)] = (values != 0).to(new_mask.dtype) if mask is None else mask
+        net.set_mask(member.tensor, new_mask.movedim(0, member.axis))

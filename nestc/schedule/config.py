@@ -1,0 +1,98 @@
+"""``NestConfig``: the knobs of the NeST flow, with defaults chosen by experiment (docs/schedule.md).
+
+The paper leaves optimiser, epochs and most ratios open; these defaults work without tuning on the
+LeNet seeds and on trained LeNets (Fashion-MNIST), and every one can be changed from the CLI or API.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from nestc.errors import OptionError
+
+GROW_MODES = ("auto", "on", "off")
+
+
+@dataclass
+class NestConfig:
+    """Grow-and-prune schedule.
+
+    Attributes:
+        max_acc_drop: accuracy budget, percentage points below the reference (the original model's
+            held-out accuracy, or the grown seed's).
+        target_params: stop pruning once non-zero parameters are at or below this.
+        max_epochs: total training epochs for the whole run (growth, retraining, recovery).
+        time_budget: wall-clock seconds for the whole run; ``None`` for no limit.
+        grow: ``auto`` grows when the model is a sparse seed (weight density below 50 %).
+        grow_steps: most growth steps; growth also stops when held-out accuracy stops improving.
+        grow_epochs: training epochs before each growth step.
+        connection_growth: dormant connections activated per step, relative to the active count.
+        neuron_growth: neurons added per fully connected hidden space per growth step.
+        feature_map_growth: feature maps added per convolution space per growth step.
+        neuron_beta / birth_strength: the paper's beta and alpha for neuron growth.
+        map_candidates: random candidates tried per new feature map.
+        prune_fraction: share of active connections pruned per step (halved after a failed step).
+        min_prune_fraction: pruning stops when the step size falls below this.
+        regrow_fraction: after pruning, this share of the pruned count is regrown by gradient, so
+            pruning mistakes can be undone (grow-and-prune inside the pruning phase).
+        partial_area_gamma: share of active convolution input positions masked per pruning step.
+        retrain_epochs: retraining after each pruning step.
+        recovery_epochs: extra retraining for a step that misses the budget before it is undone.
+        distill: distil from the original model when it is a trained classifier.
+        probe_samples: samples used to measure gradients for growth decisions.
+        val_fraction: share of the training split held out for decisions.
+    """
+
+    max_acc_drop: float = 0.5
+    target_params: int | None = None
+    max_epochs: float = 40.0
+    time_budget: float | None = None
+    grow: str = "auto"
+    grow_steps: int = 6
+    grow_epochs: float = 1.0
+    connection_growth: float = 0.5
+    neuron_growth: int = 8
+    feature_map_growth: int = 2
+    neuron_beta: float = 0.002
+    birth_strength: float = 0.5
+    map_candidates: int = 4
+    prune_fraction: float = 0.3
+    min_prune_fraction: float = 0.03
+    regrow_fraction: float = 0.2
+    partial_area_gamma: float = 0.02
+    retrain_epochs: float = 1.0
+    recovery_epochs: float = 1.0
+    distill: bool = True
+    probe_samples: int = 1024
+    val_fraction: float = 0.1
+
+    def validate(self) -> None:
+        """Raise :class:`OptionError` naming the first option that cannot work."""
+        _check(0 <= self.max_acc_drop <= 100, "--max-acc-drop", self.max_acc_drop, "a number in [0, 100]")
+        if self.target_params is not None:
+            _check(self.target_params >= 1, "--target-params", self.target_params, "an integer >= 1")
+        _check(self.max_epochs > 0, "--max-epochs", self.max_epochs, "a number > 0")
+        if self.time_budget is not None:
+            _check(self.time_budget > 0, "--time-budget", self.time_budget, "seconds > 0")
+        if self.grow not in GROW_MODES:
+            raise OptionError(f"--grow {self.grow}: use one of {', '.join(GROW_MODES)}")
+        for name in ("grow_epochs", "retrain_epochs"):
+            _check(getattr(self, name) > 0, f"--{name.replace('_', '-')}", getattr(self, name), "a number > 0")
+        _check(self.recovery_epochs >= 0, "--recovery-epochs", self.recovery_epochs, "a number >= 0")
+        _check(0 < self.prune_fraction < 1, "--prune-fraction", self.prune_fraction, "a number in (0, 1)")
+        _check(0 < self.min_prune_fraction <= self.prune_fraction, "--min-prune-fraction",
+               self.min_prune_fraction, "a number in (0, prune fraction]")
+        for name in ("regrow_fraction", "partial_area_gamma", "neuron_beta"):
+            _check(0 <= getattr(self, name) < 1, f"--{name.replace('_', '-')}", getattr(self, name),
+                   "a number in [0, 1)")
+        _check(0 < self.val_fraction < 1, "--val-fraction", self.val_fraction, "a number in (0, 1)")
+        for name in ("grow_steps", "neuron_growth", "feature_map_growth"):
+            _check(getattr(self, name) >= 0, f"--{name.replace('_', '-')}", getattr(self, name), "an integer >= 0")
+        _check(self.map_candidates >= 1, "--map-candidates", self.map_candidates, "an integer >= 1")
+        _check(self.probe_samples >= 1, "--probe-samples", self.probe_samples, "an integer >= 1")
+
+
+def _check(ok: bool, option: str, value: object, accepted: str) -> None:
+    if (isinstance(value, float) and not math.isfinite(value)) or not ok:
+        raise OptionError(f"{option} {value}: must be {accepted}")

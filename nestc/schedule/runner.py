@@ -1,0 +1,259 @@
+"""The NeST flow: a growth phase for seeds, then prune-and-retrain steps within an accuracy budget.
+
+Every decision (which step is accepted, when to stop) uses held-out accuracy, never the test split.
+A pruning step that misses the budget even after recovery training is undone and the step size is
+halved; the run ends when the step size, the epoch or time budget, or ``target_params`` says so. The
+result is the smallest network that met the budget (or, when none did, the most accurate attempt).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from nestc.ir.classifier import ClassifierView
+from nestc.ir.network import Network
+from nestc.passes.base import Probe, active_connections, effective_gradients, ensure_masks, layers
+from nestc.passes.compact import compact
+from nestc.passes.grow_connections import grow_connections
+from nestc.passes.grow_feature_maps import grow_feature_maps
+from nestc.passes.grow_neurons import grow_neurons
+from nestc.passes.partial_area import partial_area
+from nestc.passes.prune_connections import prune_connections
+from nestc.schedule.config import NestConfig
+from nestc.schedule.state import load_checkpoint, save_checkpoint
+from nestc.stats import model_stats
+from nestc.train import TrainConfig, Trainer
+from nestc.train.data import epoch_seed
+
+SEED_DENSITY = 0.5
+"""``grow=auto`` treats a model whose layer weights are less dense than this as a NeST seed."""
+
+
+@dataclass
+class SplitData:
+    """Training and held-out tensors (on the training device) and optional teacher logits."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor | None
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    teacher: torch.Tensor | None = None
+
+
+@dataclass
+class StepRecord:
+    """One line of the network's evolution, as the report and plot show it."""
+
+    step: int
+    phase: str
+    action: str
+    accepted: bool
+    val_accuracy: float
+    params: int
+    nonzero_params: int
+    macs: int
+    nonzero_macs: int
+    widths: dict[str, int]
+    densities: dict[str, float]
+    epochs_used: float
+    seconds: float
+
+
+@dataclass
+class NestOutcome:
+    """The chosen network and the run's history."""
+
+    network: Network
+    met_budget: bool
+    reference_accuracy: float
+    budget_accuracy: float
+    grew: bool
+    history: list[StepRecord] = field(default_factory=list)
+
+
+def layer_density(net: Network) -> float:
+    """Share of active entries over all layer weights."""
+    total = sum(net.tensor(layer.weight).numel() for layer in layers(net))
+    return active_connections(net) / total if total else 1.0
+
+
+class NestRun:
+    """One grow-and-prune run over a network; see the module docstring for the flow."""
+
+    def __init__(self, net: Network, view_output: str | None, data: SplitData, config: NestConfig,
+                 train_config: TrainConfig, checkpoint: str | None = None, resume: bool = False,
+                 log: Callable[[str], None] = print) -> None:
+        self.view = ClassifierView(net, view_output)
+        self.data = data
+        self.config = config
+        self.train_config = train_config
+        self.checkpoint = checkpoint
+        self.resume = resume
+        self.log = log
+        self.started = time.perf_counter()
+        self.state: dict = {"step": 0, "epochs_used": 0.0, "fraction": config.prune_fraction, "phase": "start",
+                            "history": [], "best_accuracy": None, "reference": None, "grow_best": None,
+                            "patience": 0, "grew": False, "met": False, "attempt_accuracy": -1.0}
+        self.best: Network | None = None
+        self.trainer = Trainer(train_config)
+
+    @property
+    def net(self) -> Network:
+        """The network being worked on (replaced when a step is undone)."""
+        return self.view.net
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _fit(self, epochs: float) -> None:
+        seed = epoch_seed(self.train_config.seed, self.state["step"], int(self.state["epochs_used"] * 1000)) % 2**31
+        Trainer(replace(self.train_config, seed=seed)).fit(self.view, self.data.x_train, self.data.y_train,
+                                                            teacher_logits=self.data.teacher, epochs=epochs)
+        self.state["epochs_used"] += epochs
+
+    def _accuracy(self) -> float:
+        return float(self.trainer.evaluate(self.view, self.data.x_val, self.data.y_val)[1])
+
+    def _probe(self) -> Probe:
+        generator = torch.Generator().manual_seed(epoch_seed(self.train_config.seed, self.state["step"], 7) % 2**31)
+        n = min(self.config.probe_samples, len(self.data.x_train))
+        index = torch.randperm(len(self.data.x_train), generator=generator)[:n].to(self.data.x_train.device)
+        y = None if self.data.y_train is None else self.data.y_train[index]
+        teacher = None if self.data.teacher is None else self.data.teacher[index]
+        return Probe(self.view, self.data.x_train[index], y, teacher)
+
+    def _out_of_budget(self) -> bool:
+        cfg = self.config
+        if self.state["epochs_used"] >= cfg.max_epochs:
+            return True
+        return cfg.time_budget is not None and time.perf_counter() - self.started >= cfg.time_budget
+
+    def _record(self, phase: str, action: str, accepted: bool, accuracy: float) -> None:
+        stats = model_stats(self.net)
+        densities = {}
+        for layer in layers(self.net):
+            mask = self.net.mask(layer.weight)
+            densities[layer.node.name] = round(float(mask.mean()) if mask is not None else 1.0, 5)
+        widths = {layer.node.name: int(self.net.tensor(layer.weight).shape[layer.out_axis])
+                  for layer in layers(self.net)}
+        record = StepRecord(self.state["step"], phase, action, accepted, round(accuracy, 5), stats.params,
+                            stats.nonzero_params, stats.macs, stats.nonzero_macs, widths, densities,
+                            round(self.state["epochs_used"], 3), round(time.perf_counter() - self.started, 2))
+        self.state["history"].append(asdict(record))
+        self.log(f"[{phase} {self.state['step']:>3}] {action:<34} val acc {accuracy:.2%}  "
+                 f"non-zero {stats.nonzero_params:,}  {'kept' if accepted else 'undone'}")
+        self.state["step"] += 1
+
+    def _save(self) -> None:
+        if self.checkpoint:
+            save_checkpoint(self.checkpoint, self.net, self.best, self.state)
+
+    # -------------------------------------------------------------------------------------- phases
+    def run(self) -> NestOutcome:
+        """Run (or resume) the whole flow."""
+        if self.resume and self.checkpoint and os.path.exists(self.checkpoint):
+            net, self.best, self.state = load_checkpoint(self.checkpoint, self.trainer.device)
+            self.view.net = net
+            self.log(f"resumed from {self.checkpoint} at step {self.state['step']}")
+        else:
+            self.net.to(self.trainer.device)
+            ensure_masks(self.net)
+            self.state["grew"] = self.config.grow == "on" or (self.config.grow == "auto"
+                                                              and layer_density(self.net) < SEED_DENSITY)
+            self.state["phase"] = "grow" if self.state["grew"] else "prune"
+            if not self.state["grew"]:
+                self.state["reference"] = self._accuracy()
+                self._record("start", "original model", True, self.state["reference"])
+                self._accept(self.state["reference"])
+            self._save()
+        if self.state["phase"] == "grow":
+            self._grow_phase()
+        if self.state["phase"] == "prune":
+            self._prune_phase()
+        return self._outcome()
+
+    def _grow_phase(self) -> None:
+        cfg = self.config
+        while self.state["phase"] == "grow":
+            growth_steps = sum(1 for h in self.state["history"] if h["phase"] == "grow")
+            if self.state["grow_best"] is not None and (growth_steps > cfg.grow_steps or self._out_of_budget()
+                                                        or self.state["patience"] >= 2):
+                self.state["phase"] = "prune"
+                self.state["reference"] = self.state["grow_best"]
+                self._accept(self._accuracy())
+                self._save()
+                break
+            action = "train seed"
+            if self.state["grow_best"] is not None:
+                probe = self._probe()
+                grads, _ = effective_gradients(probe)
+                grown = grow_connections(self.net, grads, cfg.connection_growth).details.get("grown", 0)
+                grow_neurons(probe, cfg.neuron_growth, cfg.neuron_beta, cfg.birth_strength, seed=self.state["step"])
+                grow_feature_maps(probe, cfg.feature_map_growth, cfg.map_candidates, seed=self.state["step"])
+                action = f"grow {grown} connections + units"
+            self._fit(cfg.grow_epochs)
+            accuracy = self._accuracy()
+            improved = self.state["grow_best"] is None or accuracy > self.state["grow_best"] + 1e-3
+            self.state["patience"] = 0 if improved else self.state["patience"] + 1
+            self.state["grow_best"] = max(accuracy, self.state["grow_best"] or 0.0)
+            self._record("grow", action, True, accuracy)
+            self._save()
+
+    def _budget(self) -> float:
+        return self.state["reference"] - self.config.max_acc_drop / 100
+
+    def _accept(self, accuracy: float) -> bool:
+        """Keep the current network as the best when it meets the budget (or is the best attempt yet)."""
+        if accuracy >= self._budget() - 1e-12:
+            self.best = copy.deepcopy(self.net)
+            self.state["met"] = True
+            return True
+        if not self.state["met"] and accuracy > self.state["attempt_accuracy"]:
+            self.best = copy.deepcopy(self.net)
+            self.state["attempt_accuracy"] = accuracy
+        return False
+
+    def _done_pruning(self) -> bool:
+        cfg = self.config
+        if self._out_of_budget() or self.state["fraction"] < cfg.min_prune_fraction:
+            return True
+        if cfg.target_params is not None and self.best is not None and self.state["met"]:
+            return model_stats(self.best).nonzero_params <= cfg.target_params
+        return False
+
+    def _prune_phase(self) -> None:
+        cfg = self.config
+        while not self._done_pruning():
+            before = copy.deepcopy(self.net)
+            fraction = self.state["fraction"]
+            probe = self._probe()
+            pruned = prune_connections(self.net, fraction).details.get("removed", 0)
+            if cfg.regrow_fraction > 0 and pruned:
+                grads, _ = effective_gradients(probe)
+                ratio = cfg.regrow_fraction * pruned / max(active_connections(self.net), 1)
+                grow_connections(self.net, grads, ratio)
+            partial_area(probe, cfg.partial_area_gamma)
+            compact(self.net, probe.x[:64])
+            self._fit(cfg.retrain_epochs)
+            accuracy = self._accuracy()
+            if accuracy < self._budget() and cfg.recovery_epochs > 0 and not self._out_of_budget():
+                self._fit(cfg.recovery_epochs)
+                accuracy = self._accuracy()
+            accepted = self._accept(accuracy)
+            action = f"prune {fraction:.0%} ({pruned:,} connections)"
+            self._record("prune", action, accepted, accuracy)
+            if not accepted:
+                self.view.net = before
+                self.state["fraction"] = fraction / 2
+            self._save()
+
+    def _outcome(self) -> NestOutcome:
+        chosen = self.best if self.best is not None else self.net
+        compact(chosen)
+        return NestOutcome(chosen, bool(self.state["met"]), float(self.state["reference"]),
+                           float(self._budget()), bool(self.state["grew"]),
+                           [StepRecord(**h) for h in self.state["history"]])

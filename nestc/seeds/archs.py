@@ -1,0 +1,88 @@
+"""The seed architectures of the NeST paper, as ONNX: LeNet-300-100, LeNet-5, CIFAR VGG-16 and ResNet-18.
+
+``width_ratio`` scales every hidden width (the paper's seeds use r = 0.4 for LeNets, a 120-40 seed for
+LeNet-300-100) and ``density`` keeps that share of each weight's connections (the paper keeps about
+10 % for LeNets, 30 % for VGG/ResNet). Input and output widths never change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import onnx
+
+from nestc.errors import OptionError
+from nestc.seeds.builder import GraphBuilder
+
+_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def _width(base: int, ratio: float) -> int:
+    return max(1, round(base * ratio))
+
+
+def lenet_300_100(g: GraphBuilder, r: float, classes: int) -> str:
+    """784 -> 300 -> 100 -> classes, ReLU between (the Caffe LeNet-300-100)."""
+    x = g.flatten("input", 784)
+    x = g.relu(g.linear(x, _width(300, r)))
+    x = g.relu(g.linear(x, _width(100, r)))
+    return g.linear(x, classes)
+
+
+def lenet_5(g: GraphBuilder, r: float, classes: int) -> str:
+    """Caffe LeNet-5: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, fc classes (431K params at r = 1)."""
+    x = g.max_pool(g.relu(g.conv("input", _width(20, r), 5)))
+    x = g.max_pool(g.relu(g.conv(x, _width(50, r), 5)))
+    x = g.flatten(x, g.channels[x] * 16)
+    x = g.relu(g.linear(x, _width(500, r)))
+    return g.linear(x, classes)
+
+
+def vgg16(g: GraphBuilder, r: float, classes: int) -> str:
+    """CIFAR VGG-16 with batch norm: 13 conv-BN-ReLU layers, 5 max-pools, one classifier layer."""
+    x = "input"
+    for item in _VGG16:
+        x = g.max_pool(x) if item == "M" else g.relu(g.batch_norm(g.conv(x, _width(int(item), r), 3, pad=1)))
+    return g.linear(g.flatten(x, g.channels[x]), classes)
+
+
+def resnet18(g: GraphBuilder, r: float, classes: int) -> str:
+    """CIFAR ResNet-18: 3x3 stem, four stages of two basic blocks, global pooling, one classifier layer."""
+    x = g.relu(g.batch_norm(g.conv("input", _width(64, r), 3, pad=1)))
+    for stage, base in enumerate((64, 128, 256, 512)):
+        for block in range(2):
+            stride = 2 if stage > 0 and block == 0 else 1
+            width = _width(base, r)
+            y = g.relu(g.batch_norm(g.conv(x, width, 3, stride, 1)))
+            y = g.batch_norm(g.conv(y, width, 3, 1, 1))
+            shortcut = x if stride == 1 and g.channels[x] == width else g.batch_norm(g.conv(x, width, 1, stride))
+            x = g.relu(g.add(y, shortcut))
+    return g.linear(g.flatten(g.global_avg_pool(x), g.channels[x]), classes)
+
+
+ARCHITECTURES: dict[str, tuple[Callable[[GraphBuilder, float, int], str], list[int]]] = {
+    "lenet-300-100": (lenet_300_100, [1, 28, 28]),
+    "lenet-5": (lenet_5, [1, 28, 28]),
+    "vgg16": (vgg16, [3, 32, 32]),
+    "resnet18": (resnet18, [3, 32, 32]),
+}
+
+
+def build_seed(arch: str, width_ratio: float = 1.0, density: float = 1.0, classes: int = 10,
+               seed: int = 0) -> onnx.ModelProto:
+    """Build architecture ``arch`` as an ONNX model.
+
+    Raises:
+        OptionError: for an unknown architecture or out-of-range ratio/density/classes.
+    """
+    if arch not in ARCHITECTURES:
+        raise OptionError(f"unknown architecture '{arch}'; choose one of {', '.join(ARCHITECTURES)}")
+    if not 0 < width_ratio <= 4:
+        raise OptionError(f"--width-ratio {width_ratio}: must be in (0, 4]")
+    if not 0 < density <= 1:
+        raise OptionError(f"--density {density}: must be in (0, 1]")
+    if classes < 2:
+        raise OptionError(f"--classes {classes}: must be at least 2")
+    body, input_shape = ARCHITECTURES[arch]
+    builder = GraphBuilder(arch, input_shape, seed=seed, density=density)
+    return builder.build(body(builder, width_ratio, classes), classes)

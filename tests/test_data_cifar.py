@@ -1,0 +1,154 @@
+"""CIFAR-10/100 in the binary and python forms, and the restricted unpickler's refusals."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_data_formats import isolate, py2_pickle, write_cifar
+
+from nestc.data import load_dataset
+from nestc.data.safe_pickle import load_restricted
+from nestc.errors import DataError
+
+FOLDERS = {
+    ("cifar10", "binary"): "cifar-10-batches-bin",
+    ("cifar10", "python"): "cifar-10-batches-py",
+    ("cifar100", "binary"): "cifar-100-binary",
+    ("cifar100", "python"): "cifar-100-python",
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    isolate(monkeypatch, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "py2"),
+    [
+        ("cifar10", "binary", False),
+        ("cifar10", "python", True),
+        ("cifar10", "python", False),
+        ("cifar100", "binary", False),
+        ("cifar100", "python", True),
+        ("cifar100", "python", False),
+    ],
+)
+def test_official_layouts_load(tmp_path: Path, name: str, fmt: str, py2: bool) -> None:
+    classes = 10 if name == "cifar10" else 100
+    arrays = write_cifar(tmp_path / FOLDERS[name, fmt], fmt, classes, py2=py2)
+    ds = load_dataset(name, data_dir=tmp_path)
+    n_train = 20 if name == "cifar10" else 4
+    assert ds.x_train.shape == (n_train, 3, 32, 32) and ds.x_test.shape == (4, 3, 32, 32)
+    assert ds.num_classes == classes
+    np.testing.assert_allclose(ds.x_train.reshape(n_train, -1), arrays["x_train"] / 255, rtol=1e-6)
+    np.testing.assert_array_equal(ds.y_train, arrays["y_train"])  # CIFAR-100: the fine labels
+    np.testing.assert_array_equal(ds.y_test, arrays["y_test"])
+
+
+def test_planes_are_red_green_blue(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-bin"
+    write_cifar(folder, "binary", 10, per_file=1)
+    record = bytearray((folder / "test_batch.bin").read_bytes())
+    record[1:] = bytes([10] * 1024 + [20] * 1024 + [30] * 1024)
+    (folder / "test_batch.bin").write_bytes(bytes(record))
+    x = load_dataset("cifar10", data_dir=tmp_path).x_test[0]
+    assert [round(float(x[c].mean()) * 255) for c in range(3)] == [10, 20, 30]
+
+
+def test_torchvision_root_and_name_subfolder(tmp_path: Path) -> None:
+    write_cifar(tmp_path / "cifar10" / "cifar-10-batches-py", "python", 10)
+    assert load_dataset("cifar10", data_dir=tmp_path).mean == (0.4914, 0.4822, 0.4465)
+    write_cifar(tmp_path / "direct", "binary", 100)  # --data-dir pointing at the batch folder itself
+    assert load_dataset("cifar100", data_dir=tmp_path / "direct").std == (0.2673, 0.2564, 0.2762)
+
+
+def test_binary_is_preferred_over_pickles(tmp_path: Path) -> None:
+    write_cifar(tmp_path / "cifar-10-batches-bin", "binary", 10)
+    py = tmp_path / "cifar-10-batches-py"
+    write_cifar(py, "python", 10)
+    (py / "data_batch_1").write_bytes(b"not a pickle")
+    assert len(load_dataset("cifar10", data_dir=tmp_path).x_train) == 20
+
+
+def test_missing_cifar_names_both_forms(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="cifar-100-binary/ or cifar-100-python/") as err:
+        load_dataset("cifar100", data_dir=tmp_path)
+    assert str(tmp_path) in str(err.value) and "--data-dir" in str(err.value)
+
+
+def test_truncated_binary_batch_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-bin"
+    write_cifar(folder, "binary", 10)
+    path = folder / "data_batch_3.bin"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataError, match="not a whole number of 3073-byte CIFAR records") as err:
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert str(path) in str(err.value)
+
+
+def test_out_of_range_label_names_the_file(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-bin"
+    write_cifar(folder, "binary", 10)
+    path = folder / "data_batch_4.bin"
+    raw = bytearray(path.read_bytes())
+    raw[0] = 42
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="label 42 is out of range for 10 classes") as err:
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert str(path) in str(err.value)
+
+
+class _Payload:
+    """Runs ``touch <marker>`` through os.system when unpickled by a plain ``pickle.load``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("py2", [True, False], ids=["py2-pickle", "py3-pickle"])
+def test_malicious_batch_is_refused_without_running(tmp_path: Path, py2: bool) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar(folder, "python", 10)
+    marker = tmp_path / "pwned"
+    evil = {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3], b"x": _Payload(marker)}
+    (folder / "data_batch_2").write_bytes(py2_pickle(evil) if py2 else pickle.dumps(evil))
+    with pytest.raises(DataError, match=r"refused: the file tries to load (posix|nt|os)\.system") as err:
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert str(folder / "data_batch_2") in str(err.value)
+    assert not marker.exists()
+    pickle.loads((folder / "data_batch_2").read_bytes())  # the same bytes do run code when trusted
+    assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    "target", [("builtins", "eval"), ("numpy", "load"), ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")]
+)
+def test_only_the_numpy_array_globals_are_allowed(tmp_path: Path, target: tuple[str, str]) -> None:
+    path = tmp_path / "batch"
+    path.write_bytes(b"\x80\x02c" + f"{target[0]}\n{target[1]}\n".encode() + b"q\x00.")
+    with pytest.raises(DataError, match=f"tries to load {target[0]}.{target[1]}"):
+        load_restricted(path)
+
+
+def test_batch_that_is_not_a_dict_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar(folder, "python", 10)
+    (folder / "test_batch").write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(DataError, match="expected a pickled dict, found list"):
+        load_dataset("cifar10", data_dir=tmp_path)
+
+
+def test_batch_with_wrong_image_width_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-100-python"
+    write_cifar(folder, "python", 100)
+    (folder / "train").write_bytes(pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"fine_labels": [0, 1]}))
+    with pytest.raises(DataError, match=r"'data' must be a uint8 array of shape \(N, 3072\)"):
+        load_dataset("cifar100", data_dir=tmp_path)

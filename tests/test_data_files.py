@@ -1,0 +1,137 @@
+"""User data: .npz files, image folders, unknown names and the ``limit`` option."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nestc.data import NAMES, load_dataset
+from nestc.errors import DataError, OptionError
+
+
+def _npz(path: Path, **arrays: np.ndarray) -> str:
+    rng = np.random.default_rng(0)
+    base = {
+        "x_train": rng.integers(0, 256, (40, 8, 8), dtype=np.uint8),
+        "y_train": np.arange(40) % 4,
+        "x_test": rng.integers(0, 256, (12, 8, 8), dtype=np.uint8),
+        "y_test": np.arange(12) % 4,
+    }
+    base.update(arrays)
+    np.savez(path, **{k: v for k, v in base.items() if v is not None})
+    return str(path)
+
+
+def test_npz_with_labels(tmp_path: Path) -> None:
+    ds = load_dataset(_npz(tmp_path / "d.npz"))
+    assert ds.x_train.shape == (40, 1, 8, 8) and ds.x_train.dtype == np.float32 and ds.x_train.max() <= 1.0
+    assert ds.num_classes == 4 and ds.y_test.dtype == np.int64
+    assert ds.mean == pytest.approx((float(ds.x_train.mean()),), rel=1e-5)
+    assert ds.std == pytest.approx((float(ds.x_train.std()),), rel=1e-4)
+
+
+def test_npz_without_labels(tmp_path: Path) -> None:
+    ds = load_dataset(_npz(tmp_path / "d.npz", y_train=None, y_test=None), limit=10)
+    assert ds.y_train is None and ds.y_test is None and ds.num_classes is None
+    assert len(ds.x_train) == 10
+
+
+def test_npz_float_tabular_data_keeps_its_scale(tmp_path: Path) -> None:
+    x = np.linspace(-5, 5, 60, dtype=np.float64).reshape(20, 3)
+    ds = load_dataset(_npz(tmp_path / "t.npz", x_train=x, y_train=np.zeros(20, int), x_test=x[:4], y_test=None))
+    assert ds.x_train.shape == (20, 3) and ds.x_train.min() == -5.0 and len(ds.mean) == 3
+
+
+def test_npz_channels_last_is_transposed(tmp_path: Path) -> None:
+    x = np.zeros((40, 8, 8, 3), np.uint8)
+    x[..., 2] = 255
+    ds = load_dataset(_npz(tmp_path / "d.npz", x_train=x, x_test=x[:12]))
+    assert ds.x_train.shape == (40, 3, 8, 8) and ds.x_train[:, 2].min() == 1.0 and ds.x_train[:, :2].max() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("arrays", "problem"),
+    [
+        ({"x_train": np.full((40, 4), np.nan, np.float32)}, r"\[x_train\]: the data holds NaN or Inf"),
+        ({"x_test": np.full((12, 8, 8), np.inf)}, r"\[x_test\]: the data holds NaN or Inf"),
+        ({"y_train": -(np.arange(40) % 4)}, r"\[y_train\]: labels must be non-negative"),
+        ({"y_test": np.arange(12) / 2}, r"\[y_test\]: labels must be whole numbers"),
+        ({"y_train": np.array(["a"] * 40)}, r"\[y_train\]: labels have dtype <U1"),
+        ({"y_train": np.arange(39)}, r"expected 40 labels"),
+        ({"x_test": np.zeros((0, 8, 8), np.uint8), "y_test": np.zeros(0, int)}, r"\[x_test\]: the test split is empty"),
+        ({"x_test": np.zeros((12, 9, 9), np.uint8)}, r"test samples have shape \(1, 9, 9\)"),
+        ({"x_train": None}, "missing key.* x_train"),
+    ],
+    ids=["nan", "inf", "negative", "fractional", "strings", "count", "empty", "shape", "missing"],
+)
+def test_bad_npz_content_names_the_file(tmp_path: Path, arrays: dict, problem: str) -> None:
+    path = _npz(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError, match=problem) as err:
+        load_dataset(path)
+    assert path in str(err.value)
+
+
+def test_npz_object_arrays_are_never_unpickled(tmp_path: Path) -> None:
+    path = _npz(tmp_path / "obj.npz", y_train=np.array([{"a": 1}] * 40, dtype=object))
+    with pytest.raises(DataError, match=r"not a readable \.npz file.*allow_pickle"):
+        load_dataset(path)
+
+
+def test_missing_npz_and_unknown_name(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"no such \.npz file"):
+        load_dataset(str(tmp_path / "absent.npz"))
+    with pytest.raises(DataError) as err:
+        load_dataset("imagenet")
+    assert "unknown data set 'imagenet'" in str(err.value)
+    assert all(name in str(err.value) for name in NAMES)
+
+
+def test_limit_is_stratified_and_validated(tmp_path: Path) -> None:
+    y = np.repeat(np.arange(4), 10)  # class-sorted: a first-N cut would only see class 0
+    ds = load_dataset(_npz(tmp_path / "d.npz", y_train=y), limit=8)
+    assert np.bincount(ds.y_train).tolist() == [2, 2, 2, 2] and len(ds.x_test) == 12
+    assert load_dataset(_npz(tmp_path / "d.npz", y_train=y), limit=8).y_train.tolist() == ds.y_train.tolist()
+    with pytest.raises(OptionError, match="limit must be at least 1"):
+        load_dataset("embedded", limit=0)
+
+
+def _image(path: Path, colour: tuple[int, ...] | int, size: tuple[int, int] = (6, 4)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L" if isinstance(colour, int) else "RGB", size, colour).save(path)
+
+
+def test_image_folder_with_train_and_val(tmp_path: Path) -> None:
+    for split, n in (("train", 3), ("val", 2)):
+        for i in range(n):
+            _image(tmp_path / split / "cat" / f"{i}.png", (255, 0, 0))
+            _image(tmp_path / split / "dog" / f"{i}.JPG", (0, 0, 255), size=(12, 8))
+    ds = load_dataset(str(tmp_path))
+    assert ds.x_train.shape == (6, 3, 4, 6) and ds.x_test.shape == (4, 3, 4, 6)  # resized to the first image
+    assert ds.y_train.tolist() == [0, 0, 0, 1, 1, 1] and ds.num_classes == 2
+    assert ds.x_train[0, 0].min() == 1.0 and ds.x_train[-1, 2].min() > 0.9 and ds.x_train[-1, 0].max() < 0.1
+
+
+def test_image_folder_without_splits_is_split_80_20_per_class(tmp_path: Path) -> None:
+    for cls in ("a", "b"):
+        for i in range(10):
+            _image(tmp_path / cls / f"{i:02}.png", 10 * i)
+    ds = load_dataset(str(tmp_path))
+    assert ds.x_train.shape == (16, 1, 4, 6) and ds.x_test.shape == (4, 1, 4, 6)
+    assert np.bincount(ds.y_test).tolist() == [2, 2]
+    assert np.array_equal(load_dataset(str(tmp_path)).x_test, ds.x_test)  # same split every time
+
+
+def test_image_folder_errors(tmp_path: Path) -> None:
+    _image(tmp_path / "train" / "a" / "0.png", 0)
+    _image(tmp_path / "test" / "b" / "0.png", 0)
+    with pytest.raises(DataError, match=r"class folder.* b are not among the training classes"):
+        load_dataset(str(tmp_path))
+    (tmp_path / "train" / "b").mkdir()
+    (tmp_path / "train" / "b" / "0.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"train/b/0\.png: not a readable image"):
+        load_dataset(str(tmp_path))
+    with pytest.raises(DataError, match="no class subfolders"):
+        load_dataset(str(tmp_path / "train" / "a"))

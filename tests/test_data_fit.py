@@ -1,0 +1,83 @@
+"""fit_to_input: normalisation and the layouts models ask for, or a one-line error naming both shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nestc.data import Dataset, fit_to_input
+from nestc.errors import DataError, OptionError
+
+
+def _images(channels: int = 1, size: int = 28, name: str = "fashion-mnist") -> Dataset:
+    rng = np.random.default_rng(0)
+    x = rng.random((6, channels, size, size), dtype=np.float32)
+    return Dataset(name, x, np.arange(6) % 2, x[:2].copy(), np.array([0, 1]), 2, (0.5,) * channels, (0.25,) * channels)
+
+
+@pytest.mark.parametrize(
+    ("shape", "out"),
+    [
+        (["N", 784], (6, 784)),
+        ([None, 1, 28, 28], (6, 1, 28, 28)),
+        (["batch", 28, 28], (6, 28, 28)),
+        ([-1, 28, 28, 1], (6, 28, 28, 1)),
+        ([1, "C", "H", "W"], (6, 1, 28, 28)),
+    ],
+)
+def test_layouts(shape: list, out: tuple[int, ...]) -> None:
+    ds = _images()
+    fitted = fit_to_input(ds, shape)
+    assert fitted.x_train.shape == out and fitted.x_test.shape == (2, *out[1:])
+    assert fitted.x_train.dtype == np.float32 and fitted.x_train.flags.c_contiguous
+    expected = ((ds.x_train - 0.5) / 0.25).reshape(6, 28, 28)
+    np.testing.assert_allclose(fitted.x_train.reshape(6, 28, 28), expected, rtol=1e-6)
+    assert ds.x_train.shape == (6, 1, 28, 28)  # the input data set is left alone
+
+
+def test_channels_last_moves_the_channel_axis() -> None:
+    fitted = fit_to_input(_images(channels=3, size=4), ["N", 4, 4, 3], mean=(0, 0, 0), std=(1, 1, 1))
+    ds = _images(channels=3, size=4)
+    np.testing.assert_array_equal(fitted.x_train[0, 1, 2], ds.x_train[0, :, 1, 2])
+
+
+def test_per_channel_mean_and_std() -> None:
+    ds = _images(channels=3, size=4)
+    fitted = fit_to_input(ds, [None, 3, 4, 4], mean=(0.0, 0.5, 1.0), std=(1.0, 2.0, 4.0))
+    for c, (m, s) in enumerate(((0.0, 1.0), (0.5, 2.0), (1.0, 4.0))):
+        np.testing.assert_allclose(fitted.x_train[:, c], (ds.x_train[:, c] - m) / s, rtol=1e-6)
+    assert fitted.mean == (0.0, 0.5, 1.0) and fitted.std == (1.0, 2.0, 4.0)
+
+
+def test_flat_data_is_reshaped_for_an_image_model() -> None:
+    x = np.arange(2 * 784, dtype=np.float32).reshape(2, 784)
+    ds = Dataset("flat", x, None, x, None, None, (0.0,), (1.0,))
+    assert fit_to_input(ds, ["N", 1, 28, 28]).x_train[1, 0, 0, 1] == 785.0
+
+
+def test_shape_mismatch_names_both_shapes_and_the_model() -> None:
+    with pytest.raises(DataError) as err:
+        fit_to_input(_images(), ["N", 3, 32, 32])
+    assert str(err.value) == "data 'fashion-mnist' has samples of shape (1, 28, 28); model input expects [N, 3, 32, 32]"
+    with pytest.raises(DataError, match=r"lenet\.onnx input expects \[N, 100\]"):
+        fit_to_input(_images(), [None, 100], model_label="lenet.onnx")
+
+
+@pytest.mark.parametrize("shape", [["N", 3, 28, 28], ["N", 28, 28, 3], ["N", 3, "H", "W"]])
+def test_grey_data_is_not_replicated_for_a_colour_model(shape: list) -> None:
+    with pytest.raises(DataError, match=r"1-channel samples .* does not replicate"):
+        fit_to_input(_images(), shape)
+
+
+@pytest.mark.parametrize(
+    ("mean", "std", "problem"),
+    [
+        ((0.1, 0.2), None, "mean has 2 value"),
+        (None, (0.1, 0.2, 0.3, 0.4), "std has 4 value"),
+        (None, (0.0,), "std must be positive"),
+        ((float("nan"),), None, "give 1 finite value or 3"),
+    ],
+)
+def test_bad_normalisation_is_an_option_error(mean: tuple | None, std: tuple | None, problem: str) -> None:
+    with pytest.raises(OptionError, match=problem):
+        fit_to_input(_images(channels=3, size=4), ["N", 3, 4, 4], mean=mean, std=std)
