@@ -35,6 +35,17 @@ def load_network(path: PathLike) -> Network:
     return Network(load_model(path))
 
 
+def load_runnable(path: PathLike) -> onnx.ModelProto:
+    """:func:`load_model`, and refuse a model onnxruntime cannot load, before any work is done on it.
+
+    ``onnx.checker`` lets some invalid attributes through (a Conv ``pads`` of the wrong length);
+    nestc would carry them into its output, which onnxruntime would then refuse.
+    """
+    model = load_model(path)
+    runtime.session(model, str(path))
+    return model
+
+
 def inspect(path: PathLike) -> ModelStats:
     """Per-layer parameters, non-zeros and MACs of the model at ``path``."""
     return model_stats(load_network(path))
@@ -64,7 +75,7 @@ def compact(model: PathLike, output: PathLike, round_to: int = 1, sparse_format:
     if sparse_format not in SPARSE_FORMATS:
         raise OptionError(f"--sparse-format {sparse_format}: use one of {', '.join(SPARSE_FORMATS)}")
     check_output_path(output, model)
-    net = load_network(model)
+    net = Network(load_runnable(model))
     before = model_stats(net)
     result = compact_network(net, round_to=round_to)
     save_network(net, output, sparse_format)
@@ -222,13 +233,13 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     """
     from nestc.ir.classifier import trainable_view
     from nestc.model_data import data_for_model
-    from nestc.train import TrainConfig, Trainer, init_from_env
+    from nestc.training import TrainConfig, Trainer, init_from_env
 
     config = config or TrainConfig()
     config.validate()  # type: ignore[attr-defined]
     check_output_path(output, model)
     dist = init_from_env()
-    net = load_network(model)
+    net = Network(load_runnable(model))
     view = trainable_view(net, output_name, str(model))
     dataset = data_for_model(view, data, data_dir, download, label=str(model))
     if dataset.y_train is None:

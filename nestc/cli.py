@@ -8,13 +8,14 @@ keeps its traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
 
 import click
 
 from nestc import api
-from nestc.errors import NestcError
+from nestc.errors import NestcError, one_line
 from nestc.stats import format_table
 
 MODEL = click.Path(dir_okay=True, path_type=str)
@@ -87,9 +88,10 @@ def _data_options(func):
 def _train_options(func):
     """Optimiser and device options, shared by train and compress."""
     for decorator in reversed([
-        click.option("--epochs", default=None, type=float, help="Training epochs (train) / growth epochs."),
-        click.option("--batch-size", default=128, show_default=True, type=int),
-        click.option("--lr", default=0.05, show_default=True, type=float),
+        click.option("--epochs", default=None, type=click.FloatRange(0, min_open=True),
+                     help="Training epochs (train) / growth epochs."),
+        click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1)),
+        click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(0, min_open=True)),
         click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"])),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--seed", "seed_value", default=0, show_default=True, type=int),
@@ -102,7 +104,7 @@ def _train_options(func):
 
 def _train_config(batch_size: int, lr: float, optimizer: str, device: str, seed_value: int, quiet: bool,
                   epochs: float | None = None):
-    from nestc.train import TrainConfig
+    from nestc.training import TrainConfig
 
     config = TrainConfig(batch_size=batch_size, lr=lr, optimizer=optimizer, device=device, seed=seed_value,
                          quiet=quiet, weight_decay=1e-4)
@@ -181,6 +183,8 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--partial-area-gamma", default=0.02, show_default=True, type=float)
 @click.option("--retrain-epochs", default=1.0, show_default=True, type=float)
 @click.option("--birth-strength", default=0.5, show_default=True, type=float)
+@click.option("--validation", default="auto", show_default=True, type=click.Choice(["auto", "test", "train"]),
+              help="Data for decisions: test split (trained models), held-out training part (seeds).")
 @click.option("--sparse-format", default="dense", show_default=True, type=click.Choice(["dense", "coo"]))
 @click.option("--limit", default=None, type=int, help="Use at most this many training samples.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUTPUT.ckpt.")
@@ -189,7 +193,7 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
              output_name: str | None, report: str | None, plot: str | None, max_acc_drop: float,
              target_params: int | None, max_epochs: float, time_budget: float | None, grow: str,
              prune_fraction: float, regrow_fraction: float, partial_area_gamma: float, retrain_epochs: float,
-             birth_strength: float, sparse_format: str, limit: int | None, resume: bool) -> None:
+             birth_strength: float, validation: str, sparse_format: str, limit: int | None, resume: bool) -> None:
     """Grow and prune MODEL with NeST on --data; exit 3 when no model met the accuracy budget."""
     from nestc.compress import compress as run_compress
     from nestc.schedule.config import NestConfig
@@ -197,7 +201,7 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
     config = NestConfig(max_acc_drop=max_acc_drop, target_params=target_params, max_epochs=max_epochs,
                         time_budget=time_budget, grow=grow, prune_fraction=prune_fraction,
                         regrow_fraction=regrow_fraction, partial_area_gamma=partial_area_gamma,
-                        retrain_epochs=retrain_epochs, birth_strength=birth_strength,
+                        retrain_epochs=retrain_epochs, birth_strength=birth_strength, validation=validation,
                         min_prune_fraction=min(0.03, prune_fraction))
     if epochs is not None:
         config.grow_epochs = epochs
@@ -207,8 +211,12 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
         result = run_compress(model, output, data, config, train_config, report, plot, sparse_format, data_dir,
                               download, limit, output_name, resume, log=log)
     except KeyboardInterrupt:
-        click.echo(f"nestc: interrupted; no output was written. The last finished step is kept in {output}.ckpt: "
-                   "run the same command with --resume to continue", err=True)
+        checkpoint = f"{output}.ckpt"
+        if os.path.exists(checkpoint):
+            click.echo(f"nestc: interrupted; no output was written. The last finished step is kept in {checkpoint}: "
+                       "run the same command with --resume to continue", err=True)
+        else:
+            click.echo("nestc: interrupted before the first step finished; no output was written", err=True)
         sys.exit(130)
     _print_summary(result.report)
     if not result.met_budget:
@@ -245,7 +253,7 @@ def demo(output: str, quiet: bool) -> None:
 
     from nestc.compress import compress as run_compress
     from nestc.schedule.config import NestConfig
-    from nestc.train import TrainConfig
+    from nestc.training import TrainConfig
 
     with tempfile.TemporaryDirectory() as folder:
         seed_path = os.path.join(folder, "lenet-300-100.seed.onnx")
@@ -260,17 +268,23 @@ def demo(output: str, quiet: bool) -> None:
 
 
 def main() -> None:
-    """Console entry point: one line and an exit code for user errors, 130 on Ctrl-C."""
+    """Console entry point: one line and an exit code for user errors, 130 on Ctrl-C.
+
+    Usage mistakes that click catches (an unknown option, ``--batch-size 0``) are printed as one
+    ``nestc: error:`` line too, so CI logs and scripts see the same shape for every user error.
+    """
     try:
         cli.main(standalone_mode=False)
     except NestcError as exc:
-        click.echo(f"nestc: error: {exc}", err=True)
+        click.echo(f"nestc: error: {one_line(str(exc), limit=2000)}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("nestc: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if isinstance(exc, click.UsageError) and ctx else ""
+        click.echo(f"nestc: error: {one_line(exc.format_message(), limit=2000)}{hint}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("nestc: interrupted; no output was written", err=True)

@@ -9,6 +9,8 @@ touched.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, replace
@@ -19,7 +21,7 @@ import onnx
 import torch
 
 from nestc import runtime
-from nestc.errors import DataError, OptionError, PassError
+from nestc.errors import OptionError, PassError
 from nestc.fileio import atomic_write_bytes, check_output_path
 from nestc.frontends import load_model
 from nestc.ir.classifier import ClassifierView, trainable_view
@@ -29,8 +31,9 @@ from nestc.model_data import data_for_model, split_validation
 from nestc.report import plot_history, write_json
 from nestc.schedule.config import NestConfig
 from nestc.schedule.runner import NestRun, SplitData
+from nestc.schedule.state import read_state
 from nestc.stats import model_stats
-from nestc.train import TrainConfig, Trainer
+from nestc.training import TrainConfig, Trainer
 
 EXIT_BUDGET_MISSED = 3
 
@@ -60,13 +63,20 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     train_config = train_config or TrainConfig(quiet=True)
     config.validate()
     train_config.validate()
+    if limit is not None and limit < 1:
+        raise OptionError(f"--limit {limit}: must be at least 1")
     if sparse_format not in SPARSE_FORMATS:
         raise OptionError(f"--sparse-format {sparse_format}: use one of {', '.join(SPARSE_FORMATS)}")
-    for path in (output, report, plot):
+    for option, path in (("-o", output), ("--report", report), ("--plot", plot)):
         if path is not None:
-            check_output_path(path, model)
+            check_output_path(path, model, option=option)
     started = time.perf_counter()
     normalised = load_model(model)
+    before_ort = runtime.session(normalised, str(model))  # a model onnxruntime refuses fails before training
+    checkpoint = f"{output}.ckpt"
+    identity = _run_identity(model, data, limit, output_name, train_config.seed)
+    if resume and os.path.exists(checkpoint):
+        _check_resumable(checkpoint, identity)
     net = Network(normalised)
     view = trainable_view(net, output_name, str(model))
     dataset = data_for_model(view, data, data_dir, download, limit=limit, label=str(model))
@@ -75,17 +85,16 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
                         train_config.seed)
     tc = train_config if split.teacher is None else replace(
         train_config, distill_weight=1.0 if split.y_train is None else 0.5)
-    checkpoint = f"{output}.ckpt"
     run = NestRun(net, output_name, split, config, tc, checkpoint=checkpoint, resume=resume, log=log)
+    run.state["identity"] = identity  # saved in every checkpoint; a resumed run keeps the original's
     outcome = run.run()
     final = outcome.network
     emitted = emit_model(final, sparse_format)
     onnx.checker.check_model(emitted)
     _check_equivalence(final, emitted, dataset.x_test[:256], str(output))
-    before_ort = runtime.session(normalised, str(model))
     after_ort = runtime.session(emitted, str(output))
     payload = _report(model, output, normalised, emitted, final, outcome, dataset, before_ort, after_ort,
-                      time.perf_counter() - started, view.output)
+                      time.perf_counter() - started, view.output, split.validation)
     atomic_write_bytes(output, emitted.SerializeToString())
     payload["file_bytes"]["after"] = Path(output).stat().st_size
     if report is not None:
@@ -97,30 +106,61 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     return CompressResult(str(output), outcome.met_budget, payload)
 
 
-def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: NestConfig, seed: int) -> SplitData:
-    """Training and held-out tensors on the device, with teacher logits when distillation helps.
+def _run_identity(model: str | os.PathLike, data: str, limit: int | None, output_name: str | None, seed: int) -> str:
+    """What a checkpoint must have been made from to be resumed: the model's bytes, data and seed.
 
-    The original model teaches only when it is a trained classifier (held-out accuracy above twice
-    chance); a random seed would only teach noise. Unlabeled data is always distilled and judged by
-    agreement with the original model's predictions.
+    Other options may change on ``--resume`` (a longer ``--max-epochs``, say); these may not, since
+    the saved networks and counters would then describe a different run.
     """
-    x_train, y_train, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, config.val_fraction, seed)
+    digest = hashlib.sha256()
+    with open(model, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(json.dumps([str(data), limit, output_name, seed]).encode())
+    return digest.hexdigest()
+
+
+def _check_resumable(checkpoint: str, identity: str) -> None:
+    """Refuse a checkpoint left by a run of another model, data set or seed."""
+    saved = read_state(checkpoint).get("identity")
+    if saved is not None and saved != identity:
+        raise OptionError(f"--resume: {checkpoint} was written by a run with another model, data, --limit, "
+                          "--output-name or --seed; rerun that command with --resume, or delete the checkpoint "
+                          "to start over")
+
+
+def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: NestConfig, seed: int) -> SplitData:
+    """Training and validation tensors on the device, with teacher logits when distillation helps.
+
+    A trained original model has usually seen the whole training split, so part of that split would
+    flatter it; with ``validation="auto"`` its accuracy budget is therefore judged on the test split,
+    and a seed's (which nestc trains itself) on a held-out part of the training split. The original
+    teaches only when it is a trained classifier (accuracy above twice chance); unlabeled data is
+    always distilled and judged by agreement with the original model's predictions.
+    """
     original.to(trainer.device)
-    unlabeled = y_val is None
+    unlabeled = dataset.y_train is None or dataset.y_test is None
+    y_test = dataset.y_test
     if unlabeled:
-        y_val = trainer.predict_logits(original, x_val).argmax(1).numpy()
-    classes = int(trainer.predict_logits(original, x_val[:1]).shape[1])
-    trained = float(trainer.evaluate(original, x_val, y_val)[1]) > 2.0 / classes
+        y_test = trainer.predict_logits(original, dataset.x_test).argmax(1).numpy()
+    classes = int(trainer.predict_logits(original, dataset.x_test[:1]).shape[1])
+    trained = unlabeled or float(trainer.evaluate(original, dataset.x_test, y_test)[1]) > 2.0 / classes
+    source = config.validation if config.validation != "auto" else ("test" if trained else "train")
+    if source == "test":
+        x_train, y_train, x_val, y_val = dataset.x_train, dataset.y_train, dataset.x_test, y_test
+    else:
+        x_train, y_train, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, config.val_fraction, seed)
+        if y_val is None:
+            y_val = trainer.predict_logits(original, x_val).argmax(1).numpy()
+    if unlabeled:
+        y_train = None
     teacher = trainer.predict_logits(original, x_train) if unlabeled or (config.distill and trained) else None
-    if unlabeled and not trained:
-        raise DataError("unlabeled data needs a trained model to distil from; this model's predictions "
-                        "are no better than chance")
 
     def on_device(array: np.ndarray | None) -> torch.Tensor | None:
         return None if array is None else torch.as_tensor(np.ascontiguousarray(array), device=trainer.device)
 
     return SplitData(on_device(x_train), on_device(y_train), on_device(x_val), on_device(y_val),  # type: ignore[arg-type]
-                     None if teacher is None else teacher.to(trainer.device))
+                     None if teacher is None else teacher.to(trainer.device), source)
 
 
 def _check_equivalence(net: Network, emitted: onnx.ModelProto, x: np.ndarray, label: str) -> None:
@@ -143,7 +183,7 @@ def _accuracy_ort(sess, output_index: int, x: np.ndarray, y: np.ndarray | None) 
 
 
 def _report(model, output, before_model: onnx.ModelProto, after_model: onnx.ModelProto, final: Network, outcome,
-            dataset, before_sess, after_sess, seconds: float, output_name: str) -> dict:
+            dataset, before_sess, after_sess, seconds: float, output_name: str, validation: str) -> dict:
     before_stats = model_stats(Network(before_model))
     after_stats = model_stats(final)
     index = [o.name for o in after_model.graph.output].index(output_name)
@@ -157,7 +197,7 @@ def _report(model, output, before_model: onnx.ModelProto, after_model: onnx.Mode
     after_acc = _accuracy_ort(after_sess, index, x_test, y_test)
     return {
         "model": str(model), "output": str(output), "data": dataset.name, "met_budget": outcome.met_budget,
-        "grew": outcome.grew, "reference_val_accuracy": outcome.reference_accuracy,
+        "grew": outcome.grew, "validation": validation, "reference_val_accuracy": outcome.reference_accuracy,
         "budget_val_accuracy": outcome.budget_accuracy,
         "accuracy": {"before": before_acc, "after": after_acc, "measured_by": "onnxruntime", "split": "test"},
         "params": {"before": before_stats.params, "after": after_stats.params},

@@ -42,7 +42,20 @@ class TrainingDiverged(NestcError):
     exit_code = 1
 
 
+class OutputError(OptionError):
+    """An output file cannot be written (missing or read-only folder, disk full)."""
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` with its whitespace runs (newlines included) collapsed, cut to ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
+
+
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's text (or its type name): library errors can span pages."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """An exception's text as one short line (or its type name).
+
+    Library errors can span pages, but their first line alone is often cut mid-sentence (onnx's
+    checker puts the node on the next lines), so the text is flattened and shortened instead.
+    """
+    return one_line(str(exc)) or type(exc).__name__

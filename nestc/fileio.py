@@ -6,30 +6,46 @@ import os
 import tempfile
 from pathlib import Path
 
-from nestc.errors import OptionError
+from nestc.errors import OptionError, OutputError
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place.
 
-    The rename is atomic on POSIX, so readers see either the old file or the complete new one.
+    The rename is atomic on POSIX, so readers see either the old file or the complete new one. The
+    file gets the permissions a plain ``open(path, "w")`` would give (``mkstemp`` makes it private),
+    and a failing write (disk full, read-only folder) is an :class:`OutputError` naming ``path``.
     """
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from exc
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike, option: str = "-o") -> Path:
-    """Refuse an output that would overwrite an input or cannot be written, before any work starts."""
+    """Refuse an output that would overwrite an input or cannot be written, before any work starts.
+
+    Writability is probed by creating (and removing) a temporary file in the folder: permission bits
+    alone say nothing for root or for read-only mounts.
+    """
     out = Path(output)
     for source in inputs:
         src = Path(source)
@@ -40,6 +56,10 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike, opt
         raise OptionError(f"{option} {out}: is a directory, expected a file path")
     if not folder.is_dir():
         raise OptionError(f"{option} {out}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise OptionError(f"{option} {out}: folder {folder} is not writable")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OptionError(f"{option} {out}: folder {folder} is not writable ({exc.strerror or exc})") from exc
     return out

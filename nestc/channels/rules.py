@@ -166,11 +166,10 @@ def _reshape_target_fixup(ctx: RuleContext, out: str) -> None:
     net = ctx.net
 
     def rewrite(new_size: Callable[[Layout], int]) -> None:
-        name = net.private_input(node, 1)
-        values = net.ints[name].clone()
+        values = net.ints[node.inputs[1]].clone()
         for a, layout in layouts.items():
             values[a] = new_size(layout)
-        net.set_tensor(name, values)
+        net.set_input_constant(node, 1, values)
 
     if axes:
         ctx.fixup(rewrite)
@@ -231,7 +230,7 @@ def split(ctx: RuleContext) -> None:
     def rewrite(new_size: Callable[[Layout], int]) -> None:
         new = [new_size(p) for p in parts]
         if sizes_name:
-            net.set_tensor(net.private_input(node, 1), torch.tensor(new, dtype=torch.int64))
+            net.set_input_constant(node, 1, torch.tensor(new, dtype=torch.int64))
         else:
             node.attrs["split"] = new
 
@@ -274,12 +273,11 @@ def _slice_fixup(ctx: RuleContext, k: int, before: Layout, part: Layout) -> None
     net, node = ctx.net, ctx.node
 
     def rewrite(new_size: Callable[[Layout], int]) -> None:
-        starts_name, ends_name = net.private_input(node, 1), net.private_input(node, 2)
-        starts, ends = net.ints[starts_name].clone(), net.ints[ends_name].clone()
+        starts, ends = net.ints[node.inputs[1]].clone(), net.ints[node.inputs[2]].clone()
         starts[k] = new_size(before)
         ends[k] = starts[k] + new_size(part)
-        net.set_tensor(starts_name, starts)
-        net.set_tensor(ends_name, ends)
+        net.set_input_constant(node, 1, starts)
+        net.set_input_constant(node, 2, ends)
 
     ctx.fixup(rewrite)
 

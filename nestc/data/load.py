@@ -14,7 +14,7 @@ from nestc.data.catalog import CATALOG
 from nestc.data.dataset import Dataset, assemble
 from nestc.data.download import download_named
 from nestc.data.embedded import embedded_path
-from nestc.data.locate import cache_dir, locate, not_found, search_roots
+from nestc.data.locate import cache_dir, incomplete, locate, not_found, search_roots
 from nestc.data.npz import read_npz
 from nestc.errors import DataError, OptionError
 
@@ -78,7 +78,7 @@ def _load_named(name: str, data_dir: str | os.PathLike | None, download: bool, l
         download_named(entry, target)
         found = locate(entry, [target])
     if found is None:
-        raise not_found(entry, roots)
+        raise incomplete(entry, roots) or not_found(entry, roots)
     folder, layout = found
     train, test = layout.read(folder)
     return assemble(name, train, test, limit=limit, num_classes=entry.num_classes, mean=entry.mean, std=entry.std)

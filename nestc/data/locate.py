@@ -44,6 +44,28 @@ def locate(entry: Named, roots: list[Path]) -> tuple[Path, Layout] | None:
     return None
 
 
+def incomplete(entry: Named, roots: list[Path]) -> DataError | None:
+    """The error for a folder that holds some but not all files of a layout (a partial copy), or None.
+
+    Without it a half-copied data set would be reported as "not found", hiding the missing file.
+    """
+    for root in roots:
+        for base in entry.bases:
+            for layout in entry.layouts:
+                for folder in layout.folders:
+                    candidate = root / base / folder
+                    missing = [name for name in layout.files if not _has(candidate, name, layout.gzip_ok)]
+                    if len(missing) < len(layout.files):
+                        suffix = "[.gz]" if layout.gzip_ok else ""
+                        return DataError(f"{candidate}: data set '{entry.name}' is incomplete: missing "
+                                         f"{', '.join(name + suffix for name in missing)}")
+    return None
+
+
+def _has(folder: Path, name: str, gzip_ok: bool) -> bool:
+    return (folder / name).is_file() or (gzip_ok and (folder / f"{name}.gz").is_file())
+
+
 def not_found(entry: Named, roots: list[Path]) -> DataError:
     """The one-line error naming what was looked for, where, and how to get it."""
     wanted = " or ".join(layout.describe() for layout in entry.layouts)

@@ -20,6 +20,8 @@ _CHANNEL_COUNTS = (1, 3, 4)
 
 def read_npz(path: Path) -> tuple[Split, Split]:
     """The training and test splits stored in ``path`` (labels None where the key is absent)."""
+    if not zipfile.is_zipfile(path):  # else np.load reads it as a pickle and blames allow_pickle
+        raise DataError(f"{path}: not a readable .npz file (no zip archive: corrupt, truncated or another format)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import onnx
-from onnx import version_converter
+from onnx import numpy_helper, version_converter
 
 from nestc.errors import ModelError, UnsupportedOpError, first_line
 from nestc.frontends.files import read_model_file
@@ -41,6 +42,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """
     file = Path(path)
     model = read_model_file(file)
+    _densify_sparse_initializers(model)
     _refuse_unsupported(model, file)
     _check(model, file)
     model = _normalise_opset(model, file)
@@ -77,6 +79,25 @@ def _refuse_unsupported(model: onnx.ModelProto, file: Path) -> None:
         raise UnsupportedOpError(f"{file}: unsupported operators in {len(missing)} node(s): {', '.join(missing)}")
 
 
+def _densify_sparse_initializers(model: onnx.ModelProto) -> None:
+    """Turn ``sparse_initializer`` entries (``--sparse-format coo`` output) into ordinary initializers.
+
+    Runtimes densify them at load too; nestc trains and resizes dense tensors with masks, so a model
+    it wrote sparse must read back as the same dense weights.
+    """
+    graph = model.graph
+    for sparse in graph.sparse_initializer:
+        values = numpy_helper.to_array(sparse.values)
+        indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
+        dense = np.zeros(tuple(sparse.dims), dtype=values.dtype)
+        if indices.ndim == 2:  # one row of coordinates per value
+            dense[tuple(indices.T)] = values
+        else:  # linearised positions
+            dense.reshape(-1)[indices] = values
+        graph.initializer.append(numpy_helper.from_array(dense, sparse.values.name))
+    del graph.sparse_initializer[:]
+
+
 def _check(model: onnx.ModelProto, file: Path) -> None:
     try:
         onnx.checker.check_model(model)
@@ -96,6 +117,11 @@ def _normalise_opset(model: onnx.ModelProto, file: Path) -> onnx.ModelProto:
     version = default_opset(model)
     if version in SUPPORTED_OPSETS:
         return model
+    known = onnx.defs.onnx_opset_version()
+    if version > known:  # the converter would fail with an internal assertion; say what to do instead
+        raise ModelError(f"{file}: opset {version} is newer than this onnx release knows (up to {known}); nestc "
+                         f"supports opsets {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}: export the model "
+                         f"with one of those")
     try:
         converted = version_converter.convert_version(model, CONVERSION_TARGET)
         onnx.checker.check_model(converted)

@@ -25,6 +25,7 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy of ``model`` whose integer-only subgraphs (shape arithmetic) are initializers."""
     folded = onnx.ModelProto()
     folded.CopyFrom(model)
+    _fold_weight_views(folded)
     original_batches = _set_input_batch(folded, FOLD_BATCH)
     shapes = _static_shapes(folded)
     graph = folded.graph
@@ -45,8 +46,97 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.node.extend(kept)
     graph.initializer.extend(numpy_helper.from_array(np.asarray(a), name) for name, a in new_constants.items()
                              if name in used)
+    _explicit_splits(folded, shapes)
     _free_batch(folded, original_batches | {FOLD_BATCH}, shapes)
     return folded
+
+
+_VIEW_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten"})
+
+
+def _fold_weight_views(model: onnx.ModelProto) -> None:
+    """Store weights that only reach their layer through a layout op as plain initializers.
+
+    Two exporter habits hide a layer's weights behind a node, leaving it with no constant weight
+    that nestc could train as a parameter or resize:
+
+    * without constant folding (torch's legacy exporter, ``do_constant_folding=False``) a Linear's
+      weight is transposed at run time: ``Transpose(W) -> MatMul``. The transposed data replaces
+      ``W`` when nothing else reads it (one tensor in, one out: the parameter count is unchanged);
+    * torch's legacy exporter deduplicates equal parameters (two freshly initialised BatchNorms share
+      one all-ones scale) and restores each by ``Identity(shared) -> bn2.weight``. Each ``Identity``
+      becomes its own copy again, as the parameters were in the framework.
+    """
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    fed = {i.name for i in graph.input} | {o.name for o in graph.output}
+    opset = {o.domain: o.version for o in model.opset_import}
+    kept: list[onnx.NodeProto] = []
+    operands: set[str] = set()
+    for node in graph.node:
+        source = node.input[0] if node.input else ""
+        if (node.op_type not in _VIEW_OPS or node.domain not in ("", "ai.onnx") or source not in inits
+                or source in fed or node.output[0] in fed or any(i and i not in inits for i in node.input[1:])):
+            kept.append(node)
+            continue
+        if node.op_type == "Identity":
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[source])
+            copy.name = node.output[0]
+            graph.initializer.append(copy)
+            inits[copy.name] = graph.initializer[-1]
+            operands.add(source)
+            continue
+        folded = _evaluate(node, {i: numpy_helper.to_array(inits[i]) for i in node.input if i}, opset)
+        if folded is None or _uses(graph, source) != 1:
+            kept.append(node)
+            continue
+        operands.update(node.input)
+        graph.initializer.append(numpy_helper.from_array(np.asarray(folded[0]), node.output[0]))
+        inits[node.output[0]] = graph.initializer[-1]
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {i for n in kept for i in n.input} | fed
+    for tensor in [t for t in graph.initializer if t.name in operands - used]:
+        graph.initializer.remove(tensor)
+
+
+def _uses(graph: onnx.GraphProto, name: str) -> int:
+    return sum(i == name for n in graph.node for i in n.input)
+
+
+def _explicit_splits(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Give ``Split(num_outputs=k)`` explicit sizes (opset 18+; torch's ``chunk`` exports this way).
+
+    Equal chunks cannot express the unequal widths that removing a channel from one chunk makes;
+    explicit sizes can, and compaction rewrites them. Splits along the batch axis stay as they are.
+    """
+    graph = model.graph
+    names = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "Split" or "num_outputs" not in attrs or (len(node.input) > 1 and node.input[1]):
+            continue
+        shape = shapes.get(node.input[0])
+        if shape is None:
+            continue
+        axis = int(attrs.get("axis", 0)) % len(shape)
+        count = int(attrs["num_outputs"])
+        if axis == 0 or count != len(node.output):
+            continue
+        chunk = -(-shape[axis] // count)
+        sizes = [chunk] * (count - 1) + [shape[axis] - chunk * (count - 1)]
+        name, index = f"{node.output[0]}_sizes", 0
+        while name in names:
+            index += 1
+            name = f"{node.output[0]}_sizes_{index}"
+        names.add(name)
+        graph.initializer.append(numpy_helper.from_array(np.array(sizes, dtype=np.int64), name))
+        del node.input[1:]
+        node.input.append(name)
+        kept = [a for a in node.attribute if a.name != "num_outputs"]
+        del node.attribute[:]
+        node.attribute.extend(kept)
 
 
 def _set_input_batch(model: onnx.ModelProto, batch: int) -> set[int]:
@@ -86,7 +176,9 @@ def _try_fold(node: onnx.NodeProto, known: dict[str, np.ndarray], shapes: dict[s
         return [full[attrs.get("start", 0): attrs.get("end", len(full))]]
     if node.op_type == "Constant":
         value = _constant_value(node)
-        return [value] if value is not None and value.dtype.kind in "iu" else None
+        # every numeric Constant becomes an initializer: weights exported as Constant nodes are then
+        # trainable, and constants live with the network's other tensors on its device
+        return [value] if value is not None and value.dtype.kind in "biuf" else None
     inputs = [i for i in node.input if i]
     if not inputs or any(i not in known for i in inputs):
         return None
@@ -102,6 +194,8 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
             return numpy_helper.to_array(attr.t)
         if attr.name in ("value_int", "value_ints"):
             return np.asarray(helper.get_attribute_value(attr), dtype=np.int64)
+        if attr.name in ("value_float", "value_floats"):
+            return np.asarray(helper.get_attribute_value(attr), dtype=np.float32)
     return None
 
 
@@ -138,8 +232,36 @@ def _free_batch(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tup
             continue
         if int(target[0]) not in batches or int(target[0]) in (0, -1):
             continue
-        allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
-        target[0] = 0 if (-1 in target.tolist() and not allowzero) else -1
-        if -1 in target[1:].tolist() and target[0] == -1:
-            continue
-        inits[node.input[1]].CopyFrom(numpy_helper.from_array(target, node.input[1]))
+        if -1 in target[1:].tolist():
+            # The batch becomes the inferred axis; the other -1 is spelled out from the static
+            # shape ([1, -1] -> [-1, 288]). "0" (copy the input's batch) would also do, but means a
+            # literal zero under allowzero=1, which torch's dynamo exporter sets.
+            out_shape = shapes.get(node.output[0])
+            if out_shape is None or len(out_shape) != len(target):
+                allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
+                if allowzero:
+                    continue
+                target[0] = 0
+            else:
+                target = np.array([-1, *out_shape[1:]], dtype=target.dtype)
+        else:
+            target[0] = -1
+        _set_initializer(graph, node, 1, target, inits)
+
+
+def _set_initializer(graph: onnx.GraphProto, node: onnx.NodeProto, slot: int, value: np.ndarray,
+                     inits: dict[str, onnx.TensorProto]) -> None:
+    """Write ``value`` as input ``slot`` of ``node``; a constant other nodes share is copied first
+    (exporters reuse one ``[1, -1]`` tensor for every Reshape, and each may need its own value)."""
+    name = node.input[slot]
+    if _uses(graph, name) > 1:
+        fresh, index = f"{name}_{node.name or node.output[0]}", 0
+        while fresh in inits:
+            index += 1
+            fresh = f"{name}_{node.name or node.output[0]}_{index}"
+        tensor = numpy_helper.from_array(value, fresh)
+        graph.initializer.append(tensor)
+        inits[fresh] = tensor
+        node.input[slot] = fresh
+        return
+    inits[name].CopyFrom(numpy_helper.from_array(value, name))

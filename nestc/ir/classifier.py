@@ -18,21 +18,28 @@ _NORMALISERS = frozenset({"Softmax", "LogSoftmax"})
 
 
 def choose_output(net: Network, requested: str | None = None, label: str = "model") -> str:
-    """The graph output nestc trains on: ``requested``, else the first float output of rank 2."""
+    """The graph output nestc trains on: ``requested``, else the float output of rank 2.
+
+    Several such outputs are fine when they are views of one logits tensor (``logits`` and
+    ``softmax(logits)``); independent heads (auxiliary classifiers) make the choice the user's.
+    """
     if requested is not None:
         if requested not in net.output_names:
             raise ModelError(f"{label}: no output named '{requested}'; outputs are {', '.join(net.output_names)}")
         return requested
     outputs = net.template.graph.output
-    for value in outputs:
-        tensor_type = value.type.tensor_type
-        if tensor_type.elem_type in (1, 10, 11, 16) and len(tensor_type.shape.dim) == 2:
-            return value.name
+    scores = [value.name for value in outputs if value.type.tensor_type.elem_type in (1, 10, 11, 16)
+              and len(value.type.tensor_type.shape.dim) == 2]
+    if len({logits_tensor(net, name) for name in scores}) > 1:
+        raise ModelError(f"{label}: {len(scores)} outputs could be class scores ({', '.join(scores)}); "
+                         "choose the one to train on with --output-name")
+    if scores:
+        return scores[0]
     for value in outputs:
         if value.type.HasField("sequence_type"):
             return value.name
     raise ModelError(f"{label}: no output of shape [N, classes] to train on; outputs are "
-                     f"{', '.join(net.output_names)} (choose one with --output)")
+                     f"{', '.join(net.output_names)} (choose one with --output-name)")
 
 
 def choose_input(net: Network, label: str = "model") -> str:

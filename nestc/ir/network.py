@@ -47,7 +47,8 @@ def node_from_proto(proto: onnx.NodeProto, index: int) -> Node:
     """Decode a ``NodeProto``; unnamed nodes get a stable ``<op>_<index>`` name for messages."""
     attrs = {a.name: _decode_attr(a) for a in proto.attribute}
     name = proto.name or f"{proto.op_type}_{index}"
-    return Node(name, proto.op_type, list(proto.input), list(proto.output), attrs, proto.domain)
+    domain = "" if proto.domain == "ai.onnx" else proto.domain  # two spellings of the default domain
+    return Node(name, proto.op_type, list(proto.input), list(proto.output), attrs, domain)
 
 
 class _TensorStore(nn.Module):
@@ -125,6 +126,9 @@ class Network(nn.Module):
         return trainable - stats, stats
 
     def _add_tensor(self, name: str, array: np.ndarray, trainable: bool, is_stat: bool) -> None:
+        if array.dtype.kind not in "biuf":  # strings, bfloat16 and float8 (ml_dtypes) have no torch tensor
+            raise ModelError(f"initializer '{name}' has element type {array.dtype}, which nestc cannot train or "
+                             "run in torch; numeric tensors only")
         key = f"t{len(self._keys)}"
         self._keys[name] = key
         tensor = torch.from_numpy(np.array(array, copy=True))
@@ -161,7 +165,7 @@ class Network(nn.Module):
         """Replace initializer ``name`` by ``value`` (any shape), keeping its kind.
 
         Structural passes call this; a replaced Parameter is a new object, so optimizers must be
-        rebuilt or remapped afterwards (:mod:`nestc.train` does this).
+        rebuilt or remapped afterwards (:mod:`nestc.training` does this).
         """
         key = self._keys[name]
         if key in self.weights:
@@ -192,6 +196,14 @@ class Network(nn.Module):
         self._add_tensor(fresh, value.cpu().numpy(), trainable=False, is_stat=False)
         node.inputs[slot] = fresh
         return fresh
+
+    def set_input_constant(self, node: Node, slot: int, value: torch.Tensor) -> None:
+        """Give ``node`` a new value for its constant input ``slot`` without touching other readers:
+        nothing happens when the value is unchanged, a shared constant is copied first."""
+        current = self.tensor(node.inputs[slot])
+        if current.shape == value.shape and bool(torch.equal(current.cpu(), value.to(current.dtype).cpu())):
+            return
+        self.set_tensor(self.private_input(node, slot), value.to(current.dtype))
 
     def mask(self, name: str) -> torch.Tensor | None:
         """The 0/1 connection mask of weight ``name``, or ``None`` when it is fully dense."""
@@ -277,12 +289,12 @@ class Network(nn.Module):
             raise ValueError(f"model takes {len(self.input_names)} input(s), got {len(inputs)}")
         env: dict[str, torch.Tensor] = dict(zip(self.input_names, inputs))
         taps = set(taps)
-        self.tapped = {}
+        self.tapped = {name: env[name] for name in self.input_names if name in taps}
         for node, handler in zip(self.nodes, self.handlers):
             args = [self._fetch(name, env) for name in node.inputs]
             try:
                 outs = handler.forward(node, args, self.training)
-            except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            except (RuntimeError, ValueError, IndexError, TypeError, KeyError, ZeroDivisionError) as exc:
                 raise ModelError(f"while executing {node.describe()}: {exc}") from exc
             for out_name, value in zip(node.outputs, outs):
                 if out_name:

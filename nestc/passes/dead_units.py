@@ -19,6 +19,7 @@ from nestc.channels.analysis import ChannelAnalysis
 from nestc.channels.layout import Layout, Member, unit_positions
 from nestc.channels.resize import SpaceChange
 from nestc.ir.network import Network
+from nestc.ir.registry import Node, OpHandler
 
 CONSTANT_TOLERANCE = 1e-6
 """Relative spread below which a measured activation counts as constant."""
@@ -39,12 +40,12 @@ class DeadUnits:
 
     Attributes:
         unused: units no weight reads; removing them needs nothing else.
-        constant: units that carry a constant, with the bias folds that removing them all needs
-            (the folds are joint: remove all of a space's constant units or none).
+        constant: units that carry a constant, with the bias folds that removing each one needs
+            (removing several needs the concatenation of their folds).
     """
 
     unused: dict[int, list[int]] = field(default_factory=dict)
-    constant: dict[int, tuple[list[int], list[Fold]]] = field(default_factory=dict)
+    constant: dict[int, tuple[list[int], dict[int, list[Fold]]]] = field(default_factory=dict)
 
 
 def unit_magnitudes(net: Network, member: Member, analysis: ChannelAnalysis, space: int,
@@ -70,6 +71,42 @@ def _zero_units(net: Network, analysis: ChannelAnalysis, space: int, width: int,
     return (total == 0).cpu()
 
 
+def _silenced_units(net: Network, analysis: ChannelAnalysis, space: int, width: int) -> torch.Tensor | None:
+    """Units whose every writer is silenced: its weight row is zero (the unit is its bias), or its
+    output goes only into a BatchNormalization whose scale is zero there (the unit is BN's shift,
+    whatever the weights, in inference and in batch-statistics mode alike). Such a unit carries a
+    value that no input can change."""
+    nodes = {n.name: n for n in net.nodes}
+    writers = [(m, n) for m, n in analysis.space_members(space) if m.role == "producer"]
+    if not writers:
+        return None
+    silenced = torch.ones(width, dtype=torch.bool)
+    for member, name in writers:
+        zero = unit_magnitudes(net, member, analysis, space, width).cpu() == 0
+        gate = _bn_gate(net, analysis, nodes[name], space, width)
+        silenced &= zero if gate is None else zero | gate
+    return silenced
+
+
+def _bn_gate(net: Network, analysis: ChannelAnalysis, node: Node, space: int, width: int) -> torch.Tensor | None:
+    """Units that a BatchNormalization right after ``node`` (its only reader) multiplies by zero."""
+    readers = _readers(net, node.outputs[0])
+    if len(readers) != 1 or readers[0].op_type != "BatchNormalization" or readers[0].inputs[0] != node.outputs[0]:
+        return None
+    bn = readers[0]
+    for member, name in zip(analysis.members, analysis.member_nodes, strict=True):
+        if name == bn.name and member.tensor == bn.inputs[1] and member.axis == 0:
+            return unit_magnitudes(net, member, analysis, space, width).cpu() == 0
+    return None
+
+
+def _readers(net: Network, tensor: str) -> list[Node]:
+    """Nodes reading ``tensor`` (a graph output counts as a reader that is no node: returns [])."""
+    if tensor in net.output_names:
+        return []
+    return [n for n in net.nodes if tensor in n.inputs]
+
+
 def find_dead_units(net: Network, analysis: ChannelAnalysis, sample: list[torch.Tensor]) -> DeadUnits:
     """Removable units of every resizable space, with the folds that removing them needs."""
     result = DeadUnits()
@@ -78,7 +115,7 @@ def find_dead_units(net: Network, analysis: ChannelAnalysis, sample: list[torch.
     for space in analysis.resizable_spaces():
         width = analysis.table.spaces[space].width
         unused = _zero_units(net, analysis, space, width, "consumer")
-        constant = _zero_units(net, analysis, space, width, "producer")
+        constant = _silenced_units(net, analysis, space, width)
         dead = set() if unused is None else {int(u) for u in torch.nonzero(unused).flatten()}
         if constant is not None:
             candidates = [int(u) for u in torch.nonzero(constant).flatten() if int(u) not in dead]
@@ -95,32 +132,68 @@ def find_dead_units(net: Network, analysis: ChannelAnalysis, sample: list[torch.
 def _fold_constants(net: Network, analysis: ChannelAnalysis, sample: list[torch.Tensor],
                     constant_units: dict[int, list[int]], readers: dict[int, list[tuple[Member, str]]],
                     result: DeadUnits) -> None:
+    """Keep the candidates that every reader sees as one constant whose effect it can fold.
+
+    Folds are computed per unit: readers are linear in the unit (Conv, Gemm, MatMul without their
+    bias), so removing any subset needs exactly the sum of its units' folds, and a ``--round-to``
+    that keeps some constant units still removes the others.
+    """
     nodes = {n.name: n for n in net.nodes}
     taps = {nodes[name].inputs[0] for space in constant_units for _, name in readers[space]}
-    was_training = net.training
-    net.eval()
-    with torch.no_grad():
-        net(*sample, taps=taps)
-    net.train(was_training)
-    acts = dict(net.tapped)
-    net.tapped = {}
+    acts = _runtime_activations(net, sample, taps)
     for space, units in constant_units.items():
-        folds: list[Fold] = []
-        accepted = set(units)
+        folds: dict[int, list[Fold]] = {u: [] for u in units}
         for member, name in readers[space]:
             node = nodes[name]
             x_name = node.inputs[0]
             axis = _activation_axis(analysis, x_name, member.layout)
-            if axis is None:
-                accepted.clear()
-                break
-            fold = _probe_fold(net, analysis, node, member, acts[x_name], axis, space, accepted)
-            if fold is None:
-                accepted.clear()
-                break
-            folds.extend(fold)
-        if accepted:
-            result.constant[space] = (sorted(accepted), folds)
+            for unit in list(folds):
+                fold = None if axis is None else _probe_fold(net, analysis, node, member, acts[x_name], axis, space,
+                                                             unit)
+                if fold is None:
+                    del folds[unit]
+                else:
+                    folds[unit].extend(fold)
+        if folds:
+            result.constant[space] = (sorted(folds), folds)
+
+
+class _BatchStatistics(OpHandler):
+    """A BatchNormalization node declared ``training_mode=1`` as onnxruntime runs it: normalised
+    with the batch's statistics, running statistics left untouched."""
+
+    op_type = "BatchNormalization"
+
+    def __init__(self, inner: OpHandler) -> None:
+        self.inner = inner
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        copies = [t.clone() if t is not None and i in (3, 4) else t for i, t in enumerate(inputs)]
+        return self.inner.forward(node, copies, True)
+
+
+def _runtime_activations(net: Network, sample: list[torch.Tensor], taps: set[str]) -> dict[str, torch.Tensor]:
+    """Activations ``taps`` in inference, with the semantics the emitted file has in a runtime.
+
+    The measured constants are folded into biases of the written model, so they must be the values
+    onnxruntime will see: a BatchNormalization with ``training_mode=1`` there normalises a constant
+    unit to exactly its shift, where the network's own inference mode would use running statistics.
+    """
+    saved = list(net.handlers)
+    for index, node in enumerate(net.nodes):
+        if node.op_type == "BatchNormalization" and int(node.attr("training_mode", 0)):
+            net.handlers[index] = _BatchStatistics(saved[index])
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(*sample, taps=taps)
+    finally:
+        net.handlers[:] = saved
+        net.train(was_training)
+    acts = dict(net.tapped)
+    net.tapped = {}
+    return acts
 
 
 def _activation_axis(analysis: ChannelAnalysis, tensor: str, layout: Layout) -> int | None:
@@ -131,10 +204,12 @@ def _activation_axis(analysis: ChannelAnalysis, tensor: str, layout: Layout) -> 
     return None
 
 
-def _probe_fold(net: Network, analysis: ChannelAnalysis, node, member: Member, act: torch.Tensor, axis: int,
-                space: int, units: set[int]) -> list[Fold] | None:
-    """Measure the constant units at ``node``'s input and compute their effect on its output."""
-    positions = unit_positions(analysis.table, member.layout, space, units)
+def _probe_fold(net: Network, analysis: ChannelAnalysis, node: Node, member: Member, act: torch.Tensor, axis: int,
+                space: int, unit: int) -> list[Fold] | None:
+    """Measure a constant unit at ``node``'s input and compute its effect on its output."""
+    positions = unit_positions(analysis.table, member.layout, space, {unit})
+    if not positions:
+        return []
     values = act.movedim(axis, 0)[positions].reshape(len(positions), -1)
     spread = (values.max(1).values - values.min(1).values).abs()
     if bool((spread > CONSTANT_TOLERANCE * (1 + values.abs().max(1).values)).any()):
@@ -153,23 +228,47 @@ def _probe_fold(net: Network, analysis: ChannelAnalysis, node, member: Member, a
     if bool(((per_unit.max(1).values - per_unit.min(1).values).abs() > CONSTANT_TOLERANCE
              * (1 + per_unit.abs().max(1).values)).any()):
         return None
-    bias = _bias_of(net, analysis, node)
-    if bias is None:
-        return None
-    return [Fold(bias[0], bias[1], per_unit[:, 0])]
+    return _fold_into_bias(net, analysis, node, per_unit[:, 0])
 
 
-def _bias_of(net: Network, analysis: ChannelAnalysis, node) -> tuple[str, int] | None:
-    """The per-unit bias of ``node``'s output: its own bias input, or a directly following Add's constant."""
+def _fold_into_bias(net: Network, analysis: ChannelAnalysis, node: Node, delta: torch.Tensor) -> list[Fold] | None:
+    """The fold that adds ``delta`` (per output unit) to ``node``'s output, or ``None`` when there is
+    no place to put it.
+
+    Places, in order: the node's own bias (Gemm's ``C`` is scaled by ``beta``, so it gets
+    ``delta / beta``); the per-unit constant of an Add that is the output's only reader; the running
+    mean of a BatchNormalization that is its only reader (``BN(y + d)`` with mean ``m`` equals
+    ``BN(y)`` with mean ``m - d``; with batch statistics ``d`` cancels either way).
+    """
     for member, name in zip(analysis.members, analysis.member_nodes, strict=True):
         if name == node.name and member.role == "bias":
-            return member.tensor, member.axis
+            beta = float(node.attr("beta", 1.0)) if node.op_type == "Gemm" else 1.0
+            return None if beta == 0 else [Fold(member.tensor, member.axis, delta / beta)]
     out = node.outputs[0]
-    for other in net.nodes:
-        if other.op_type == "Add" and out in other.inputs:
-            for member, name in zip(analysis.members, analysis.member_nodes, strict=True):
-                if name == other.name and net.is_trainable(member.tensor):
-                    return member.tensor, member.axis
+    readers = _readers(net, out)
+    if len(readers) != 1:
+        return None
+    reader = readers[0]
+    if reader.op_type == "Add":
+        return _fold_into_add(net, analysis, node, reader, delta)
+    if (reader.op_type == "BatchNormalization" and reader.inputs[0] == out and len(reader.inputs) > 3
+            and net.has_tensor(reader.inputs[3]) and node.op_type in ("Conv", "ConvTranspose", "Gemm")):
+        mean = net.tensor(reader.inputs[3])
+        if mean.dim() == 1 and mean.numel() == delta.numel():
+            return [Fold(reader.inputs[3], 0, -delta)]
+    return None
+
+
+def _fold_into_add(net: Network, analysis: ChannelAnalysis, node: Node, add: Node,
+                   delta: torch.Tensor) -> list[Fold] | None:
+    """An Add of ``node``'s output and a trainable constant holding one value per output unit."""
+    out = node.outputs[0]
+    others = [i for i in add.inputs if i != out]
+    if len(others) != 1 or not net.has_tensor(others[0]) or not net.is_trainable(others[0]):
+        return None
+    for member, name in zip(analysis.members, analysis.member_nodes, strict=True):
+        if name == add.name and member.tensor == others[0] and net.tensor(member.tensor).numel() == delta.numel():
+            return [Fold(member.tensor, member.axis, delta)]
     return None
 
 
@@ -187,25 +286,45 @@ def removal_plan(analysis: ChannelAnalysis, dead: DeadUnits, round_to: int = 1) 
                                                                                      list[Fold]]:
     """Space changes and the folds they need, keeping at least one unit and widths multiple of ``round_to``.
 
-    Unused units go first; a space's constant units are removed only when all of them fit, because
-    their folds were computed together.
+    Unused units go first (they need no fold), then constant ones, as many as the width rules allow.
+    No tensor may become empty: a Split or Slice part made only of dead units keeps its first one.
     """
-    changes: dict[int, SpaceChange] = {}
-    folds: list[Fold] = []
+    chosen: dict[int, list[int]] = {}
     for space in sorted(set(dead.unused) | set(dead.constant)):
         width = analysis.table.spaces[space].width
         unused = dead.unused.get(space, [])
-        constant, space_folds = dead.constant.get(space, ([], []))
-        removable = _allowed(width, len(unused) + len(constant), round_to)
-        if removable >= len(unused) + len(constant) and constant:
-            chosen = unused + constant
-            folds.extend(space_folds)
-        else:
-            chosen = unused[: _allowed(width, len(unused), round_to)]
-        if chosen:
-            gone = set(chosen)
+        constant = [u for u in dead.constant.get(space, ([], {}))[0] if u not in set(unused)]
+        candidates = unused + constant
+        chosen[space] = candidates[: _allowed(width, len(candidates), round_to)]
+    _keep_parts_nonempty(analysis, chosen)
+    changes: dict[int, SpaceChange] = {}
+    folds: list[Fold] = []
+    for space, units in chosen.items():
+        width = analysis.table.spaces[space].width
+        units = units[: _allowed(width, len(units), round_to)]
+        unused = set(dead.unused.get(space, []))
+        unit_folds = dead.constant.get(space, ([], {}))[1]
+        for unit in units:
+            folds.extend([] if unit in unused else unit_folds.get(unit, []))
+        if units:
+            gone = set(units)
             changes[space] = SpaceChange(tuple(u for u in range(width) if u not in gone))
     return changes, folds
+
+
+def _keep_parts_nonempty(analysis: ChannelAnalysis, chosen: dict[int, list[int]]) -> None:
+    """Take back the first unit of every activation layout that the removal would leave empty."""
+    table = analysis.table
+    gone = {space: set(units) for space, units in chosen.items()}
+    for layout in analysis.layouts.values():
+        segments = table.normalise(layout)
+        if any(u not in gone.get(seg.space, ()) for seg in segments for u in range(seg.start, seg.stop)):
+            continue
+        if not segments or segments[0].stop <= segments[0].start:
+            continue
+        first = segments[0]
+        gone[first.space].discard(first.start)
+        chosen[first.space] = [u for u in chosen[first.space] if u != first.start]
 
 
 def _allowed(width: int, dead: int, round_to: int) -> int:

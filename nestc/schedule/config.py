@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from nestc.errors import OptionError
 
 GROW_MODES = ("auto", "on", "off")
+VALIDATION_SOURCES = ("auto", "test", "train")
 
 
 @dataclass
@@ -41,7 +42,11 @@ class NestConfig:
         recovery_epochs: extra retraining for a step that misses the budget before it is undone.
         distill: distil from the original model when it is a trained classifier.
         probe_samples: samples used to measure gradients for growth decisions.
-        val_fraction: share of the training split held out for decisions.
+        validation: which data every decision is judged on. ``train``: ``val_fraction`` of the training
+            split, held out from training. ``test``: the data set's test split (the only data a model
+            trained elsewhere on the whole training split has not seen). ``auto``: ``test`` when the
+            original model is a trained classifier, ``train`` for seeds (nestc trains those itself).
+        val_fraction: share of the training split held out when validating on it.
     """
 
     max_acc_drop: float = 0.5
@@ -65,6 +70,7 @@ class NestConfig:
     recovery_epochs: float = 1.0
     distill: bool = True
     probe_samples: int = 1024
+    validation: str = "auto"
     val_fraction: float = 0.1
 
     def validate(self) -> None:
@@ -86,6 +92,8 @@ class NestConfig:
         for name in ("regrow_fraction", "partial_area_gamma", "neuron_beta"):
             _check(0 <= getattr(self, name) < 1, f"--{name.replace('_', '-')}", getattr(self, name),
                    "a number in [0, 1)")
+        if self.validation not in VALIDATION_SOURCES:
+            raise OptionError(f"--validation {self.validation}: use one of {', '.join(VALIDATION_SOURCES)}")
         _check(0 < self.val_fraction < 1, "--val-fraction", self.val_fraction, "a number in (0, 1)")
         for name in ("grow_steps", "neuron_growth", "feature_map_growth"):
             _check(getattr(self, name) >= 0, f"--{name.replace('_', '-')}", getattr(self, name), "an integer >= 0")

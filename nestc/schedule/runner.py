@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from nestc.errors import TrainingDiverged
 from nestc.ir.classifier import ClassifierView
 from nestc.ir.network import Network
 from nestc.passes.base import Probe, active_connections, effective_gradients, ensure_masks, layers
@@ -28,8 +29,8 @@ from nestc.passes.prune_connections import prune_connections
 from nestc.schedule.config import NestConfig
 from nestc.schedule.state import load_checkpoint, save_checkpoint
 from nestc.stats import model_stats
-from nestc.train import TrainConfig, Trainer
-from nestc.train.data import epoch_seed
+from nestc.training import TrainConfig, Trainer
+from nestc.training.data import epoch_seed
 
 SEED_DENSITY = 0.5
 """``grow=auto`` treats a model whose layer weights are less dense than this as a NeST seed."""
@@ -44,6 +45,7 @@ class SplitData:
     x_val: torch.Tensor
     y_val: torch.Tensor
     teacher: torch.Tensor | None = None
+    validation: str = "train"
 
 
 @dataclass
@@ -109,11 +111,22 @@ class NestRun:
         return self.view.net
 
     # ------------------------------------------------------------------------------------ helpers
-    def _fit(self, epochs: float) -> None:
+    def _fit(self, epochs: float) -> bool:
+        """Train for ``epochs``; False when the loss diverged, and the caller must undo its step.
+
+        The trainer already retries a NaN epoch at lower rates; when that fails too, the network holds
+        finite weights from before the failing epoch, but the step as a whole is not trusted.
+        """
         seed = epoch_seed(self.train_config.seed, self.state["step"], int(self.state["epochs_used"] * 1000)) % 2**31
-        Trainer(replace(self.train_config, seed=seed)).fit(self.view, self.data.x_train, self.data.y_train,
-                                                            teacher_logits=self.data.teacher, epochs=epochs)
-        self.state["epochs_used"] += epochs
+        try:
+            Trainer(replace(self.train_config, seed=seed)).fit(self.view, self.data.x_train, self.data.y_train,
+                                                                teacher_logits=self.data.teacher, epochs=epochs)
+        except TrainingDiverged as exc:
+            self.log(f"step {self.state['step']}: {exc}; undoing the step")
+            return False
+        finally:
+            self.state["epochs_used"] += epochs
+        return True
 
     def _accuracy(self) -> float:
         return float(self.trainer.evaluate(self.view, self.data.x_val, self.data.y_val)[1])
@@ -181,13 +194,15 @@ class NestRun:
         while self.state["phase"] == "grow":
             growth_steps = sum(1 for h in self.state["history"] if h["phase"] == "grow")
             if self.state["grow_best"] is not None and (growth_steps > cfg.grow_steps or self._out_of_budget()
-                                                        or self.state["patience"] >= 2):
+                                                        or self.state["patience"] >= 2 or self.state.get("diverged")):
                 self.state["phase"] = "prune"
-                self.state["reference"] = self.state["grow_best"]
-                self._accept(self._accuracy())
+                # the grown network, as it stands, is what pruning starts from and is judged against
+                self.state["reference"] = self._accuracy()
+                self._accept(self.state["reference"])
                 self._save()
                 break
             action = "train seed"
+            before = copy.deepcopy(self.net)
             if self.state["grow_best"] is not None:
                 probe = self._probe()
                 grads, _ = effective_gradients(probe)
@@ -195,7 +210,14 @@ class NestRun:
                 grow_neurons(probe, cfg.neuron_growth, cfg.neuron_beta, cfg.birth_strength, seed=self.state["step"])
                 grow_feature_maps(probe, cfg.feature_map_growth, cfg.map_candidates, seed=self.state["step"])
                 action = f"grow {grown} connections + units"
-            self._fit(cfg.grow_epochs)
+            if not self._fit(cfg.grow_epochs):  # growth ends with the last network that trained
+                self.view.net = before
+                accuracy = self._accuracy()
+                self.state["diverged"] = True
+                self.state["grow_best"] = max(accuracy, self.state["grow_best"] or 0.0)
+                self._record("grow", f"{action} (loss diverged)", False, accuracy)
+                self._save()
+                continue
             accuracy = self._accuracy()
             improved = self.state["grow_best"] is None or accuracy > self.state["grow_best"] + 1e-3
             self.state["patience"] = 0 if improved else self.state["patience"] + 1
@@ -238,13 +260,13 @@ class NestRun:
                 grow_connections(self.net, grads, ratio)
             partial_area(probe, cfg.partial_area_gamma)
             compact(self.net, probe.x[:64])
-            self._fit(cfg.retrain_epochs)
+            trained = self._fit(cfg.retrain_epochs)
             accuracy = self._accuracy()
-            if accuracy < self._budget() and cfg.recovery_epochs > 0 and not self._out_of_budget():
-                self._fit(cfg.recovery_epochs)
+            if trained and accuracy < self._budget() and cfg.recovery_epochs > 0 and not self._out_of_budget():
+                trained = self._fit(cfg.recovery_epochs)
                 accuracy = self._accuracy()
-            accepted = self._accept(accuracy)
-            action = f"prune {fraction:.0%} ({pruned:,} connections)"
+            accepted = trained and self._accept(accuracy)
+            action = f"prune {fraction:.0%} ({pruned:,} connections)" + ("" if trained else " (loss diverged)")
             self._record("prune", action, accepted, accuracy)
             if not accepted:
                 self.view.net = before

@@ -51,13 +51,22 @@ def save_checkpoint(path: str | os.PathLike, current: Network, best: Network | N
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike, device: torch.device) -> tuple[Network, Network | None, dict[str, Any]]:
-    """Read a checkpoint written by :func:`save_checkpoint`."""
+def _read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-        state = json.loads(payload["state"].numpy().tobytes().decode())
-    except Exception as exc:  # a torn or foreign file
+        return payload, json.loads(payload["state"].numpy().tobytes().decode())
+    except Exception as exc:  # a torn or foreign file: torch and json raise many types
         raise OptionError(f"--resume: checkpoint {path} is unreadable ({type(exc).__name__}); "
                           "delete it to start over") from exc
+
+
+def read_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Only the schedule's counters of a checkpoint, to check it belongs to this run before any work."""
+    return _read(path)[1]
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device) -> tuple[Network, Network | None, dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`."""
+    payload, state = _read(path)
     best = unpack_network(payload["best"], device) if "best" in payload else None
     return unpack_network(payload["current"], device), best, state

@@ -1,0 +1,70 @@
+"""Crash-safe checkpoint files and the random-number state they must carry.
+
+A checkpoint is written to a temporary file in the target folder and moved over the old one with
+``os.replace``, which is atomic on POSIX and Windows: a job killed mid-write leaves the previous
+checkpoint intact instead of a truncated file. Files are read with ``weights_only=True`` because a
+checkpoint is data; unpickling arbitrary objects from a file would execute code. That is also why
+random-number states are stored as tensors.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nestc.errors import OptionError
+
+FORMAT = 1
+
+
+def save_atomic(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write ``payload`` with ``torch.save`` so that ``path`` always holds a complete file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save({"format": FORMAT, **payload}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | os.PathLike[str], device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` with tensors on ``device``, or ``None`` when there is no file."""
+    if not Path(path).exists():
+        return None
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise OptionError(f"cannot read checkpoint {os.fspath(path)!r}: {exc}".splitlines()[0]) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise OptionError(f"{os.fspath(path)!r} is not a nestc training checkpoint (format {FORMAT})")
+    return payload
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """The generators a fit draws from: the CPU one and, when training on a GPU, that GPU's."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def stack_rng(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """One tensor per generator with a leading rank axis, from every rank's :func:`rng_state`."""
+    return {key: torch.stack([s[key].cpu() for s in states]) for key in states[0]}
+
+
+def set_rng_state(stacked: dict[str, torch.Tensor], rank: int, device: torch.device) -> None:
+    """Restore this rank's row of a :func:`stack_rng` result."""
+    torch.set_rng_state(stacked["cpu"][rank].cpu())
+    if device.type == "cuda" and "cuda" in stacked:
+        torch.cuda.set_rng_state(stacked["cuda"][rank].cpu(), device)

@@ -1,0 +1,104 @@
+"""Data-parallel plumbing over ``torch.distributed`` that degrades to no-ops in one process.
+
+NeST makes discrete decisions (which connections to grow, which to prune). Under data parallelism
+every rank must take exactly the same decision or the replicas silently drift apart, so the rule
+for later code is: decide on rank 0, :func:`broadcast_object` the decision, or average statistics
+with :func:`all_reduce_mean` first. These helpers work unchanged in a plain single-process run, so
+callers never branch on whether they were launched by ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job; ``world_size == 1`` means no process group."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone prints, shows progress and writes files."""
+        return self.rank == 0
+
+
+def active() -> bool:
+    """True when a process group with more than one member is running."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+def init_from_env(backend: str | None = None) -> DistInfo:
+    """Join the process group described by ``torchrun``'s environment, if any.
+
+    Idempotent: a group the caller already initialised is used as is. Without ``WORLD_SIZE > 1`` in
+    the environment nothing is initialised and a single-process :class:`DistInfo` comes back.
+
+    Args:
+        backend: ``"gloo"`` or ``"nccl"``; by default nccl when CUDA is available, gloo otherwise.
+            Pass ``"gloo"`` to train on CPUs of a GPU machine.
+    """
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        count = torch.cuda.device_count() or 1
+        return DistInfo(rank, world, _env_int("LOCAL_RANK", rank % count))
+    world = _env_int("WORLD_SIZE", 1)
+    if world <= 1 or not dist.is_available():
+        return DistInfo()
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)  # nccl collectives run on the current device
+    dist.init_process_group(backend=backend, init_method="env://")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+def broadcast_object(obj: T, src: int = 0) -> T:
+    """Return rank ``src``'s ``obj`` on every rank (picklable objects; returns ``obj`` when alone)."""
+    if not active():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def all_gather_object(obj: T) -> list[T]:
+    """Every rank's ``obj``, in rank order (``[obj]`` when alone)."""
+    if not active():
+        return [obj]
+    gathered: list[T] = [obj] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over ranks in place and return it (unchanged when alone)."""
+    if active():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Average ``tensor`` over ranks in place and return it (unchanged when alone).
+
+    The tensor must live where the backend communicates: CPU for gloo, the rank's GPU for nccl.
+    """
+    if active():
+        all_reduce_sum(tensor).div_(dist.get_world_size())
+    return tensor

@@ -1,0 +1,85 @@
+"""Smoke test of ``benchmarks/nest_table.py`` at a minuscule size, so the script cannot silently rot.
+
+600 embedded training samples, 1 epoch each for dense training and compression, one onnxsim
+sparsity: every method of the table runs end to end through the script's command line and the JSON
+it writes is checked for its rows, columns and value ranges (not for any accuracy level).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "nest_table.py"
+
+
+@pytest.fixture(scope="module")
+def nest_table():
+    """The benchmark script, imported as a module (``benchmarks`` is not a package)."""
+    sys.path.insert(0, str(SCRIPT.parent))  # the script imports benchmarks/machine.py as its neighbour
+    spec = importlib.util.spec_from_file_location("nest_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["nest_table"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("nest_table", None)
+    sys.path.remove(str(SCRIPT.parent))
+
+
+@pytest.mark.slow
+def test_nest_table_smoke(nest_table, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = nest_table.main(["--models", "lenet-300-100", "--data", "embedded", "--device", "cpu", "--quick",
+                            "--limit", "600", "--test-limit", "500", "--dense-epochs", "1", "--compress-epochs", "1",
+                            "--sparsities", "0.9", "--latency-repeats", "2", "--out", str(tmp_path)])
+    payload = json.loads((tmp_path / "lenet-300-100-debug.json").read_text())
+    rows = {row["method"]: row for row in payload["rows"]}
+    expected = {"dense", "pruning only", "onnxsim magnitude s=0.9 + finetune", "onnxsim structured s=0.9 + finetune",
+                "nestc (dense, drop 0.5)", "nestc (seed, drop 0.5)"}
+    assert set(rows) == expected
+    for name, row in rows.items():
+        assert set(row) == set(nest_table.ROW_FIELDS), name
+        if name.startswith("onnxsim") and row["error"]:  # an onnxsim failure is recorded, not raised
+            continue
+        assert row["error"] is None, (name, row["error"])
+        assert isinstance(row["accuracy"], float) and 0.0 <= row["accuracy"] <= 1.0, name
+        for key in ("params", "nonzero_params", "macs", "nonzero_macs", "file_bytes"):
+            assert isinstance(row[key], int) and row[key] > 0, (name, key)
+        assert row["nonzero_params"] <= row["params"], name
+        for key in ("compression", "mac_reduction", "latency_b1_ms", "latency_b256_ms", "wall_s", "epochs"):
+            assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] >= 0, (name, key)
+    assert rows["dense"]["compression"] == 1.0
+    for name in ("pruning only", "nestc (dense, drop 0.5)", "nestc (seed, drop 0.5)"):  # 1 + 1 epochs budget
+        assert 0.0 < rows[name]["epochs"] <= 3.0, name  # (a step may overrun by its recovery epoch)
+    assert code == (1 if any(row["error"] for row in rows.values()) else 0)
+    assert payload["data"] == {"spec": "embedded", "train_samples": 600, "test_samples": 500}
+    assert {"cpu", "cores", "torch", "onnxruntime"} <= set(payload["machine"])
+    assert {t["target"] for t in payload["targets"]} == {">= 30x fewer params",
+                                                          ">= 3x fewer params than pruning only"}
+    assert all(isinstance(t["met"], bool) for t in payload["targets"])
+    printed = capsys.readouterr().out
+    assert "| method | test acc |" in printed and "Targets:" in printed
+
+
+def test_failed_method_becomes_a_row(nest_table) -> None:
+    """A method that raises is recorded in its row (and in the table), and targets report it missed."""
+    from types import SimpleNamespace
+
+    ctx = SimpleNamespace(settings=SimpleNamespace(model="lenet-5"), log=lambda _line: None)
+
+    def broken():
+        raise ValueError("unsupported node")
+
+    row = nest_table.guarded("onnxsim structured s=0.5 + finetune", ctx, broken)
+    assert row.error == "ValueError: unsupported node" and row.accuracy is None
+    dense = nest_table.Row("dense", accuracy=0.9, params=100, nonzero_params=100, macs=1000, nonzero_macs=1000,
+                           latency_b256_ms=1.0)
+    rows = [dense, row]
+    nest_table.fill_ratios(rows)
+    assert "failed: ValueError: unsupported node" in nest_table.format_table([nest_table.asdict(r) for r in rows])
+    targets = nest_table.check_targets("lenet-5", rows)
+    assert len(targets) == 4 and not any(t["met"] for t in targets)

@@ -1,0 +1,323 @@
+"""``nestc compact`` on exported models with dead units planted in torch before export.
+
+Every case checks the three things compaction promises: the written model passes ``onnx.checker``,
+onnxruntime gives the input model's outputs (at two batch sizes), and the parameter count drops by
+exactly what the planted units own, a number each test also writes out by hand per architecture.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import models
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from nestc import api
+from nestc.stats import model_stats
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _compact(exp, tmp_path, name: str = "out.onnx", **options) -> tuple[api.CompactReport, onnx.ModelProto]:
+    """Compact ``exp`` and run every generic check; returns the report and the written model."""
+    out = tmp_path / name
+    report = api.compact(exp.path, out, **options)
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=not model.graph.sparse_initializer)
+    for batch in (1, 6):
+        x = exp.module.sample(batch, seed=10 + batch).numpy()
+        reference = models.ort_run(exp.path, x, static_batch=exp.static_batch)
+        models.assert_close(models.ort_run(out, x), reference)
+    stats = model_stats(api.load_network(out))
+    assert stats.params == report.after.params
+    return report, model
+
+
+def _drop(report: api.CompactReport) -> int:
+    return report.before.params - report.after.params
+
+
+def _init(model: onnx.ModelProto, name: str) -> np.ndarray:
+    return next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
+
+
+def _weight_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    return {t.name: tuple(t.dims) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+
+
+# ----------------------------------------------------------------------------------------- MLP
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
+def test_mlp_removes_zero_fanin_and_zero_fanout_neurons(zoo_export, tmp_path, exporter: str) -> None:
+    exp = zoo_export("MLP", exporter, plants=(("fc1", (3, 7), "fanin"), ("fc2", (5,), "fanout")))
+    # fc1 units: 784 weights + 1 bias + 100 fc2 columns each; fc2 unit 5: its row (298 columns
+    # left after fc1 lost two) + bias + 10 fc3 weights.
+    assert exp.expected_drop == 2 * (784 + 1 + 100) + (298 + 1 + 10) == 2079
+    report, model = _compact(exp, tmp_path)
+    assert _drop(report) == 2079
+    shapes = sorted(s for s in _weight_shapes(model).values() if len(s) == 2)
+    assert shapes == sorted([(298, 784), (99, 298), (10, 99)])
+
+
+def test_constant_neuron_is_folded_into_next_bias(zoo_export, tmp_path) -> None:
+    """Zero fan-in with bias 0.5: the neuron outputs relu(0.5) for every input; fc2's bias absorbs it."""
+    exp = zoo_export("MLP", "legacy", plants=(("fc1", (3, 7, 200), "fanin", 0.5),))
+    assert exp.expected_drop == 3 * (784 + 1 + 100)
+    report, model = _compact(exp, tmp_path)
+    assert _drop(report) == 3 * 885
+    original = _init(onnx.load(exp.path), "fc2.bias")
+    fc2 = exp.module.fc2.weight.detach().numpy()
+    np.testing.assert_allclose(_init(model, "fc2.bias"), original + 0.5 * fc2[:, [3, 7, 200]].sum(1), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_tanh_constant_neuron_without_relu_is_folded(tmp_path) -> None:
+    """A constant that is not zero after the activation (tanh(-0.3)) still folds exactly."""
+    class TanhMLP(models.Zoo):
+        INPUT = (12,)
+        SPACES = {"fc1": [models.Ref("fc1.weight", 0), models.Ref("fc1.bias", 0),  # noqa: RUF012
+                          models.Ref("fc2.weight", 1, role="consumer")]}
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = torch.nn.Linear(12, 9), torch.nn.Linear(9, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.tanh(self.fc1(x)))
+
+    torch.manual_seed(0)
+    module = TanhMLP().eval()
+    assert models.plant_dead(module, "fc1", [0, 4], "fanin", bias=-0.3) == 2 * (12 + 1 + 4)
+    path = models.export(module, tmp_path / "tanh.onnx", "legacy")
+    exp = models.Exported(module, path)
+    report, _ = _compact(exp, tmp_path)
+    assert _drop(report) == 34
+
+
+# ------------------------------------------------------------------------------- conv + flatten
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
+def test_lenet_channels_removed_through_flatten(zoo_export, tmp_path, exporter: str) -> None:
+    plants = (("conv1", (2,), "fanin"), ("conv2", (4, 9), "fanin"), ("fc1", (10,), "fanout"))
+    exp = zoo_export("LeNet5", exporter, plants=plants)
+    conv1 = 25 + 1 + 16 * 25                     # filter, bias, conv2's input slice
+    conv2 = 5 * 25 + 1 + 25 * 120                # filter over 5 remaining inputs, bias, 25 fc1 columns
+    fc1 = 350 + 1 + 84                           # row over 350 remaining columns, bias, fc2 column
+    assert exp.expected_drop == conv1 + 2 * conv2 + fc1 == 7113
+    report, model = _compact(exp, tmp_path)
+    assert _drop(report) == 7113
+    shapes = _weight_shapes(model)
+    assert (119, 350) in shapes.values() and (14, 5, 5, 5) in shapes.values()
+    targets = [_init(model, n.input[1]).tolist() for n in model.graph.node if n.op_type == "Reshape"]
+    assert all(t in ([-1, 350], [0, -1]) for t in targets)
+
+
+@pytest.mark.parametrize("exporter", ["legacy"])  # dynamo's constant [1, -1] target: see the frontend tests
+def test_view_reshape_target_follows_removed_channels(zoo_export, tmp_path, exporter: str) -> None:
+    exp = zoo_export("ViewNet", exporter, plants=(("conv", (1, 5), "fanin"),))
+    assert exp.expected_drop == 2 * (27 + 1 + 36 * 32)
+    report, model = _compact(exp, tmp_path)
+    assert _drop(report) == 2360
+    assert _weight_shapes(model)["fc1.weight"] == (32, 6 * 36)
+
+
+# --------------------------------------------------------------------------------- batch norm
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_bn_net_channel_removal(zoo_export, tmp_path, train: bool) -> None:
+    """BN kept (TrainingMode.PRESERVE): inference BN, and ``training_mode=1`` BN when exported in train mode."""
+    exp = zoo_export("ConvBN", "legacy", keep_bn=True, train=train,
+                     plants=(("c1", (2,), "fanin"), ("c2", (3,), "fanout")))
+    c1 = 27 + 2 + 16 * 9                          # conv1 filter, BN scale+shift, conv2 input slice
+    c2 = 7 * 9 + 2 + 10                           # conv2 filter over 7 inputs, BN, fc column
+    assert exp.expected_drop == c1 + c2 == 248
+    bn_nodes = [n for n in onnx.load(exp.path).graph.node if n.op_type == "BatchNormalization"]
+    assert len(bn_nodes) == 2
+    report, model = _compact(exp, tmp_path)
+    assert _drop(report) == 248
+    assert sum(n.op_type == "BatchNormalization" for n in model.graph.node) == 2
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize(("conv", "space", "unit", "params"), [("conv1", "c1", 5, 27 + 2 + 16 * 9),
+                                                               ("conv2", "c2", 3, 8 * 9 + 2 + 10)])
+def test_bn_channel_with_zero_filter_only_is_folded(tmp_path, train: bool, conv: str, space: str, unit: int,
+                                                     params: int) -> None:
+    """A zero filter with non-zero BN scale/shift: the channel is relu(shift - scale*mean/std) with
+    inference BN, relu(shift) with ``training_mode=1`` BN (onnxruntime normalises with the batch's
+    statistics). conv1's constant goes into bn2's running mean (conv2 has no bias), conv2's into fc's
+    bias, where using the wrong one of the two values would show."""
+    module = models.build("ConvBN")
+    bn = getattr(module, conv.replace("conv", "bn"))
+    with torch.no_grad():
+        getattr(module, conv).weight[unit].zero_()
+        bn.bias[unit], bn.running_mean[unit] = 0.3, 0.2  # the two semantics give 0.3 and about 0.15
+    assert models.removal_count(module, {space: [unit]}) == params
+    if train:
+        module.train()
+    path = models.export(module, tmp_path / "bn.onnx", "legacy", keep_bn=True)
+    report, _ = _compact(models.Exported(module.eval(), path), tmp_path)
+    assert _drop(report) == params
+
+
+def test_bn_channel_gated_by_zero_scale_and_shift(tmp_path) -> None:
+    """Network-slimming style: only BN's scale and shift are zero, the conv filter is untouched."""
+    module = models.build("ConvBN")
+    with torch.no_grad():
+        for unit in (1, 6):
+            module.bn1.weight[unit] = 0.0
+            module.bn1.bias[unit] = 0.0
+    path = models.export(module, tmp_path / "slim.onnx", "legacy", keep_bn=True)
+    exp = models.Exported(module, path)
+    report, _ = _compact(exp, tmp_path)
+    assert _drop(report) == 2 * (27 + 2 + 16 * 9)
+
+
+# ---------------------------------------------------------------------------------- residual
+@pytest.mark.parametrize(("exporter", "keep_bn"), [("legacy", True), ("dynamo", False)])
+def test_residual_channel_dead_in_every_branch_is_removed(zoo_export, tmp_path, exporter: str,
+                                                          keep_bn: bool) -> None:
+    exp = zoo_export("Residual", exporter, keep_bn=keep_bn, plants=(("trunk", (1,), "fanin"),
+                                                                    ("b1", (2, 4), "fanin")))
+    # trunk unit: stem filter 27 + BN 2; b1_conv2, b2_conv2 filters 72 + BN 2 each; b1_conv1,
+    # b2_conv1 input slices 72 each; fc column 10. b1 unit: b1_conv1 filter 72 + BN 2, b1_conv2
+    # input slice 72. The trunk and b1 units share 9 weights in b1_conv1 and 9 in b1_conv2.
+    trunk = 27 + 2 + 2 * (72 + 2) + 2 * 72 + 10
+    block = 72 + 2 + 72
+    unfused = trunk + 2 * block - 2 * 2 * 9
+    assert models.removal_count(exp.module, {"trunk": [1], "b1": [2, 4]}) == unfused == 587
+    # a folded export keeps one bias entry per BN channel instead of scale and shift
+    assert exp.expected_drop == (unfused if keep_bn else unfused - 3 - 2)
+    report, model = _compact(exp, tmp_path)
+    assert _drop(report) == exp.expected_drop
+    adds = [n for n in model.graph.node if n.op_type == "Add"]
+    assert len(adds) == 2
+
+
+def test_residual_with_fresh_shared_bn_parameters(zoo_export, tmp_path) -> None:
+    """Untrained BNs: the legacy exporter shares their equal scales/shifts through Identity nodes."""
+    exp = zoo_export("Residual", "legacy", keep_bn=True, fresh_bn=True, plants=(("trunk", (5,), "fanin"),))
+    assert exp.expected_drop == 27 + 2 + 2 * (72 + 2) + 2 * 72 + 10
+    report, _ = _compact(exp, tmp_path)
+    assert _drop(report) == exp.expected_drop
+
+
+def test_residual_channel_dead_in_one_branch_only_is_kept(zoo_export, tmp_path) -> None:
+    """Stem channel 1 is zero, but both blocks still write it through their skip Adds: nothing in the
+    trunk space may go. Likewise a column zero in one reader (b1_conv1) but not the others."""
+    module = models.build("Residual")
+    with torch.no_grad():
+        module.stem.weight[1].zero_()
+        module.stem_bn.weight[1] = 0.0
+        module.stem_bn.bias[1] = 0.0
+        module.b1_conv1.weight[:, 3].zero_()
+    path = models.export(module, tmp_path / "one_branch.onnx", "legacy", keep_bn=True)
+    exp = models.Exported(module, path)
+    report, _ = _compact(exp, tmp_path)
+    assert _drop(report) == 0
+    assert not report.result.modified
+
+
+# ------------------------------------------------------------------------- depthwise + concat
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
+def test_depthwise_and_concat_segments(zoo_export, tmp_path, exporter: str) -> None:
+    plants = (("stem", (4,), "fanin"), ("a", (1,), "fanin"), ("b", (3, 8), "fanout"))
+    exp = zoo_export("DepthwiseConcat", exporter, plants=plants)
+    stem = 27 + 1 + 9 + 1 + 6 + 10              # stem filter+bias, depthwise filter+bias, branch_a and pw columns
+    a = 11 + 1 + 16                              # branch_a row over 11 stem channels, bias, merge column
+    b = 2 * (11 + 1 + 16)                        # pw rows, biases, merge columns (shifted by branch A's 6)
+    assert exp.expected_drop == stem + a + b == 138
+    report, model = _compact(exp, tmp_path)
+    assert _drop(report) == 138
+    depthwise = [n for n in model.graph.node if n.op_type == "Conv" and
+                 any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    assert len(depthwise) == 1
+    assert next(a.i for a in depthwise[0].attribute if a.name == "group") == 11
+    assert _weight_shapes(model)["merge.weight"] == (16, 5 + 8, 1, 1)
+
+
+# ---------------------------------------------------------------------------------- split/chunk
+@pytest.mark.parametrize("exporter", ["legacy"])  # dynamo writes the same Split with explicit sizes
+def test_split_sizes_follow_removed_channels(zoo_export, tmp_path, exporter: str) -> None:
+    exp = zoo_export("SplitNet", exporter, plants=(("conv", (2, 9), "fanin"), ("right", (1,), "fanout")))
+    conv2 = 27 + 1 + 8                           # conv unit 2 feeds left (8 filters of 1x1)
+    conv9 = 27 + 1 + 8 * 9                       # conv unit 9 feeds right (8 filters of 3x3)
+    right1 = 9 * 9 + 1 + 5                       # right filter over 9 inputs, bias, fc column
+    assert exp.expected_drop == conv2 + conv9 + right1 == 223
+    report, model = _compact(exp, tmp_path)
+    assert _drop(report) == 223
+    split = next(n for n in model.graph.node if n.op_type == "Split")
+    assert _init(model, split.input[1]).tolist() == [5, 9]
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
+def test_chunk_halves_become_unequal(zoo_export, tmp_path, exporter: str) -> None:
+    """``chunk(2)``: dynamo writes Split(num_outputs=2), legacy two Slices with shape-computed bounds."""
+    exp = zoo_export("ChunkNet", exporter, plants=(("conv", (2, 7, 8), "fanin"),))
+    assert exp.expected_drop == 3 * (27 + 1 + 4)
+    report, model = _compact(exp, tmp_path)
+    assert _drop(report) == 96
+    shapes = _weight_shapes(model)
+    assert shapes["left.weight"] == (4, 5, 1, 1) and shapes["right.weight"] == (4, 4, 1, 1)
+
+
+def test_transpose_layout_matmul(zoo_export, tmp_path) -> None:
+    exp = zoo_export("TokenMLP", "legacy", keep_bn=True, plants=(("conv", (2,), "fanin"), ("fc1", (4,), "fanin", 0.2)))
+    assert exp.expected_drop == (12 + 1 + 12) + (7 + 1 + 3)
+    report, _ = _compact(exp, tmp_path)
+    assert _drop(report) == 36
+
+
+# ------------------------------------------------------------------------------------ options
+def test_round_to_keeps_widths_multiples(zoo_export, tmp_path) -> None:
+    plants = (("fc1", tuple(range(0, 50, 10)), "fanin", 0.25), ("fc2", tuple(range(10)), "fanout"))
+    exp = zoo_export("MLP", "legacy", plants=plants)
+    report, model = _compact(exp, tmp_path, round_to=8)
+    shapes = _weight_shapes(model)
+    assert shapes["fc1.weight"] == (296, 784)    # 300 - 5 dead = 295, rounded up to 296: 4 removed
+    assert shapes["fc2.weight"] == (96, 296)     # 100 - 10 dead = 90, rounded up to 96: 4 removed
+    assert shapes["fc3.weight"] == (10, 96)
+    assert _drop(report) == 4 * (784 + 1) + (300 * 100 - 296 * 96) + 4 + 4 * 10
+    assert all(w % 8 == 0 for w in report.result.widths.values())
+
+
+def test_sparse_coo_output_is_smaller_and_equal(tmp_path) -> None:
+    module = models.build("MLP")
+    models.plant_dead(module, "fc1", (0, 1), "fanin")
+    with torch.no_grad():
+        keep = torch.rand(module.fc1.weight.shape, generator=torch.Generator().manual_seed(0)) < 0.1
+        module.fc1.weight.mul_(keep)
+    path = models.export(module, tmp_path / "sparse.onnx", "legacy")
+    exp = models.Exported(module, path)
+    dense_report, _ = _compact(exp, tmp_path, "dense.onnx")
+    coo_report, coo = _compact(exp, tmp_path, "coo.onnx", sparse_format="coo")
+    assert (tmp_path / "coo.onnx").stat().st_size < 0.5 * (tmp_path / "dense.onnx").stat().st_size
+    assert "fc1.weight" in {s.values.name for s in coo.graph.sparse_initializer}
+    assert dense_report.after.params == coo_report.after.params == models.param_count(module) - 2 * 885
+
+
+def test_nothing_dead_changes_nothing(zoo_export, tmp_path) -> None:
+    exp = zoo_export("DepthwiseConcat", "legacy")
+    report, model = _compact(exp, tmp_path)
+    assert _drop(report) == 0 and not report.result.modified
+    assert _weight_shapes(model) == _weight_shapes(onnx.load(exp.path))
+
+
+def test_cli_compact_prints_before_and_after(zoo_export, tmp_path) -> None:
+    exp = zoo_export("MLP", "legacy", plants=(("fc1", (3, 7), "fanin"), ("fc2", (5,), "fanout")))
+    out = tmp_path / "cli.onnx"
+    done = subprocess.run([sys.executable, "-m", "nestc", "compact", exp.path, "-o", str(out), "--round-to", "1"],
+                          env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    numbers = re.search(r"params ([\d,]+) -> ([\d,]+)", done.stdout)
+    assert numbers, done.stdout
+    before, after = (int(g.replace(",", "")) for g in numbers.groups())
+    assert (before, after) == (266610, 266610 - 2079)
+    assert api.inspect(out).params == after
+    x = exp.module.sample(4).numpy()
+    models.assert_close(models.ort_run(out, x), models.ort_run(exp.path, x))

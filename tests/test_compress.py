@@ -1,0 +1,81 @@
+"""End-to-end ``nestc compress`` and friends on real (embedded Fashion-MNIST) data, judged by onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import nestc
+from nestc import runtime
+from nestc.schedule.config import NestConfig
+from nestc.training import TrainConfig
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nestc", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained_mlp(tmp_path_factory) -> Path:
+    """A LeNet-300-100 at half width trained briefly by ``nestc train`` (the CLI path users take)."""
+    folder = tmp_path_factory.mktemp("trained")
+    nestc.seed("lenet-300-100", folder / "seed.onnx", width_ratio=0.5)
+    run = _cli("train", "seed.onnx", "--data", "embedded", "--epochs", "4", "--quiet", "--device", "cpu",
+               "-o", "trained.onnx", cwd=folder)
+    assert run.returncode == 0, run.stderr
+    assert "test accuracy" in run.stdout
+    return folder / "trained.onnx"
+
+
+def test_train_reaches_real_accuracy(trained_mlp: Path) -> None:
+    report = nestc.evaluate(trained_mlp, "embedded")
+    assert report.accuracy is not None and report.accuracy > 0.7, "4 epochs on 2,000 Fashion-MNIST images"
+
+
+def test_compress_trained_model_within_budget(trained_mlp: Path, tmp_path: Path) -> None:
+    run = _cli("compress", str(trained_mlp), "--data", "embedded", "--max-epochs", "6", "--max-acc-drop", "2",
+               "--quiet", "--device", "cpu", "-o", "small.onnx", "--report", "report.json", "--plot", "plot.png",
+               cwd=tmp_path)
+    assert run.returncode in (0, 3), run.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["nonzero_params"]["after"] < report["nonzero_params"]["before"]
+    assert report["accuracy"]["measured_by"] == "onnxruntime"
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "small.onnx.ckpt").exists(), "the checkpoint is removed after success"
+    onnx.checker.check_model(onnx.load(str(tmp_path / "small.onnx")))
+    # the report's accuracy is the one onnxruntime gives the written file
+    evaluated = nestc.evaluate(tmp_path / "small.onnx", "embedded")
+    assert evaluated.accuracy == pytest.approx(report["accuracy"]["after"], abs=1e-9)
+    assert report["met_budget"] == (run.returncode == 0)
+    stats = nestc.inspect(tmp_path / "small.onnx")
+    assert stats.nonzero_params == report["nonzero_params"]["after"]
+    for step in report["history"]:
+        assert set(step["widths"]) and step["nonzero_params"] <= step["params"]
+
+
+def test_compress_seed_grows_then_prunes(tmp_path: Path) -> None:
+    nestc.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.2, density=0.1)
+    config = NestConfig(max_epochs=8, grow_epochs=1, grow_steps=2, retrain_epochs=1, neuron_growth=4)
+    result = nestc.compress(tmp_path / "seed.onnx", tmp_path / "out.onnx", "embedded", config,
+                            TrainConfig(device="cpu", quiet=True), limit=1000, log=lambda _line: None)
+    phases = [h["phase"] for h in result.report["history"]]
+    assert phases[0] == "grow" and "prune" in phases
+    grow_steps = [h for h in result.report["history"] if h["phase"] == "grow"]
+    assert max(h["widths"]["fc1"] for h in grow_steps) > grow_steps[0]["widths"]["fc1"], "neurons were grown"
+    assert result.report["grew"]
+    sess = runtime.session(onnx.load(str(tmp_path / "out.onnx")))
+    x = np.random.default_rng(0).standard_normal((5, 1, 28, 28)).astype(np.float32)
+    assert runtime.run(sess, [x])[0].shape == (5, 10)
+
+
+def test_compress_refuses_to_overwrite_input(trained_mlp: Path) -> None:
+    run = _cli("compress", str(trained_mlp), "-o", str(trained_mlp), "--quiet", cwd=trained_mlp.parent)
+    assert run.returncode == 2
+    assert "equals the input" in run.stderr and "Traceback" not in run.stderr

@@ -1,0 +1,143 @@
+"""Bad options: refused with one line naming the option, exit 2, before any work starts.
+
+"Before any work" is checked by running ``compress`` without ``--quiet``: a run that got as far as
+training would log its steps on stdout, so stdout must stay empty, and no checkpoint may appear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import errors_helpers as h
+import pytest
+from errors_helpers import Run, assert_clean_failure, run_cli, run_cli_many
+
+from nestc import api
+
+
+@dataclass(frozen=True)
+class Case:
+    """``args(folder, model, out)`` gives the command line; ``mentions`` what the message must say."""
+
+    id: str
+    args: Callable[[Path, Path, Path], list[str] | None]
+    mentions: tuple[str, ...]
+
+
+def _compress(*extra: str) -> Callable[[Path, Path, Path], list[str]]:
+    return lambda folder, model, out: ["compress", str(model), "-o", str(out), "--limit", "200", "--max-epochs", "1",
+                                       "--device", "cpu", *extra]
+
+
+def _unwritable(folder: Path, model: Path, out: Path) -> list[str] | None:
+    target = h.unwritable_folder(folder)
+    return None if target is None else ["compact", str(model), "-o", str(target / "out.onnx")]
+
+
+def _garbage_checkpoint(folder: Path, model: Path, out: Path) -> list[str]:
+    Path(f"{out}.ckpt").write_bytes(b"this is not a checkpoint")
+    return _compress("--resume")(folder, model, out)
+
+
+def _symlink_to_input(folder: Path, model: Path, out: Path) -> list[str]:
+    link = folder / "link.onnx"
+    link.symlink_to(model)
+    return ["compact", str(model), "-o", str(link)]
+
+
+CASES = [
+    Case("output equals input", lambda folder, model, out: ["compress", str(model), "-o", str(model)],
+         ("-o", "output path equals the input")),
+    Case("output equals input, spelled differently",
+         lambda folder, model, out: ["compact", str(model), "-o", str(model.parent / "." / ".." / model.parent.name
+                                                                      / model.name)],
+         ("output path equals the input",)),
+    Case("output is a link to the input", _symlink_to_input, ("link.onnx", "output path equals the input")),
+    Case("--report equals input", _compress("--report", "{model}"), ("--report", "output path equals the input")),
+    Case("unwritable output folder", _unwritable, ("out.onnx", "is not writable")),
+    Case("output folder missing", lambda folder, model, out: ["seed", "lenet-5", "-o", str(folder / "no" / "m.onnx")],
+         ("-o", "m.onnx", "does not exist")),
+    Case("output is a directory", lambda folder, model, out: ["compact", str(model), "-o", str(folder)],
+         ("is a directory",)),
+    Case("--max-acc-drop -1", _compress("--max-acc-drop", "-1"), ("--max-acc-drop -1",)),
+    Case("--max-acc-drop nan", _compress("--max-acc-drop", "nan"), ("--max-acc-drop nan",)),
+    Case("--epochs 0", _compress("--epochs", "0"), ("--epochs", "0")),
+    Case("--epochs 0 (train)", lambda folder, model, out: ["train", str(model), "-o", str(out), "--epochs", "0"],
+         ("--epochs", "0")),
+    Case("--epochs abc", _compress("--epochs", "abc"), ("--epochs", "abc")),
+    Case("--batch-size 0", _compress("--batch-size", "0"), ("--batch-size", "0")),
+    Case("--batch-size 0 (eval)", lambda folder, model, out: ["eval", str(model), "--batch-size", "0"],
+         ("--batch-size 0",)),
+    Case("--lr -1", _compress("--lr", "-1"), ("--lr", "-1")),
+    Case("--max-epochs 0", _compress("--max-epochs", "0"), ("--max-epochs 0",)),
+    Case("--prune-fraction 1.5", _compress("--prune-fraction", "1.5"), ("--prune-fraction 1.5",)),
+    Case("--target-params 0", _compress("--target-params", "0"), ("--target-params 0",)),
+    Case("--time-budget -5", _compress("--time-budget", "-5"), ("--time-budget -5",)),
+    Case("--limit 0", _compress("--limit", "0"), ("--limit 0",)),
+    Case("--device tpu", _compress("--device", "tpu"), ("device", "tpu")),
+    Case("--round-to 0", lambda folder, model, out: ["compact", str(model), "-o", str(out), "--round-to", "0"],
+         ("--round-to 0",)),
+    Case("--density 2", lambda folder, model, out: ["seed", "lenet-300-100", "-o", str(out), "--density", "2"],
+         ("--density 2",)),
+    Case("--width-ratio 0", lambda folder, model, out: ["seed", "lenet-5", "-o", str(out), "--width-ratio", "0"],
+         ("--width-ratio 0",)),
+    Case("--samples 0", lambda folder, model, out: ["validate", str(model), str(model), "--samples", "0"],
+         ("--samples 0",)),
+    Case("unknown option", _compress("--frobnicate"), ("--frobnicate",)),
+    Case("--resume with a garbage checkpoint", _garbage_checkpoint, ("--resume", "out.onnx.ckpt", "unreadable")),
+]
+
+
+@dataclass
+class Outcome:
+    run: Run | None
+    out: Path
+    model: Path
+    digest: str
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    """Every case run once through the CLI, all in one interpreter (see ``run_cli_many``)."""
+    base = tmp_path_factory.mktemp("bad_options")
+    argvs, results = [], {}
+    for index, case in enumerate(CASES):
+        folder = base / f"case{index}"
+        folder.mkdir()
+        model, out = folder / "seed.onnx", folder / "out.onnx"
+        api.seed("lenet-300-100", model, width_ratio=0.1, density=0.3)
+        args = case.args(folder, model, out)
+        if args is not None:
+            argvs.append([a.replace("{model}", str(model)) for a in args])
+        results[case.id] = Outcome(None if args is None else Run(-1, "", ""), out, model,
+                                   hashlib.sha256(model.read_bytes()).hexdigest())
+    runs = iter(run_cli_many(argvs))
+    for outcome in results.values():
+        if outcome.run is not None:
+            outcome.run = next(runs)
+    return results
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_option_is_one_line_exit_2_before_any_work(case: Case, outcomes: dict[str, Outcome]) -> None:
+    outcome = outcomes[case.id]
+    if outcome.run is None:
+        pytest.skip("no unwritable folder on this machine (root without a read-only file system)")
+    assert_clean_failure(outcome.run, *case.mentions, outputs=(outcome.out,))
+    assert outcome.run.stdout == "", "work started before the option was checked"
+    assert hashlib.sha256(outcome.model.read_bytes()).hexdigest() == outcome.digest, "the input was modified"
+    if "--resume" not in case.id:
+        assert not Path(f"{outcome.out}.ckpt").exists()
+
+
+def test_console_entry_point_refuses_output_equal_to_input(tmp_path: Path) -> None:
+    """The same refusal through ``python -m nestc`` in its own process."""
+    model = tmp_path / "seed.onnx"
+    api.seed("lenet-300-100", model, width_ratio=0.1, density=0.3)
+    before = model.read_bytes()
+    run = run_cli("compress", model, "-o", model, "--device", "cpu")
+    assert_clean_failure(run, str(model), "output path equals the input")
+    assert model.read_bytes() == before

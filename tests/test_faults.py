@@ -1,0 +1,216 @@
+"""Faults: Ctrl-C, ``kill -9`` and ``--resume``, diverging training, and interrupted writes.
+
+The signal tests run real ``nestc compress`` processes on a tiny budget and interrupt them once the
+run's checkpoint (``OUTPUT.ckpt``, rewritten atomically after every step) shows progress.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import errors_helpers as h
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from errors_helpers import assert_clean_failure, nestc_env, run_cli
+from onnx import numpy_helper
+
+from nestc import api
+from nestc.compress import compress
+from nestc.errors import OutputError, TrainingDiverged
+from nestc.fileio import atomic_write_bytes
+from nestc.schedule import runner
+from nestc.schedule.config import NestConfig
+from nestc.training import TrainConfig
+
+BUDGET = ("--data", "embedded", "--limit", "300", "--max-epochs", "3", "--epochs", "0.5", "--device", "cpu", "--quiet")
+"""A run of about ten seconds: five growth steps of half an epoch, then one pruning step."""
+
+
+@pytest.fixture(scope="module")
+def seed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sparse LeNet-300-100 seed: compress grows it, then prunes (both phases are checkpointed)."""
+    path = tmp_path_factory.mktemp("faults") / "seed.onnx"
+    api.seed("lenet-300-100", path, width_ratio=0.1, density=0.3)
+    return path
+
+
+def _start(*args: str | os.PathLike) -> subprocess.Popen:
+    """``python -m nestc ARGS`` in the background, with Ctrl-C handled as in a terminal."""
+    return subprocess.Popen([sys.executable, "-m", "nestc", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=nestc_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _interrupt_after(proc: subprocess.Popen, checkpoint: Path, writes: int, sig: int, timeout: float = 240) -> str:
+    """Send ``sig`` once ``checkpoint`` has been written ``writes`` times (each write replaces the file).
+
+    Returns what the process wrote to stderr.
+    """
+    seen: list[tuple[int, int]] = []
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            stat = checkpoint.stat()
+        except FileNotFoundError:
+            stat = None
+        if stat is not None and (not seen or seen[-1] != (stat.st_ino, stat.st_mtime_ns)):
+            seen.append((stat.st_ino, stat.st_mtime_ns))
+            if len(seen) >= writes:
+                proc.send_signal(sig)
+                break
+        time.sleep(0.005)
+    _, stderr = proc.communicate(timeout=timeout)
+    assert len(seen) >= writes, f"the run ended (exit {proc.returncode}) before its checkpoint was written {writes}x"
+    return stderr
+
+
+def _history(report: Path) -> list[dict]:
+    """The steps of a run's report, without their timings."""
+    steps = json.loads(report.read_text())["history"]
+    return [{k: v for k, v in step.items() if k != "seconds"} for step in steps]
+
+
+def _weights(path: Path) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+def _ort(path: Path, batch: int = 16) -> list[np.ndarray]:
+    """The model's outputs on seeded random inputs of its declared input shape."""
+    sess = ort.InferenceSession(str(path))
+    meta = sess.get_inputs()[0]
+    shape = [batch] + [d if isinstance(d, int) else 1 for d in meta.shape[1:]]
+    return sess.run(None, {meta.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)})
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(seed_model: Path, tmp_path: Path) -> None:
+    reference, out = tmp_path / "reference.onnx", tmp_path / "out.onnx"
+    checkpoint = Path(f"{out}.ckpt")
+    uninterrupted = run_cli("compress", seed_model, "-o", reference, *BUDGET, "--report", tmp_path / "reference.json")
+    assert uninterrupted.code in (0, 3), uninterrupted.stderr
+    history = _history(tmp_path / "reference.json")
+    assert {"grow", "prune"} <= {step["phase"] for step in history}, "the budget no longer reaches both phases"
+
+    victim = _start("compress", seed_model, "-o", out, *BUDGET)
+    _interrupt_after(victim, checkpoint, writes=3, sig=signal.SIGKILL)
+    assert victim.returncode == -signal.SIGKILL
+    assert not out.exists() and checkpoint.exists()
+
+    resumed = run_cli("compress", seed_model, "-o", out, *BUDGET, "--resume", "--report", tmp_path / "out.json")
+    assert resumed.code == uninterrupted.code, resumed.stderr
+    assert not checkpoint.exists()
+    assert _history(tmp_path / "out.json") == history
+    want, got = _weights(reference), _weights(out)
+    assert want.keys() == got.keys()
+    for name in want:
+        assert np.array_equal(want[name], got[name]), f"{name} differs after kill -9 and --resume"
+    for a, b in zip(_ort(reference), _ort(out), strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_ctrl_c_writes_nothing_says_how_to_resume_and_resumes(seed_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.onnx"
+    checkpoint = Path(f"{out}.ckpt")
+    victim = _start("compress", seed_model, "-o", out, *BUDGET)
+    stderr = _interrupt_after(victim, checkpoint, writes=2, sig=signal.SIGINT)
+    interrupted = h.Run(victim.returncode, "", stderr)
+    lines = [line for line in interrupted.stderr.splitlines() if line.strip()]
+    assert interrupted.code == 130 and len(lines) == 1, interrupted.stderr
+    assert "Traceback" not in interrupted.stderr
+    assert "no output was written" in lines[0] and "--resume" in lines[0] and str(checkpoint) in lines[0]
+    assert not out.exists() and checkpoint.exists()
+    assert not list(tmp_path.glob(".*.tmp")), "temporary files left behind"
+
+    other_seed = run_cli("compress", seed_model, "-o", out, *BUDGET, "--resume", "--seed", "1")
+    assert_clean_failure(other_seed, str(checkpoint), "--seed", "delete the checkpoint", outputs=(out,))
+
+    resumed = run_cli("compress", seed_model, "-o", out, *BUDGET, "--resume")
+    assert resumed.code in (0, 3), resumed.stderr
+    assert out.exists() and not checkpoint.exists()
+
+
+def _finite(path: Path) -> bool:
+    return all(np.isfinite(w).all() for w in _weights(path).values())
+
+
+def test_diverging_training_undoes_its_steps_and_writes_finite_weights(seed_model: Path, tmp_path: Path) -> None:
+    """A learning rate of 1e30 makes every fit diverge, even after the trainer's own rollbacks: each
+    step is undone, the run still ends, and the output is the last good network: the seed itself, less
+    any units it had with no consumers (compaction removes them exactly)."""
+    out = tmp_path / "out.onnx"
+    result = compress(seed_model, out, "embedded", NestConfig(max_epochs=2),
+                      TrainConfig(device="cpu", quiet=True, lr=1e30), limit=300, log=lambda _line: None)
+    assert _finite(out)
+    history = result.report["history"]
+    diverged = [step for step in history if "diverged" in step["action"]]
+    assert diverged and not any(step["accepted"] for step in diverged)
+    for got, want in zip(_ort(out), _ort(seed_model), strict=True):  # the seed, at most compacted (exact)
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_nan_in_one_step_rolls_back_to_the_network_before_it(seed_model: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even if a diverged fit left NaN weights behind, the step's network is discarded, not emitted."""
+    real_fit, calls = runner.Trainer.fit, []
+
+    def fit(self, model, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            with torch.no_grad():
+                for param in model.parameters():
+                    param.fill_(float("nan"))
+            raise TrainingDiverged("training diverged (injected)")
+        return real_fit(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(runner.Trainer, "fit", fit)
+    out = tmp_path / "out.onnx"
+    result = compress(seed_model, out, "embedded", NestConfig(max_epochs=4), TrainConfig(device="cpu", quiet=True),
+                      limit=300, log=lambda _line: None)
+    assert len(calls) > 3 and _finite(out)
+    steps = result.report["history"]
+    failed = [s for s in steps if "diverged" in s["action"]]
+    assert len(failed) == 1 and not failed[0]["accepted"]
+
+
+def test_interrupted_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+
+    def interrupted(_fd: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(target, b"new" * 1000)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_failed_write_is_one_line_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "model.onnx"
+
+    def full(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OutputError, match=r"model\.onnx: cannot write \(No space left on device\)"):
+        atomic_write_bytes(target, b"new")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    """``mkstemp`` creates private files; outputs must be as readable as any file the user writes."""
+    atomic_write_bytes(tmp_path / "model.onnx", b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "model.onnx").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -1,0 +1,196 @@
+"""The ONNX frontend on real exports: loaded networks compute what onnxruntime computes, at any batch.
+
+Covers torch's dynamo exporter (static batch 1, constants folded, ``Split(num_outputs)``, Reshape
+targets with ``allowzero``), the legacy exporter (dynamic batch, run-time ``Shape -> Gather ->
+Unsqueeze -> Concat -> Reshape`` targets, ``Slice`` bounds computed from shapes, and without
+constant folding ``Transpose`` of weights and kept BatchNormalization), opset conversion, and
+``nestc inspect``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import models
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from nestc import api
+from nestc.frontends import load_model
+from nestc.frontends.onnx_loader import default_opset
+from nestc.ir.emit import emit_model
+from nestc.stats import model_stats
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+VARIANTS = [
+    ("MLP", "dynamo", False), ("MLP", "legacy", False),
+    ("LeNet5", "dynamo", False), ("LeNet5", "legacy", False),
+    ("ViewNet", "dynamo", False), ("ViewNet", "legacy", False),
+    ("ConvBN", "legacy", True), ("Residual", "dynamo", False), ("Residual", "legacy", True),
+    ("DepthwiseConcat", "dynamo", False), ("DepthwiseConcat", "legacy", False),
+    ("SplitNet", "legacy", False), ("ChunkNet", "dynamo", False), ("ChunkNet", "legacy", False),
+    ("TokenMLP", "dynamo", False), ("TokenMLP", "legacy", True),
+]
+IDS = [f"{n}-{e}{'-bn' if bn else ''}" for n, e, bn in VARIANTS]
+
+
+@pytest.mark.parametrize(("name", "exporter", "keep_bn"), VARIANTS, ids=IDS)
+def test_loaded_network_matches_onnxruntime_at_any_batch(zoo_export, name: str, exporter: str,
+                                                         keep_bn: bool) -> None:
+    exp = zoo_export(name, exporter, keep_bn=keep_bn)
+    net = api.load_network(exp.path)
+    for batch in (1, 7, 64):
+        x = exp.module.sample(batch, seed=batch).numpy()
+        reference = models.ort_run(exp.path, x, static_batch=exp.static_batch)
+        (got,) = net.run_numpy(x)
+        assert got.shape == reference.shape
+        models.assert_close(got, reference)
+    with torch.no_grad():
+        x = exp.module.sample(5)
+        models.assert_close(net.run_numpy(x.numpy())[0], exp.module(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "exporter", "keep_bn"), VARIANTS, ids=IDS)
+def test_emitted_model_equals_original_in_onnxruntime(zoo_export, name: str, exporter: str, keep_bn: bool) -> None:
+    exp = zoo_export(name, exporter, keep_bn=keep_bn)
+    emitted = emit_model(api.load_network(exp.path))
+    onnx.checker.check_model(emitted)
+    x = exp.module.sample(7, seed=3).numpy()
+    reference = models.ort_run(exp.path, x, static_batch=exp.static_batch)
+    models.assert_close(models.ort_run(emitted, x), reference)
+    assert models.ort_run(emitted, x[:1]).shape[0] == 1
+
+
+@pytest.mark.parametrize(("name", "exporter", "keep_bn"),
+                         [v for v in VARIANTS if v[0] not in ("ConvBN", "Residual") or v[2]],
+                         ids=[i for i, v in zip(IDS, VARIANTS) if v[0] not in ("ConvBN", "Residual") or v[2]])
+def test_params_equal_torch_numel(zoo_export, name: str, exporter: str, keep_bn: bool) -> None:
+    """Every torch parameter is a trainable initializer (BN kept; transposed weights folded back)."""
+    exp = zoo_export(name, exporter, keep_bn=keep_bn)
+    assert model_stats(api.load_network(exp.path)).params == models.param_count(exp.module)
+
+
+def test_shared_initial_bn_parameters_become_separate_parameters(zoo_export) -> None:
+    """Fresh BNs share one all-ones scale in a legacy export (``Identity`` per BN): each is a parameter."""
+    exp = zoo_export("Residual", "legacy", keep_bn=True, fresh_bn=True)
+    assert "Identity" in {n.op_type for n in onnx.load(exp.path).graph.node}
+    net = api.load_network(exp.path)
+    assert "Identity" not in {n.op_type for n in net.nodes}
+    assert model_stats(net).params == models.param_count(exp.module)
+    x = exp.module.sample(5).numpy()
+    models.assert_close(net.run_numpy(x)[0], models.ort_run(exp.path, x))
+
+
+def test_inspect_cli_json_reports_torch_param_count(zoo_export) -> None:
+    exp = zoo_export("LeNet5", "dynamo")
+    done = subprocess.run([sys.executable, "-m", "nestc", "inspect", exp.path, "--json"], env=SUBPROCESS_ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    assert stats["params"] == models.param_count(exp.module) == 61706
+    assert stats["nonzero_params"] <= stats["params"]
+    assert stats["macs"] > 0
+
+
+def test_dynamo_batch_one_export_gets_a_free_batch(zoo_export) -> None:
+    exp = zoo_export("ViewNet", "dynamo")
+    model = load_model(exp.path)
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    x = exp.module.sample(9).numpy()
+    models.assert_close(models.ort_run(model, x), models.ort_run(exp.path, x, static_batch=True))
+
+
+def test_opset_11_export_is_converted_and_still_matches(zoo_export) -> None:
+    exp = zoo_export("LeNet5", "legacy", opset=11)
+    assert default_opset(onnx.load(exp.path)) == 11
+    model = load_model(exp.path)
+    assert default_opset(model) >= 13
+    net = api.load_network(exp.path)
+    x = exp.module.sample(6).numpy()
+    reference = models.ort_run(exp.path, x)
+    models.assert_close(net.run_numpy(x)[0], reference)
+    models.assert_close(models.ort_run(emit_model(net), x), reference)
+
+
+def test_untransposed_weights_are_parameters(zoo_export) -> None:
+    """Without constant folding the legacy exporter feeds MatMul with ``Transpose(fc1.weight)``."""
+    exp = zoo_export("TokenMLP", "legacy", keep_bn=True)
+    assert "Transpose" in {n.op_type for n in onnx.load(exp.path).graph.node if "fc1.weight" in n.input}
+    net = api.load_network(exp.path)
+    assert sum(net.is_trainable(n) for n in net.initializer_order) == len(list(exp.module.parameters()))
+
+
+def test_chunk_split_gets_explicit_sizes(zoo_export) -> None:
+    exp = zoo_export("ChunkNet", "dynamo")
+    splits = [n for n in load_model(exp.path).graph.node if n.op_type == "Split"]
+    assert splits and all(len(n.input) == 2 and not any(a.name == "num_outputs" for a in n.attribute)
+                          for n in splits)
+
+
+def _shape_subgraph_model() -> onnx.ModelProto:
+    """x [N, 2, 3, 4] -> Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1])) -> MatMul W -> y [N, 5]."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "zero"], ["batch"], axis=0),
+        helper.make_node("Unsqueeze", ["batch", "axes0"], ["batch1"]),
+        helper.make_node("Concat", ["batch1", "minus_one"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(0, dtype=np.int64), "zero"),
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "axes0"),
+        numpy_helper.from_array(np.array([-1], dtype=np.int64), "minus_one"),
+        numpy_helper.from_array(rng.standard_normal((24, 5)).astype(np.float32), "w"),
+    ]
+    graph = helper.make_graph(nodes, "shape_subgraph",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, 3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_shape_subgraph_is_folded_and_runs_at_any_batch(tmp_path) -> None:
+    path = tmp_path / "shape.onnx"
+    onnx.save(_shape_subgraph_model(), str(path))
+    model = load_model(path)
+    assert {n.op_type for n in model.graph.node} == {"Reshape", "MatMul"}
+    target = next(numpy_helper.to_array(t) for t in model.graph.initializer
+                  if t.name == model.graph.node[0].input[1])
+    assert target.tolist() in ([0, -1], [-1, 24])
+    net = api.load_network(path)
+    emitted = emit_model(net)
+    for batch in (1, 3, 10):
+        x = np.random.default_rng(batch).standard_normal((batch, 2, 3, 4)).astype(np.float32)
+        reference = models.ort_run(path, x)
+        models.assert_close(net.run_numpy(x)[0], reference)
+        models.assert_close(models.ort_run(emitted, x), reference)
+
+
+def test_shared_reshape_target_is_freed_per_node(tmp_path) -> None:
+    """Two Reshapes share one ``[1, -1]`` target (dynamo deduplicates constants); both get a free batch."""
+    rng = np.random.default_rng(1)
+    nodes = [
+        helper.make_node("Reshape", ["x", "target"], ["a"], allowzero=1),
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Reshape", ["r", "target"], ["b"], allowzero=1),
+        helper.make_node("Add", ["a", "b"], ["s"]),
+        helper.make_node("MatMul", ["s", "w"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(np.array([1, -1], dtype=np.int64), "target"),
+             numpy_helper.from_array(rng.standard_normal((12, 3)).astype(np.float32), "w")]
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    path = tmp_path / "shared.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    model = load_model(path)
+    x = rng.standard_normal((4, 3, 4)).astype(np.float32)
+    models.assert_close(models.ort_run(model, x), models.ort_run(path, x, static_batch=True))

@@ -1,0 +1,167 @@
+"""NeST passes on real seeds and real data: each changes what it claims, and the emitted graph
+computes exactly what the IR computes (onnxruntime as the judge)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from nestc import runtime
+from nestc.channels.analysis import analyse_channels
+from nestc.data import fit_to_input, load_dataset
+from nestc.ir.classifier import ClassifierView
+from nestc.ir.emit import emit_model
+from nestc.ir.network import Network
+from nestc.passes.base import Probe, active_connections, effective_gradients, ensure_masks, layers
+from nestc.passes.grow_connections import grow_connections
+from nestc.passes.grow_feature_maps import grow_feature_maps
+from nestc.passes.grow_neurons import grow_neurons
+from nestc.passes.partial_area import partial_area
+from nestc.passes.prune_connections import prune_connections
+from nestc.seeds import build_seed
+from nestc.stats import model_stats
+
+
+@pytest.fixture(scope="module")
+def images() -> tuple[torch.Tensor, torch.Tensor]:
+    data = fit_to_input(load_dataset("embedded"), ["N", 1, 28, 28])
+    return torch.from_numpy(data.x_train[:512]), torch.from_numpy(data.y_train[:512])
+
+
+def _probe(arch: str, images, width: float = 0.5, density: float = 0.2) -> Probe:
+    net = Network(build_seed(arch, width_ratio=width, density=density))
+    ensure_masks(net)
+    x, y = images
+    return Probe(ClassifierView(net), x, y)
+
+
+def _assert_emitted_matches(net: Network, x: torch.Tensor) -> None:
+    model = emit_model(net)
+    onnx.checker.check_model(model)
+    expected = net.run_numpy(x[:16].numpy())[0]
+    actual = runtime.run(runtime.session(model), [x[:16].numpy()])[0]
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_masks_follow_the_seed_zeros(images) -> None:
+    probe = _probe("lenet-300-100", images)
+    net = probe.view.net
+    for layer in layers(net):
+        assert torch.equal(net.mask(layer.weight) > 0, net.tensor(layer.weight) != 0)
+
+
+def test_dormant_connections_get_dense_gradients(images) -> None:
+    probe = _probe("lenet-300-100", images)
+    grads, _ = effective_gradients(probe)
+    net = probe.view.net
+    first = layers(net)[0].weight
+    dormant = net.mask(first) == 0
+    assert bool((grads[first][dormant] != 0).any()), "growth needs gradients for masked-out weights"
+
+
+def test_grow_connections_activates_largest_gradients(images) -> None:
+    probe = _probe("lenet-300-100", images)
+    net = probe.view.net
+    grads, _ = effective_gradients(probe)
+    before = {layer.weight: net.mask(layer.weight).clone() for layer in layers(net)}
+    weights_before = {layer.weight: net.tensor(layer.weight).detach().clone() for layer in layers(net)}
+    result = grow_connections(net, grads, ratio=0.1)
+    assert result.modified
+    for layer in layers(net):
+        old, new = before[layer.weight], net.mask(layer.weight)
+        assert bool((new >= old).all()), "growth never deactivates"
+        added = (new > old)
+        assert int(added.sum()) == int(0.1 * int(old.sum()))
+        dormant_scores = grads[layer.weight].abs()[(old == 0) & ~added]
+        if dormant_scores.numel():
+            assert float(grads[layer.weight].abs()[added].min()) >= float(dormant_scores.max()) - 1e-12
+        assert torch.equal(net.tensor(layer.weight)[old > 0], weights_before[layer.weight][old > 0])
+
+
+def test_prune_connections_removes_smallest_and_keeps_rest(images) -> None:
+    probe = _probe("lenet-300-100", images, density=1.0)
+    net = probe.view.net
+    total = active_connections(net)
+    result = prune_connections(net, 0.3)
+    assert result.modified
+    removed = total - active_connections(net)
+    assert 0.25 * total <= removed <= 0.3 * total
+    first = layers(net)[0].weight
+    kept = net.tensor(first).detach()[net.mask(first) > 0].abs()
+    gone_mask = net.mask(first) == 0
+    assert bool((net.tensor(first)[gone_mask] == 0).all()), "pruned weights are zeroed"
+    assert float(kept.min()) >= 0
+    _assert_emitted_matches(net, images[0])
+
+
+def test_prune_connections_judges_effective_weight_after_batch_norm(images) -> None:
+    net = Network(build_seed("vgg16", width_ratio=0.0625))
+    ensure_masks(net)
+    conv = layers(net)[1]
+    bn = next(n for n in net.nodes if n.op_type == "BatchNormalization" and n.inputs[0] == conv.node.outputs[0])
+    with torch.no_grad():
+        gamma = net.tensor(bn.inputs[1])
+        gamma.fill_(1.0)
+        gamma[0] = 1e-4  # channel 0 is almost switched off by its BN: its weights matter least
+    prune_connections(net, 0.05, max_layer_fraction=0.5)
+    mask = net.mask(conv.weight)
+    assert float(mask[0].mean()) < float(mask[1:].mean())
+
+
+def test_grow_neurons_extends_every_member(images) -> None:
+    probe = _probe("lenet-300-100", images)
+    net = probe.view.net
+    widths = [net.tensor(layer.weight).shape[layer.out_axis] for layer in layers(net)]
+    result = grow_neurons(probe, count=3, beta=0.01, alpha=0.5)
+    assert result.modified
+    new = [net.tensor(layer.weight).shape[layer.out_axis] for layer in layers(net)]
+    assert new == [widths[0] + 3, widths[1] + 3, widths[2]], "hidden spaces grow, the output does not"
+    first, second = layers(net)[0], layers(net)[1]
+    new_rows = net.mask(first.weight)[-3:]
+    new_cols = net.mask(second.weight)[:, widths[0]:widths[0] + 3]
+    assert bool((new_rows.sum(1) > 0).all()) and bool((new_cols.sum(0) > 0).all()), "new neurons are bridges"
+    assert net.tensor(layers(net)[0].node.inputs[2]).shape[0] == widths[0] + 3
+    _assert_emitted_matches(net, images[0])
+
+
+def test_grow_neurons_birth_strength_scales_new_weights(images) -> None:
+    magnitudes = []
+    for alpha in (0.1, 1.0):
+        probe = _probe("lenet-300-100", images)
+        grow_neurons(probe, count=1, beta=0.01, alpha=alpha)
+        w = probe.view.net.tensor(layers(probe.view.net)[0].weight).detach()[-1]
+        magnitudes.append(float(w[w != 0].abs().mean()))
+    assert magnitudes[1] == pytest.approx(10 * magnitudes[0], rel=0.05)
+
+
+def test_grow_feature_maps_adds_maps_through_flatten(images) -> None:
+    probe = _probe("lenet-5", images, width=0.3, density=0.5)
+    net = probe.view.net
+    conv_widths = [net.tensor(layer.weight).shape[0] for layer in layers(net) if layer.node.op_type == "Conv"]
+    fc_inputs = net.tensor(layers(net)[2].weight).shape[1]
+    result = grow_feature_maps(probe, count=2, candidates=3)
+    assert result.modified
+    after = [net.tensor(layer.weight).shape[0] for layer in layers(net) if layer.node.op_type == "Conv"]
+    assert after == [w + 2 for w in conv_widths]
+    assert net.tensor(layers(net)[2].weight).shape[1] == fc_inputs + 2 * 16, "each map feeds a 4x4 block"
+    assert analyse_channels(net) is not None
+    _assert_emitted_matches(net, images[0])
+
+
+def test_partial_area_masks_inputs_and_is_emitted_exactly(images) -> None:
+    probe = _probe("lenet-5", images, width=0.5, density=1.0)
+    net = probe.view.net
+    before = model_stats(net)
+    result = partial_area(probe, gamma=0.2)
+    assert result.modified
+    masks = [n for n in net.nodes if n.name.endswith("/partial_area")]
+    assert len(masks) == 2
+    after = model_stats(net)
+    assert after.nonzero_macs < before.nonzero_macs
+    assert after.params == before.params
+    _assert_emitted_matches(net, images[0])
+    partial_area(probe, gamma=0.2)
+    assert len([n for n in net.nodes if n.name.endswith("/partial_area")]) == 2, "masks are reused, not stacked"
+    _assert_emitted_matches(net, images[0])

@@ -1,0 +1,92 @@
+"""Data-parallel training with two CPU processes over gloo, and the single-process helpers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from nestc.training import TrainConfig, Trainer, all_reduce_mean, broadcast_object, init_from_env
+from nestc.training.synthetic import mlp, separable_problem
+
+WORLD = 2
+CONFIG = {"epochs": 3, "batch_size": 32, "lr": 0.05, "device": "cpu", "quiet": True}
+TIMEOUT_S = 120  # a hang guard only: the test takes ~15 s on 2 idle cores
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    """One rank: fit, exercise the helpers, write what the parent checks."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    info = init_from_env()
+    try:
+        x, y = separable_problem(samples=512)
+        model = mlp()
+        trainer = Trainer(TrainConfig(**CONFIG))
+        assert init_from_env() == info  # idempotent
+        loss_before, _ = trainer.evaluate(model, x, y)
+        result = trainer.fit(model, x, y, checkpoint=Path(out) / "ckpt.pt")
+        decision = broadcast_object({"prune": [3, 1, 4]} if info.is_main else None)
+        mean = all_reduce_mean(torch.tensor([float(rank)]))
+        torch.save({"state": model.state_dict(), "loss_before": loss_before, "result": result.train_loss,
+                    "eval": trainer.evaluate(model, x, y), "decision": decision, "mean": mean.item(),
+                    "info": (info.rank, info.world_size, info.is_main)}, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(out: Path) -> None:
+    context = mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + TIMEOUT_S
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"distributed workers did not finish within {TIMEOUT_S} s")
+
+
+def test_two_gloo_processes_train_identical_replicas_like_one_process(tmp_path):
+    _spawn(tmp_path)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    assert [r["info"] for r in ranks] == [(0, 2, True), (1, 2, False)]
+    for (name, a), b in zip(ranks[0]["state"].items(), ranks[1]["state"].values()):
+        assert torch.equal(a, b), name
+    assert [r["decision"] for r in ranks] == [{"prune": [3, 1, 4]}] * WORLD
+    assert [r["mean"] for r in ranks] == [0.5, 0.5]
+    assert ranks[0]["result"] == ranks[1]["result"]
+    checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert checkpoint["rng"]["cpu"].shape[0] == WORLD and checkpoint["epoch"] == 3
+
+    x, y = separable_problem(samples=512)
+    single = mlp()
+    trainer = Trainer(TrainConfig(**CONFIG))
+    trainer.fit(single, x, y)
+    loss, accuracy = trainer.evaluate(single, x, y)
+    ddp_loss, ddp_accuracy = ranks[0]["eval"]
+    assert ddp_accuracy > 0.95 and abs(ddp_accuracy - accuracy) < 0.02
+    assert ddp_loss < ranks[0]["loss_before"] / 4 and abs(ddp_loss - loss) < 0.1 * loss + 1e-3
+    # Same global batches at each step: the replicas match the single-process weights closely.
+    for (name, a), b in zip(ranks[0]["state"].items(), single.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-3), name
+
+
+def test_helpers_are_no_ops_in_one_process():
+    info = init_from_env()
+    assert (info.rank, info.world_size, info.local_rank, info.is_main) == (0, 1, 0, True)
+    t = torch.tensor([2.0, 4.0])
+    assert all_reduce_mean(t) is t and t.tolist() == [2.0, 4.0]
+    assert broadcast_object({"a": 1}) == {"a": 1}
+    assert not dist.is_initialized()
