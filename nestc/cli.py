@@ -20,6 +20,9 @@ from nestc.stats import format_table
 
 MODEL = click.Path(dir_okay=True, path_type=str)
 
+POSITIVE = click.FloatRange(0, min_open=True)
+POSITIVE.name = "float"  # click would say "'abc' is not a valid float range"
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nestc")
@@ -88,10 +91,10 @@ def _data_options(func):
 def _train_options(func):
     """Optimiser and device options, shared by train and compress."""
     for decorator in reversed([
-        click.option("--epochs", default=None, type=click.FloatRange(0, min_open=True),
+        click.option("--epochs", default=None, type=POSITIVE,
                      help="Training epochs (train) / growth epochs."),
         click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1)),
-        click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(0, min_open=True)),
+        click.option("--lr", default=0.05, show_default=True, type=POSITIVE),
         click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"])),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--seed", "seed_value", default=0, show_default=True, type=int),

@@ -21,7 +21,7 @@ import onnx
 import torch
 
 from nestc import runtime
-from nestc.errors import OptionError, PassError
+from nestc.errors import OptionError, PassError, about
 from nestc.fileio import atomic_write_bytes, check_output_path
 from nestc.frontends import load_model
 from nestc.ir.classifier import ClassifierView, trainable_view
@@ -77,8 +77,9 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     identity = _run_identity(model, data, limit, output_name, train_config.seed)
     if resume and os.path.exists(checkpoint):
         _check_resumable(checkpoint, identity)
-    net = Network(normalised)
-    view = trainable_view(net, output_name, str(model))
+    with about(model):
+        net = Network(normalised)
+        view = trainable_view(net, output_name, str(model))
     dataset = data_for_model(view, data, data_dir, download, limit=limit, label=str(model))
     trainer = Trainer(train_config)
     split = _split_data(trainer, ClassifierView(copy.deepcopy(net), output_name, str(model)), dataset, config,
@@ -95,14 +96,16 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     after_ort = runtime.session(emitted, str(output))
     payload = _report(model, output, normalised, emitted, final, outcome, dataset, before_ort, after_ort,
                       time.perf_counter() - started, view.output, split.validation)
-    atomic_write_bytes(output, emitted.SerializeToString())
-    payload["file_bytes"]["after"] = Path(output).stat().st_size
-    if report is not None:
-        write_json(report, payload)
-    if plot is not None and outcome.history:
-        plot_history(payload["history"], plot, title=f"nestc compress {Path(model).name}")
-    if os.path.exists(checkpoint):
-        os.unlink(checkpoint)
+    serialized = emitted.SerializeToString()
+    payload["file_bytes"]["after"] = len(serialized)
+    if trainer.dist.is_main:  # under torchrun every rank ends with the same model; one writes it
+        atomic_write_bytes(output, serialized)
+        if report is not None:
+            write_json(report, payload)
+        if plot is not None and outcome.history:
+            plot_history(payload["history"], plot, title=f"nestc compress {Path(model).name}")
+        if os.path.exists(checkpoint):
+            os.unlink(checkpoint)
     return CompressResult(str(output), outcome.met_budget, payload)
 
 

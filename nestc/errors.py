@@ -7,6 +7,10 @@ helps, what would be accepted instead.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class NestcError(Exception):
     """Base class of errors caused by user input (exit code 2)."""
@@ -59,3 +63,18 @@ def first_line(exc: BaseException) -> str:
     checker puts the node on the next lines), so the text is flattened and shortened instead.
     """
     return one_line(str(exc)) or type(exc).__name__
+
+
+@contextmanager
+def about(path: str | os.PathLike) -> Iterator[None]:
+    """Name ``path`` in model errors raised inside that do not already name it.
+
+    The IR executes graphs without knowing which file they came from ("while executing node 'fc1'
+    ..."); the user needs the file too. The error keeps its type and exit code.
+    """
+    try:
+        yield
+    except ModelError as exc:
+        if str(path) not in str(exc):
+            exc.args = (f"{path}: {exc}",)
+        raise

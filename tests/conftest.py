@@ -1,4 +1,4 @@
-"""Shared fixtures: zoo exports cached once per test run (all xdist workers share the folder).
+"""Shared fixtures: zoo exports written once (all xdist workers share them) and kept between runs.
 
 Exporting with torch's dynamo exporter takes a second or more per model, so every distinct export
 (model, exporter, BN handling, planted units, opset) is written once, under a lock, and reused.
@@ -30,13 +30,20 @@ def torch_single_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One folder for the whole run; with xdist, the workers' common parent folder."""
+def export_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where exports live: pytest's cache folder, so later runs reuse them (file names carry a hash
+    of the zoo's source and torch's version), else one folder for this run shared by all workers."""
+    cache = getattr(request.config, "cache", None)
+    if cache is not None:
+        return cache.mkdir("nestc_zoo_exports")
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     folder = shared / "zoo_exports"
     folder.mkdir(exist_ok=True)
     return folder
+
+
+_SOURCE_KEY = hashlib.sha1((Path(models.__file__).read_text() + torch.__version__).encode()).hexdigest()[:8]
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +67,7 @@ def zoo_export(export_dir: Path) -> Callable[..., models.Exported]:
         if train:
             module.train()
         key = repr((name, exporter, keep_bn, train, plants, opset, fresh_bn))
-        digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+        digest = hashlib.sha1((key + _SOURCE_KEY).encode()).hexdigest()[:12]
         path = export_dir / f"{name}-{exporter}-{digest}.onnx"
         with filelock.FileLock(str(path) + ".lock"):
             if not path.exists():

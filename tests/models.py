@@ -269,6 +269,26 @@ class ChunkNet(Zoo):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(y), 1), 1))
 
 
+class SliceNet(Zoo):
+    """Channel slices ``x[:, :6]`` and ``x[:, -4:]`` (a negative start, an open end) read by two convs."""
+
+    INPUT = (3, 6, 6)
+    SPACES = {  # noqa: RUF012
+        "conv": [_p("conv.weight"), _p("conv.bias"), _c("head.weight"), _c("tail.weight", shift=-6)],
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 10, 3, padding=1)
+        self.head, self.tail = nn.Conv2d(6, 4, 1), nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv(x))
+        y = torch.cat([self.head(x[:, :6]), self.tail(x[:, -4:])], dim=1)
+        return self.fc(F.relu(y).mean(dim=(2, 3)))
+
+
 class TokenMLP(Zoo):
     """A transpose-based layout: Conv1d features [N, C, L] -> permute to [N, L, C] -> Linear (MatMul)
     on the last axis -> mean over L -> Linear."""
@@ -290,7 +310,24 @@ class TokenMLP(Zoo):
 
 
 ZOO: dict[str, type[Zoo]] = {cls.__name__: cls for cls in
-                             (MLP, LeNet5, ViewNet, ConvBN, Residual, DepthwiseConcat, SplitNet, ChunkNet, TokenMLP)}
+                             (MLP, LeNet5, ViewNet, ConvBN, Residual, DepthwiseConcat, SplitNet, ChunkNet, SliceNet,
+                              TokenMLP)}
+
+
+PLANTS: dict[str, tuple] = {
+    "MLP": (("fc1", (3, 7), "fanin"), ("fc2", (5,), "fanout")),
+    "LeNet5": (("conv1", (2,), "fanin"), ("conv2", (4, 9), "fanin"), ("fc1", (10,), "fanout")),
+    "ViewNet": (("conv", (1, 5), "fanin"),),
+    "ConvBN": (("c1", (2,), "fanin"), ("c2", (3,), "fanout")),
+    "Residual": (("trunk", (1,), "fanin"), ("b1", (2, 4), "fanin")),
+    "DepthwiseConcat": (("stem", (4,), "fanin"), ("a", (1,), "fanin"), ("b", (3, 8), "fanout")),
+    "SplitNet": (("conv", (2, 9), "fanin"), ("right", (1,), "fanout")),
+    "ChunkNet": (("conv", (2, 7, 8), "fanin"),),
+    "SliceNet": (("conv", (1, 5, 7), "fanin"), ("conv", (9,), "fanout")),
+    "TokenMLP": (("conv", (2,), "fanin"), ("fc1", (4,), "fanin", 0.2)),
+}
+"""The standard dead units of each zoo model (:func:`plant_dead` arguments). The frontend tests load
+the same exports the compaction tests shrink, so each is exported once per run."""
 
 
 def build(name: str, seed: int = 0, fresh_bn: bool = False) -> Zoo:

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import models
 import numpy as np
@@ -56,7 +57,7 @@ def _weight_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
 # ----------------------------------------------------------------------------------------- MLP
 @pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
 def test_mlp_removes_zero_fanin_and_zero_fanout_neurons(zoo_export, tmp_path, exporter: str) -> None:
-    exp = zoo_export("MLP", exporter, plants=(("fc1", (3, 7), "fanin"), ("fc2", (5,), "fanout")))
+    exp = zoo_export("MLP", exporter, plants=models.PLANTS["MLP"])
     # fc1 units: 784 weights + 1 bias + 100 fc2 columns each; fc2 unit 5: its row (298 columns
     # left after fc1 lost two) + bias + 10 fc3 weights.
     assert exp.expected_drop == 2 * (784 + 1 + 100) + (298 + 1 + 10) == 2079
@@ -106,6 +107,7 @@ def test_tanh_constant_neuron_without_relu_is_folded(tmp_path) -> None:
 def test_lenet_channels_removed_through_flatten(zoo_export, tmp_path, exporter: str) -> None:
     plants = (("conv1", (2,), "fanin"), ("conv2", (4, 9), "fanin"), ("fc1", (10,), "fanout"))
     exp = zoo_export("LeNet5", exporter, plants=plants)
+    assert plants == models.PLANTS["LeNet5"]
     conv1 = 25 + 1 + 16 * 25                     # filter, bias, conv2's input slice
     conv2 = 5 * 25 + 1 + 25 * 120                # filter over 5 remaining inputs, bias, 25 fc1 columns
     fc1 = 350 + 1 + 84                           # row over 350 remaining columns, bias, fc2 column
@@ -118,21 +120,24 @@ def test_lenet_channels_removed_through_flatten(zoo_export, tmp_path, exporter: 
     assert all(t in ([-1, 350], [0, -1]) for t in targets)
 
 
-@pytest.mark.parametrize("exporter", ["legacy"])  # dynamo's constant [1, -1] target: see the frontend tests
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
 def test_view_reshape_target_follows_removed_channels(zoo_export, tmp_path, exporter: str) -> None:
-    exp = zoo_export("ViewNet", exporter, plants=(("conv", (1, 5), "fanin"),))
+    """``x.view(x.size(0), -1)``: legacy computes ``[N, -1]`` from Shape/Gather/Concat, dynamo writes
+    ``[1, -1]`` with ``allowzero=1``; both become constants with a free batch that compaction keeps right."""
+    exp = zoo_export("ViewNet", exporter, plants=models.PLANTS["ViewNet"])
     assert exp.expected_drop == 2 * (27 + 1 + 36 * 32)
     report, model = _compact(exp, tmp_path)
     assert _drop(report) == 2360
     assert _weight_shapes(model)["fc1.weight"] == (32, 6 * 36)
+    targets = [_init(model, n.input[1]).tolist() for n in model.graph.node if n.op_type == "Reshape"]
+    assert targets and all(t in ([-1, 216], [0, -1]) for t in targets)
 
 
 # --------------------------------------------------------------------------------- batch norm
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_bn_net_channel_removal(zoo_export, tmp_path, train: bool) -> None:
     """BN kept (TrainingMode.PRESERVE): inference BN, and ``training_mode=1`` BN when exported in train mode."""
-    exp = zoo_export("ConvBN", "legacy", keep_bn=True, train=train,
-                     plants=(("c1", (2,), "fanin"), ("c2", (3,), "fanout")))
+    exp = zoo_export("ConvBN", "legacy", keep_bn=True, train=train, plants=models.PLANTS["ConvBN"])
     c1 = 27 + 2 + 16 * 9                          # conv1 filter, BN scale+shift, conv2 input slice
     c2 = 7 * 9 + 2 + 10                           # conv2 filter over 7 inputs, BN, fc column
     assert exp.expected_drop == c1 + c2 == 248
@@ -144,25 +149,61 @@ def test_bn_net_channel_removal(zoo_export, tmp_path, train: bool) -> None:
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-@pytest.mark.parametrize(("conv", "space", "unit", "params"), [("conv1", "c1", 5, 27 + 2 + 16 * 9),
-                                                               ("conv2", "c2", 3, 8 * 9 + 2 + 10)])
-def test_bn_channel_with_zero_filter_only_is_folded(tmp_path, train: bool, conv: str, space: str, unit: int,
-                                                     params: int) -> None:
+@pytest.mark.parametrize(("conv", "space", "unit", "params"),
+                         [("conv1", "c1", 5, 0), ("conv2", "c2", 3, 8 * 9 + 2 + 10)],
+                         ids=["padded-reader", "linear-reader"])
+def test_bn_channel_with_zero_filter_only(tmp_path, train: bool, conv: str, space: str, unit: int,
+                                          params: int) -> None:
     """A zero filter with non-zero BN scale/shift: the channel is relu(shift - scale*mean/std) with
     inference BN, relu(shift) with ``training_mode=1`` BN (onnxruntime normalises with the batch's
-    statistics). conv1's constant goes into bn2's running mean (conv2 has no bias), conv2's into fc's
-    bias, where using the wrong one of the two values would show."""
+    statistics). conv2's constant goes into fc's bias, where using the wrong one of the two values
+    would show; conv1's is read by a padded 3x3 conv, whose border would differ: it must stay."""
     module = models.build("ConvBN")
     bn = getattr(module, conv.replace("conv", "bn"))
     with torch.no_grad():
         getattr(module, conv).weight[unit].zero_()
-        bn.bias[unit], bn.running_mean[unit] = 0.3, 0.2  # the two semantics give 0.3 and about 0.15
-    assert models.removal_count(module, {space: [unit]}) == params
+        bn.bias[unit], bn.running_mean[unit], bn.weight[unit] = 0.3, 0.2, 0.5  # 0.3, or 0.3 - 0.5 * 0.2 / std
     if train:
         module.train()
     path = models.export(module, tmp_path / "bn.onnx", "legacy", keep_bn=True)
     report, _ = _compact(models.Exported(module.eval(), path), tmp_path)
     assert _drop(report) == params
+    if params:
+        assert models.removal_count(module, {space: [unit]}) == params
+
+
+class PointwiseBN(models.Zoo):
+    """conv3x3-BN-ReLU, then a bias-free 1x1 conv-BN-ReLU: a constant channel of the first reaches the
+    1x1 conv unchanged at every position, and the only place for its effect is bn2's running mean."""
+
+    INPUT = (3, 6, 6)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = torch.nn.Conv2d(8, 6, 1, bias=False), torch.nn.BatchNorm2d(6)
+        self.fc = torch.nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_constant_channel_folds_into_next_bn_running_mean(tmp_path, train: bool) -> None:
+    torch.manual_seed(0)
+    module = PointwiseBN().eval()
+    with torch.no_grad():
+        module.bn2.running_mean.uniform_(-0.2, 0.2)
+        module.conv1.weight[4].zero_()
+        module.bn1.bias[4] = 0.4
+    if train:
+        module.train()
+    path = models.export(module, tmp_path / "pointwise.onnx", "legacy", keep_bn=True)
+    report, model = _compact(models.Exported(module.eval(), path), tmp_path)
+    assert _drop(report) == 27 + 2 + 6
+    mean = _init(model, "bn2.running_mean")
+    assert not np.allclose(mean, module.bn2.running_mean.numpy())  # the constant's effect moved here
 
 
 def test_bn_channel_gated_by_zero_scale_and_shift(tmp_path) -> None:
@@ -182,8 +223,7 @@ def test_bn_channel_gated_by_zero_scale_and_shift(tmp_path) -> None:
 @pytest.mark.parametrize(("exporter", "keep_bn"), [("legacy", True), ("dynamo", False)])
 def test_residual_channel_dead_in_every_branch_is_removed(zoo_export, tmp_path, exporter: str,
                                                           keep_bn: bool) -> None:
-    exp = zoo_export("Residual", exporter, keep_bn=keep_bn, plants=(("trunk", (1,), "fanin"),
-                                                                    ("b1", (2, 4), "fanin")))
+    exp = zoo_export("Residual", exporter, keep_bn=keep_bn, plants=models.PLANTS["Residual"])
     # trunk unit: stem filter 27 + BN 2; b1_conv2, b2_conv2 filters 72 + BN 2 each; b1_conv1,
     # b2_conv1 input slices 72 each; fc column 10. b1 unit: b1_conv1 filter 72 + BN 2, b1_conv2
     # input slice 72. The trunk and b1 units share 9 weights in b1_conv1 and 9 in b1_conv2.
@@ -226,8 +266,7 @@ def test_residual_channel_dead_in_one_branch_only_is_kept(zoo_export, tmp_path) 
 # ------------------------------------------------------------------------- depthwise + concat
 @pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
 def test_depthwise_and_concat_segments(zoo_export, tmp_path, exporter: str) -> None:
-    plants = (("stem", (4,), "fanin"), ("a", (1,), "fanin"), ("b", (3, 8), "fanout"))
-    exp = zoo_export("DepthwiseConcat", exporter, plants=plants)
+    exp = zoo_export("DepthwiseConcat", exporter, plants=models.PLANTS["DepthwiseConcat"])
     stem = 27 + 1 + 9 + 1 + 6 + 10              # stem filter+bias, depthwise filter+bias, branch_a and pw columns
     a = 11 + 1 + 16                              # branch_a row over 11 stem channels, bias, merge column
     b = 2 * (11 + 1 + 16)                        # pw rows, biases, merge columns (shifted by branch A's 6)
@@ -244,7 +283,7 @@ def test_depthwise_and_concat_segments(zoo_export, tmp_path, exporter: str) -> N
 # ---------------------------------------------------------------------------------- split/chunk
 @pytest.mark.parametrize("exporter", ["legacy"])  # dynamo writes the same Split with explicit sizes
 def test_split_sizes_follow_removed_channels(zoo_export, tmp_path, exporter: str) -> None:
-    exp = zoo_export("SplitNet", exporter, plants=(("conv", (2, 9), "fanin"), ("right", (1,), "fanout")))
+    exp = zoo_export("SplitNet", exporter, plants=models.PLANTS["SplitNet"])
     conv2 = 27 + 1 + 8                           # conv unit 2 feeds left (8 filters of 1x1)
     conv9 = 27 + 1 + 8 * 9                       # conv unit 9 feeds right (8 filters of 3x3)
     right1 = 9 * 9 + 1 + 5                       # right filter over 9 inputs, bias, fc column
@@ -258,7 +297,7 @@ def test_split_sizes_follow_removed_channels(zoo_export, tmp_path, exporter: str
 @pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
 def test_chunk_halves_become_unequal(zoo_export, tmp_path, exporter: str) -> None:
     """``chunk(2)``: dynamo writes Split(num_outputs=2), legacy two Slices with shape-computed bounds."""
-    exp = zoo_export("ChunkNet", exporter, plants=(("conv", (2, 7, 8), "fanin"),))
+    exp = zoo_export("ChunkNet", exporter, plants=models.PLANTS["ChunkNet"])
     assert exp.expected_drop == 3 * (27 + 1 + 4)
     report, model = _compact(exp, tmp_path)
     assert _drop(report) == 96
@@ -266,8 +305,17 @@ def test_chunk_halves_become_unequal(zoo_export, tmp_path, exporter: str) -> Non
     assert shapes["left.weight"] == (4, 5, 1, 1) and shapes["right.weight"] == (4, 4, 1, 1)
 
 
+def test_slices_with_negative_start_follow_removed_channels(zoo_export, tmp_path) -> None:
+    exp = zoo_export("SliceNet", "legacy", plants=models.PLANTS["SliceNet"])
+    assert exp.expected_drop == 4 * (27 + 1 + 4)  # units 1, 5 feed head, 7 and 9 feed tail
+    report, model = _compact(exp, tmp_path)
+    assert _drop(report) == 128
+    shapes = _weight_shapes(model)
+    assert shapes["head.weight"] == (4, 4, 1, 1) and shapes["tail.weight"] == (4, 2, 1, 1)
+
+
 def test_transpose_layout_matmul(zoo_export, tmp_path) -> None:
-    exp = zoo_export("TokenMLP", "legacy", keep_bn=True, plants=(("conv", (2,), "fanin"), ("fc1", (4,), "fanin", 0.2)))
+    exp = zoo_export("TokenMLP", "legacy", keep_bn=True, plants=models.PLANTS["TokenMLP"])
     assert exp.expected_drop == (12 + 1 + 12) + (7 + 1 + 3)
     report, _ = _compact(exp, tmp_path)
     assert _drop(report) == 36
@@ -301,6 +349,21 @@ def test_sparse_coo_output_is_smaller_and_equal(tmp_path) -> None:
     assert dense_report.after.params == coo_report.after.params == models.param_count(module) - 2 * 885
 
 
+def test_initializers_listed_as_inputs_get_their_new_shapes(tmp_path) -> None:
+    """``keep_initializers_as_inputs=True`` declares each weight as a graph input with its shape too."""
+    module = models.build("MLP")
+    models.plant_dead(module, "fc2", (1, 2), "fanout")
+    path = str(tmp_path / "as_inputs.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter announces its deprecation
+        torch.onnx.export(module, (module.sample(1),), path, dynamo=False, keep_initializers_as_inputs=True,
+                          input_names=["input"], dynamic_axes={"input": {0: "batch"}})
+    report, model = _compact(models.Exported(module, path), tmp_path)
+    assert _drop(report) == 2 * (300 + 1 + 10)
+    declared = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.input}
+    assert declared["fc2.weight"] == [98, 300] and declared["fc3.weight"] == [10, 98]
+
+
 def test_nothing_dead_changes_nothing(zoo_export, tmp_path) -> None:
     exp = zoo_export("DepthwiseConcat", "legacy")
     report, model = _compact(exp, tmp_path)
@@ -309,7 +372,7 @@ def test_nothing_dead_changes_nothing(zoo_export, tmp_path) -> None:
 
 
 def test_cli_compact_prints_before_and_after(zoo_export, tmp_path) -> None:
-    exp = zoo_export("MLP", "legacy", plants=(("fc1", (3, 7), "fanin"), ("fc2", (5,), "fanout")))
+    exp = zoo_export("MLP", "legacy", plants=models.PLANTS["MLP"])
     out = tmp_path / "cli.onnx"
     done = subprocess.run([sys.executable, "-m", "nestc", "compact", exp.path, "-o", str(out), "--round-to", "1"],
                           env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120)

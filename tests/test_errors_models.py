@@ -54,6 +54,14 @@ def _beside(name: str, content: Callable[[], object]) -> Callable[[Path], Path]:
     return lambda folder: save(content(), folder / "models" / name)  # type: ignore[arg-type]
 
 
+def _linked_out(folder: Path) -> Path:
+    """``w1.bin`` beside the model is a symlink to a file outside its folder."""
+    model = save(h.external_data("w1.bin"), folder / "models" / "ext.onnx")
+    (folder / "secret.bin").write_bytes(bytes(96))
+    (folder / "models" / "w1.bin").symlink_to(folder / "secret.bin")
+    return model
+
+
 CASES = [
     Case("missing path", lambda folder: folder / "absent.onnx", ("no such file",)),
     Case("directory", _folder, ("is a directory",)),
@@ -83,6 +91,8 @@ CASES = [
          ("external data file 'w1.bin'", "missing")),
     Case("external data ../../etc/passwd", _beside("ext.onnx", lambda: h.external_data("../../etc/passwd")),
          ("'../../etc/passwd'", "outside the model's folder")),
+    Case("external data through a symlink", _linked_out,
+         ("external data of tensor 'w1' points outside the model's folder ('w1.bin')",)),
     Case("external data absolute path", _beside("ext.onnx", lambda: h.external_data("/etc/passwd")),
          ("'/etc/passwd'", "outside the model's folder")),
 ]

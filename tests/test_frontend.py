@@ -1,6 +1,7 @@
 """The ONNX frontend on real exports: loaded networks compute what onnxruntime computes, at any batch.
 
-Covers torch's dynamo exporter (static batch 1, constants folded, ``Split(num_outputs)``, Reshape
+The exports are the zoo's standard planted ones (:data:`models.PLANTS`), shared with the compaction
+tests. Covers torch's dynamo exporter (static batch 1, constants folded, ``Split(num_outputs)``, Reshape
 targets with ``allowzero``), the legacy exporter (dynamic batch, run-time ``Shape -> Gather ->
 Unsqueeze -> Concat -> Reshape`` targets, ``Slice`` bounds computed from shapes, and without
 constant folding ``Transpose`` of weights and kept BatchNormalization), opset conversion, and
@@ -37,6 +38,7 @@ VARIANTS = [
     ("ConvBN", "legacy", True), ("Residual", "dynamo", False), ("Residual", "legacy", True),
     ("DepthwiseConcat", "dynamo", False), ("DepthwiseConcat", "legacy", False),
     ("SplitNet", "legacy", False), ("ChunkNet", "dynamo", False), ("ChunkNet", "legacy", False),
+    ("SliceNet", "legacy", False),
     ("TokenMLP", "dynamo", False), ("TokenMLP", "legacy", True),
 ]
 IDS = [f"{n}-{e}{'-bn' if bn else ''}" for n, e, bn in VARIANTS]
@@ -45,7 +47,7 @@ IDS = [f"{n}-{e}{'-bn' if bn else ''}" for n, e, bn in VARIANTS]
 @pytest.mark.parametrize(("name", "exporter", "keep_bn"), VARIANTS, ids=IDS)
 def test_loaded_network_matches_onnxruntime_at_any_batch(zoo_export, name: str, exporter: str,
                                                          keep_bn: bool) -> None:
-    exp = zoo_export(name, exporter, keep_bn=keep_bn)
+    exp = zoo_export(name, exporter, keep_bn=keep_bn, plants=models.PLANTS[name])
     net = api.load_network(exp.path)
     for batch in (1, 7, 64):
         x = exp.module.sample(batch, seed=batch).numpy()
@@ -60,7 +62,7 @@ def test_loaded_network_matches_onnxruntime_at_any_batch(zoo_export, name: str, 
 
 @pytest.mark.parametrize(("name", "exporter", "keep_bn"), VARIANTS, ids=IDS)
 def test_emitted_model_equals_original_in_onnxruntime(zoo_export, name: str, exporter: str, keep_bn: bool) -> None:
-    exp = zoo_export(name, exporter, keep_bn=keep_bn)
+    exp = zoo_export(name, exporter, keep_bn=keep_bn, plants=models.PLANTS[name])
     emitted = emit_model(api.load_network(exp.path))
     onnx.checker.check_model(emitted)
     x = exp.module.sample(7, seed=3).numpy()
@@ -74,13 +76,13 @@ def test_emitted_model_equals_original_in_onnxruntime(zoo_export, name: str, exp
                          ids=[i for i, v in zip(IDS, VARIANTS) if v[0] not in ("ConvBN", "Residual") or v[2]])
 def test_params_equal_torch_numel(zoo_export, name: str, exporter: str, keep_bn: bool) -> None:
     """Every torch parameter is a trainable initializer (BN kept; transposed weights folded back)."""
-    exp = zoo_export(name, exporter, keep_bn=keep_bn)
+    exp = zoo_export(name, exporter, keep_bn=keep_bn, plants=models.PLANTS[name])
     assert model_stats(api.load_network(exp.path)).params == models.param_count(exp.module)
 
 
 def test_shared_initial_bn_parameters_become_separate_parameters(zoo_export) -> None:
     """Fresh BNs share one all-ones scale in a legacy export (``Identity`` per BN): each is a parameter."""
-    exp = zoo_export("Residual", "legacy", keep_bn=True, fresh_bn=True)
+    exp = zoo_export("Residual", "legacy", keep_bn=True, fresh_bn=True, plants=(("trunk", (5,), "fanin"),))
     assert "Identity" in {n.op_type for n in onnx.load(exp.path).graph.node}
     net = api.load_network(exp.path)
     assert "Identity" not in {n.op_type for n in net.nodes}
@@ -90,7 +92,7 @@ def test_shared_initial_bn_parameters_become_separate_parameters(zoo_export) -> 
 
 
 def test_inspect_cli_json_reports_torch_param_count(zoo_export) -> None:
-    exp = zoo_export("LeNet5", "dynamo")
+    exp = zoo_export("LeNet5", "dynamo", plants=models.PLANTS["LeNet5"])
     done = subprocess.run([sys.executable, "-m", "nestc", "inspect", exp.path, "--json"], env=SUBPROCESS_ENV,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -101,7 +103,7 @@ def test_inspect_cli_json_reports_torch_param_count(zoo_export) -> None:
 
 
 def test_dynamo_batch_one_export_gets_a_free_batch(zoo_export) -> None:
-    exp = zoo_export("ViewNet", "dynamo")
+    exp = zoo_export("ViewNet", "dynamo", plants=models.PLANTS["ViewNet"])
     model = load_model(exp.path)
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param
     x = exp.module.sample(9).numpy()
@@ -122,14 +124,14 @@ def test_opset_11_export_is_converted_and_still_matches(zoo_export) -> None:
 
 def test_untransposed_weights_are_parameters(zoo_export) -> None:
     """Without constant folding the legacy exporter feeds MatMul with ``Transpose(fc1.weight)``."""
-    exp = zoo_export("TokenMLP", "legacy", keep_bn=True)
+    exp = zoo_export("TokenMLP", "legacy", keep_bn=True, plants=models.PLANTS["TokenMLP"])
     assert "Transpose" in {n.op_type for n in onnx.load(exp.path).graph.node if "fc1.weight" in n.input}
     net = api.load_network(exp.path)
     assert sum(net.is_trainable(n) for n in net.initializer_order) == len(list(exp.module.parameters()))
 
 
 def test_chunk_split_gets_explicit_sizes(zoo_export) -> None:
-    exp = zoo_export("ChunkNet", "dynamo")
+    exp = zoo_export("ChunkNet", "dynamo", plants=models.PLANTS["ChunkNet"])
     splits = [n for n in load_model(exp.path).graph.node if n.op_type == "Split"]
     assert splits and all(len(n.input) == 2 and not any(a.name == "num_outputs" for a in n.attribute)
                           for n in splits)

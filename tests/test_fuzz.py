@@ -89,7 +89,7 @@ def compact_or_refuse(model_bytes: bytes) -> bool:
         try:
             api.compact(source, out)
         except NestcError as exc:
-            assert str(exc).strip(), "an error without a message"
+            assert str(source) in str(exc), f"the message does not name the file: {exc}"
             assert not out.exists(), "an output was written although compact failed"
             return False
         compacted = _session(out)

@@ -156,9 +156,10 @@ def analyse_channels(net: Network, sample: torch.Tensor | None = None) -> Channe
 
     Args:
         net: the network.
-        sample: one batch of inputs used to learn static shapes (default: zeros of batch 2).
+        sample: a batch for the first input, used to learn static shapes (default: seeded random, batch 2).
     """
-    ctx = RuleContext(net, net.tensor_shapes(*sample_inputs(net, sample)))
+    batch = 2 if sample is None else len(sample)
+    ctx = RuleContext(net, net.tensor_shapes(*sample_inputs(net, sample, batch)))
     for name in net.input_names:
         if ctx.rank(name) >= 2:
             ctx.input_layout(name, 1, f"graph input '{name}'")

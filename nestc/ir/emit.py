@@ -42,8 +42,21 @@ def emit_model(net: Network, sparse_format: str = "dense") -> onnx.ModelProto:
             graph.sparse_initializer.append(_coo(array, name))
         else:
             graph.initializer.append(numpy_helper.from_array(array, name))
+    _match_initializer_inputs(net, graph)
     del graph.value_info[:]
     return model
+
+
+def _match_initializer_inputs(net: Network, graph: onnx.GraphProto) -> None:
+    """Give initializers that are also listed as graph inputs (``keep_initializers_as_inputs``
+    exports) their current shape; runtimes refuse a declared shape that the data does not have."""
+    for value in graph.input:
+        if not net.has_tensor(value.name) or not value.type.HasField("tensor_type"):
+            continue
+        shape = value.type.tensor_type.shape
+        del shape.dim[:]
+        for size in net.tensor(value.name).shape:
+            shape.dim.add().dim_value = int(size)
 
 
 def _node_proto(node: Node, proto: onnx.NodeProto, index: int) -> onnx.NodeProto:

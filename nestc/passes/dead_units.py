@@ -233,7 +233,7 @@ def _probe_fold(net: Network, analysis: ChannelAnalysis, node: Node, member: Mem
 
 def _fold_into_bias(net: Network, analysis: ChannelAnalysis, node: Node, delta: torch.Tensor) -> list[Fold] | None:
     """The fold that adds ``delta`` (per output unit) to ``node``'s output, or ``None`` when there is
-    no place to put it.
+    no place to put it (a tensor other nodes read too is no such place).
 
     Places, in order: the node's own bias (Gemm's ``C`` is scaled by ``beta``, so it gets
     ``delta / beta``); the per-unit constant of an Add that is the output's only reader; the running
@@ -243,7 +243,9 @@ def _fold_into_bias(net: Network, analysis: ChannelAnalysis, node: Node, delta: 
     for member, name in zip(analysis.members, analysis.member_nodes, strict=True):
         if name == node.name and member.role == "bias":
             beta = float(node.attr("beta", 1.0)) if node.op_type == "Gemm" else 1.0
-            return None if beta == 0 else [Fold(member.tensor, member.axis, delta / beta)]
+            if beta == 0 or len(_readers(net, member.tensor)) != 1:
+                return None
+            return [Fold(member.tensor, member.axis, delta / beta)]
     out = node.outputs[0]
     readers = _readers(net, out)
     if len(readers) != 1:
@@ -252,7 +254,8 @@ def _fold_into_bias(net: Network, analysis: ChannelAnalysis, node: Node, delta: 
     if reader.op_type == "Add":
         return _fold_into_add(net, analysis, node, reader, delta)
     if (reader.op_type == "BatchNormalization" and reader.inputs[0] == out and len(reader.inputs) > 3
-            and net.has_tensor(reader.inputs[3]) and node.op_type in ("Conv", "ConvTranspose", "Gemm")):
+            and net.has_tensor(reader.inputs[3]) and node.op_type in ("Conv", "ConvTranspose", "Gemm")
+            and len(_readers(net, reader.inputs[3])) == 1):
         mean = net.tensor(reader.inputs[3])
         if mean.dim() == 1 and mean.numel() == delta.numel():
             return [Fold(reader.inputs[3], 0, -delta)]
@@ -264,7 +267,8 @@ def _fold_into_add(net: Network, analysis: ChannelAnalysis, node: Node, add: Nod
     """An Add of ``node``'s output and a trainable constant holding one value per output unit."""
     out = node.outputs[0]
     others = [i for i in add.inputs if i != out]
-    if len(others) != 1 or not net.has_tensor(others[0]) or not net.is_trainable(others[0]):
+    if (len(others) != 1 or not net.has_tensor(others[0]) or not net.is_trainable(others[0])
+            or len(_readers(net, others[0])) != 1):
         return None
     for member, name in zip(analysis.members, analysis.member_nodes, strict=True):
         if name == add.name and member.tensor == others[0] and net.tensor(member.tensor).numel() == delta.numel():

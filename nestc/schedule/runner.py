@@ -157,12 +157,13 @@ class NestRun:
                             stats.nonzero_params, stats.macs, stats.nonzero_macs, widths, densities,
                             round(self.state["epochs_used"], 3), round(time.perf_counter() - self.started, 2))
         self.state["history"].append(asdict(record))
-        self.log(f"[{phase} {self.state['step']:>3}] {action:<34} val acc {accuracy:.2%}  "
-                 f"non-zero {stats.nonzero_params:,}  {'kept' if accepted else 'undone'}")
+        if self.trainer.dist.is_main:
+            self.log(f"[{phase} {self.state['step']:>3}] {action:<34} val acc {accuracy:.2%}  "
+                     f"non-zero {stats.nonzero_params:,}  {'kept' if accepted else 'undone'}")
         self.state["step"] += 1
 
     def _save(self) -> None:
-        if self.checkpoint:
+        if self.checkpoint and self.trainer.dist.is_main:  # every rank holds the same state; one writes
             save_checkpoint(self.checkpoint, self.net, self.best, self.state)
 
     # -------------------------------------------------------------------------------------- phases
