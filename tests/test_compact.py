@@ -280,6 +280,36 @@ def test_depthwise_and_concat_segments(zoo_export, tmp_path, exporter: str) -> N
     assert _weight_shapes(model)["merge.weight"] == (16, 5 + 8, 1, 1)
 
 
+class Separable(models.Zoo):
+    """conv-ReLU-depthwise-ReLU-pointwise: nothing but the depthwise filter reads the first conv."""
+
+    INPUT = (3, 6, 6)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.dw = torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.Conv2d(6, 6, 3, padding=1, groups=6)
+        self.pw, self.fc = torch.nn.Conv2d(6, 5, 1), torch.nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.pw(torch.relu(self.dw(torch.relu(self.conv(x))))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_zero_depthwise_filter_silences_its_channel(tmp_path) -> None:
+    """The depthwise filter of channel 2 is zero (its bias is not): whatever the first conv computes,
+    the channel leaves the filter as relu(bias), which the pointwise conv's bias absorbs."""
+    torch.manual_seed(0)
+    module = Separable().eval()
+    with torch.no_grad():
+        module.dw.weight[2].zero_()
+        module.dw.bias[2] = 0.3
+    path = models.export(module, tmp_path / "separable.onnx", "legacy")
+    report, model = _compact(models.Exported(module, path), tmp_path)
+    assert _drop(report) == (27 + 1) + (9 + 1) + 5
+    dw = next(n for n in model.graph.node if any(a.name == "group" and a.i > 1 for a in n.attribute))
+    assert next(a.i for a in dw.attribute if a.name == "group") == 5
+
+
 # ---------------------------------------------------------------------------------- split/chunk
 @pytest.mark.parametrize("exporter", ["legacy"])  # dynamo writes the same Split with explicit sizes
 def test_split_sizes_follow_removed_channels(zoo_export, tmp_path, exporter: str) -> None:

@@ -44,12 +44,13 @@ class Member:
     tensor: str
     axis: int
     space: int
-    role: str  # "producer", "bias", "consumer" or "follow"
+    role: str  # "producer", "bias" (or BN shift), "bn_scale", "consumer", or "follow" (depthwise, BN statistics)
     offset: int = 0
     block: int = 1
     lo: int = 0
     hi: int = 1 << 30
     foldable: bool = True  # a reader that can fold a non-zero constant unit into its bias
+    layer: str = ""  # the layer a writer belongs to (its weight's name)
 
 
 @dataclass
@@ -105,14 +106,26 @@ class Builder:
             offset += (hi - lo) * block
 
     # ------------------------------------------------------------------------------ layers
-    def conv(self, x: str, layout: list, out: int, k: int, pad: bool, relu: bool = True) -> tuple[str, list]:
+    def conv(self, x: str, layout: list, out: int, k: int, pad: bool, relu: bool = True,
+             bn: bool = False) -> tuple[str, list]:
+        """Conv (+ bias, or bias-free + inference BatchNormalization) (+ ReLU)."""
         cin = _width(self, layout)
         w = self.weight("w", (out, cin, k, k))
-        b = self.const("b", (0.1 * self.rng.standard_normal(out)).astype(np.float32))
         space = self.space(out, relu)
         self.read(w, 1, layout, reader_foldable=not (pad and k > 1))
-        self.members += [Member(w, 0, space, "producer"), Member(b, 0, space, "bias")]
-        y = self.node("Conv", [x, w, b], kernel_shape=[k, k], pads=[k // 2 if pad else 0] * 4)
+        attrs = {"kernel_shape": [k, k], "pads": [k // 2 if pad else 0] * 4}
+        if not bn:
+            b = self.const("b", (0.1 * self.rng.standard_normal(out)).astype(np.float32))
+            self.members += [Member(w, 0, space, "producer", layer=w), Member(b, 0, space, "bias", layer=w)]
+            y = self.node("Conv", [x, w, b], **attrs)
+        else:
+            stats = [self.const(n, v.astype(np.float32)) for n, v in (
+                ("scale", 0.5 + self.rng.random(out)), ("shift", 0.1 * self.rng.standard_normal(out)),
+                ("mean", 0.1 * self.rng.standard_normal(out)), ("var", 0.5 + self.rng.random(out)))]
+            self.members += [Member(w, 0, space, "producer", layer=w), Member(stats[0], 0, space, "bn_scale", layer=w),
+                             Member(stats[1], 0, space, "bias", layer=w), Member(stats[2], 0, space, "follow"),
+                             Member(stats[3], 0, space, "follow")]
+            y = self.node("BatchNormalization", [self.node("Conv", [x, w], **attrs), *stats])
         return (self.node("Relu", [y]) if relu else y), [(space, 1)]
 
     def depthwise(self, x: str, layout: list, multiplier: int) -> tuple[str, list]:
@@ -143,7 +156,7 @@ class Builder:
             y = self.node("Gemm", [x, w, b], transB=trans)
             w_in, w_out = (1, 0) if trans else (0, 1)
         self.read(w, w_in, layout, reader_foldable=True)
-        self.members += [Member(w, w_out, space, "producer"), Member(b, 0, space, "bias")]
+        self.members += [Member(w, w_out, space, "producer", layer=w), Member(b, 0, space, "bias", layer=w)]
         if act:
             y = self.node(act, [y])
         return y, [(space, 1)]
@@ -208,7 +221,7 @@ def conv_stack(data: st.DataObject, b: Builder) -> Built:
     for _ in range(data.draw(st.integers(1, 3))):
         k = data.draw(st.sampled_from([1, 3]))
         pad = k == 3 and (spatial < 5 or data.draw(st.booleans()))  # keep at least 3x3 positions
-        x, layout = b.conv(x, layout, data.draw(st.integers(2, 6)), k, pad)
+        x, layout = b.conv(x, layout, data.draw(st.integers(2, 6)), k, pad, bn=data.draw(st.booleans()))
         spatial -= 0 if pad or k == 1 else 2
         if spatial >= 4 and data.draw(st.booleans()):
             x = b.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
@@ -288,7 +301,8 @@ def _index(array: np.ndarray, axis: int, where: slice) -> tuple:
 
 
 PLANTS = ["fanin_zero", "fanin_constant", "fanout", "fanin_partial", "fanout_partial"]
-"""zero writers (bias 0 or a positive constant), zero readers, or only the first writer / reader."""
+"""zero writers (bias 0 or a positive constant), zero readers, or only the first writer / reader; spaces
+with a depthwise filter also get "gate": that filter zero, the writers untouched."""
 
 
 def plant(data: st.DataObject, b: Builder) -> dict[int, set[int]]:
@@ -299,12 +313,18 @@ def plant(data: st.DataObject, b: Builder) -> dict[int, set[int]]:
     for space in drawn:
         info = b.spaces[space]
         units = data.draw(st.lists(st.integers(0, info.width - 1), unique=True, min_size=1, max_size=info.width - 1))
-        how = data.draw(st.sampled_from(PLANTS))
+        gated = any(m.space == space and (m.role == "bn_scale" or _is_depthwise(b, m)) for m in b.members)
+        how = data.draw(st.sampled_from([*PLANTS, "gate"] if gated else PLANTS))
+        if how == "gate":  # zero a BN scale (and shift) or a depthwise filter only, not the writers
+            removable[space] = _plant_gate(b, space, units)
+            continue
         bias = float(data.draw(st.sampled_from([0.5, 1.25]))) if how == "fanin_constant" else 0.0
-        roles = ("consumer",) if how.startswith("fanout") else ("producer", "bias")
+        roles = ("consumer",) if how.startswith("fanout") else ("producer", "bias", "bn_scale")
         chosen = [m for m in b.members if m.space == space and m.role in roles]
-        if how.endswith("partial"):
-            chosen = chosen[:2] if how == "fanin_partial" else chosen[:1]
+        if how == "fanin_partial":  # the first writing layer only
+            chosen = [m for m in chosen if m.layer == chosen[0].layer]
+        elif how == "fanout_partial":
+            chosen = chosen[:1]
         for member in chosen if roles == ("consumer",) else []:
             held = [u for u in units if member.lo <= u < member.hi]
             if len(held) == min(member.hi, info.width) - member.lo:
@@ -326,6 +346,32 @@ def plant(data: st.DataObject, b: Builder) -> dict[int, set[int]]:
     return removable
 
 
+def _is_depthwise(b: Builder, member: Member) -> bool:
+    """A depthwise filter or its bias (both follow their channel, as BN statistics do)."""
+    return member.role == "follow" and member.tensor.startswith(("dw", "db"))
+
+
+def _plant_gate(b: Builder, space: int, units: list[int]) -> set[int]:
+    """Zero the gate of ``units``: a BN's scale and shift (the unit becomes exactly zero, removable),
+    or a depthwise filter (the unit becomes the filter's bias, which every reader, all reading after
+    the filter in the depthwise family, must fold)."""
+    bn = [m for m in b.members if m.space == space and m.role in ("bn_scale", "bias") and
+          any(n.space == space and n.role == "bn_scale" for n in b.members)]
+    if bn:
+        for member in bn:
+            array = b.inits[member.tensor]
+            for unit in units:
+                array[_index(array, member.axis, _positions(member, unit))] = 0.0
+        return set(units)
+    for member in b.members:
+        if member.space == space and _is_depthwise(b, member) and b.inits[member.tensor].ndim == 4:
+            array = b.inits[member.tensor]
+            for unit in units:
+                array[_index(array, member.axis, _positions(member, unit))] = 0.0
+    readers = [m for m in b.members if m.space == space and m.role == "consumer"]
+    return {u for u in units if all(m.foldable for m in readers if _positions(m, u))}
+
+
 def _foldable(b: Builder, space: int, unit: int) -> bool:
     """A non-zero constant unit can go: no depthwise filter follows it and every reader folds it."""
     readers = [m for m in b.members if m.space == space and m.role == "consumer" and _positions(m, unit)]
@@ -337,7 +383,7 @@ def _keep_followers_positive(b: Builder, space: int, units: list[int]) -> None:
     stays positive through the ReLU and visibly differs at the border: such a unit is not removable.
     (A negative sum would make it zero everywhere, and removable after all.)"""
     for member in b.members:
-        if member.space == space and member.role == "follow":
+        if member.space == space and _is_depthwise(b, member):
             array = b.inits[member.tensor]
             for unit in units:
                 where = _positions(member, unit)

@@ -73,9 +73,8 @@ def _zero_units(net: Network, analysis: ChannelAnalysis, space: int, width: int,
 
 def _silenced_units(net: Network, analysis: ChannelAnalysis, space: int, width: int) -> torch.Tensor | None:
     """Units whose every writer is silenced: its weight row is zero (the unit is its bias), or its
-    output goes only into a BatchNormalization whose scale is zero there (the unit is BN's shift,
-    whatever the weights, in inference and in batch-statistics mode alike). Such a unit carries a
-    value that no input can change."""
+    output reaches everything downstream only through a gate that multiplies the unit by zero (the
+    unit is then the gate's shift). Such a unit carries a value that no input can change."""
     nodes = {n.name: n for n in net.nodes}
     writers = [(m, n) for m, n in analysis.space_members(space) if m.role == "producer"]
     if not writers:
@@ -83,19 +82,37 @@ def _silenced_units(net: Network, analysis: ChannelAnalysis, space: int, width: 
     silenced = torch.ones(width, dtype=torch.bool)
     for member, name in writers:
         zero = unit_magnitudes(net, member, analysis, space, width).cpu() == 0
-        gate = _bn_gate(net, analysis, nodes[name], space, width)
+        gate = _gate(net, analysis, nodes[name], space, width)
         silenced &= zero if gate is None else zero | gate
     return silenced
 
 
-def _bn_gate(net: Network, analysis: ChannelAnalysis, node: Node, space: int, width: int) -> torch.Tensor | None:
-    """Units that a BatchNormalization right after ``node`` (its only reader) multiplies by zero."""
-    readers = _readers(net, node.outputs[0])
-    if len(readers) != 1 or readers[0].op_type != "BatchNormalization" or readers[0].inputs[0] != node.outputs[0]:
+_LANE_WISE = frozenset({"Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "Gelu",
+                        "Elu", "Identity", "Dropout", "MaxPool", "AveragePool"})
+"""Ops a unit passes through on its own lane (a gate after them still silences it)."""
+
+
+def _gate(net: Network, analysis: ChannelAnalysis, node: Node, space: int, width: int) -> torch.Tensor | None:
+    """Units that a gate after ``node`` multiplies by zero, when that gate is the only way out.
+
+    From ``node``'s output, follow single readers through lane-wise ops (ReLU, pooling) to a
+    BatchNormalization (zero scale: the unit becomes its shift, with running or batch statistics
+    alike) or a depthwise convolution (zero filter: the unit becomes its bias).
+    """
+    tensor = node.outputs[0]
+    while True:
+        readers = _readers(net, tensor)
+        if len(readers) != 1 or readers[0].inputs[0] != tensor:
+            return None
+        reader = readers[0]
+        if reader.op_type in _LANE_WISE:
+            tensor = reader.outputs[0]
+            continue
+        if reader.op_type == "BatchNormalization" or (reader.op_type == "Conv" and int(reader.attr("group", 1)) > 1):
+            break
         return None
-    bn = readers[0]
     for member, name in zip(analysis.members, analysis.member_nodes, strict=True):
-        if name == bn.name and member.tensor == bn.inputs[1] and member.axis == 0:
+        if name == reader.name and member.tensor == reader.inputs[1] and member.axis == 0:
             return unit_magnitudes(net, member, analysis, space, width).cpu() == 0
     return None
 
