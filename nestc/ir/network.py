@@ -328,9 +328,13 @@ class Network(nn.Module):
         finally:
             self.train(was_training)
 
-    def tensor_shapes(self, *inputs: torch.Tensor) -> dict[str, tuple[int, ...]]:
-        """Shapes of every tensor in the graph for the given inputs (one inference pass)."""
-        names = [o for n in self.nodes for o in n.outputs if o]
+    def activations(self, inputs: Sequence[torch.Tensor], names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """The tensors ``names`` for ``inputs``, computed in inference mode without gradients.
+
+        Inference mode is the emitted file's semantics (a BatchNormalization exported with
+        ``training_mode=1`` still uses batch statistics, as onnxruntime does), so values measured
+        here are the ones a runtime will see.
+        """
         was_training = self.training
         self.eval()
         try:
@@ -338,8 +342,13 @@ class Network(nn.Module):
                 self(*inputs, taps=names)
         finally:
             self.train(was_training)
-        shapes = {name: tuple(t.shape) for name, t in self.tapped.items()}
+        found, self.tapped = self.tapped, {}
+        return found
+
+    def tensor_shapes(self, *inputs: torch.Tensor) -> dict[str, tuple[int, ...]]:
+        """Shapes of every tensor in the graph for the given inputs (one inference pass)."""
+        names = [o for n in self.nodes for o in n.outputs if o]
+        shapes = {name: tuple(t.shape) for name, t in self.activations(inputs, names).items()}
         shapes.update({name: tuple(self.tensor(name).shape) for name in self._keys})
         shapes.update({name: tuple(t.shape) for name, t in zip(self.input_names, inputs)})
-        self.tapped = {}
         return shapes

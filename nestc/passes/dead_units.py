@@ -19,7 +19,7 @@ from nestc.channels.analysis import ChannelAnalysis
 from nestc.channels.layout import Layout, Member, unit_positions
 from nestc.channels.resize import SpaceChange
 from nestc.ir.network import Network
-from nestc.ir.registry import Node, OpHandler
+from nestc.ir.registry import Node
 
 CONSTANT_TOLERANCE = 1e-6
 """Relative spread below which a measured activation counts as constant."""
@@ -157,7 +157,7 @@ def _fold_constants(net: Network, analysis: ChannelAnalysis, sample: list[torch.
     """
     nodes = {n.name: n for n in net.nodes}
     taps = {nodes[name].inputs[0] for space in constant_units for _, name in readers[space]}
-    acts = _runtime_activations(net, sample, taps)
+    acts = net.activations(sample, taps)
     for space, units in constant_units.items():
         folds: dict[int, list[Fold]] = {u: [] for u in units}
         for member, name in readers[space]:
@@ -173,44 +173,6 @@ def _fold_constants(net: Network, analysis: ChannelAnalysis, sample: list[torch.
                     folds[unit].extend(fold)
         if folds:
             result.constant[space] = (sorted(folds), folds)
-
-
-class _BatchStatistics(OpHandler):
-    """A BatchNormalization node declared ``training_mode=1`` as onnxruntime runs it: normalised
-    with the batch's statistics, running statistics left untouched."""
-
-    op_type = "BatchNormalization"
-
-    def __init__(self, inner: OpHandler) -> None:
-        self.inner = inner
-
-    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
-        copies = [t.clone() if t is not None and i in (3, 4) else t for i, t in enumerate(inputs)]
-        return self.inner.forward(node, copies, True)
-
-
-def _runtime_activations(net: Network, sample: list[torch.Tensor], taps: set[str]) -> dict[str, torch.Tensor]:
-    """Activations ``taps`` in inference, with the semantics the emitted file has in a runtime.
-
-    The measured constants are folded into biases of the written model, so they must be the values
-    onnxruntime will see: a BatchNormalization with ``training_mode=1`` there normalises a constant
-    unit to exactly its shift, where the network's own inference mode would use running statistics.
-    """
-    saved = list(net.handlers)
-    for index, node in enumerate(net.nodes):
-        if node.op_type == "BatchNormalization" and int(node.attr("training_mode", 0)):
-            net.handlers[index] = _BatchStatistics(saved[index])
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            net(*sample, taps=taps)
-    finally:
-        net.handlers[:] = saved
-        net.train(was_training)
-    acts = dict(net.tapped)
-    net.tapped = {}
-    return acts
 
 
 def _activation_axis(analysis: ChannelAnalysis, tensor: str, layout: Layout) -> int | None:
