@@ -64,11 +64,11 @@ class NestConfig:
     map_candidates: int = 4
     prune_fraction: float = 0.3
     min_prune_fraction: float = 0.03
-    regrow_fraction: float = 0.2
+    regrow_fraction: float = 0.0
     partial_area_gamma: float = 0.02
     retrain_epochs: float = 1.0
     recovery_epochs: float = 1.0
-    distill: bool = True
+    distill: bool = False
     probe_samples: int = 1024
     validation: str = "auto"
     val_fraction: float = 0.1
