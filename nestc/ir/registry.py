@@ -7,6 +7,7 @@ multiply-accumulates it costs. How channel axes flow through an op is a separate
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -33,7 +34,7 @@ class Node:
         return f"node '{self.name}' ({self.op_type})"
 
 
-class OpHandler:
+class OpHandler(ABC):
     """Base of all op handlers; subclasses set ``op_type`` and implement :meth:`forward`.
 
     Attributes:
@@ -46,9 +47,9 @@ class OpHandler:
     domains: ClassVar[tuple[str, ...]] = ("",)
     weight_inputs: ClassVar[tuple[int, ...]] = ()
 
+    @abstractmethod
     def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
         """Compute the node's outputs from its inputs (``None`` for omitted optional inputs)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
     def macs(self, node: Node, in_shapes: list[tuple[int, ...] | None], out_shapes: list[tuple[int, ...] | None],
              weights: list[torch.Tensor | None]) -> int:

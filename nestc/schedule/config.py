@@ -54,8 +54,8 @@ class NestConfig:
     max_epochs: float = 40.0
     time_budget: float | None = None
     grow: str = "auto"
-    grow_steps: int = 6
-    grow_epochs: float = 1.0
+    grow_steps: int = 8
+    grow_epochs: float = 2.0
     connection_growth: float = 0.5
     neuron_growth: int = 8
     feature_map_growth: int = 2

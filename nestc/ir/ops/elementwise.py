@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 
 from nestc.ir.registry import Node, OpHandler, register
@@ -52,8 +54,9 @@ class _Binary(OpHandler):
             return [self.apply(a.view(torch.int64), b.view(torch.int64)).view(torch.uint64)]
         return [self.apply(a, b)]
 
+    @abstractmethod
     def apply(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The operation on two aligned tensors."""
 
 
 @register
