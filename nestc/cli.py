@@ -185,7 +185,8 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--regrow-fraction", default=0.0, show_default=True, type=float,
               help="Share of each pruning step regrown by gradient (RigL-style; measured to cost compression).")
 @click.option("--distill", is_flag=True, help="Distil from the original model while retraining.")
-@click.option("--partial-area-gamma", default=0.02, show_default=True, type=float)
+@click.option("--partial-area-gamma", default=0.0, show_default=True, type=float,
+              help="Share of conv input positions masked per pruning step (partial-area convolution).")
 @click.option("--retrain-epochs", default=1.0, show_default=True, type=float)
 @click.option("--birth-strength", default=0.5, show_default=True, type=float)
 @click.option("--validation", default="auto", show_default=True, type=click.Choice(["auto", "test", "train"]),

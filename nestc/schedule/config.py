@@ -65,7 +65,7 @@ class NestConfig:
     prune_fraction: float = 0.3
     min_prune_fraction: float = 0.03
     regrow_fraction: float = 0.0
-    partial_area_gamma: float = 0.02
+    partial_area_gamma: float = 0.0
     retrain_epochs: float = 1.0
     recovery_epochs: float = 1.0
     distill: bool = False
