@@ -120,7 +120,7 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
     models = [load_model(original), load_model(candidate)]
     sessions = [runtime.session(onnx.load(str(p)).SerializeToString(), str(p)) for p in (original, candidate)]
     x, y = _validation_inputs(models[0], data, samples, data_dir, seed)
-    outs = [_run_static_aware(s, m, x) for s, m in zip(sessions, models, strict=True)]
+    outs = [runtime.run_batched(s, x) for s in sessions]
     if len(outs[0]) != len(outs[1]):
         raise OptionError(f"{candidate}: has {len(outs[1])} outputs, {original} has {len(outs[0])}")
     diffs = []
@@ -166,13 +166,6 @@ def _validation_inputs(model: onnx.ModelProto, data: str | None, samples: int, d
     x = dataset.x_test[:samples]
     y = None if dataset.y_test is None else dataset.y_test[:samples]
     return x, y
-
-
-def _run_static_aware(sess, model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
-    """Run in chunks of the model's fixed batch when its file fixes one (dynamo exports batch 1)."""
-    dim = sess.get_inputs()[0].shape[0]
-    batch = dim if isinstance(dim, int) and dim > 0 else 1024
-    return runtime.run_batched(sess, x, batch)
 
 
 

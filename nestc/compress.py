@@ -180,8 +180,7 @@ def _check_equivalence(net: Network, emitted: onnx.ModelProto, x: np.ndarray, la
 def _accuracy_ort(sess, output_index: int, x: np.ndarray, y: np.ndarray | None) -> float | None:
     if y is None:
         return None
-    batch = sess.get_inputs()[0].shape[0]
-    outs = runtime.run_batched(sess, x, batch if isinstance(batch, int) and batch > 0 else 1024)
+    outs = runtime.run_batched(sess, x)
     return float((outs[output_index].argmax(1) == y).mean())
 
 

@@ -43,7 +43,13 @@ def run(sess: ort.InferenceSession, inputs: list[np.ndarray]) -> list[np.ndarray
 
 
 def run_batched(sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 1024) -> list[np.ndarray]:
-    """Run a single-input session over ``x`` in batches and concatenate each output."""
+    """Run a single-input session over ``x`` in batches and concatenate each output.
+
+    A file that fixes its batch (torch's dynamo exporter writes batch 1) is run in chunks of that size.
+    """
+    fixed = sess.get_inputs()[0].shape[0] if sess.get_inputs()[0].shape else None
+    if isinstance(fixed, int) and fixed > 0:
+        batch_size = fixed
     parts = [run(sess, [x[i: i + batch_size]]) for i in range(0, len(x), batch_size)]
     return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
