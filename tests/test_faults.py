@@ -174,7 +174,8 @@ def test_nan_in_one_step_rolls_back_to_the_network_before_it(seed_model: Path, t
 
     monkeypatch.setattr(runner.Trainer, "fit", fit)
     out = tmp_path / "out.onnx"
-    result = compress(seed_model, out, "embedded", NestConfig(max_epochs=4), TrainConfig(device="cpu", quiet=True),
+    result = compress(seed_model, out, "embedded", NestConfig(max_epochs=4, grow_epochs=1),
+                      TrainConfig(device="cpu", quiet=True),
                       limit=300, log=lambda _line: None)
     assert len(calls) > 3 and _finite(out)
     steps = result.report["history"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from nestc.channels.analysis import analyse_channels
+from nestc.channels.analysis import ChannelAnalysis, analyse_channels
 from nestc.channels.layout import Member, unit_positions
 from nestc.channels.resize import SpaceChange, apply_resize
 from nestc.ir.network import Network
@@ -44,7 +44,7 @@ def grow_feature_maps(probe: Probe, count: int, candidates: int = 4, seed: int =
                                                   "loss_drop": round(improvement, 6)})
 
 
-def _best_candidate(probe: Probe, analysis, space: UnitSpace, unit: int, candidates: int,
+def _best_candidate(probe: Probe, analysis: ChannelAnalysis, space: UnitSpace, unit: int, candidates: int,
                     generator: torch.Generator) -> float:
     net = probe.view.net
     members = [space.producer_member] + [m for _, m in space.readers]
@@ -62,7 +62,7 @@ def _best_candidate(probe: Probe, analysis, space: UnitSpace, unit: int, candida
     return baseline - best_loss
 
 
-def _random_slice(net: Network, analysis, member: Member, space: int, unit: int,
+def _random_slice(net: Network, analysis: ChannelAnalysis, member: Member, space: int, unit: int,
                   generator: torch.Generator) -> torch.Tensor:
     """Random entries for one unit of ``member``, matching the tensor's non-zero scale and density."""
     weight = net.effective_weight(member.tensor).detach()

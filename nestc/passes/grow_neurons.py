@@ -19,8 +19,10 @@ import math
 
 import torch
 
-from nestc.channels.analysis import analyse_channels
+from nestc.channels.analysis import ChannelAnalysis, analyse_channels
+from nestc.channels.layout import Member
 from nestc.channels.resize import SpaceChange, apply_resize
+from nestc.ir.network import Network
 from nestc.passes.base import PassResult, Probe, effective_gradients
 from nestc.passes.unit_spaces import UnitSpace, fc_spaces, write_units
 
@@ -60,8 +62,8 @@ def _bridging_gradient(h_batches: list, g_batches: list) -> torch.Tensor:
     return total
 
 
-def _init_neurons(net, analysis, space: UnitSpace, bridge: torch.Tensor, first: int, count: int, beta: float,
-                  alpha: float, generator: torch.Generator) -> None:
+def _init_neurons(net: Network, analysis: ChannelAnalysis, space: UnitSpace, bridge: torch.Tensor, first: int,
+                  count: int, beta: float, alpha: float, generator: torch.Generator) -> None:
     reader, reader_member = space.readers[0]
     # neighbouring spaces may have grown in this same step: their new units have no bridge yet
     c_in = net.tensor(space.producer.weight).shape[space.producer.in_axis]
@@ -91,7 +93,7 @@ def _init_neurons(net, analysis, space: UnitSpace, bridge: torch.Tensor, first: 
         write_units(net, analysis, reader_member, space.space, [unit], _along(omega, reader_member, net))
 
 
-def _along(vector: torch.Tensor, member, net) -> torch.Tensor:
+def _along(vector: torch.Tensor, member: Member, net: Network) -> torch.Tensor:
     """Shape a per-connection vector as one unit's slice of ``member`` (unit axis first)."""
     shape = list(net.tensor(member.tensor).movedim(member.axis, 0).shape[1:])
     return vector.reshape([1, *shape])
