@@ -225,7 +225,10 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
         else:
             click.echo("nestc: interrupted before the first step finished; no output was written", err=True)
         sys.exit(130)
-    _print_summary(result.report)
+    from nestc.training import init_from_env
+
+    if init_from_env().is_main:  # under torchrun every rank has the result; one prints it
+        _print_summary(result.report)
     if not result.met_budget:
         click.echo(f"nestc: no model met the accuracy budget; wrote the best attempt to {output}", err=True)
     sys.exit(result.exit_code)
