@@ -345,7 +345,7 @@ def _dense_layer(ctx: RuleContext, x_name: str, x_axis: int, w_name: str, w_in: 
                  bias: str) -> None:
     node = ctx.node
     x_layout = ctx.input_layout(x_name, x_axis, f"{ctx.where()}: untracked input")
-    ctx.member(w_name, w_in, ctx.tie([x_layout]), role="consumer")
+    ctx.member(w_name, w_in, x_layout, role="consumer")
     out = node.outputs[0]
     layout = ctx.new_space(ctx.net.tensor(w_name).shape[w_out], node.name)
     ctx.member(w_name, w_out, layout, role="producer")
@@ -372,7 +372,7 @@ def conv(ctx: RuleContext) -> None:
     out = node.outputs[0]
     if group == 1:
         x_layout = ctx.input_layout(x_name, 1, f"{ctx.where()}: untracked input")
-        ctx.member(w_name, 1, ctx.tie([x_layout]), role="consumer")
+        ctx.member(w_name, 1, x_layout, role="consumer")
         layout = ctx.new_space(weight.shape[0], node.name)
         ctx.member(w_name, 0, layout, role="producer")
         if bias:
