@@ -19,7 +19,7 @@ import torch
 from onnx import helper
 
 from nestc.ir.network import Network
-from nestc.passes.base import PassResult, Probe, effective_gradients, layers
+from nestc.passes.base import PassResult, Probe, layers
 
 SUFFIX = "/partial_area"
 
@@ -55,10 +55,13 @@ def partial_area(probe: Probe, gamma: float = 0.01, min_active: float = 0.25) ->
         _ensure_mask_node(net, index, shapes[conv.node.inputs[0]][2:])
     # the tapped tensors are the unmasked inputs: importance is judged on what would be seen
     sources = [net.nodes[net.producer[c.node.inputs[0]]].inputs[0] for c in convs]
-    _, tapped = effective_gradients(probe, sources)
+    totals: dict[str, torch.Tensor] = {}
+    for part in probe.batches():  # activations only: no backward pass is needed to judge positions
+        for name, value in net.activations([probe.x[part]], sources).items():
+            totals[name] = totals.get(name, 0) + value.abs().float().sum(0)
     masked = 0
     for conv, source in zip(convs, sources, strict=True):
-        importance = sum(x.abs().float().mean(0) for x, _ in tapped[source])  # [C, H, W]
+        importance = totals[source] / len(probe.x)  # mean |input| per [C, H, W] position
         kernel = net.effective_weight(conv.weight).detach().abs().sum(dim=(0, 2, 3)).float()
         score = (importance * kernel.reshape(-1, 1, 1)).sum(0)
         mask_name = area_mask_name(conv.node.name)
