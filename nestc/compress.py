@@ -32,7 +32,7 @@ from nestc.report import plot_history, write_json
 from nestc.schedule.config import NestConfig
 from nestc.schedule.runner import NestRun, SplitData
 from nestc.schedule.state import read_state
-from nestc.stats import model_stats
+from nestc.stats import ModelStats, model_stats
 from nestc.training import TrainConfig, Trainer
 
 EXIT_BUDGET_MISSED = 3
@@ -80,6 +80,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     with about(model):
         net = Network(normalised)
         view = trainable_view(net, output_name, str(model))
+    before_stats = model_stats(net)  # the network is trained in place from here on
     dataset = data_for_model(view, data, data_dir, download, limit=limit, label=str(model))
     trainer = Trainer(train_config)
     split = _split_data(trainer, ClassifierView(copy.deepcopy(net), output_name, str(model)), dataset, config,
@@ -94,7 +95,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     onnx.checker.check_model(emitted)
     _check_equivalence(final, emitted, dataset.x_test[:256], str(output))
     after_ort = runtime.session(emitted, str(output))
-    payload = _report(model, output, normalised, emitted, final, outcome, dataset, before_ort, after_ort,
+    payload = _report(model, output, normalised, before_stats, emitted, final, outcome, dataset, before_ort, after_ort,
                       time.perf_counter() - started, view.output, split.validation)
     serialized = emitted.SerializeToString()
     payload["file_bytes"]["after"] = len(serialized)
@@ -184,9 +185,9 @@ def _accuracy_ort(sess, output_index: int, x: np.ndarray, y: np.ndarray | None) 
     return float((outs[output_index].argmax(1) == y).mean())
 
 
-def _report(model, output, before_model: onnx.ModelProto, after_model: onnx.ModelProto, final: Network, outcome,
-            dataset, before_sess, after_sess, seconds: float, output_name: str, validation: str) -> dict:
-    before_stats = model_stats(Network(before_model))
+def _report(model, output, before_model: onnx.ModelProto, before_stats: ModelStats, after_model: onnx.ModelProto,
+            final: Network, outcome, dataset, before_sess, after_sess, seconds: float, output_name: str,
+            validation: str) -> dict:
     after_stats = model_stats(final)
     index = [o.name for o in after_model.graph.output].index(output_name)
     x_test, y_test = dataset.x_test, dataset.y_test
@@ -194,7 +195,7 @@ def _report(model, output, before_model: onnx.ModelProto, after_model: onnx.Mode
     for label, sess in (("before", before_sess), ("after", after_sess)):
         fixed = sess.get_inputs()[0].shape[0]
         latency[label] = {f"batch_{b}": round(runtime.latency_ms(sess, x_test[:b], repeats=10), 4)
-                          for b in (1, 256) if not (isinstance(fixed, int) and fixed not in (b,))}
+                          for b in (1, 256) if not (isinstance(fixed, int) and fixed != b)}
     before_acc = _accuracy_ort(before_sess, index, x_test, y_test)
     after_acc = _accuracy_ort(after_sess, index, x_test, y_test)
     return {
