@@ -194,7 +194,7 @@ class EvalReport:
 def evaluate(model: PathLike, data: str = "embedded", data_dir: PathLike | None = None, download: bool = False,
              batch_size: int = 256, output_name: str | None = None) -> EvalReport:
     """Top-1 accuracy, cross-entropy and latency of ``model`` on the test split, all by onnxruntime."""
-    from nestc.ir.classifier import ClassifierView, logits_tensor
+    from nestc.ir.classifier import ClassifierView, score_normaliser
     from nestc.model_data import data_for_model
 
     if batch_size < 1:
@@ -210,8 +210,8 @@ def evaluate(model: PathLike, data: str = "embedded", data_dir: PathLike | None 
     accuracy = loss = None
     if dataset.y_test is not None:
         accuracy = float((scores.argmax(1) == dataset.y_test).mean())
-        is_probability = logits_tensor(view.net, view.output) != view.output
-        log_probs = np.log(np.clip(scores, 1e-12, None)) if is_probability else _log_softmax(scores)
+        log_probs = {"Softmax": lambda s: np.log(np.clip(s, 1e-12, None)), "LogSoftmax": lambda s: s,
+                     None: _log_softmax}[score_normaliser(view.net, view.output)](scores)
         loss = float(-log_probs[np.arange(len(scores)), dataset.y_test].mean())
     latency = runtime.latency_ms(sess, dataset.x_test[:batch_size], repeats=10)
     return EvalReport(len(dataset.x_test), accuracy, loss, latency, min(batch_size, len(dataset.x_test)))

@@ -184,6 +184,8 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--prune-fraction", default=0.3, show_default=True, type=float)
 @click.option("--regrow-fraction", default=0.0, show_default=True, type=float,
               help="Share of each pruning step regrown by gradient (RigL-style; measured to cost compression).")
+@click.option("--unit-prune-fraction", default=0.0, show_default=True, type=float,
+              help="Share of live neurons / feature maps removed per pruning step, by magnitude (for speed).")
 @click.option("--distill", is_flag=True, help="Distil from the original model while retraining.")
 @click.option("--partial-area-gamma", default=0.0, show_default=True, type=float,
               help="Share of conv input positions masked per pruning step (partial-area convolution).")
@@ -198,8 +200,8 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
              batch_size: int, lr: float, optimizer: str, device: str, seed_value: int, quiet: bool,
              output_name: str | None, report: str | None, plot: str | None, max_acc_drop: float,
              target_params: int | None, max_epochs: float, time_budget: float | None, grow: str,
-             prune_fraction: float, regrow_fraction: float, distill: bool, partial_area_gamma: float,
-             retrain_epochs: float,
+             prune_fraction: float, regrow_fraction: float, unit_prune_fraction: float, distill: bool,
+             partial_area_gamma: float, retrain_epochs: float,
              birth_strength: float, validation: str, sparse_format: str, limit: int | None, resume: bool) -> None:
     """Grow and prune MODEL with NeST on --data; exit 3 when no model met the accuracy budget."""
     from nestc.compress import compress as run_compress
@@ -207,7 +209,8 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
 
     config = NestConfig(max_acc_drop=max_acc_drop, target_params=target_params, max_epochs=max_epochs,
                         time_budget=time_budget, grow=grow, prune_fraction=prune_fraction,
-                        regrow_fraction=regrow_fraction, distill=distill, partial_area_gamma=partial_area_gamma,
+                        regrow_fraction=regrow_fraction, unit_prune_fraction=unit_prune_fraction, distill=distill,
+                        partial_area_gamma=partial_area_gamma,
                         retrain_epochs=retrain_epochs, birth_strength=birth_strength, validation=validation,
                         min_prune_fraction=min(0.03, prune_fraction))
     if epochs is not None:

@@ -38,8 +38,8 @@ def test_nest_table_smoke(nest_table, tmp_path: Path, capsys: pytest.CaptureFixt
                             "--sparsities", "0.9", "--latency-repeats", "2", "--out", str(tmp_path)])
     payload = json.loads((tmp_path / "lenet-300-100-debug.json").read_text())
     rows = {row["method"]: row for row in payload["rows"]}
-    expected = {"dense", "pruning only", "onnxsim magnitude s=0.9 + finetune", "onnxsim structured s=0.9 + finetune",
-                "nestc (dense, drop 0.5)", "nestc (seed, drop 0.5)"}
+    expected = {"dense", "pruning only (Han et al.)", "pruning only (nestc schedule)", "onnxsim magnitude s=0.9 + finetune", "onnxsim structured s=0.9 + finetune",
+                "nestc (dense, drop 0.5)", "nestc (dense, drop 0.5, units 0.2)", "nestc (seed, drop 0.5)"}
     assert set(rows) == expected
     for name, row in rows.items():
         assert set(row) == set(nest_table.ROW_FIELDS), name
@@ -53,13 +53,15 @@ def test_nest_table_smoke(nest_table, tmp_path: Path, capsys: pytest.CaptureFixt
         for key in ("compression", "mac_reduction", "latency_b1_ms", "latency_b256_ms", "wall_s", "epochs"):
             assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] >= 0, (name, key)
     assert rows["dense"]["compression"] == 1.0
-    for name in ("pruning only", "nestc (dense, drop 0.5)", "nestc (seed, drop 0.5)"):  # 1 + 1 epochs budget
+    for name in ("pruning only (Han et al.)", "pruning only (nestc schedule)", "nestc (dense, drop 0.5)",
+                 "nestc (dense, drop 0.5, units 0.2)", "nestc (seed, drop 0.5)"):  # 1 + 1 epochs budget
         assert 0.0 < rows[name]["epochs"] <= 3.0, name  # (a step may overrun by its recovery epoch)
     assert code == (1 if any(row["error"] for row in rows.values()) else 0)
     assert payload["data"] == {"spec": "embedded", "train_samples": 600, "test_samples": 500}
     assert {"cpu", "cores", "torch", "onnxruntime"} <= set(payload["machine"])
     assert {t["target"] for t in payload["targets"]} == {">= 30x fewer params",
-                                                          ">= 3x fewer params than pruning only"}
+                                                          ">= 3x fewer params than pruning only, Han et al.",
+                                                          ">= 3x fewer params than pruning only, nestc schedule"}
     assert all(isinstance(t["met"], bool) for t in payload["targets"])
     printed = capsys.readouterr().out
     assert "| method | test acc |" in printed and "Targets:" in printed
@@ -82,4 +84,27 @@ def test_failed_method_becomes_a_row(nest_table) -> None:
     nest_table.fill_ratios(rows)
     assert "failed: ValueError: unsupported node" in nest_table.format_table([nest_table.asdict(r) for r in rows])
     targets = nest_table.check_targets("lenet-5", rows)
-    assert len(targets) == 4 and not any(t["met"] for t in targets)
+    assert len(targets) == 5 and not any(t["met"] for t in targets)
+
+
+def test_han_rounds_prune_the_same_share_of_every_layer(nest_table, tmp_path: Path) -> None:
+    """The Han et al. baseline takes ``fraction`` of each layer's active weights, smallest first."""
+    import torch
+
+    import nestc
+    from han_pruning import prune_each_layer
+    from nestc.api import load_network
+    from nestc.passes.base import ensure_masks, layers
+
+    nestc.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.25)
+    net = load_network(tmp_path / "seed.onnx")
+    ensure_masks(net)
+    before = {layer.weight: net.tensor(layer.weight).detach().abs().clone() for layer in layers(net)}
+    prune_each_layer(net, 0.2)
+    prune_each_layer(net, 0.2)
+    for layer in layers(net):
+        weight, mask = before[layer.weight], net.mask(layer.weight)
+        first = weight.numel() - int(0.2 * weight.numel())
+        assert int(mask.sum()) == first - int(0.2 * first), layer.weight
+        assert float(weight[mask == 0].max()) <= float(weight[mask > 0].min()), "smallest magnitudes go first"
+        assert torch.all(net.tensor(layer.weight)[mask == 0] == 0)

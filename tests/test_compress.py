@@ -13,6 +13,7 @@ import pytest
 
 import nestc
 from nestc import runtime
+from nestc.data import fit_to_input, load_dataset
 from nestc.schedule.config import NestConfig
 from nestc.training import TrainConfig
 
@@ -37,6 +38,26 @@ def trained_mlp(tmp_path_factory) -> Path:
 def test_train_reaches_real_accuracy(trained_mlp: Path) -> None:
     report = nestc.evaluate(trained_mlp, "embedded")
     assert report.accuracy is not None and report.accuracy > 0.7, "4 epochs on 2,000 Fashion-MNIST images"
+
+
+@pytest.mark.parametrize("head", [None, "Softmax", "LogSoftmax"])
+def test_evaluate_loss_is_the_cross_entropy_of_any_score_head(trained_mlp: Path, tmp_path: Path,
+                                                              head: str | None) -> None:
+    """Logits, probabilities and log-probabilities of one network give one float64 cross-entropy."""
+    model = onnx.load(str(trained_mlp))
+    logits = model.graph.output[0].name
+    if head is not None:
+        model.graph.node.append(onnx.helper.make_node(head, [logits], ["scores"], axis=1))
+        model.graph.output[0].name = "scores"
+    onnx.save(model, str(tmp_path / "headed.onnx"))
+    report = nestc.evaluate(tmp_path / "headed.onnx", "embedded")
+    dims = [d.dim_value or "N" for d in model.graph.input[0].type.tensor_type.shape.dim]
+    data = fit_to_input(load_dataset("embedded"), ["N", *dims[1:]])
+    sess = runtime.session(onnx.load(str(trained_mlp)))
+    z = runtime.run_batched(sess, data.x_test, 256)[0].astype(np.float64)
+    z -= z.max(1, keepdims=True)
+    expected = float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(z)), data.y_test]))
+    assert report.loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
 def test_compress_trained_model_within_budget(trained_mlp: Path, tmp_path: Path) -> None:

@@ -74,6 +74,7 @@ CASES = [
     Case("--lr -1", _compress("--lr", "-1"), ("--lr", "-1")),
     Case("--max-epochs 0", _compress("--max-epochs", "0"), ("--max-epochs 0",)),
     Case("--prune-fraction 1.5", _compress("--prune-fraction", "1.5"), ("--prune-fraction 1.5",)),
+    Case("--unit-prune-fraction 1", _compress("--unit-prune-fraction", "1"), ("--unit-prune-fraction 1",)),
     Case("--target-params 0", _compress("--target-params", "0"), ("--target-params 0",)),
     Case("--time-budget -5", _compress("--time-budget", "-5"), ("--time-budget -5",)),
     Case("--limit 0", _compress("--limit", "0"), ("--limit 0",)),

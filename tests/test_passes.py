@@ -19,7 +19,10 @@ from nestc.passes.grow_connections import grow_connections
 from nestc.passes.grow_feature_maps import grow_feature_maps
 from nestc.passes.grow_neurons import grow_neurons
 from nestc.passes.partial_area import partial_area
+from nestc.passes.compact import compact
 from nestc.passes.prune_connections import prune_connections
+from nestc.passes.prune_units import prune_units, unit_scores
+from nestc.passes.unit_spaces import conv_spaces, fc_spaces
 from nestc.seeds import build_seed
 from nestc.stats import model_stats
 
@@ -94,6 +97,43 @@ def test_prune_connections_removes_smallest_and_keeps_rest(images) -> None:
     assert bool((net.tensor(first)[gone_mask] == 0).all()), "pruned weights are zeroed"
     assert float(kept.min()) >= 0
     _assert_emitted_matches(net, images[0])
+
+
+@pytest.mark.parametrize("arch", ["lenet-5", "resnet18"])
+def test_prune_units_removes_weakest_units_and_compact_deletes_them(images, arch: str) -> None:
+    """Units are cut whole (through Flatten in LeNet-5); residual sums are left alone; the emitted,
+    compacted graph computes what the masked network computed."""
+    net = Network(build_seed(arch, width_ratio=0.25 if arch == "resnet18" else 1.0))
+    ensure_masks(net)
+    x = images[0][:8] if arch == "lenet-5" else torch.randn(8, 3, 32, 32)
+    analysis = analyse_channels(net, x[:2])
+    spaces = fc_spaces(net, analysis) + conv_spaces(net, analysis)
+    scores = {space.producer.weight: unit_scores(net, analysis, space) for space in spaces}
+    widths = {space.producer.weight: analysis.table.spaces[space.space].width for space in spaces}
+    result = prune_units(net, 0.3, x)
+    live = sum(widths.values())
+    assert result.modified and 0.2 * live <= result.details["removed"] <= 0.3 * live
+    for space in spaces:
+        weight = space.producer.weight
+        unit_axis = space.producer.out_axis
+        cut = net.mask(weight).movedim(unit_axis, 0).reshape(widths[weight], -1).sum(1) == 0
+        assert int((~cut).sum()) >= max(1, widths[weight] // 2), "no space loses more than half"
+        if bool(cut.any()) and bool((~cut).any()):
+            normalised = scores[weight] / scores[weight].mean()
+            assert float(normalised[cut].max()) <= float(normalised[~cut].min()) + 1e-6, "weakest units go first"
+    out_widths = {layer.weight: net.tensor(layer.weight).shape[layer.out_axis] for layer in layers(net)}
+    with torch.no_grad():
+        expected = ClassifierView(net).eval()(x)
+    removed = compact(net, x).removed
+    assert sum(removed.values()) == result.details["removed"]
+    with torch.no_grad():
+        torch.testing.assert_close(ClassifierView(net).eval()(x), expected, rtol=1e-4, atol=1e-5)
+    narrowed = {layer.weight for layer in layers(net) if net.tensor(layer.weight).shape[layer.out_axis]
+                < out_widths[layer.weight]}
+    assert narrowed and narrowed <= set(widths), "only single-producer spaces lose units (not residual sums)"
+    if arch == "resnet18":
+        assert len(widths) < len(layers(net)) - 1, "the residual stream's spaces are not candidates"
+    _assert_emitted_matches(net, x)
 
 
 def test_prune_connections_judges_effective_weight_after_batch_norm(images) -> None:

@@ -55,15 +55,28 @@ def choose_input(net: Network, label: str = "model") -> str:
 
 def logits_tensor(net: Network, output: str) -> str:
     """The tensor holding logits for ``output``: the input of a trailing (Log)Softmax, else ``output``."""
+    return _trace_scores(net, output)[0]
+
+
+def score_normaliser(net: Network, output: str) -> str | None:
+    """``"Softmax"`` or ``"LogSoftmax"`` when ``output`` is one applied to logits, else ``None`` (raw logits).
+
+    Whoever turns scores into a loss needs this: probabilities, log-probabilities and logits each
+    take a different formula.
+    """
+    return _trace_scores(net, output)[1]
+
+
+def _trace_scores(net: Network, output: str) -> tuple[str, str | None]:
     name = output
     while name in net.producer:
         node = net.nodes[net.producer[name]]
         if node.op_type in _NORMALISERS:
-            return node.inputs[0]
+            return node.inputs[0], node.op_type
         if node.op_type not in _TRANSPARENT:
-            return name
+            return name, None
         name = node.inputs[0]
-    return name
+    return name, None
 
 
 class ClassifierView(nn.Module):

@@ -26,6 +26,7 @@ from nestc.passes.grow_feature_maps import grow_feature_maps
 from nestc.passes.grow_neurons import grow_neurons
 from nestc.passes.partial_area import partial_area
 from nestc.passes.prune_connections import prune_connections
+from nestc.passes.prune_units import prune_units
 from nestc.schedule.config import NestConfig
 from nestc.schedule.state import load_checkpoint, save_checkpoint
 from nestc.stats import model_stats
@@ -255,6 +256,8 @@ class NestRun:
             fraction = self.state["fraction"]
             probe = self._probe()
             pruned = prune_connections(self.net, fraction).details.get("removed", 0)
+            units = prune_units(self.net, cfg.unit_prune_fraction * fraction / cfg.prune_fraction,
+                                probe.x[:64]).details.get("removed", 0)
             if cfg.regrow_fraction > 0 and pruned:
                 grads, _ = effective_gradients(probe)
                 ratio = cfg.regrow_fraction * pruned / max(active_connections(self.net), 1)
@@ -267,7 +270,8 @@ class NestRun:
                 trained = self._fit(cfg.recovery_epochs)
                 accuracy = self._accuracy()
             accepted = trained and self._accept(accuracy)
-            action = f"prune {fraction:.0%} ({pruned:,} connections)" + ("" if trained else " (loss diverged)")
+            action = (f"prune {fraction:.0%} ({pruned:,} connections" + (f", {units} units)" if units else ")")
+                      + ("" if trained else " (loss diverged)"))
             self._record("prune", action, accepted, accuracy)
             if not accepted:
                 self.view.net = before

@@ -1,0 +1,91 @@
+"""Iterative magnitude pruning on a fixed schedule, as Han et al. (2015) describe it.
+
+The NeST paper's "pruning only" figures are Han et al.'s: every layer loses its smallest weights on
+a schedule fixed in advance, the network is retrained, and this repeats; there is no step that is
+undone, no global ranking across layers and no removal of neurons. This module is that baseline,
+written against nestc's IR and trainer so that it trains with exactly the same optimiser, learning
+rate schedule, batch size and data as the nestc rows of the table.
+
+Each round removes ``fraction`` of every layer's remaining weights (smallest |w| first; Han et al.'s
+threshold of a quality parameter times the layer's standard deviation removes the same share from
+every layer of near-normal weights) and retrains for ``retrain_epochs``. The result is the sparsest
+round whose accuracy on the decision data is within the budget; the run stops at the first round
+below it (or at the epoch budget), since later rounds only prune further.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from nestc.api import load_network, save_network
+from nestc.ir.network import Network
+from nestc.ir.classifier import trainable_view
+from nestc.model_data import data_for_model
+from nestc.passes.base import ensure_masks, layers
+from nestc.training import TrainConfig, Trainer
+
+
+@dataclass
+class HanResult:
+    """The chosen round: accuracy on the decision data, epochs spent and the rounds' history."""
+
+    accuracy: float
+    reference: float
+    epochs: float
+    met_budget: bool
+    history: list[tuple[int, float]]  # (active connections, accuracy) after each round
+
+
+def prune_each_layer(net: Network, fraction: float) -> None:
+    """Mask ``fraction`` of every layer's active weights, smallest magnitude first."""
+    for layer in layers(net):
+        mask = net.mask(layer.weight)
+        weight = net.tensor(layer.weight).detach().abs()
+        active = mask > 0
+        count = int(fraction * int(active.sum()))
+        if count <= 0:
+            continue
+        scores = torch.where(active, weight, torch.full_like(weight, float("inf"))).flatten()
+        drop = torch.topk(scores, count, largest=False).indices
+        new_mask = mask.clone().flatten()
+        new_mask[drop] = 0
+        net.set_mask(layer.weight, new_mask.reshape(mask.shape))
+
+
+def han_pruning(model: str, output: str, data: str, train_config: TrainConfig, max_acc_drop: float,
+                max_epochs: float, fraction: float = 0.2, retrain_epochs: float = 1.0) -> HanResult:
+    """Prune ``model`` round by round and write the sparsest round within ``max_acc_drop`` points.
+
+    Decisions use the test split, as ``nestc compress`` does for a trained model (``validation=auto``),
+    so the two rows are judged on the same data.
+    """
+    view = trainable_view(load_network(model), label=model)
+    dataset = data_for_model(view, data, label=model)
+    trainer = Trainer(train_config)
+    view.to(trainer.device)
+    ensure_masks(view.net)
+
+    def on_device(array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(array), device=trainer.device)
+
+    x_train, y_train = on_device(dataset.x_train), on_device(dataset.y_train)
+    x_val, y_val = on_device(dataset.x_test), on_device(dataset.y_test)
+    reference = float(trainer.evaluate(view, x_val, y_val)[1])
+    budget = reference - max_acc_drop / 100
+    best, best_accuracy, epochs, history = copy.deepcopy(view.net), reference, 0.0, []
+    while epochs + retrain_epochs <= max_epochs + 1e-9:
+        prune_each_layer(view.net, fraction)
+        round_config = replace(train_config, seed=train_config.seed + len(history) + 1)
+        Trainer(round_config).fit(view, x_train, y_train, epochs=retrain_epochs)
+        epochs += retrain_epochs
+        accuracy = float(trainer.evaluate(view, x_val, y_val)[1])
+        history.append((sum(int(view.net.mask(layer.weight).sum()) for layer in layers(view.net)), accuracy))
+        if accuracy < budget:
+            break
+        best, best_accuracy = copy.deepcopy(view.net), accuracy
+    save_network(best, output)
+    return HanResult(best_accuracy, reference, epochs, best_accuracy >= budget, history)
