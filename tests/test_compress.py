@@ -96,6 +96,30 @@ def test_compress_seed_grows_then_prunes(tmp_path: Path) -> None:
     assert runtime.run(sess, [x])[0].shape == (5, 10)
 
 
+@pytest.mark.parametrize(("name", "exporter", "keep_bn"), [("Residual", "legacy", True),
+                                                        ("DepthwiseConcat", "dynamo", False)])
+def test_compress_grows_and_prunes_residual_and_branching_graphs(zoo_export, tmp_path: Path, name: str,
+                                                                 exporter: str, keep_bn: bool) -> None:
+    """The whole flow on graphs that are not chains: residual sums with batch norm, a depthwise branch
+    concatenated with a pointwise one. Unlabeled inputs make nestc distil from the original model."""
+    exported = zoo_export(name, exporter, keep_bn=keep_bn)
+    x = np.random.default_rng(0).standard_normal((600, *exported.module.INPUT)).astype(np.float32)
+    np.savez(tmp_path / "inputs.npz", x_train=x[:500], x_test=x[500:])
+    config = NestConfig(grow="on", grow_steps=1, grow_epochs=1, feature_map_growth=2, max_epochs=6,
+                        unit_prune_fraction=0.2, max_acc_drop=100)
+    result = nestc.compress(exported.path, tmp_path / "out.onnx", str(tmp_path / "inputs.npz"), config,
+                            TrainConfig(device="cpu", quiet=True, batch_size=50), log=lambda _line: None)
+    history = result.report["history"]
+    first = history[0]["widths"]
+    assert any(h["widths"][k] > first[k] for h in history if h["phase"] == "grow" for k in first), "maps grew"
+    assert any("units" in h["action"] for h in history if h["phase"] == "prune"), "whole units were pruned"
+    written = onnx.load(str(tmp_path / "out.onnx"))
+    onnx.checker.check_model(written)
+    out = runtime.run(runtime.session(written), [x[:1]])[0]
+    assert out.shape == (1, exported.module.fc.out_features)
+    assert nestc.inspect(tmp_path / "out.onnx").nonzero_params == result.report["nonzero_params"]["after"]
+
+
 def test_compress_refuses_to_overwrite_input(trained_mlp: Path) -> None:
     run = _cli("compress", str(trained_mlp), "-o", str(trained_mlp), "--quiet", cwd=trained_mlp.parent)
     assert run.returncode == 2
