@@ -82,6 +82,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
         view = trainable_view(net, output_name, str(model))
     before_stats = model_stats(net)  # the network is trained in place from here on
     dataset = data_for_model(view, data, data_dir, download, limit=limit, label=str(model))
+    log(f"input normalisation: mean {_rounded(dataset.mean)}, std {_rounded(dataset.std)} (the output expects the same)")
     trainer = Trainer(train_config)
     split = _split_data(trainer, ClassifierView(copy.deepcopy(net), output_name, str(model)), dataset, config,
                         train_config.seed)
@@ -108,6 +109,10 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
         if os.path.exists(checkpoint):
             os.unlink(checkpoint)
     return CompressResult(str(output), outcome.met_budget, payload)
+
+
+def _rounded(values: tuple[float, ...]) -> str:
+    return ", ".join(f"{v:.4g}" for v in values)
 
 
 def _run_identity(model: str | os.PathLike, data: str, limit: int | None, output_name: str | None, seed: int) -> str:
@@ -200,6 +205,7 @@ def _report(model, output, before_model: onnx.ModelProto, before_stats: ModelSta
     after_acc = _accuracy_ort(after_sess, index, x_test, y_test)
     return {
         "model": str(model), "output": str(output), "data": dataset.name, "met_budget": outcome.met_budget,
+        "input_normalisation": {"mean": list(dataset.mean), "std": list(dataset.std)},
         "grew": outcome.grew, "validation": validation, "reference_val_accuracy": outcome.reference_accuracy,
         "budget_val_accuracy": outcome.budget_accuracy,
         "accuracy": {"before": before_acc, "after": after_acc, "measured_by": "onnxruntime", "split": "test"},

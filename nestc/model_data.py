@@ -1,8 +1,18 @@
-"""Bringing a data set and a model together: layout, normalisation and label range checked once."""
+"""Bringing a data set and a model together: layout, normalisation and label range checked once.
+
+A model exported elsewhere was trained on inputs normalised in a way its file does not record:
+torchvision's ``ToTensor`` alone ([0, 1]), ``Normalize(0.5, 0.5)`` ([-1, 1]), the data set's own
+statistics, ImageNet's. Feeding it another one costs accuracy silently, and retraining under it
+would change what the emitted model expects. So unless ``mean``/``std`` are given, the
+normalisation is the candidate under which the model classifies a sample of the test split best;
+the data set's own statistics are kept unless another is clearly better (a random seed is equally
+bad under all of them).
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -19,14 +29,68 @@ def data_for_model(view: ClassifierView, spec: str, data_dir: str | os.PathLike 
     net = view.net
     value = next(v for v in net.template.graph.input if v.name == net.input_names[0])
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
-    dataset = fit_to_input(load_dataset(spec, data_dir=data_dir, download=download, limit=limit),
-                           ["N", *dims[1:]], mean, std, model_label=label)
+    raw = load_dataset(spec, data_dir=data_dir, download=download, limit=limit)
+    if mean is None and std is None:
+        mean, std = choose_normalisation(view, raw, ["N", *dims[1:]], label)
+    dataset = fit_to_input(raw, ["N", *dims[1:]], mean, std, model_label=label)
     classes = output_classes(view, dataset.x_test[:2])
     for split, labels in (("train", dataset.y_train), ("test", dataset.y_test)):
         if labels is not None and len(labels) and int(labels.max()) >= classes:
             raise DataError(f"data '{spec}' has labels up to {int(labels.max())} in its {split} split, but "
                             f"{label} output '{view.output}' has {classes} classes")
     return dataset
+
+
+PROBE_SAMPLES = 2000
+"""Test samples on which candidate normalisations are compared."""
+CLEARLY_BETTER = 0.05
+"""Accuracy a candidate must gain over the data set's own statistics to replace them: a model trained
+under one normalisation typically loses far more under another, while a briefly trained one can
+differ by a few points between candidates by chance."""
+
+
+def normalisation_candidates(raw: Dataset) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
+    """``(mean, std)`` pairs in common use for ``raw``; the data set's own statistics come first."""
+    channels = raw.x_test.shape[1]
+    found = [(tuple(raw.mean), tuple(raw.std)), ((0.0,), (1.0,))]
+    if raw.x_test.ndim == 4:
+        found.append(((0.5,), (0.5,)))
+        if channels == 3:
+            found.append(((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    unique: list[tuple[tuple[float, ...], tuple[float, ...]]] = []
+    for mean, std in found:
+        key = (tuple(np.broadcast_to(mean, channels)), tuple(np.broadcast_to(std, channels)))
+        if all(key != (tuple(np.broadcast_to(m, channels)), tuple(np.broadcast_to(s, channels))) for m, s in unique):
+            unique.append((mean, std))
+    return unique
+
+
+def choose_normalisation(view: ClassifierView, raw: Dataset, input_shape: list, label: str = "model"
+                         ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The candidate ``(mean, std)`` under which ``view`` is most accurate on a test sample (see module doc)."""
+    candidates = normalisation_candidates(raw)
+    if raw.y_test is None or not len(raw.y_test) or len(candidates) == 1:
+        return candidates[0]
+    keep = np.random.default_rng(0).permutation(len(raw.x_test))[:PROBE_SAMPLES]
+    probe = replace(raw, x_train=raw.x_train[:1], y_train=None, x_test=raw.x_test[keep], y_test=raw.y_test[keep])
+    scores = [_accuracy(view, fit_to_input(probe, input_shape, mean, std, model_label=label))
+              for mean, std in candidates]
+    best = int(np.argmax(scores))
+    classes = max(int(raw.y_test.max()) + 1, 2)
+    clearly = scores[best] > scores[0] + CLEARLY_BETTER and scores[best] > 2.0 / classes  # a seed never switches
+    return candidates[best] if clearly else candidates[0]
+
+
+def _accuracy(view: ClassifierView, dataset: Dataset) -> float:
+    was_training = view.training
+    view.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(dataset.x_test), 500):
+            x = torch.from_numpy(dataset.x_test[start:start + 500]).to(view.net.device)
+            correct += int((view(x).argmax(-1).cpu().numpy() == dataset.y_test[start:start + 500]).sum())
+    view.train(was_training)
+    return correct / len(dataset.x_test)
 
 
 def output_classes(view: ClassifierView, sample: np.ndarray) -> int:

@@ -60,6 +60,40 @@ def test_evaluate_loss_is_the_cross_entropy_of_any_score_head(trained_mlp: Path,
     assert report.loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
+def test_foreign_normalisation_is_detected_and_kept(tmp_path: Path) -> None:
+    """A model trained elsewhere on raw [0, 1] inputs (torchvision's ``ToTensor`` alone) is evaluated and
+    compressed on the inputs it expects, not on the data set's own statistics."""
+    import torch
+
+    raw = load_dataset("embedded")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    x = torch.from_numpy(raw.x_train)
+    y = torch.from_numpy(raw.y_train).long()
+    optimiser = torch.optim.Adam(model.parameters(), 1e-3)
+    for _ in range(8):
+        for start in range(0, len(x), 100):
+            optimiser.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[start:start + 100]), y[start:start + 100]).backward()
+            optimiser.step()
+    torch.onnx.export(model.eval(), (x[:1],), str(tmp_path / "foreign.onnx"), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    sess = runtime.session(onnx.load(str(tmp_path / "foreign.onnx")))
+
+    def ort_accuracy(mean: float, std: float) -> float:
+        scores = runtime.run_batched(sess, ((raw.x_test - mean) / std).astype(np.float32), 256)[0]
+        return float((scores.argmax(1) == raw.y_test).mean())
+
+    expected = ort_accuracy(0.0, 1.0)
+    assert expected > ort_accuracy(raw.mean[0], raw.std[0]) + 0.05, "the wrong normalisation must cost accuracy"
+    assert nestc.evaluate(tmp_path / "foreign.onnx", "embedded").accuracy == pytest.approx(expected, abs=1e-9)
+    result = nestc.compress(tmp_path / "foreign.onnx", tmp_path / "small.onnx", "embedded",
+                            NestConfig(max_epochs=2, max_acc_drop=2), TrainConfig(device="cpu", quiet=True),
+                            log=lambda _line: None)
+    assert result.report["input_normalisation"] == {"mean": [0.0], "std": [1.0]}
+    assert result.report["accuracy"]["before"] == pytest.approx(expected, abs=1e-9)
+
+
 def test_compress_trained_model_within_budget(trained_mlp: Path, tmp_path: Path) -> None:
     run = _cli("compress", str(trained_mlp), "--data", "embedded", "--max-epochs", "6", "--max-acc-drop", "2",
                "--quiet", "--device", "cpu", "-o", "small.onnx", "--report", "report.json", "--plot", "plot.png",
