@@ -9,8 +9,9 @@ rate schedule, batch size and data as the nestc rows of the table.
 Each round removes ``fraction`` of every layer's remaining weights (smallest |w| first; Han et al.'s
 threshold of a quality parameter times the layer's standard deviation removes the same share from
 every layer of near-normal weights) and retrains for ``retrain_epochs``. The result is the sparsest
-round whose accuracy on the decision data is within the budget; the run stops at the first round
-below it (or at the epoch budget), since later rounds only prune further.
+round whose accuracy on the decision data is within the budget. Rounds go on while epochs remain, so
+one round that dips just below the budget does not end the method early; they stop once a round is
+more than ``give_up`` points below it, where further pruning cannot come back.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def prune_each_layer(net: Network, fraction: float) -> None:
 
 
 def han_pruning(model: str, output: str, data: str, train_config: TrainConfig, max_acc_drop: float,
-                max_epochs: float, fraction: float = 0.2, retrain_epochs: float = 1.0) -> HanResult:
+                max_epochs: float, fraction: float = 0.2, retrain_epochs: float = 1.0,
+                give_up: float = 1.0) -> HanResult:
     """Prune ``model`` round by round and write the sparsest round within ``max_acc_drop`` points.
 
     Decisions use the test split, as ``nestc compress`` does for a trained model (``validation=auto``),
@@ -84,8 +86,9 @@ def han_pruning(model: str, output: str, data: str, train_config: TrainConfig, m
         epochs += retrain_epochs
         accuracy = float(trainer.evaluate(view, x_val, y_val)[1])
         history.append((sum(int(view.net.mask(layer.weight).sum()) for layer in layers(view.net)), accuracy))
-        if accuracy < budget:
+        if accuracy >= budget:
+            best, best_accuracy = copy.deepcopy(view.net), accuracy
+        elif accuracy < budget - give_up / 100:
             break
-        best, best_accuracy = copy.deepcopy(view.net), accuracy
     save_network(best, output)
     return HanResult(best_accuracy, reference, epochs, best_accuracy >= budget, history)

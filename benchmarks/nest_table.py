@@ -6,7 +6,8 @@ data, with the same total epoch budget for the methods that train:
 - ``dense``: ``nestc.seed(arch)`` (full width, dense) trained for ``E`` epochs by ``nestc.training``.
 - ``pruning only (Han et al.)``: iterative magnitude pruning with retraining on a fixed schedule
   (Han et al. 2015; ``han_pruning.py``): 20 % of every layer's remaining weights per round, one
-  epoch of retraining, the sparsest round within the budget.
+  epoch of retraining, the sparsest round within the budget (rounds go on until the epoch budget, or
+  until one is more than a point below the budget).
 - ``pruning only (nestc schedule)``: the ablation: ``nestc.compress`` with everything NeST adds
   switched off (no growth, no regrowth, no partial-area convolution, no distillation), so the same
   adaptive schedule (global ranking, undone steps, unit removal) and epoch budget otherwise.
