@@ -50,18 +50,19 @@ differ by a few points between candidates by chance."""
 
 
 def normalisation_candidates(raw: Dataset) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
-    """``(mean, std)`` pairs in common use for ``raw``; the data set's own statistics come first."""
+    """Per-channel ``(mean, std)`` pairs in common use for ``raw``; the data set's own come first."""
     channels = raw.x_test.shape[1]
-    found = [(tuple(raw.mean), tuple(raw.std)), ((0.0,), (1.0,))]
+    found = [(raw.mean, raw.std), ((0.0,), (1.0,))]
     if raw.x_test.ndim == 4:
         found.append(((0.5,), (0.5,)))
         if channels == 3:
             found.append(((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
     unique: list[tuple[tuple[float, ...], tuple[float, ...]]] = []
     for mean, std in found:
-        key = (tuple(np.broadcast_to(mean, channels)), tuple(np.broadcast_to(std, channels)))
-        if all(key != (tuple(np.broadcast_to(m, channels)), tuple(np.broadcast_to(s, channels))) for m, s in unique):
-            unique.append((mean, std))
+        pair = (tuple(float(v) for v in np.broadcast_to(mean, channels)),
+                tuple(float(v) for v in np.broadcast_to(std, channels)))
+        if pair not in unique:
+            unique.append(pair)
     return unique
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -81,3 +83,15 @@ def test_grey_data_is_not_replicated_for_a_colour_model(shape: list) -> None:
 def test_bad_normalisation_is_an_option_error(mean: tuple | None, std: tuple | None, problem: str) -> None:
     with pytest.raises(OptionError, match=problem):
         fit_to_input(_images(channels=3, size=4), ["N", 3, 4, 4], mean=mean, std=std)
+
+
+def test_normalisation_candidates_per_layout() -> None:
+    """Grey images: own statistics, [0, 1], [-1, 1]; RGB adds ImageNet's; duplicates appear once."""
+    from nestc.model_data import normalisation_candidates
+
+    grey = normalisation_candidates(_images())
+    assert grey == [((0.5,), (0.25,)), ((0.0,), (1.0,)), ((0.5,), (0.5,))]
+    rgb = normalisation_candidates(_images(channels=3))
+    assert rgb[-1] == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) and len(rgb) == 4
+    halves = dataclasses.replace(_images(), mean=(0.5,), std=(0.5,))
+    assert normalisation_candidates(halves) == [((0.5,), (0.5,)), ((0.0,), (1.0,))]
