@@ -95,6 +95,7 @@ def _train_options(func):
                      help="Training epochs (train) / growth epochs."),
         click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1)),
         click.option("--lr", default=0.05, show_default=True, type=POSITIVE),
+        click.option("--weight-decay", default=5e-4, show_default=True, type=click.FloatRange(0)),
         click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"])),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--seed", "seed_value", default=0, show_default=True, type=int),
@@ -105,12 +106,12 @@ def _train_options(func):
     return func
 
 
-def _train_config(batch_size: int, lr: float, optimizer: str, device: str, seed_value: int, quiet: bool,
-                  epochs: float | None = None):
+def _train_config(batch_size: int, lr: float, weight_decay: float, optimizer: str, device: str, seed_value: int,
+                  quiet: bool, epochs: float | None = None):
     from nestc.training import TrainConfig
 
     config = TrainConfig(batch_size=batch_size, lr=lr, optimizer=optimizer, device=device, seed=seed_value,
-                         quiet=quiet, weight_decay=1e-4)
+                         quiet=quiet, weight_decay=weight_decay)
     if epochs is not None:
         config.epochs = epochs
     config.validate()
@@ -125,10 +126,11 @@ def _train_config(batch_size: int, lr: float, optimizer: str, device: str, seed_
 @click.option("--checkpoint", default=None, help="Checkpoint file written every epoch.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint.")
 def train(model: str, output: str, data: str, data_dir: str | None, download: bool, epochs: float | None,
-          batch_size: int, lr: float, optimizer: str, device: str, seed_value: int, quiet: bool,
+          batch_size: int, lr: float, weight_decay: float, optimizer: str, device: str, seed_value: int, quiet: bool,
           output_name: str | None, checkpoint: str | None, resume: bool) -> None:
     """Train all weights of MODEL on --data and write it to -o."""
-    config = _train_config(batch_size, lr, optimizer, device, seed_value, quiet, 10 if epochs is None else epochs)
+    config = _train_config(batch_size, lr, weight_decay, optimizer, device, seed_value, quiet,
+                           10 if epochs is None else epochs)
     before, after = api.train(model, output, data, config, data_dir, download, output_name, checkpoint, resume)
     if after is not None:
         click.echo(f"test accuracy (onnxruntime): {before:.2%} -> {after:.2%}; wrote {output}")
@@ -197,7 +199,7 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--limit", default=None, type=int, help="Use at most this many training samples.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUTPUT.ckpt.")
 def compress(model: str, output: str, data: str, data_dir: str | None, download: bool, epochs: float | None,
-             batch_size: int, lr: float, optimizer: str, device: str, seed_value: int, quiet: bool,
+             batch_size: int, lr: float, weight_decay: float, optimizer: str, device: str, seed_value: int, quiet: bool,
              output_name: str | None, report: str | None, plot: str | None, max_acc_drop: float,
              target_params: int | None, max_epochs: float, time_budget: float | None, grow: str,
              prune_fraction: float, regrow_fraction: float, unit_prune_fraction: float, distill: bool,
@@ -215,7 +217,7 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
                         min_prune_fraction=min(0.03, prune_fraction))
     if epochs is not None:
         config.grow_epochs = epochs
-    train_config = _train_config(batch_size, lr, optimizer, device, seed_value, quiet)
+    train_config = _train_config(batch_size, lr, weight_decay, optimizer, device, seed_value, quiet)
     log = (lambda _line: None) if quiet else click.echo
     try:
         result = run_compress(model, output, data, config, train_config, report, plot, sparse_format, data_dir,

@@ -64,3 +64,16 @@ def test_amp_modes_on_cpu():
 def test_objective_needs_the_data_its_terms_use(weight, labels, teacher, message):
     with pytest.raises(OptionError, match=message):
         Objective.for_data(TrainConfig(distill_weight=weight), labels, teacher)
+
+
+def test_cli_training_defaults_are_the_api_defaults() -> None:
+    """`nestc train`/`compress` and `nestc.train`/`compress` train alike unless told otherwise, so the
+    benchmark tables (made through the API) hold for the CLI."""
+    from nestc import cli
+
+    defaults = TrainConfig()
+    for command in (cli.train, cli.compress):
+        options = {p.name: p.default for p in command.params}
+        assert options["weight_decay"] == defaults.weight_decay, command.name
+        assert options["lr"] == defaults.lr and options["batch_size"] == defaults.batch_size, command.name
+        assert options["optimizer"] == defaults.optimizer, command.name
