@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from nestc.api import load_network, save_network
-from nestc.ir.network import Network
 from nestc.ir.classifier import trainable_view
+from nestc.ir.network import Network
 from nestc.model_data import data_for_model
 from nestc.passes.base import ensure_masks, layers
+from nestc.passes.prune_connections import mask_smallest
 from nestc.training import TrainConfig, Trainer
 
 
@@ -44,17 +45,10 @@ class HanResult:
 def prune_each_layer(net: Network, fraction: float) -> None:
     """Mask ``fraction`` of every layer's active weights, smallest magnitude first."""
     for layer in layers(net):
-        mask = net.mask(layer.weight)
-        weight = net.tensor(layer.weight).detach().abs()
-        active = mask > 0
+        active = net.mask(layer.weight) > 0
         count = int(fraction * int(active.sum()))
-        if count <= 0:
-            continue
-        scores = torch.where(active, weight, torch.full_like(weight, float("inf"))).flatten()
-        drop = torch.topk(scores, count, largest=False).indices
-        new_mask = mask.clone().flatten()
-        new_mask[drop] = 0
-        net.set_mask(layer.weight, new_mask.reshape(mask.shape))
+        if count > 0:
+            mask_smallest(net, layer.weight, net.tensor(layer.weight).detach().abs(), active, count)
 
 
 def han_pruning(model: str, output: str, data: str, train_config: TrainConfig, max_acc_drop: float,

@@ -514,6 +514,12 @@ def check_targets(model: str, rows: Sequence[Row]) -> list[dict]:
              "mac_reduction": f">= {goals.get('mac_reduction', 0):g}x fewer MACs",
              "vs_pruning_only": f">= {goals.get('vs_pruning_only', 0):g}x fewer params than pruning only",
              "latency_b256_ratio": f"ORT latency at batch 256 <= {goals.get('latency_b256_ratio', 0):g}x dense"}
+
+    def labels(key: str) -> list[str]:  # one target line per pruning-only row
+        if key != "vs_pruning_only":
+            return [names[key]]
+        return [f"{names[key]}, {short}" for short in PRUNING_ROWS.values()]
+
     dense = next((r for r in rows if r.method == "dense" and r.error is None), None)
     floor = -1.0 if dense is None else dense.accuracy - BUDGET_POINTS / 100
     eligible = [r for r in rows if r.method.startswith("nestc") and r.error is None and r.accuracy >= floor - 1e-12]
@@ -521,8 +527,7 @@ def check_targets(model: str, rows: Sequence[Row]) -> list[dict]:
     if dense is None or best is None:
         why = "no dense baseline" if dense is None else (
             f"no nestc row within {BUDGET_POINTS} points of dense ({dense.accuracy:.2%})")
-        return [_check(f"{names[key]}, {short}" if key == "vs_pruning_only" else names[key], None, False, why)
-                for key in goals for short in (PRUNING_ROWS.values() if key == "vs_pruning_only" else [None])]
+        return [_check(label, None, False, why) for key in goals for label in labels(key)]
     chosen = f"{best.method}: {best.accuracy:.2%} vs dense {dense.accuracy:.2%}"
     checks = []
     for key, goal in goals.items():
@@ -531,8 +536,8 @@ def check_targets(model: str, rows: Sequence[Row]) -> list[dict]:
         elif key == "mac_reduction":
             checks.append(_check(names[key], best.mac_reduction, best.mac_reduction >= goal, chosen))
         elif key == "vs_pruning_only":
-            checks.extend(_vs_pruning(f"{names[key]}, {short}", method, rows, floor, goal)
-                          for method, short in PRUNING_ROWS.items())
+            checks.extend(_vs_pruning(label, method, rows, floor, goal)
+                          for label, method in zip(labels(key), PRUNING_ROWS, strict=True))
         elif key == "latency_b256_ratio":
             ratio = best.latency_b256_ms / dense.latency_b256_ms
             checks.append(_check(names[key], round(ratio, 3), ratio <= goal,

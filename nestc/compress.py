@@ -82,7 +82,8 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
         view = trainable_view(net, output_name, str(model))
     before_stats = model_stats(net)  # the network is trained in place from here on
     dataset = data_for_model(view, data, data_dir, download, limit=limit, label=str(model))
-    log(f"input normalisation: mean {_rounded(dataset.mean)}, std {_rounded(dataset.std)} (the output expects the same)")
+    log(f"input normalisation: mean {_rounded(dataset.mean)}, std {_rounded(dataset.std)} "
+        "(the output expects the same)")
     trainer = Trainer(train_config)
     split = _split_data(trainer, ClassifierView(copy.deepcopy(net), output_name, str(model)), dataset, config,
                         train_config.seed)

@@ -20,6 +20,8 @@ import torch
 from nestc.data import Dataset, fit_to_input, load_dataset
 from nestc.errors import DataError
 from nestc.ir.classifier import ClassifierView
+from nestc.training.data import place
+from nestc.training.inference import predict_logits
 
 
 def data_for_model(view: ClassifierView, spec: str, data_dir: str | os.PathLike | None = None,
@@ -83,15 +85,9 @@ def choose_normalisation(view: ClassifierView, raw: Dataset, input_shape: list, 
 
 
 def _accuracy(view: ClassifierView, dataset: Dataset) -> float:
-    was_training = view.training
-    view.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(dataset.x_test), 500):
-            x = torch.from_numpy(dataset.x_test[start:start + 500]).to(view.net.device)
-            correct += int((view(x).argmax(-1).cpu().numpy() == dataset.y_test[start:start + 500]).sum())
-    view.train(was_training)
-    return correct / len(dataset.x_test)
+    data = place(dataset.x_test, None, None, view.net.device)
+    predicted = predict_logits(view, data, batch_size=1024, amp=False).argmax(1).numpy()
+    return float((predicted == dataset.y_test).mean())
 
 
 def output_classes(view: ClassifierView, sample: np.ndarray) -> int:

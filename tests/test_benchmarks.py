@@ -38,8 +38,9 @@ def test_nest_table_smoke(nest_table, tmp_path: Path, capsys: pytest.CaptureFixt
                             "--sparsities", "0.9", "--latency-repeats", "2", "--out", str(tmp_path)])
     payload = json.loads((tmp_path / "lenet-300-100-debug.json").read_text())
     rows = {row["method"]: row for row in payload["rows"]}
-    expected = {"dense", "pruning only (Han et al.)", "pruning only (nestc schedule)", "onnxsim magnitude s=0.9 + finetune", "onnxsim structured s=0.9 + finetune",
-                "nestc (dense, drop 0.5)", "nestc (dense, drop 0.5, units 0.2)", "nestc (seed, drop 0.5)"}
+    expected = {"dense", "pruning only (Han et al.)", "pruning only (nestc schedule)",
+                "onnxsim magnitude s=0.9 + finetune", "onnxsim structured s=0.9 + finetune", "nestc (dense, drop 0.5)",
+                "nestc (dense, drop 0.5, units 0.2)", "nestc (seed, drop 0.5)"}
     assert set(rows) == expected
     for name, row in rows.items():
         assert set(row) == set(nest_table.ROW_FIELDS), name
@@ -90,9 +91,9 @@ def test_failed_method_becomes_a_row(nest_table) -> None:
 def test_han_rounds_prune_the_same_share_of_every_layer(nest_table, tmp_path: Path) -> None:
     """The Han et al. baseline takes ``fraction`` of each layer's active weights, smallest first."""
     import torch
+    from han_pruning import prune_each_layer
 
     import nestc
-    from han_pruning import prune_each_layer
     from nestc.api import load_network
     from nestc.passes.base import ensure_masks, layers
 

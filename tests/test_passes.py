@@ -15,11 +15,11 @@ from nestc.ir.classifier import ClassifierView
 from nestc.ir.emit import emit_model
 from nestc.ir.network import Network
 from nestc.passes.base import Probe, active_connections, effective_gradients, ensure_masks, layers
+from nestc.passes.compact import compact
 from nestc.passes.grow_connections import grow_connections
 from nestc.passes.grow_feature_maps import grow_feature_maps
 from nestc.passes.grow_neurons import grow_neurons
 from nestc.passes.partial_area import partial_area
-from nestc.passes.compact import compact
 from nestc.passes.prune_connections import prune_connections
 from nestc.passes.prune_units import prune_units, unit_scores
 from nestc.passes.unit_spaces import conv_spaces, fc_spaces

@@ -60,10 +60,15 @@ def prune_connections(net: Network, fraction: float, max_layer_fraction: float =
         n = min(int(candidates.sum()), cap)
         if n <= 0:
             continue
-        values = torch.where(candidates, score, torch.full_like(score, float("inf"))).flatten()
-        drop = torch.topk(values, n, largest=False).indices
-        mask = net.mask(layer.weight).clone().flatten()
-        mask[drop] = 0
-        net.set_mask(layer.weight, mask.reshape(score.shape))
+        mask_smallest(net, layer.weight, score, candidates, n)
         removed += n
     return PassResult("prune_connections", removed > 0, {"removed": removed, "active_before": total})
+
+
+def mask_smallest(net: Network, weight: str, score: torch.Tensor, candidates: torch.Tensor, count: int) -> None:
+    """Deactivate the ``count`` entries of ``weight`` with the lowest ``score`` among ``candidates``."""
+    values = torch.where(candidates, score, torch.full_like(score, float("inf"))).flatten()
+    drop = torch.topk(values, count, largest=False).indices
+    mask = net.mask(weight).clone().flatten()
+    mask[drop] = 0
+    net.set_mask(weight, mask.reshape(score.shape))
