@@ -52,7 +52,7 @@ def prune_each_layer(net: Network, fraction: float) -> None:
 
 
 def han_pruning(model: str, output: str, data: str, train_config: TrainConfig, max_acc_drop: float,
-                max_epochs: float, fraction: float = 0.2, retrain_epochs: float = 1.0,
+                max_epochs: float, fraction: float = 0.1, retrain_epochs: float = 1.0,
                 give_up: float = 1.0) -> HanResult:
     """Prune ``model`` round by round and write the sparsest round within ``max_acc_drop`` points.
 

@@ -183,7 +183,12 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--time-budget", default=None, type=float, help="Seconds for the whole run.")
 @click.option("--grow", default="auto", show_default=True, type=click.Choice(["auto", "on", "off"]),
               help="Growth phase; auto: only for sparse seeds.")
-@click.option("--prune-fraction", default=0.3, show_default=True, type=float)
+@click.option("--prune-fraction", default=0.2, show_default=True, type=float,
+              help="Share of active connections pruned per step (halved after an undone step).")
+@click.option("--grow-prune-cycles", default=3, show_default=True, type=int,
+              help="Times a stalled pruning phase regrows connections by gradient and prunes again.")
+@click.option("--cycle-growth", default=0.5, show_default=True, type=float,
+              help="Connections regrown per cycle, relative to the active count.")
 @click.option("--regrow-fraction", default=0.0, show_default=True, type=float,
               help="Share of each pruning step regrown by gradient (RigL-style; measured to cost compression).")
 @click.option("--unit-prune-fraction", default=0.0, show_default=True, type=float,
@@ -202,7 +207,8 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
              batch_size: int, lr: float, weight_decay: float, optimizer: str, device: str, seed_value: int, quiet: bool,
              output_name: str | None, report: str | None, plot: str | None, max_acc_drop: float,
              target_params: int | None, max_epochs: float, time_budget: float | None, grow: str,
-             prune_fraction: float, regrow_fraction: float, unit_prune_fraction: float, distill: bool,
+             prune_fraction: float, grow_prune_cycles: int, cycle_growth: float, regrow_fraction: float,
+             unit_prune_fraction: float, distill: bool,
              partial_area_gamma: float, retrain_epochs: float,
              birth_strength: float, validation: str, sparse_format: str, limit: int | None, resume: bool) -> None:
     """Grow and prune MODEL with NeST on --data; exit 3 when no model met the accuracy budget."""
@@ -211,6 +217,7 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
 
     config = NestConfig(max_acc_drop=max_acc_drop, target_params=target_params, max_epochs=max_epochs,
                         time_budget=time_budget, grow=grow, prune_fraction=prune_fraction,
+                        grow_prune_cycles=grow_prune_cycles, cycle_growth=cycle_growth,
                         regrow_fraction=regrow_fraction, unit_prune_fraction=unit_prune_fraction, distill=distill,
                         partial_area_gamma=partial_area_gamma,
                         retrain_epochs=retrain_epochs, birth_strength=birth_strength, validation=validation,

@@ -72,7 +72,7 @@ def test_failed_method_becomes_a_row(nest_table) -> None:
     """A method that raises is recorded in its row (and in the table), and targets report it missed."""
     from types import SimpleNamespace
 
-    ctx = SimpleNamespace(settings=SimpleNamespace(model="lenet-5"), log=lambda _line: None)
+    ctx = SimpleNamespace(settings=SimpleNamespace(model="lenet-5"), seed=0, log=lambda _line: None)
 
     def broken():
         raise ValueError("unsupported node")
@@ -86,6 +86,27 @@ def test_failed_method_becomes_a_row(nest_table) -> None:
     assert "failed: ValueError: unsupported node" in nest_table.format_table([nest_table.asdict(r) for r in rows])
     targets = nest_table.check_targets("lenet-5", rows)
     assert len(targets) == 5 and not any(t["met"] for t in targets)
+
+
+def test_replicated_rows_report_the_median_seed_and_list_every_run(nest_table) -> None:
+    """``--seeds``: each seed runs with its own training seed; the row is the median run by non-zeros,
+    and a failed seed is listed but not counted."""
+    from types import SimpleNamespace
+
+    ctx = SimpleNamespace(settings=SimpleNamespace(model="lenet-5", seeds=(0, 1, 2, 3)), seed=0,
+                          log=lambda _line: None)
+    results = {0: 900, 1: 300, 3: 600}
+
+    def work():
+        if ctx.seed not in results:
+            raise RuntimeError("diverged")
+        return nest_table.Row("x", accuracy=0.9, nonzero_params=results[ctx.seed], seed=ctx.seed)
+
+    row = nest_table.replicated("nestc (dense, drop 0.5)", ctx, work)
+    assert (row.method, row.seed, row.nonzero_params) == ("nestc (dense, drop 0.5)", 3, 600)
+    assert row.notes.startswith("median of 3 seeds (seed 0: 900 at 90.00%, seed 1: 300 at 90.00%, "
+                                "seed 2: failed (RuntimeError: diverged), seed 3: 600 at 90.00%)")
+    assert ctx.seed == 0, "later methods train with seed 0 again"
 
 
 def test_han_rounds_prune_the_same_share_of_every_layer(nest_table, tmp_path: Path) -> None:

@@ -115,6 +115,27 @@ def test_compress_trained_model_within_budget(trained_mlp: Path, tmp_path: Path)
         assert set(step["widths"]) and step["nonzero_params"] <= step["params"]
 
 
+def test_stalled_pruning_regrows_and_keeps_the_smallest_network(trained_mlp: Path, tmp_path: Path) -> None:
+    """Once an undone step leaves the step size below its minimum, a grow-and-prune cycle regrows
+    connections of the best network by gradient; the written model is still the smallest one that met
+    the budget, not the regrown one."""
+    config = NestConfig(max_acc_drop=3, prune_fraction=0.5, min_prune_fraction=0.3, grow_prune_cycles=1,
+                        max_epochs=12, retrain_epochs=0.5, recovery_epochs=0, grow_epochs=0.5)
+    result = nestc.compress(trained_mlp, tmp_path / "out.onnx", "embedded", config,
+                            TrainConfig(device="cpu", quiet=True), log=lambda _line: None)
+    history = result.report["history"]
+    cycles = [i for i, h in enumerate(history) if h["phase"] == "regrow"]
+    assert len(cycles) == 1, [h["action"] for h in history]
+    before_cycle = history[:cycles[0]]
+    assert not before_cycle[-1]["accepted"], "a cycle starts only after an undone step"
+    smallest_before = min(h["nonzero_params"] for h in before_cycle if h["accepted"])
+    assert history[cycles[0]]["nonzero_params"] > smallest_before, "connections were regrown"
+    kept = [h["nonzero_params"] for h in history if h["accepted"] and h["phase"] != "regrow"]
+    assert result.met_budget
+    assert result.report["nonzero_params"]["after"] == min(kept)
+    assert nestc.inspect(tmp_path / "out.onnx").nonzero_params == min(kept)
+
+
 def test_compress_seed_grows_then_prunes(tmp_path: Path) -> None:
     nestc.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.2, density=0.1)
     config = NestConfig(max_epochs=8, grow_epochs=1, grow_steps=2, retrain_epochs=1, neuron_growth=4)

@@ -75,6 +75,8 @@ CASES = [
     Case("--max-epochs 0", _compress("--max-epochs", "0"), ("--max-epochs 0",)),
     Case("--prune-fraction 1.5", _compress("--prune-fraction", "1.5"), ("--prune-fraction 1.5",)),
     Case("--unit-prune-fraction 1", _compress("--unit-prune-fraction", "1"), ("--unit-prune-fraction 1",)),
+    Case("--grow-prune-cycles -1", _compress("--grow-prune-cycles", "-1"), ("--grow-prune-cycles -1",)),
+    Case("--cycle-growth 0", _compress("--cycle-growth", "0"), ("--cycle-growth 0",)),
     Case("--target-params 0", _compress("--target-params", "0"), ("--target-params 0",)),
     Case("--time-budget -5", _compress("--time-budget", "-5"), ("--time-budget -5",)),
     Case("--limit 0", _compress("--limit", "0"), ("--limit 0",)),

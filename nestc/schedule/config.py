@@ -40,6 +40,12 @@ class NestConfig:
         unit_prune_fraction: share of live neurons and feature maps removed by magnitude per pruning
             step (scaled down with the step when a step is undone); narrower layers run faster in a
             dense runtime than sparse wide ones.
+        grow_prune_cycles: when pruning stalls (the step size fell below ``min_prune_fraction``) and
+            epochs remain, the smallest network within budget regrows ``cycle_growth`` x its active
+            connections by gradient, trains ``grow_epochs``, and pruning starts over from it; at most
+            this many times. NeST's grow-and-prune applied to a trained model: the connections
+            magnitude pruning left are re-chosen by the loss.
+        cycle_growth: connections regrown per cycle, relative to the active count.
         partial_area_gamma: share of active convolution input positions masked per pruning step.
         retrain_epochs: retraining after each pruning step.
         recovery_epochs: extra retraining for a step that misses the budget before it is undone.
@@ -65,10 +71,12 @@ class NestConfig:
     neuron_beta: float = 0.002
     birth_strength: float = 0.5
     map_candidates: int = 4
-    prune_fraction: float = 0.3
+    prune_fraction: float = 0.2
     min_prune_fraction: float = 0.03
     regrow_fraction: float = 0.0
     unit_prune_fraction: float = 0.0
+    grow_prune_cycles: int = 3
+    cycle_growth: float = 0.5
     partial_area_gamma: float = 0.0
     retrain_epochs: float = 1.0
     recovery_epochs: float = 1.0
@@ -99,7 +107,8 @@ class NestConfig:
         if self.validation not in VALIDATION_SOURCES:
             raise OptionError(f"--validation {self.validation}: use one of {', '.join(VALIDATION_SOURCES)}")
         _check(0 < self.val_fraction < 1, "--val-fraction", self.val_fraction, "a number in (0, 1)")
-        for name in ("grow_steps", "neuron_growth", "feature_map_growth"):
+        _check(0 < self.cycle_growth <= 10, "--cycle-growth", self.cycle_growth, "a number in (0, 10]")
+        for name in ("grow_steps", "neuron_growth", "feature_map_growth", "grow_prune_cycles"):
             _check(getattr(self, name) >= 0, f"--{name.replace('_', '-')}", getattr(self, name), "an integer >= 0")
         _check(self.map_candidates >= 1, "--map-candidates", self.map_candidates, "an integer >= 1")
         _check(self.probe_samples >= 1, "--probe-samples", self.probe_samples, "an integer >= 1")

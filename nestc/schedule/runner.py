@@ -1,9 +1,12 @@
 """The NeST flow: a growth phase for seeds, then prune-and-retrain steps within an accuracy budget.
 
-Every decision (which step is accepted, when to stop) uses held-out accuracy, never the test split.
+Every decision (which step is accepted, when to stop) uses held-out accuracy.
 A pruning step that misses the budget even after recovery training is undone and the step size is
-halved; the run ends when the step size, the epoch or time budget, or ``target_params`` says so. The
-result is the smallest network that met the budget (or, when none did, the most accurate attempt).
+halved. When the step size has fallen below its minimum while epochs remain, a grow-and-prune cycle
+regrows connections of the smallest network within budget by gradient and pruning starts over from
+it. The run ends when the epoch or time budget or ``target_params`` says so, or when the step size is
+spent and no cycle is left. The result is the smallest network that met the budget (or, when none
+did, the most accurate attempt).
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ class NestRun:
         self.started = time.perf_counter()
         self.state: dict = {"step": 0, "epochs_used": 0.0, "fraction": config.prune_fraction, "phase": "start",
                             "history": [], "best_accuracy": None, "reference": None, "grow_best": None,
-                            "patience": 0, "grew": False, "met": False, "attempt_accuracy": -1.0}
+                            "patience": 0, "grew": False, "met": False, "attempt_accuracy": -1.0, "cycles": 0}
         self.best: Network | None = None
         self.trainer = Trainer(train_config)
 
@@ -233,6 +236,9 @@ class NestRun:
     def _accept(self, accuracy: float) -> bool:
         """Keep the current network as the best when it meets the budget (or is the best attempt yet)."""
         if accuracy >= self._budget() - 1e-12:
+            if self.state["met"] and self.best is not None and \
+                    active_connections(self.net) > active_connections(self.best):
+                return True  # within budget but larger than the best (after a regrow cycle)
             self.best = copy.deepcopy(self.net)
             self.state["met"] = True
             return True
@@ -241,42 +247,75 @@ class NestRun:
             self.state["attempt_accuracy"] = accuracy
         return False
 
-    def _done_pruning(self) -> bool:
+    def _target_reached(self) -> bool:
         cfg = self.config
-        if self._out_of_budget() or self.state["fraction"] < cfg.min_prune_fraction:
-            return True
-        if cfg.target_params is not None and self.best is not None and self.state["met"]:
-            return model_stats(self.best).nonzero_params <= cfg.target_params
-        return False
+        return (cfg.target_params is not None and self.best is not None and self.state["met"]
+                and model_stats(self.best).nonzero_params <= cfg.target_params)
 
     def _prune_phase(self) -> None:
         cfg = self.config
-        while not self._done_pruning():
-            before = copy.deepcopy(self.net)
-            fraction = self.state["fraction"]
-            probe = self._probe()
-            pruned = prune_connections(self.net, fraction).details.get("removed", 0)
-            units = prune_units(self.net, cfg.unit_prune_fraction * fraction / cfg.prune_fraction,
-                                probe.x[:64]).details.get("removed", 0)
-            if cfg.regrow_fraction > 0 and pruned:
-                grads, _ = effective_gradients(probe)
-                ratio = cfg.regrow_fraction * pruned / max(active_connections(self.net), 1)
-                grow_connections(self.net, grads, ratio)
-            partial_area(probe, cfg.partial_area_gamma)
-            compact(self.net, probe.x[:64])
-            trained = self._fit(cfg.retrain_epochs)
+        while not (self._out_of_budget() or self._target_reached()):
+            if self.state["fraction"] >= cfg.min_prune_fraction:
+                self._prune_step()
+            elif self.state["cycles"] < cfg.grow_prune_cycles and self.state["met"]:
+                self._regrow_cycle()
+            else:
+                break
+
+    def _prune_step(self) -> None:
+        """Prune one step, retrain, and keep it or undo it (halving the step size)."""
+        cfg = self.config
+        before = copy.deepcopy(self.net)
+        fraction = self.state["fraction"]
+        probe = self._probe()
+        pruned = prune_connections(self.net, fraction).details.get("removed", 0)
+        units = prune_units(self.net, cfg.unit_prune_fraction * fraction / cfg.prune_fraction,
+                            probe.x[:64]).details.get("removed", 0)
+        if cfg.regrow_fraction > 0 and pruned:
+            grads, _ = effective_gradients(probe)
+            ratio = cfg.regrow_fraction * pruned / max(active_connections(self.net), 1)
+            grow_connections(self.net, grads, ratio)
+        partial_area(probe, cfg.partial_area_gamma)
+        compact(self.net, probe.x[:64])
+        trained = self._fit(cfg.retrain_epochs)
+        accuracy = self._accuracy()
+        if trained and accuracy < self._budget() and cfg.recovery_epochs > 0 and not self._out_of_budget():
+            trained = self._fit(cfg.recovery_epochs)
             accuracy = self._accuracy()
-            if trained and accuracy < self._budget() and cfg.recovery_epochs > 0 and not self._out_of_budget():
-                trained = self._fit(cfg.recovery_epochs)
-                accuracy = self._accuracy()
-            accepted = trained and self._accept(accuracy)
-            action = (f"prune {fraction:.0%} ({pruned:,} connections" + (f", {units} units)" if units else ")")
-                      + ("" if trained else " (loss diverged)"))
-            self._record("prune", action, accepted, accuracy)
-            if not accepted:
-                self.view.net = before
-                self.state["fraction"] = fraction / 2
-            self._save()
+        accepted = trained and self._accept(accuracy)
+        action = (f"prune {fraction:.0%} ({pruned:,} connections" + (f", {units} units)" if units else ")")
+                  + ("" if trained else " (loss diverged)"))
+        self._record("prune", action, accepted, accuracy)
+        if not accepted:
+            self.view.net = before
+            self.state["fraction"] = fraction / 2
+        self._save()
+
+    def _regrow_cycle(self) -> None:
+        """Grow the best network's connections back by gradient, train, and let pruning go on.
+
+        Pruning stalls when every small step costs too much accuracy: the surviving connections are
+        the ones magnitude pruning chose, not necessarily the ones the task needs. Regrowing by
+        gradient and training re-optimises the connectivity; the next pruning steps then start from
+        a better network of the same size. The best network is kept by size, so a cycle that does
+        not pay off changes nothing.
+        """
+        cfg = self.config
+        self.state["cycles"] += 1
+        self.view.net = copy.deepcopy(self.best)
+        probe = self._probe()
+        grads, _ = effective_gradients(probe)
+        grown = grow_connections(self.net, grads, cfg.cycle_growth).details.get("grown", 0)
+        if grown == 0:  # nothing dormant to regrow (the best is still dense): cycles cannot help
+            self.state["cycles"] = cfg.grow_prune_cycles
+            return
+        trained = self._fit(cfg.grow_epochs)
+        if not trained:
+            self.view.net = copy.deepcopy(self.best)
+        self._record("regrow", f"regrow {grown:,} connections" + ("" if trained else " (loss diverged)"), trained,
+                     self._accuracy())
+        self.state["fraction"] = cfg.prune_fraction
+        self._save()
 
     def _outcome(self) -> NestOutcome:
         chosen = self.best if self.best is not None else self.net
