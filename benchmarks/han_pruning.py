@@ -30,6 +30,10 @@ from nestc.passes.base import ensure_masks, layers
 from nestc.passes.prune_connections import mask_smallest
 from nestc.training import TrainConfig, Trainer
 
+ROUND_FRACTION = 0.1
+"""Share of every layer's remaining weights a round prunes: 10 % rounds fill a 40-epoch budget of
+one-epoch retrainings; 20 % rounds stopped after about 20 and ended 1.5-3x less sparse."""
+
 
 @dataclass
 class HanResult:
@@ -52,7 +56,7 @@ def prune_each_layer(net: Network, fraction: float) -> None:
 
 
 def han_pruning(model: str, output: str, data: str, train_config: TrainConfig, max_acc_drop: float,
-                max_epochs: float, fraction: float = 0.1, retrain_epochs: float = 1.0,
+                max_epochs: float, fraction: float = ROUND_FRACTION, retrain_epochs: float = 1.0,
                 give_up: float = 1.0) -> HanResult:
     """Prune ``model`` round by round and write the sparsest round within ``max_acc_drop`` points.
 

@@ -53,13 +53,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
-from han_pruning import han_pruning  # benchmarks/ is on sys.path: this script's folder
+from han_pruning import ROUND_FRACTION, han_pruning  # benchmarks/ is on sys.path: this script's folder
 from machine import machine_info
 from onnx import numpy_helper
 
@@ -94,7 +94,6 @@ QUICK_COMPRESS_EPOCHS = 8.0
 QUICK_LIMIT = 6000
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 CURVE_DROPS = (1.0, 2.0)
-HAN_FRACTION = 0.1  # share of every layer's remaining weights the Han et al. baseline prunes per round
 UNIT_FRACTION = 0.2  # the opt-in ``--unit-prune-fraction`` row: fewer, narrower layers (latency)
 ONNXSIM_KINDS = ("magnitude", "structured")
 BUDGET_POINTS = 0.5  # accuracy budget of the targets: points below the dense baseline
@@ -195,7 +194,6 @@ class Context:
     input_name: str
     dense_path: Path | None = None
     dense_wall: float = 0.0
-    compressed: dict[str, Row] = field(default_factory=dict)  # compress runs by source, configuration, seed
     seed: int = 0  # the training seed of the method being run
     log: Callable[[str], None] = print
 
@@ -356,15 +354,8 @@ def compress_row(ctx: Context, method: str, source: Path, config: nestc.NestConf
     """``nestc.compress`` ``source`` with ``config`` and measure the written file.
 
     ``start_epochs``/``start_wall`` are what producing ``source`` cost (dense training, or nothing
-    for a seed); they are added to the row's epochs and total wall time. A compress run is seeded, so
-    a second row with the same source and configuration reuses the first run's result instead of
-    repeating it.
+    for a seed); they are added to the row's epochs and total wall time.
     """
-    same = replace(config, grow="off") if config.grow == "auto" and source == ctx.dense_path else config
-    key = f"{source}|{same!r}|{ctx.seed}"  # ``auto`` never grows the dense model: it is as dense as it gets
-    if key in ctx.compressed:
-        first = ctx.compressed[key]
-        return replace(first, method=method, notes=f"same source and configuration as '{first.method}': its run")
     output = ctx.output(method.replace(" ", "_").replace("(", "").replace(")", "").replace("=", ""))
     log = ctx.log if ctx.settings.verbose else (lambda _line: None)
     started = time.perf_counter()
@@ -378,7 +369,6 @@ def compress_row(ctx: Context, method: str, source: Path, config: nestc.NestConf
     row = Row(method, epochs=round(start_epochs + used, 3), wall_s=round(wall, 2),
               wall_s_total=round(start_wall + wall, 2), met_budget=result.met_budget, notes="; ".join(notes),
               seed=ctx.seed, **measure_file(output, ctx))
-    ctx.compressed[key] = row
     return row
 
 
@@ -388,10 +378,10 @@ def run_han(ctx: Context) -> Row:
     output = ctx.output("han")
     started = time.perf_counter()
     result = han_pruning(str(_dense(ctx)), str(output), ctx.data, ctx.train_config(), s.max_acc_drop,
-                         s.compress_epochs, fraction=HAN_FRACTION)
+                         s.compress_epochs)
     wall = time.perf_counter() - started
     curve = ", ".join(f"{n:,} at {acc:.2%}" for n, acc in result.history)
-    notes = [f"{len(result.history)} rounds of {HAN_FRACTION:.0%} per layer; non-zero weights after each: {curve}"]
+    notes = [f"{len(result.history)} rounds of {ROUND_FRACTION:.0%} per layer; non-zero weights after each: {curve}"]
     if not result.met_budget:
         notes.append("budget missed: best attempt written")
     return Row(HAN_ROW, epochs=round(s.dense_epochs + result.epochs, 3), wall_s=round(wall, 2),
