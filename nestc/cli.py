@@ -196,6 +196,10 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--distill", is_flag=True, help="Distil from the original model while retraining.")
 @click.option("--partial-area-gamma", default=0.0, show_default=True, type=float,
               help="Share of conv input positions masked per pruning step (partial-area convolution).")
+@click.option("--round-to", default=4, show_default=True, type=int,
+              help="Widths of N units or more shrink only to multiples of N (fast runtime kernels); 1: no rounding.")
+@click.option("--lr-check-epochs", default=0.25, show_default=True, type=float,
+              help="Fine-tune a copy of a trained model this long first; lower --lr while it loses accuracy. 0: off.")
 @click.option("--retrain-epochs", default=1.0, show_default=True, type=float)
 @click.option("--birth-strength", default=0.5, show_default=True, type=float)
 @click.option("--validation", default="auto", show_default=True, type=click.Choice(["auto", "test", "train"]),
@@ -209,7 +213,7 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
              target_params: int | None, max_epochs: float, time_budget: float | None, grow: str,
              prune_fraction: float, grow_prune_cycles: int, cycle_growth: float, regrow_fraction: float,
              unit_prune_fraction: float, distill: bool,
-             partial_area_gamma: float, retrain_epochs: float,
+             partial_area_gamma: float, round_to: int, lr_check_epochs: float, retrain_epochs: float,
              birth_strength: float, validation: str, sparse_format: str, limit: int | None, resume: bool) -> None:
     """Grow and prune MODEL with NeST on --data; exit 3 when no model met the accuracy budget."""
     from nestc.compress import compress as run_compress
@@ -219,7 +223,7 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
                         time_budget=time_budget, grow=grow, prune_fraction=prune_fraction,
                         grow_prune_cycles=grow_prune_cycles, cycle_growth=cycle_growth,
                         regrow_fraction=regrow_fraction, unit_prune_fraction=unit_prune_fraction, distill=distill,
-                        partial_area_gamma=partial_area_gamma,
+                        partial_area_gamma=partial_area_gamma, round_to=round_to, lr_check_epochs=lr_check_epochs,
                         retrain_epochs=retrain_epochs, birth_strength=birth_strength, validation=validation,
                         min_prune_fraction=min(0.03, prune_fraction))
     if epochs is not None:

@@ -208,7 +208,7 @@ def _report(model, output, before_model: onnx.ModelProto, before_stats: ModelSta
         "model": str(model), "output": str(output), "data": dataset.name, "met_budget": outcome.met_budget,
         "input_normalisation": {"mean": list(dataset.mean), "std": list(dataset.std)},
         "grew": outcome.grew, "validation": validation, "reference_val_accuracy": outcome.reference_accuracy,
-        "budget_val_accuracy": outcome.budget_accuracy,
+        "budget_val_accuracy": outcome.budget_accuracy, "learning_rate": outcome.learning_rate,
         "accuracy": {"before": before_acc, "after": after_acc, "measured_by": "onnxruntime", "split": "test"},
         "params": {"before": before_stats.params, "after": after_stats.params},
         "nonzero_params": {"before": before_stats.nonzero_params, "after": after_stats.nonzero_params},

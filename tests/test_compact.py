@@ -364,6 +364,14 @@ def test_round_to_keeps_widths_multiples(zoo_export, tmp_path) -> None:
     assert all(w % 8 == 0 for w in report.result.widths.values())
 
 
+def test_round_to_leaves_widths_below_it_free(zoo_export, tmp_path) -> None:
+    """A width that falls below ``round_to`` is not rounded back up: runtimes pad it to one block anyway."""
+    exp = zoo_export("MLP", "legacy", plants=(("fc2", tuple(range(95)), "fanout"),))
+    report, model = _compact(exp, tmp_path, round_to=8)
+    assert _weight_shapes(model)["fc2.weight"] == (5, 300)
+    assert sorted(report.result.widths.values()) == [5, 300]
+
+
 def test_sparse_coo_output_is_smaller_and_equal(tmp_path) -> None:
     module = models.build("MLP")
     models.plant_dead(module, "fc1", (0, 1), "fanin")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -136,6 +137,30 @@ def test_stalled_pruning_regrows_and_keeps_the_smallest_network(trained_mlp: Pat
     assert nestc.inspect(tmp_path / "out.onnx").nonzero_params == min(kept)
 
 
+def test_learning_rate_check_lowers_a_rate_that_wrecks_the_model(trained_mlp: Path, tmp_path: Path) -> None:
+    """A rate the trained model cannot take is divided by sqrt(10) until a short fine-tune keeps the
+    accuracy; pruning then retrains at that rate, and the original's weights were never touched."""
+    config = NestConfig(max_epochs=3, max_acc_drop=2)
+    result = nestc.compress(trained_mlp, tmp_path / "out.onnx", "embedded", config,
+                            TrainConfig(device="cpu", quiet=True, lr=1.0), log=lambda _line: None)
+    history = result.report["history"]
+    checks = [h for h in history if h["action"].startswith("fine-tune check")]
+    assert checks and not checks[0]["accepted"], [h["action"] for h in history]
+    assert checks[-1]["accepted"] and checks[-1]["val_accuracy"] >= history[0]["val_accuracy"] - 0.02
+    assert result.report["learning_rate"] == pytest.approx(1.0 / 10 ** (0.5 * (len(checks) - 1)))
+    assert all(h["nonzero_params"] == history[0]["nonzero_params"] for h in checks), "checks run on copies"
+    assert any(h["phase"] == "prune" and h["accepted"] for h in history), "pruning retrained at the lowered rate"
+
+
+def test_learning_rate_check_keeps_a_rate_the_model_takes(trained_mlp: Path, tmp_path: Path) -> None:
+    config = NestConfig(max_epochs=2, max_acc_drop=2)
+    result = nestc.compress(trained_mlp, tmp_path / "out.onnx", "embedded", config,
+                            TrainConfig(device="cpu", quiet=True), log=lambda _line: None)
+    assert result.report["learning_rate"] == TrainConfig().lr
+    assert not [h for h in result.report["history"] if h["action"].startswith("fine-tune check")]
+    assert result.report["history"][1]["epochs_used"] == pytest.approx(0.25 + 1.0), "the check's epochs count"
+
+
 def test_compress_seed_grows_then_prunes(tmp_path: Path) -> None:
     nestc.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.2, density=0.1)
     config = NestConfig(max_epochs=8, grow_epochs=1, grow_steps=2, retrain_epochs=1, neuron_growth=4)
@@ -168,6 +193,9 @@ def test_compress_grows_and_prunes_residual_and_branching_graphs(zoo_export, tmp
     first = history[0]["widths"]
     assert any(h["widths"][k] > first[k] for h in history if h["phase"] == "grow" for k in first), "maps grew"
     assert any("units" in h["action"] for h in history if h["phase"] == "prune"), "whole units were pruned"
+    for before, after in itertools.pairwise(history):  # widths shrink only to runtime-friendly sizes (--round-to 4)
+        shrunk = [w for k, w in after["widths"].items() if w < before["widths"].get(k, w)]
+        assert all(w % config.round_to == 0 or w < config.round_to for w in shrunk), (before["widths"], after["widths"])
     written = onnx.load(str(tmp_path / "out.onnx"))
     onnx.checker.check_model(written)
     out = runtime.run(runtime.session(written), [x[:1]])[0]

@@ -37,7 +37,8 @@ def compact(net: Network, sample: torch.Tensor | None = None, round_to: int = 1,
         net: the network to shrink.
         sample: a batch for the first graph input, used to measure constant units (default: seeded
             random inputs of batch 8).
-        round_to: keep every resized width a multiple of this (runtimes favour such widths).
+        round_to: keep every resized width of at least this many units a multiple of it (runtimes favour such
+            widths).
         max_rounds: upper bound on remove-and-recheck rounds.
     """
     inputs = sample_inputs(net, sample, batch=8)

@@ -267,7 +267,8 @@ def apply_folds(net: Network, folds: list[Fold]) -> None:
 
 def removal_plan(analysis: ChannelAnalysis, dead: DeadUnits, round_to: int = 1) -> tuple[dict[int, SpaceChange],
                                                                                      list[Fold]]:
-    """Space changes and the folds they need, keeping at least one unit and widths multiple of ``round_to``.
+    """Space changes and the folds they need, keeping at least one unit and widths multiple of ``round_to``
+    (see ``_allowed``).
 
     Unused units go first (they need no fold), then constant ones, as many as the width rules allow.
     No tensor may become empty: a Split or Slice part made only of dead units keeps its first one.
@@ -311,9 +312,14 @@ def _keep_parts_nonempty(analysis: ChannelAnalysis, chosen: dict[int, list[int]]
 
 
 def _allowed(width: int, dead: int, round_to: int) -> int:
-    """How many of ``dead`` units may go: at least one unit stays, the width stays a multiple of ``round_to``."""
+    """How many of ``dead`` units may go: at least one unit stays, and a width of ``round_to`` or more stays a
+    multiple of ``round_to``.
+
+    Narrower widths are free: a runtime pads a width below its vector block to one block anyway (onnxruntime's
+    NCHWc convolution reads such inputs directly), so fewer units there are never slower.
+    """
     target = max(width - dead, 1)
-    if round_to > 1:
+    if round_to > 1 and target > round_to:
         target = min(width, -(-target // round_to) * round_to)
     return width - target
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from nestc.errors import OptionError
 
 GROW_MODES = ("auto", "on", "off")
+LR_CHECK_TRIES = 4
+"""Rates the learning-rate check tries: the configured one and three steps of sqrt(10) below it."""
 VALIDATION_SOURCES = ("auto", "test", "train")
 
 
@@ -47,6 +49,18 @@ class NestConfig:
             magnitude pruning left are re-chosen by the loss.
         cycle_growth: connections regrown per cycle, relative to the active count.
         partial_area_gamma: share of active convolution input positions masked per pruning step.
+        round_to: widths of ``round_to`` units or more shrink only to multiples of it; dead units beyond
+            that stay as zeros. onnxruntime runs a convolution whose input width is not such a multiple
+            through a generic kernel instead of its blocked (NCHWc) one: measured 2-5x slower for 31 or 63
+            channels than for 32 or 64 (docs/schedule.md). 1 removes every dead unit.
+        lr_check_epochs: before pruning a trained model, it is fine-tuned this long (on a copy) at the
+            training rate; a rate that costs more than ``lr_check_tolerance`` points is divided by
+            sqrt(10) and tried again (at most ``LR_CHECK_TRIES`` rates), and every later fit uses the rate
+            that passed. An exporter that folds batch normalisation into the convolutions leaves a deep
+            network without normalisation, which SGD at 0.05 wrecks within a tenth of an epoch
+            (docs/schedule.md). 0 switches the check off.
+        lr_check_tolerance: accuracy points a rate may cost in the check; it catches a destructive rate,
+            not the half-point dip a good one causes before retraining recovers it.
         retrain_epochs: retraining after each pruning step.
         recovery_epochs: extra retraining for a step that misses the budget before it is undone.
         distill: distil from the original model when it is a trained classifier.
@@ -78,6 +92,9 @@ class NestConfig:
     grow_prune_cycles: int = 3
     cycle_growth: float = 0.5
     partial_area_gamma: float = 0.0
+    round_to: int = 4
+    lr_check_epochs: float = 0.25
+    lr_check_tolerance: float = 2.0
     retrain_epochs: float = 1.0
     recovery_epochs: float = 1.0
     distill: bool = False
@@ -97,6 +114,8 @@ class NestConfig:
             raise OptionError(f"--grow {self.grow}: use one of {', '.join(GROW_MODES)}")
         for name in ("grow_epochs", "retrain_epochs"):
             _check(getattr(self, name) > 0, f"--{name.replace('_', '-')}", getattr(self, name), "a number > 0")
+        _check(self.lr_check_epochs >= 0, "--lr-check-epochs", self.lr_check_epochs, "a number >= 0")
+        _check(self.lr_check_tolerance >= 0, "--lr-check-tolerance", self.lr_check_tolerance, "a number >= 0")
         _check(self.recovery_epochs >= 0, "--recovery-epochs", self.recovery_epochs, "a number >= 0")
         _check(0 < self.prune_fraction < 1, "--prune-fraction", self.prune_fraction, "a number in (0, 1)")
         _check(0 < self.min_prune_fraction <= self.prune_fraction, "--min-prune-fraction",
@@ -110,6 +129,7 @@ class NestConfig:
         _check(0 < self.cycle_growth <= 10, "--cycle-growth", self.cycle_growth, "a number in (0, 10]")
         for name in ("grow_steps", "neuron_growth", "feature_map_growth", "grow_prune_cycles"):
             _check(getattr(self, name) >= 0, f"--{name.replace('_', '-')}", getattr(self, name), "an integer >= 0")
+        _check(self.round_to >= 1, "--round-to", self.round_to, "an integer >= 1")
         _check(self.map_candidates >= 1, "--map-candidates", self.map_candidates, "an integer >= 1")
         _check(self.probe_samples >= 1, "--probe-samples", self.probe_samples, "an integer >= 1")
 

@@ -30,7 +30,7 @@ from nestc.passes.grow_neurons import grow_neurons
 from nestc.passes.partial_area import partial_area
 from nestc.passes.prune_connections import prune_connections
 from nestc.passes.prune_units import prune_units
-from nestc.schedule.config import NestConfig
+from nestc.schedule.config import LR_CHECK_TRIES, NestConfig
 from nestc.schedule.state import load_checkpoint, save_checkpoint
 from nestc.stats import model_stats
 from nestc.training import TrainConfig, Trainer
@@ -81,6 +81,7 @@ class NestOutcome:
     budget_accuracy: float
     grew: bool
     history: list[StepRecord] = field(default_factory=list)
+    learning_rate: float | None = None
 
 
 def layer_density(net: Network) -> float:
@@ -187,12 +188,39 @@ class NestRun:
                 self.state["reference"] = self._accuracy()
                 self._record("start", "original model", True, self.state["reference"])
                 self._accept(self.state["reference"])
+                self._check_learning_rate()
             self._save()
+        self.train_config = replace(self.train_config, lr=self.state.get("lr", self.train_config.lr))
         if self.state["phase"] == "grow":
             self._grow_phase()
         if self.state["phase"] == "prune":
             self._prune_phase()
         return self._outcome()
+
+    def _check_learning_rate(self) -> None:
+        """Lower the training rate until a short fine-tune of the original keeps its accuracy.
+
+        nestc's rate suits networks it trains itself. A model trained elsewhere may not tolerate it: an
+        exporter that folds batch normalisation into the convolutions leaves a deep network with no
+        normalisation, and SGD at 0.05 wrecks such a network within a tenth of an epoch (a MobileNet-style
+        net fell from 82.6 % to 10 %), so every pruning step would be undone. The check fine-tunes copies
+        of the original, which stays untouched; the epochs it spends count against the budget.
+        """
+        cfg = self.config
+        rate = self.train_config.lr
+        for attempt in range(LR_CHECK_TRIES if cfg.lr_check_epochs > 0 else 0):
+            original, self.view.net = self.net, copy.deepcopy(self.net)
+            self.state["lr"] = rate
+            self.train_config = replace(self.train_config, lr=rate)
+            trained = self._fit(cfg.lr_check_epochs)
+            accuracy = self._accuracy() if trained else 0.0
+            self.view.net = original
+            kept = accuracy >= self.state["reference"] - cfg.lr_check_tolerance / 100
+            if not kept or attempt:
+                self._record("start", f"fine-tune check at lr {rate:.3g}", kept, accuracy)
+            if kept:
+                return
+            rate /= 10 ** 0.5
 
     def _grow_phase(self) -> None:
         cfg = self.config
@@ -276,7 +304,7 @@ class NestRun:
             ratio = cfg.regrow_fraction * pruned / max(active_connections(self.net), 1)
             grow_connections(self.net, grads, ratio)
         partial_area(probe, cfg.partial_area_gamma)
-        compact(self.net, probe.x[:64])
+        compact(self.net, probe.x[:64], round_to=cfg.round_to)
         trained = self._fit(cfg.retrain_epochs)
         accuracy = self._accuracy()
         if trained and accuracy < self._budget() and cfg.recovery_epochs > 0 and not self._out_of_budget():
@@ -319,7 +347,7 @@ class NestRun:
 
     def _outcome(self) -> NestOutcome:
         chosen = self.best if self.best is not None else self.net
-        compact(chosen)
+        compact(chosen, round_to=self.config.round_to)
         return NestOutcome(chosen, bool(self.state["met"]), float(self.state["reference"]),
                            float(self._budget()), bool(self.state["grew"]),
-                           [StepRecord(**h) for h in self.state["history"]])
+                           [StepRecord(**h) for h in self.state["history"]], self.train_config.lr)
