@@ -84,6 +84,8 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     dataset = data_for_model(view, data, data_dir, download, limit=limit, label=str(model))
     log(f"input normalisation: mean {_rounded(dataset.mean)}, std {_rounded(dataset.std)} "
         "(the output expects the same)")
+    if dataset.input_fit:
+        log(f"input images fitted to the model: {dataset.input_fit} (the output expects the same)")
     trainer = Trainer(train_config)
     split = _split_data(trainer, ClassifierView(copy.deepcopy(net), output_name, str(model)), dataset, config,
                         train_config.seed)
@@ -207,6 +209,7 @@ def _report(model, output, before_model: onnx.ModelProto, before_stats: ModelSta
     return {
         "model": str(model), "output": str(output), "data": dataset.name, "met_budget": outcome.met_budget,
         "input_normalisation": {"mean": list(dataset.mean), "std": list(dataset.std)},
+        "input_fit": dataset.input_fit or None,
         "grew": outcome.grew, "validation": validation, "reference_val_accuracy": outcome.reference_accuracy,
         "budget_val_accuracy": outcome.budget_accuracy, "learning_rate": outcome.learning_rate,
         "accuracy": {"before": before_acc, "after": after_acc, "measured_by": "onnxruntime", "split": "test"},

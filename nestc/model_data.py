@@ -6,7 +6,9 @@ statistics, ImageNet's. Feeding it another one costs accuracy silently, and retr
 would change what the emitted model expects. So unless ``mean``/``std`` are given, the
 normalisation is the candidate under which the model classifies a sample of the test split best;
 the data set's own statistics are kept unless another is clearly better (a random seed is equally
-bad under all of them).
+bad under all of them). Images of another size than the model's input are fitted the same way: centred
+padding or resizing (``nestc.data.fit.SPATIAL_FITS``), whichever the model classifies clearly better
+under, padding (resizing when the images are larger) otherwise.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from nestc.data import Dataset, fit_to_input, load_dataset
+from nestc.data.fit import SPATIAL_FITS, default_spatial_fit, spatial_target
 from nestc.errors import DataError
 from nestc.ir.classifier import ClassifierView
 from nestc.training.data import place
@@ -32,9 +35,10 @@ def data_for_model(view: ClassifierView, spec: str, data_dir: str | os.PathLike 
     value = next(v for v in net.template.graph.input if v.name == net.input_names[0])
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
     raw = load_dataset(spec, data_dir=data_dir, download=download, limit=limit)
+    spatial = None
     if mean is None and std is None:
-        mean, std = choose_normalisation(view, raw, ["N", *dims[1:]], label)
-    dataset = fit_to_input(raw, ["N", *dims[1:]], mean, std, model_label=label)
+        spatial, mean, std = choose_input_fit(view, raw, ["N", *dims[1:]], label)
+    dataset = fit_to_input(raw, ["N", *dims[1:]], mean, std, model_label=label, spatial=spatial)
     classes = output_classes(view, dataset.x_test[:2])
     for split, labels in (("train", dataset.y_train), ("test", dataset.y_test)):
         if labels is not None and len(labels) and int(labels.max()) >= classes:
@@ -68,16 +72,24 @@ def normalisation_candidates(raw: Dataset) -> list[tuple[tuple[float, ...], tupl
     return unique
 
 
-def choose_normalisation(view: ClassifierView, raw: Dataset, input_shape: list, label: str = "model"
-                         ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The candidate ``(mean, std)`` under which ``view`` is most accurate on a test sample (see module doc)."""
-    candidates = normalisation_candidates(raw)
+def choose_input_fit(view: ClassifierView, raw: Dataset, input_shape: list, label: str = "model"
+                     ) -> tuple[str | None, tuple[float, ...], tuple[float, ...]]:
+    """The ``(spatial fit, mean, std)`` under which ``view`` is most accurate on a test sample (see module doc).
+
+    The spatial fit is None when the images already have the model's size.
+    """
+    size = spatial_target(raw.x_test.shape[1:], tuple(input_shape))
+    fits: list[str | None] = [None]
+    if size is not None:
+        first = default_spatial_fit(raw.x_test.shape[1:], size)
+        fits = [first, *(fit for fit in SPATIAL_FITS if fit != first)]
+    candidates = [(fit, mean, std) for fit in fits for mean, std in normalisation_candidates(raw)]
     if raw.y_test is None or not len(raw.y_test) or len(candidates) == 1:
         return candidates[0]
     keep = np.random.default_rng(0).permutation(len(raw.x_test))[:PROBE_SAMPLES]
     probe = replace(raw, x_train=raw.x_train[:1], y_train=None, x_test=raw.x_test[keep], y_test=raw.y_test[keep])
-    scores = [_accuracy(view, fit_to_input(probe, input_shape, mean, std, model_label=label))
-              for mean, std in candidates]
+    scores = [_accuracy(view, fit_to_input(probe, input_shape, mean, std, model_label=label, spatial=fit))
+              for fit, mean, std in candidates]
     best = int(np.argmax(scores))
     classes = max(int(raw.y_test.max()) + 1, 2)
     clearly = scores[best] > scores[0] + CLEARLY_BETTER and scores[best] > 2.0 / classes  # a seed never switches

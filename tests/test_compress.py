@@ -61,24 +61,29 @@ def test_evaluate_loss_is_the_cross_entropy_of_any_score_head(trained_mlp: Path,
     assert report.loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
-def test_foreign_normalisation_is_detected_and_kept(tmp_path: Path) -> None:
-    """A model trained elsewhere on raw [0, 1] inputs (torchvision's ``ToTensor`` alone) is evaluated and
-    compressed on the inputs it expects, not on the data set's own statistics."""
+def _train_mlp_elsewhere(x_train: np.ndarray, y_train: np.ndarray, path: Path) -> None:
+    """A small MLP trained in plain PyTorch on exactly ``x_train`` (as a user's own pipeline prepared it)."""
     import torch
 
-    raw = load_dataset("embedded")
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
-    x = torch.from_numpy(raw.x_train)
-    y = torch.from_numpy(raw.y_train).long()
+    features = int(np.prod(x_train.shape[1:]))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(features, 64), torch.nn.ReLU(),
+                                torch.nn.Linear(64, 10))
+    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
     optimiser = torch.optim.Adam(model.parameters(), 1e-3)
     for _ in range(8):
         for start in range(0, len(x), 100):
             optimiser.zero_grad()
             torch.nn.functional.cross_entropy(model(x[start:start + 100]), y[start:start + 100]).backward()
             optimiser.step()
-    torch.onnx.export(model.eval(), (x[:1],), str(tmp_path / "foreign.onnx"), dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "n"}})
+    torch.onnx.export(model.eval(), (x[:1],), str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "n"}})
+
+
+def test_foreign_normalisation_is_detected_and_kept(tmp_path: Path) -> None:
+    """A model trained elsewhere on raw [0, 1] inputs (torchvision's ``ToTensor`` alone) is evaluated and
+    compressed on the inputs it expects, not on the data set's own statistics."""
+    raw = load_dataset("embedded")
+    _train_mlp_elsewhere(raw.x_train, raw.y_train, tmp_path / "foreign.onnx")
     sess = runtime.session(onnx.load(str(tmp_path / "foreign.onnx")))
 
     def ort_accuracy(mean: float, std: float) -> float:
@@ -92,6 +97,29 @@ def test_foreign_normalisation_is_detected_and_kept(tmp_path: Path) -> None:
                             NestConfig(max_epochs=2, max_acc_drop=2), TrainConfig(device="cpu", quiet=True),
                             log=lambda _line: None)
     assert result.report["input_normalisation"] == {"mean": [0.0], "std": [1.0]}
+    assert result.report["accuracy"]["before"] == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("trained_on", ["pad", "resize"])
+def test_image_size_fit_is_the_one_the_model_was_trained_with(tmp_path: Path, trained_on: str) -> None:
+    """A 32x32 model meets 28x28 data the way it was trained: centred padding (LeNet-5 on MNIST) or
+    resizing (torchvision's Resize); evaluation and compression use that fit, and the report says so."""
+    raw = load_dataset("embedded")
+    fitted = fit_to_input(raw, ["N", 1, 32, 32], spatial=trained_on)
+    other = fit_to_input(raw, ["N", 1, 32, 32], spatial="resize" if trained_on == "pad" else "pad")
+    _train_mlp_elsewhere(fitted.x_train, raw.y_train, tmp_path / "m32.onnx")
+    sess = runtime.session(onnx.load(str(tmp_path / "m32.onnx")))
+
+    def ort_accuracy(data) -> float:
+        return float((runtime.run_batched(sess, data.x_test, 256)[0].argmax(1) == raw.y_test).mean())
+
+    expected = ort_accuracy(fitted)
+    assert expected > ort_accuracy(other) + 0.05, "the other fit must cost accuracy"
+    assert nestc.evaluate(tmp_path / "m32.onnx", "embedded").accuracy == pytest.approx(expected, abs=1e-9)
+    result = nestc.compress(tmp_path / "m32.onnx", tmp_path / "small.onnx", "embedded",
+                            NestConfig(max_epochs=1, max_acc_drop=2), TrainConfig(device="cpu", quiet=True),
+                            log=lambda _line: None)
+    assert result.report["input_fit"] == f"28x28 -> 32x32 ({trained_on})"
     assert result.report["accuracy"]["before"] == pytest.approx(expected, abs=1e-9)
 
 

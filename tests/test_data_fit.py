@@ -95,3 +95,34 @@ def test_normalisation_candidates_per_layout() -> None:
     assert rgb[-1] == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) and len(rgb) == 4
     halves = dataclasses.replace(_images(), mean=(0.5,), std=(0.5,))
     assert normalisation_candidates(halves) == [((0.5,), (0.5,)), ((0.0,), (1.0,))]
+
+
+def test_smaller_images_are_padded_in_the_centre_with_background() -> None:
+    """28x28 images meet a 32x32 model the way LeNet-5 met MNIST: centred, zero (raw) background."""
+    ds = _images()
+    for shape, to_nchw in ((["N", 1, 32, 32], lambda a: a), (["N", 32, 32, 1], lambda a: a.transpose(0, 3, 1, 2))):
+        fitted = fit_to_input(ds, shape)
+        x = to_nchw(fitted.x_train)
+        assert x.shape == (6, 1, 32, 32) and fitted.input_fit == "28x28 -> 32x32 (pad)"
+        np.testing.assert_allclose(x[:, :, 2:30, 2:30], (ds.x_train - 0.5) / 0.25, rtol=1e-6)
+        border = np.ones((32, 32), bool)
+        border[2:30, 2:30] = False
+        assert (x[:, :, border] == (0 - 0.5) / 0.25).all()
+
+
+def test_larger_images_are_resized_by_default_and_cropped_on_request() -> None:
+    ds = dataclasses.replace(_images(), mean=(0.0,), std=(1.0,))
+    resized = fit_to_input(ds, ["N", 1, 14, 14])
+    assert resized.input_fit == "28x28 -> 14x14 (resize)" and resized.x_train.shape == (6, 1, 14, 14)
+    # a linear ramp is sampled at the new pixel centres (away from the edges, where the filter is clamped)
+    ramp = np.broadcast_to(np.arange(28, dtype=np.float32), (6, 1, 28, 28)) / 28
+    smooth = fit_to_input(dataclasses.replace(ds, x_train=np.ascontiguousarray(ramp)), ["N", 1, 14, 14])
+    np.testing.assert_allclose(smooth.x_train[0, 0, 7, 1:-1], ramp[0, 0, 0].reshape(14, 2).mean(1)[1:-1], atol=1e-5)
+    cropped = fit_to_input(ds, ["N", 1, 24, 24], spatial="pad")
+    np.testing.assert_array_equal(cropped.x_train, ds.x_train[:, :, 2:26, 2:26])
+    assert cropped.input_fit == "28x28 -> 24x24 (pad)"
+
+
+def test_unknown_spatial_fit_is_an_option_error() -> None:
+    with pytest.raises(OptionError, match="spatial fit 'stretch': use one of pad, resize"):
+        fit_to_input(_images(), ["N", 1, 32, 32], spatial="stretch")

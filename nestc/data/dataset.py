@@ -33,6 +33,8 @@ class Dataset:
     num_classes: int | None
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    input_fit: str = ""
+    """How :func:`nestc.data.fit_to_input` changed the image size for a model (empty: it did not)."""
 
 
 @dataclass

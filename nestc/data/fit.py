@@ -2,8 +2,11 @@
 
 Models of the same data differ in layout: LeNet-300-100 takes ``[N, 784]``, LeNet-5
 ``[N, 1, 28, 28]``, Keras exports ``[N, 28, 28, 1]``. Reshaping that keeps every value is done
-silently; anything that would invent or drop data (1 grey channel into a 3-channel model, a
-different image size) is a DataError naming both shapes, so the user fixes the data, not nestc.
+silently. Images of another height and width are fitted the two ways models are commonly trained on
+such data (``SPATIAL_FITS``): centred zero padding, as LeNet-5 met MNIST (28x28 centred in 32x32), or
+bilinear resizing, as torchvision's ``Resize`` does; :mod:`nestc.model_data` picks the one under which
+a trained model classifies best. Anything else that would invent or drop data (1 grey channel into a
+3-channel model) is a DataError naming both shapes, so the user fixes the data, not nestc.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from nestc.errors import DataError, OptionError
 
 Dim = int | str | None
 
+SPATIAL_FITS = ("pad", "resize")
+"""``pad``: centred zero padding in raw pixels (a centred crop where the model's input is smaller);
+``resize``: bilinear resizing (antialiased when shrinking)."""
+
 
 def fit_to_input(
     ds: Dataset,
@@ -26,23 +33,33 @@ def fit_to_input(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     model_label: str = "model",
+    spatial: str | None = None,
 ) -> Dataset:
     """A new Dataset, normalised per channel and shaped as ``input_shape`` (batch dim first).
 
     ``mean``/``std`` default to the data set's own; each must have 1 value or one per channel
     (per feature for tabular data). Dims that are not positive ints (``"N"``, ``None``, ``-1``)
-    match any size. The returned ``mean``/``std`` are the ones applied.
+    match any size. The returned ``mean``/``std`` are the ones applied. Images of another height and
+    width are fitted by ``spatial`` (one of ``SPATIAL_FITS``; default: ``pad`` when they fit inside the
+    model's input, else ``resize``), and ``input_fit`` says how.
     """
     channels = ds.x_train.shape[1]
     m = _per_channel("mean", ds.mean if mean is None else mean, channels, ds.name)
     s = _per_channel("std", ds.std if std is None else std, channels, ds.name)
     if not (s > 0).all():
         raise OptionError(f"std must be positive; got {tuple(float(v) for v in s)}")
-    arrange = _arrangement(ds, tuple(input_shape), model_label)
+    size = spatial_target(ds.x_train.shape[1:], tuple(input_shape))
+    how = spatial or default_spatial_fit(ds.x_train.shape[1:], size)
+    if how not in SPATIAL_FITS:
+        raise OptionError(f"spatial fit {how!r}: use one of {', '.join(SPATIAL_FITS)}")
+    sample = ds.x_train.shape[1:] if size is None else (channels, *size)
+    arrange = _arrangement(ds.name, sample, tuple(input_shape), model_label)
     axes = (1, channels) + (1,) * (ds.x_train.ndim - 2)
     m, s = m.reshape(axes), s.reshape(axes)
 
     def prepare(x: np.ndarray) -> np.ndarray:
+        if size is not None:
+            x = _fit_size(x, size, how)
         return np.ascontiguousarray(arrange((x - m) / s), dtype=np.float32)
 
     return replace(
@@ -51,7 +68,57 @@ def fit_to_input(
         x_test=prepare(ds.x_test),
         mean=tuple(float(v) for v in m.ravel()),
         std=tuple(float(v) for v in s.ravel()),
+        input_fit="" if size is None else f"{_size(ds.x_train.shape[2:])} -> {_size(size)} ({how})",
     )
+
+
+def spatial_target(sample: tuple[int, ...], target: tuple[Dim, ...]) -> tuple[int, int] | None:
+    """The model's height and width when images ``sample`` (C, H, W) must change size to meet ``target``.
+
+    None when they need not, or cannot: the model must take the images' channel count (channels first
+    or last) and state its height and width.
+    """
+    if len(sample) != 3 or len(target) != 4:
+        return None
+    c, h, w = sample
+    for channel, height, width in ((target[1], target[2], target[3]), (target[3], target[1], target[2])):
+        if channel == c and _known(height) and _known(width):
+            return None if (height, width) == (h, w) else (int(height), int(width))  # type: ignore[arg-type]
+    return None
+
+
+def default_spatial_fit(sample: tuple[int, ...], size: tuple[int, int] | None) -> str:
+    """``pad`` when the images fit inside the model's input (nothing is lost), else ``resize``."""
+    if size is None or (sample[1] <= size[0] and sample[2] <= size[1]):
+        return "pad"
+    return "resize"
+
+
+def _fit_size(x: np.ndarray, size: tuple[int, int], how: str) -> np.ndarray:
+    """Raw images (N, C, h, w) at ``size``: centred zero padding / cropping, or bilinear resizing."""
+    if how == "pad":
+        out = np.zeros((*x.shape[:2], *size), dtype=x.dtype)
+        src, dst = [], []
+        for have, want in zip(x.shape[2:], size, strict=True):
+            lost = max(have - want, 0) // 2
+            gap = max(want - have, 0) // 2
+            kept = min(have, want)
+            src.append(slice(lost, lost + kept))
+            dst.append(slice(gap, gap + kept))
+        out[:, :, dst[0], dst[1]] = x[:, :, src[0], src[1]]
+        return out
+    import torch
+    import torch.nn.functional as F
+
+    shrink = x.shape[2] > size[0] or x.shape[3] > size[1]
+    parts = [F.interpolate(torch.from_numpy(np.ascontiguousarray(x[i:i + 4096], dtype=np.float32)), size=size,
+                           mode="bilinear", align_corners=False, antialias=shrink).numpy()
+             for i in range(0, len(x), 4096)]
+    return np.concatenate(parts) if parts else np.zeros((0, x.shape[1], *size), np.float32)
+
+
+def _size(hw: Sequence[int]) -> str:
+    return "x".join(str(int(v)) for v in hw)
 
 
 def _per_channel(what: str, values: Sequence[float], channels: int, name: str) -> np.ndarray:
@@ -65,9 +132,10 @@ def _per_channel(what: str, values: Sequence[float], channels: int, name: str) -
     return np.broadcast_to(arr, (channels,)).copy()
 
 
-def _arrangement(ds: Dataset, shape: tuple[Dim, ...], label: str) -> Callable[[np.ndarray], np.ndarray]:
+def _arrangement(name: str, sample: tuple[int, ...], shape: tuple[Dim, ...], label: str
+                 ) -> Callable[[np.ndarray], np.ndarray]:
     """How to turn a batch of samples into the model's layout, or a DataError saying why not."""
-    sample, target = ds.x_train.shape[1:], shape[1:]
+    target = shape[1:]
     if _fits(sample, target):
         return lambda x: x
     if len(target) == 1 and _fits((prod(sample),), target):
@@ -80,12 +148,12 @@ def _arrangement(ds: Dataset, shape: tuple[Dim, ...], label: str) -> Callable[[n
             return lambda x: x.transpose(0, 2, 3, 1)
         if len(target) == 3 and (_fits((h, w), target[1:]) or _fits((h, w), target[:2])):
             raise DataError(
-                f"data '{ds.name}' has {c}-channel samples of shape {sample}; {label} input expects "
+                f"data '{name}' has {c}-channel samples of shape {sample}; {label} input expects "
                 f"{_show(shape)}; nestc does not replicate or drop channels, give it data with the model's channels"
             )
     if len(sample) == 1 and all(_known(d) for d in target) and prod(target) == sample[0]:  # type: ignore[arg-type]
         return lambda x: x.reshape(len(x), *target)
-    raise DataError(f"data '{ds.name}' has samples of shape {sample}; {label} input expects {_show(shape)}")
+    raise DataError(f"data '{name}' has samples of shape {sample}; {label} input expects {_show(shape)}")
 
 
 def _known(dim: Dim) -> bool:
