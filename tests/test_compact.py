@@ -79,24 +79,31 @@ def test_constant_neuron_is_folded_into_next_bias(zoo_export, tmp_path) -> None:
                                atol=1e-6)
 
 
-def test_tanh_constant_neuron_without_relu_is_folded(tmp_path) -> None:
-    """A constant that is not zero after the activation (tanh(-0.3)) still folds exactly."""
-    class TanhMLP(models.Zoo):
-        INPUT = (12,)
-        SPACES = {"fc1": [models.Ref("fc1.weight", 0), models.Ref("fc1.bias", 0),  # noqa: RUF012
-                          models.Ref("fc2.weight", 1, role="consumer")]}
+class ActivationMLP(models.Zoo):
+    INPUT = (12,)
+    SPACES = {"fc1": [models.Ref("fc1.weight", 0), models.Ref("fc1.bias", 0),  # noqa: RUF012
+                      models.Ref("fc2.weight", 1, role="consumer")]}
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc1, self.fc2 = torch.nn.Linear(12, 9), torch.nn.Linear(9, 4)
+    def __init__(self, activation: torch.nn.Module) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = torch.nn.Linear(12, 9), activation, torch.nn.Linear(9, 4)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc2(torch.tanh(self.fc1(x)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
 
+
+# The legacy exporter at opset 13 writes GELU as 0.5 x (1 + Erf(x / sqrt 2)): the neuron's space runs
+# through Div, Erf, Add and two Muls; Softsign is x / (1 + Abs(x)).
+@pytest.mark.parametrize(("activation", "op"), [(torch.nn.Tanh(), "Tanh"), (torch.nn.GELU(), "Erf"),
+                                                (torch.nn.Softplus(), "Softplus"), (torch.nn.SELU(), "Selu"),
+                                                (torch.nn.Softsign(), "Abs")], ids=lambda v: str(v))
+def test_constant_neuron_without_relu_is_folded(tmp_path, activation: torch.nn.Module, op: str) -> None:
+    """A constant that is not zero after the activation (tanh(-0.3), GELU(-0.3), ...) still folds exactly."""
     torch.manual_seed(0)
-    module = TanhMLP().eval()
+    module = ActivationMLP(activation).eval()
     assert models.plant_dead(module, "fc1", [0, 4], "fanin", bias=-0.3) == 2 * (12 + 1 + 4)
-    path = models.export(module, tmp_path / "tanh.onnx", "legacy")
+    path = models.export(module, tmp_path / "act.onnx", "legacy", opset=13)
+    assert op in {n.op_type for n in onnx.load(path).graph.node}
     exp = models.Exported(module, path)
     report, _ = _compact(exp, tmp_path)
     assert _drop(report) == 34
@@ -308,6 +315,86 @@ def test_zero_depthwise_filter_silences_its_channel(tmp_path) -> None:
     assert _drop(report) == (27 + 1) + (9 + 1) + 5
     dw = next(n for n in model.graph.node if any(a.name == "group" and a.i > 1 for a in n.attribute))
     assert next(a.i for a in dw.attribute if a.name == "group") == 5
+
+
+class ImageInput(models.Zoo):
+    """Only the sampler: inputs for a hand-written N x 3 x 6 x 6 graph."""
+
+    INPUT = (3, 6, 6)
+
+
+def _conv_pair_model(tmp_path, middle: list[onnx.NodeProto], constants: dict[str, np.ndarray]) -> models.Exported:
+    """x -> conv1 (8 maps; units 1 and 4 zero, bias 0) -> ``middle`` ("c1" to "m") -> conv2 (6 maps, 3x3) -> ReLU
+    -> global average -> Gemm (3 outputs; conv2 unit 2 unread). Nodes read ``constants`` by name."""
+    rng = np.random.default_rng(0)
+    w1, b1 = rng.standard_normal((8, 3, 3, 3)).astype(np.float32), rng.standard_normal(8).astype(np.float32)
+    w1[[1, 4]], b1[[1, 4]] = 0.0, 0.0
+    w2, b2 = rng.standard_normal((6, 8, 3, 3)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    fc = rng.standard_normal((6, 3)).astype(np.float32)
+    fc[2] = 0.0
+    nodes = [
+        onnx.helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        *middle,
+        onnx.helper.make_node("Conv", ["m", "w2", "b2"], ["c2"]),  # unpadded: any constant folds into b2
+        onnx.helper.make_node("Relu", ["c2"], ["r2"]),
+        onnx.helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+        onnx.helper.make_node("Flatten", ["g"], ["f"]),
+        onnx.helper.make_node("Gemm", ["f", "fc"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(v, k) for k, v in {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "fc": fc,
+                                                        **constants}.items()]
+    graph = onnx.helper.make_graph(
+        nodes, "conv_pair", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 6, 6])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3])], inits)
+    path = tmp_path / "conv_pair.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    return models.Exported(ImageInput(), str(path))
+
+
+@pytest.mark.parametrize("op", ["LRN", "Softsign"])
+def test_lrn_freezes_the_channels_it_mixes(tmp_path, op: str) -> None:
+    """LRN divides each channel by its neighbours' energy: conv1's constant-zero units 1 and 4 must stay
+    (they sit in other channels' windows), while conv2's unread unit 2 still goes. A point-wise op in
+    the same place (Softsign: 0 stays 0) lets both go."""
+    attrs = {"size": 3, "alpha": 0.5, "beta": 0.75, "bias": 1.0} if op == "LRN" else {}
+    exp = _conv_pair_model(tmp_path, [onnx.helper.make_node(op, ["c1"], ["m"], **attrs)], {})
+    report, model = _compact(exp, tmp_path)
+    conv2_unit = 8 * 9 + 1 + 3
+    conv1_units = 2 * (27 + 1 + 5 * 9)  # their filters, biases and conv2 columns (conv2 unit 2 is gone too)
+    assert _drop(report) == conv2_unit + (0 if op == "LRN" else conv1_units)
+    shapes = _weight_shapes(model)
+    assert shapes["w1"] == ((8 if op == "LRN" else 6), 3, 3, 3) and shapes["fc"] == (5, 3)
+
+
+def test_new_channel_rules_resize_their_constants(tmp_path) -> None:
+    """conv1's units 1 and 4 (constant zero) go through InstanceNormalization (per-channel scale and
+    shift), Softplus, Pow with a per-channel exponent, CastLike to double and back, Expand to a shape that
+    names the channel count, and Max with a per-channel floor. Each per-channel tensor and the Expand
+    target lose the two units; onnxruntime computes the same before and after."""
+    rng = np.random.default_rng(1)
+    constants = {
+        "s": rng.uniform(0.5, 1.5, 8).astype(np.float32), "t": rng.standard_normal(8).astype(np.float32),
+        "e": rng.uniform(0.5, 2.0, (1, 8, 1, 1)).astype(np.float32), "like64": np.zeros((), np.float64),
+        "like32": np.zeros(1, np.float32), "target": np.array([1, 8, 6, 6], np.int64),
+        "floor": rng.uniform(0.0, 1.0, (8, 1, 1)),
+    }
+    middle = [
+        onnx.helper.make_node("InstanceNormalization", ["c1", "s", "t"], ["n"], epsilon=1e-3),
+        onnx.helper.make_node("Softplus", ["n"], ["sp"]),
+        onnx.helper.make_node("Pow", ["sp", "e"], ["p"]),
+        onnx.helper.make_node("CastLike", ["p", "like64"], ["d"]),
+        onnx.helper.make_node("Expand", ["d", "target"], ["ex"]),
+        onnx.helper.make_node("Max", ["ex", "floor"], ["mx"]),
+        onnx.helper.make_node("CastLike", ["mx", "like32"], ["m"]),
+    ]
+    # conv1's units are constant at conv2's input, but an instance-normalised constant is the shift
+    # t[c] and Softplus/Pow/Max keep it constant: compaction folds it into conv2's bias.
+    report, model = _compact(_conv_pair_model(tmp_path, middle, constants), tmp_path)
+    assert report.result.modified
+    assert {k: tuple(numpy_helper.to_array(t).shape) for t in model.graph.initializer
+            if (k := t.name) in ("w1", "s", "t", "e", "floor", "w2")} == {
+        "w1": (6, 3, 3, 3), "s": (6,), "t": (6,), "e": (1, 6, 1, 1), "floor": (6, 1, 1), "w2": (5, 6, 3, 3)}
+    assert _init(model, "target").tolist() == [1, 6, 6, 6]
 
 
 # ---------------------------------------------------------------------------------- split/chunk

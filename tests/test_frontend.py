@@ -4,8 +4,8 @@ The exports are the zoo's standard planted ones (:data:`models.PLANTS`), shared 
 tests. Covers torch's dynamo exporter (static batch 1, constants folded, ``Split(num_outputs)``, Reshape
 targets with ``allowzero``), the legacy exporter (dynamic batch, run-time ``Shape -> Gather ->
 Unsqueeze -> Concat -> Reshape`` targets, ``Slice`` bounds computed from shapes, and without
-constant folding ``Transpose`` of weights and kept BatchNormalization), opset conversion, and
-``nestc inspect``.
+constant folding ``Transpose`` of weights and kept BatchNormalization), opset conversion, the ops of
+GELU (``Erf``), LayerNorm, Mish and Softplus exports, and ``nestc inspect``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 from nestc import api
 from nestc.frontends import load_model
 from nestc.frontends.onnx_loader import default_opset
+from nestc.ir import Network
 from nestc.ir.emit import emit_model
 from nestc.stats import model_stats
 
@@ -135,6 +136,56 @@ def test_chunk_split_gets_explicit_sizes(zoo_export) -> None:
     splits = [n for n in load_model(exp.path).graph.node if n.op_type == "Split"]
     assert splits and all(len(n.input) == 2 and not any(a.name == "num_outputs" for a in n.attribute)
                           for n in splits)
+
+
+class GeluConv(models.Zoo):
+    """Conv-GELU-pool-Linear; the legacy exporter at opset 13 spells GELU ``0.5 x (1 + Erf(x / sqrt 2))``."""
+
+    INPUT = (3, 8, 8)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.act, self.fc = torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.GELU(), torch.nn.Linear(96, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(torch.nn.functional.max_pool2d(self.act(self.conv(x)), 2), 1))
+
+
+class NormMLP(models.Zoo):
+    """Linear-LayerNorm-Mish-Linear-Softplus over tokens; opset 17 has LayerNormalization as one node."""
+
+    INPUT = (4, 10)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.norm, self.fc2 = torch.nn.Linear(10, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 3)
+        with torch.no_grad():  # not the initial all-ones scale and zero shift
+            self.norm.weight.uniform_(0.5, 1.5)
+            self.norm.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.softplus(self.fc2(torch.nn.functional.mish(self.norm(self.fc1(x)))))
+
+
+@pytest.mark.parametrize(("cls", "opset", "ops"), [(GeluConv, 13, {"Erf"}),
+                                                   (NormMLP, 17, {"LayerNormalization", "Softplus"})],
+                         ids=["gelu-erf", "layernorm-mish-softplus"])
+def test_legacy_exports_with_new_ops_match_onnxruntime(tmp_path, cls: type[models.Zoo], opset: int,
+                                                       ops: set[str]) -> None:
+    torch.manual_seed(0)
+    module = cls().eval()
+    path = models.export(module, tmp_path / "model.onnx", "legacy", opset=opset)
+    model = load_model(path)
+    assert ops <= {n.op_type for n in model.graph.node}
+    net = Network(model)
+    emitted = emit_model(net)
+    for batch in (1, 7):
+        x = module.sample(batch, seed=batch).numpy()
+        reference = models.ort_run(path, x)
+        (got,) = net.run_numpy(x)
+        assert got.shape == reference.shape
+        models.assert_close(got, reference)
+        models.assert_close(models.ort_run(emitted, x), reference)
 
 
 def _shape_subgraph_model() -> onnx.ModelProto:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from nestc.errors import ModelError
 from nestc.ir import Network, Node, OpHandler, handler_for, registered_ops
 from nestc.ir.network import WEIGHT_OPS
 
@@ -20,6 +22,13 @@ REQUIRED_OPS = (
     "BatchNormalization", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape",
     "Transpose", "Concat", "Split", "Slice", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Pad", "ReduceMean",
     "Constant", "Shape", "Gather", "Cast", "ArgMax",
+    # unary point-wise math and activations
+    "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "Softplus", "Softsign", "Selu", "Celu",
+    "ThresholdedRelu", "Mish", "Floor", "Ceil", "Round", "Sign",
+    # broadcasting element-wise ops
+    "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less", "Greater", "Expand", "CastLike",
+    # normalisations and reductions
+    "LRN", "InstanceNormalization", "LayerNormalization", "ReduceSum", "ReduceMax",
 )
 
 
@@ -72,8 +81,121 @@ def test_macs_per_sample(op_type: str, shapes: list[tuple[int, ...]], attrs: dic
     assert _macs(op_type, shapes, **attrs) == expected
 
 
-def test_other_ops_cost_nothing() -> None:
-    assert _macs("Relu", [(4, 3)]) == 0
+@pytest.mark.parametrize(("op_type", "shapes"), [
+    ("Relu", [(4, 3)]), ("Erf", [(4, 3)]), ("Mish", [(4, 3)]), ("Max", [(4, 3), (3,), (4, 1)]),
+    ("LRN", [(2, 5, 3, 3)]), ("InstanceNormalization", [(2, 5, 3, 3), (5,), (5,)]),
+    ("LayerNormalization", [(2, 5, 3), (3,), (3,)]),
+])
+def test_other_ops_cost_nothing(op_type: str, shapes: list[tuple[int, ...]]) -> None:
+    assert _macs(op_type, shapes, **({"size": 3} if op_type == "LRN" else {})) == 0
+
+
+def _node_model(op_type: str, inputs: dict[str, np.ndarray], opset: int, outputs: int = 1,
+                **attrs: object) -> onnx.ModelProto:
+    """One ``op_type`` node whose inputs are all graph inputs (integer ones too), with inferred output types."""
+    names = [f"y{i}" for i in range(outputs)]
+    graph = helper.make_graph(
+        [helper.make_node(op_type, list(inputs), names, **attrs)], op_type,
+        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+         for k, v in inputs.items()],
+        [onnx.ValueInfoProto(name=n) for n in names])
+    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
+
+
+def _net_outputs(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    with torch.no_grad():
+        return [t.numpy() for t in Network(model)(*[torch.from_numpy(v) for v in inputs.values()])]
+
+
+_RNG = np.random.default_rng(7)
+_X4 = _RNG.standard_normal((2, 7, 3, 3)).astype(np.float32)
+
+
+# Variants ONNX's backend cases leave out, checked against onnxruntime.
+@pytest.mark.parametrize(("op_type", "inputs", "opset", "attrs"), [
+    ("LRN", {"x": _X4 * 3}, 13, {"size": 5, "alpha": 0.01, "beta": 0.6, "bias": 2.0}),
+    ("InstanceNormalization", {"x": _X4[:, :, 0], "s": _X4[0, :, 0, 0], "b": _X4[1, :, 0, 0]}, 6, {"epsilon": 0.01}),
+    ("LayerNormalization", {"x": _X4[0] + 5, "s": _X4[1, 0]}, 17, {"axis": 1}),  # no bias, Y only
+    ("LayerNormalization", {"x": _X4 - 2, "s": _X4[1, 0, 0], "b": _X4[0, 0, 0]}, 17, {}),
+    ("ReduceMax", {"x": _X4}, 13, {"axes": [1, -1], "keepdims": 0}),  # axes as an attribute before 18
+    ("ReduceMax", {"x": _X4}, 18, {}),
+    ("ReduceSum", {"x": _X4}, 11, {"axes": [-2]}),  # axes as an attribute before 13
+    ("ReduceSum", {"x": _X4, "axes": np.array([0, 2], np.int64)}, 13, {"keepdims": 0}),
+    ("ReduceSum", {"x": (_X4 * 100).astype(np.int32)}, 13, {"keepdims": 0}),  # stays int32
+    ("ReduceSum", {"x": _X4}, 13, {"noop_with_empty_axes": 1}),
+    ("Expand", {"x": _X4[:, :, :1, 0], "shape": np.array([4], np.int64)}, 13, {}),  # shorter target
+    ("Expand", {"x": _X4[0, :, :1, :1], "shape": np.array([2, 1, 3, 1], np.int64)}, 13, {}),
+    ("Pow", {"x": np.abs(_X4), "y": _X4[0, :, :, :1]}, 15, {}),
+    ("Mean", {"a": _X4, "b": _X4[0, 0], "c": _X4[:, :, :1, :1]}, 13, {}),
+    ("Where", {"c": _X4[0] > 0, "x": _X4, "y": _X4[:, :1]}, 16, {}),
+    ("CastLike", {"x": _X4, "like": np.array([1.5], np.float64)}, 15, {}),
+])
+def test_node_matches_onnxruntime(op_type: str, inputs: dict[str, np.ndarray], opset: int,
+                                  attrs: dict[str, object]) -> None:
+    model = _node_model(op_type, inputs, opset, **attrs)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (want,) = session.run(None, inputs)
+    (got,) = _net_outputs(model, inputs)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("size", "rank"), [(2, 4), (4, 4), (7, 3)])
+def test_lrn_window_follows_onnx(size: int, rank: int) -> None:
+    """The spec's window, literally: channels ``c - floor((size-1)/2)`` to ``c + ceil((size-1)/2)``.
+
+    onnxruntime refuses even sizes, and torch's ``local_response_norm`` puts an even window's extra
+    channel before ``c`` where ONNX puts it after (and both want 4-D inputs).
+    """
+    x = _X4[..., 0] * 3 if rank == 3 else _X4 * 3
+    alpha, beta, bias = 0.5, 0.75, 1.5
+    (got,) = _net_outputs(_node_model("LRN", {"x": x}, 13, size=size, alpha=alpha, beta=beta, bias=bias), {"x": x})
+    want = np.empty_like(x)
+    for c in range(x.shape[1]):
+        low, high = max(0, c - (size - 1) // 2), min(x.shape[1] - 1, c + math.ceil((size - 1) / 2))
+        want[:, c] = x[:, c] / (bias + alpha / size * (x[:, low: high + 1] ** 2).sum(1)) ** beta
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    if size % 2 == 0:
+        torch_lrn = torch.nn.functional.local_response_norm(torch.from_numpy(x), size, alpha, beta, bias)
+        assert not np.allclose(got, torch_lrn.numpy())
+
+
+def test_layer_norm_statistics_outputs() -> None:
+    x = {"x": _X4 * 2 + 1, "s": np.ones((3, 3), np.float32)}
+    y, mean, inv_std = _net_outputs(_node_model("LayerNormalization", x, 17, outputs=3, axis=2, epsilon=0.1), x)
+    np.testing.assert_allclose(mean, x["x"].mean(axis=(2, 3), keepdims=True), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(inv_std, 1 / np.sqrt(x["x"].var(axis=(2, 3), keepdims=True) + 0.1), rtol=1e-5)
+    np.testing.assert_allclose(y, (x["x"] - mean) * inv_std, rtol=1e-5, atol=1e-5)
+
+
+_BIG = np.array([0, 1, 2**63 - 1, 2**63, 2**64 - 1, 5], dtype=np.uint64)
+
+
+# torch has no ordering kernels for wide unsigned types: order must survive the int64 detour.
+@pytest.mark.parametrize(("op_type", "inputs", "reference"), [
+    ("Max", {"a": _BIG, "b": _BIG[::-1].copy()}, np.maximum),
+    ("Min", {"a": _BIG, "b": _BIG[::-1].copy()}, np.minimum),
+    ("Less", {"a": _BIG, "b": _BIG[::-1].copy()}, np.less),
+    ("Greater", {"a": _BIG, "b": _BIG[::-1].copy()}, np.greater),
+    ("Equal", {"a": _BIG, "b": _BIG[::-1].copy()}, np.equal),
+    ("Max", {"a": _BIG.astype(np.uint32), "b": _BIG[::-1].astype(np.uint32)}, np.maximum),
+    ("Less", {"a": _BIG.astype(np.uint16), "b": _BIG[::-1].astype(np.uint16)}, np.less),
+    ("ReduceMax", {"a": _BIG.reshape(2, 3)}, lambda a: a.max(axis=(0, 1), keepdims=True)),
+    ("Abs", {"a": _BIG.astype(np.uint32)}, np.abs),
+    ("Sign", {"a": _BIG.astype(np.uint16)}, np.sign),
+    ("Sign", {"a": np.array([-3, 0, 4], np.int8)}, np.sign),
+])
+def test_unsigned_and_integer_ops_match_numpy(op_type: str, inputs: dict[str, np.ndarray], reference) -> None:
+    (got,) = _net_outputs(_node_model(op_type, inputs, 18), inputs)
+    want = reference(*inputs.values())
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def test_layer_norm_rejects_unknown_stash_type() -> None:
+    x = {"x": _X4, "s": np.ones(3, np.float32)}
+    with pytest.raises(ModelError, match="stash_type"):
+        _net_outputs(_node_model("LayerNormalization", x, 17, stash_type=TensorProto.INT32), x)
 
 
 def _bn_model(momentum: float) -> onnx.ModelProto:

@@ -28,14 +28,15 @@ def no_channels(ctx: RuleContext) -> None:
 def elementwise(ctx: RuleContext, fill: float = 0.0, frozen_axes: tuple[int, ...] = ()) -> None:
     """y[..., c, ...] depends on x[..., c, ...] only: every axis keeps its layout across inputs.
 
-    Broadcast constants with a full-size axis become members of that axis's space (``fill`` is the
-    value given to grown units: 1 for scales and divisors, 0 for offsets).
+    Broadcast float constants with a full-size axis become members of that axis's space (``fill`` is the
+    value given to grown units: 1 for scales, divisors and exponents, 0 for offsets); integer and boolean
+    ones are not resized, so they freeze the axis.
     """
     node = ctx.node
     out = node.outputs[0]
     rank = ctx.rank(out)
     for axis in range(rank):
-        layouts, constants, untracked = [], [], False
+        layouts, constants, untracked, fixed = [], [], False, False
         for name in node.inputs:
             if not name or name not in ctx.shapes:
                 continue
@@ -46,6 +47,8 @@ def elementwise(ctx: RuleContext, fill: float = 0.0, frozen_axes: tuple[int, ...
             if ctx.is_initializer(name):
                 if ctx.net.tensor(name).is_floating_point():
                     constants.append((name, local))
+                else:
+                    fixed = True
                 continue
             found = ctx.layout(name, local)
             untracked |= found is None
@@ -56,6 +59,8 @@ def elementwise(ctx: RuleContext, fill: float = 0.0, frozen_axes: tuple[int, ...
         tied = ctx.tie(layouts)
         if untracked:
             ctx.freeze(tied, f"axis {axis} meets an untracked tensor")
+        if fixed:
+            ctx.freeze(tied, f"axis {axis} meets an integer or boolean constant")
         for name, local in constants:
             ctx.member(name, local, tied, fill=fill)
         ctx.set_layout(out, axis, tied)
@@ -64,7 +69,7 @@ def elementwise(ctx: RuleContext, fill: float = 0.0, frozen_axes: tuple[int, ...
 
 
 def scale_like(ctx: RuleContext) -> None:
-    """Mul/Div: like :func:`elementwise`, but grown units get a neutral factor of 1."""
+    """Mul/Div/Pow: like :func:`elementwise`, but grown units get a neutral factor (or exponent) of 1."""
     elementwise(ctx, fill=1.0)
 
 
@@ -74,7 +79,10 @@ def softmax(ctx: RuleContext) -> None:
 
 
 def batch_norm(ctx: RuleContext) -> None:
-    """Per-channel affine on axis 1: scale, bias, mean and variance follow the channel."""
+    """Per-channel affine on axis 1: scale, bias, mean and variance follow the channel.
+
+    Also InstanceNormalization (scale and bias only): its statistics are per sample and channel.
+    """
     node = ctx.node
     layout = ctx.layout(node.inputs[0], 1)
     if layout is None:
@@ -99,6 +107,29 @@ def transpose(ctx: RuleContext) -> None:
     perm = node.attr("perm") or list(reversed(range(rank)))
     for out_axis, in_axis in enumerate(perm):
         ctx.set_layout(node.outputs[0], out_axis, ctx.layout(node.inputs[0], in_axis))
+
+
+def like_first(ctx: RuleContext) -> None:
+    """CastLike: y = x converted; the second input gives only an element type, never units."""
+    node = ctx.node
+    for axis in range(ctx.rank(node.outputs[0])):
+        ctx.set_layout(node.outputs[0], axis, ctx.layout(node.inputs[0], axis))
+
+
+def expand(ctx: RuleContext) -> None:
+    """Expand broadcasts x to a target shape: x's axes keep their layouts, aligned from the right, and the
+    target's entries at channel axes are rewritten to the new widths. An axis stretched from width 1 is
+    frozen (a grown unit could not be stretched)."""
+    node = ctx.node
+    source, out = node.inputs[0], node.outputs[0]
+    offset = ctx.rank(out) - ctx.rank(source)
+    for axis in range(ctx.rank(source)):
+        found = ctx.layout(source, axis)
+        if ctx.shape(source)[axis] == ctx.shape(out)[axis + offset]:
+            ctx.set_layout(out, axis + offset, found)
+        else:
+            ctx.freeze(found, "expands a channel axis")
+    _target_shape_fixup(ctx, out)
 
 
 def _axis_groups(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
@@ -151,18 +182,23 @@ def view(ctx: RuleContext) -> None:
         factor = math.prod(in_shape[a] for a in ins if a > axis)
         ctx.set_layout(out, real_outs[0], scale_blocks(ctx.layout(source, axis), factor))
     if node.op_type == "Reshape":
-        _reshape_target_fixup(ctx, out)
+        _target_shape_fixup(ctx, out)
 
 
-def _reshape_target_fixup(ctx: RuleContext, out: str) -> None:
+def _target_shape_fixup(ctx: RuleContext, out: str) -> None:
+    """Rewrite the entries of a target shape (input 1: Reshape, Expand) that give a channel axis's width.
+
+    The target is aligned with ``out``'s last axes; 0 and -1 (Reshape's copy and infer) are left alone.
+    """
     node = ctx.node
     target_name = node.inputs[1] if len(node.inputs) > 1 else ""
     target = ctx.int_values(target_name)
     if target is None:
-        ctx.freeze_node_inputs("reshape target is computed at run time")
+        ctx.freeze_node_inputs("target shape is computed at run time")
         return
-    axes = [a for a, v in enumerate(target) if v not in (0, -1) and ctx.layout(out, a) is not None]
-    layouts = {a: ctx.layout(out, a) for a in axes}
+    offset = ctx.rank(out) - len(target)
+    axes = [a for a, v in enumerate(target) if v not in (0, -1) and ctx.layout(out, a + offset) is not None]
+    layouts = {a: ctx.layout(out, a + offset) for a in axes}
     net = ctx.net
 
     def rewrite(new_size: Callable[[Layout], int]) -> None:
@@ -422,13 +458,18 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     # y[c] = f(x[c]) (and broadcast constants follow c)
     **dict.fromkeys(["Add", "Sub", "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid",
                      "HardSwish", "Gelu", "Elu", "Identity", "Dropout", "Cast"], elementwise),
-    "Mul": scale_like, "Div": scale_like,
+    **dict.fromkeys(["Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "Softplus", "Softsign", "Selu",
+                     "Celu", "ThresholdedRelu", "Mish", "Floor", "Ceil", "Round", "Sign"], elementwise),
+    **dict.fromkeys(["Max", "Min", "Sum", "Mean", "Equal", "Less", "Greater", "Where"], elementwise),
+    "Mul": scale_like, "Div": scale_like, "Pow": scale_like,
+    "CastLike": like_first, "Expand": expand,
     "Softmax": softmax, "LogSoftmax": softmax,
-    "BatchNormalization": batch_norm,
+    "BatchNormalization": batch_norm, "InstanceNormalization": batch_norm,
     **dict.fromkeys(["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"], keep_channel_axis),
     **dict.fromkeys(["Flatten", "Reshape", "Squeeze", "Unsqueeze"], view),
     "Transpose": transpose, "Concat": concat, "Split": split, "Slice": slice_, "Pad": pad,
-    "ReduceMean": reduce_, "ArgMax": reduce_,
+    "ReduceMean": reduce_, "ReduceSum": reduce_, "ReduceMax": reduce_, "ArgMax": reduce_,
     "Constant": no_channels, "Shape": no_channels,
 }
-"""Op type -> channel rule. Ops missing here (Gather, ZipMap, ...) freeze every space they touch."""
+"""Op type -> channel rule. Ops missing here (Gather, ZipMap, ...) freeze every space they touch; so do LRN
+(it mixes neighbouring channels) and LayerNormalization (it normalises over trailing axes together)."""

@@ -1,6 +1,9 @@
-"""Point-wise activations and the (log-)softmax family."""
+"""Point-wise activations and unary math (Abs, Exp, Erf, Round, ...), and the (log-)softmax family."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -124,3 +127,136 @@ class LogSoftmax(OpHandler):
 
     def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
         return [F.log_softmax(required(inputs, 0), dim=node.attr("axis", -1))]
+
+
+
+class _Unary(OpHandler):
+    """An attribute-free point-wise op: the output is ``fn`` of the input, element by element."""
+
+    fn: ClassVar[Callable[[torch.Tensor], torch.Tensor]]
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        return [type(self).fn(required(inputs, 0))]
+
+
+def _abs(x: torch.Tensor) -> torch.Tensor:
+    return x.abs() if x.is_signed() else x  # torch has no abs kernel for wide unsigned types
+
+
+def _sign(x: torch.Tensor) -> torch.Tensor:
+    return x.sign() if x.is_signed() else (x != 0).to(x.dtype)
+
+
+@register
+class Abs(_Unary):
+    op_type = "Abs"
+    fn = staticmethod(_abs)
+
+
+@register
+class Neg(_Unary):
+    op_type = "Neg"
+    fn = staticmethod(torch.neg)
+
+
+@register
+class Exp(_Unary):
+    op_type = "Exp"
+    fn = staticmethod(torch.exp)
+
+
+@register
+class Log(_Unary):
+    op_type = "Log"
+    fn = staticmethod(torch.log)
+
+
+@register
+class Sqrt(_Unary):
+    op_type = "Sqrt"
+    fn = staticmethod(torch.sqrt)
+
+
+@register
+class Reciprocal(_Unary):
+    op_type = "Reciprocal"
+    fn = staticmethod(torch.reciprocal)
+
+
+@register
+class Erf(_Unary):
+    op_type = "Erf"
+    fn = staticmethod(torch.erf)
+
+
+@register
+class Softplus(_Unary):
+    op_type = "Softplus"
+    fn = staticmethod(F.softplus)
+
+
+@register
+class Softsign(_Unary):
+    op_type = "Softsign"
+    fn = staticmethod(F.softsign)
+
+
+@register
+class Mish(_Unary):
+    op_type = "Mish"
+    fn = staticmethod(F.mish)
+
+
+@register
+class Floor(_Unary):
+    op_type = "Floor"
+    fn = staticmethod(torch.floor)
+
+
+@register
+class Ceil(_Unary):
+    op_type = "Ceil"
+    fn = staticmethod(torch.ceil)
+
+
+@register
+class Round(_Unary):
+    """Round half to even, like ONNX (and ``torch.round``)."""
+
+    op_type = "Round"
+    fn = staticmethod(torch.round)
+
+
+@register
+class Sign(_Unary):
+    op_type = "Sign"
+    fn = staticmethod(_sign)
+
+
+@register
+class Selu(OpHandler):
+    op_type = "Selu"
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        x = required(inputs, 0)
+        alpha = node.attr("alpha", 1.67326319217681884765625)
+        gamma = node.attr("gamma", 1.05070102214813232421875)
+        return [gamma * torch.where(x > 0, x, alpha * torch.expm1(x))]
+
+
+@register
+class Celu(OpHandler):
+    op_type = "Celu"
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        return [F.celu(required(inputs, 0), node.attr("alpha", 1.0))]
+
+
+@register
+class ThresholdedRelu(OpHandler):
+    """x where x > alpha, else 0."""
+
+    op_type = "ThresholdedRelu"
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        return [F.threshold(required(inputs, 0), node.attr("alpha", 1.0), 0.0)]

@@ -1,8 +1,12 @@
-"""Binary arithmetic with numpy broadcasting (Add, Sub, Mul, Div), and the input helpers all handlers share."""
+"""Element-wise ops with numpy broadcasting (arithmetic, Max/Min/Sum/Mean, comparisons, Where), and the input
+helpers all handlers share."""
 
 from __future__ import annotations
 
+import functools
+import math
 from abc import abstractmethod
+from typing import ClassVar
 
 import torch
 
@@ -34,25 +38,68 @@ def align_devices(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return [t.to(device) for t in tensors]
 
 
-# torch has few kernels for wide unsigned types; these are computed exactly in int64 and wrapped back.
+# torch has few kernels for wide unsigned types: uint16/uint32 are computed exactly in int64, uint64 in its
+# int64 bits (two's complement: +, -, * are bitwise the same), with the sign bit flipped where order matters.
 _WIDENED = (torch.uint16, torch.uint32)
+_SIGN_BIT = torch.iinfo(torch.int64).min
 
 
-class _Binary(OpHandler):
-    """Shared forward of the element-wise binary ops; ``modular`` ops wrap around like C integers."""
+def to_signed(t: torch.Tensor, ordered: bool) -> torch.Tensor:
+    """``t`` in a type torch computes with: wide unsigned tensors become int64, others are unchanged.
 
-    modular: bool = True
+    ``ordered`` keeps the unsigned order of uint64 (for comparisons and max/min) instead of its bits
+    (for modular arithmetic); :func:`from_signed` undoes either.
+    """
+    if t.dtype in _WIDENED:
+        return t.long()
+    if t.dtype == torch.uint64:
+        bits = t.view(torch.int64)
+        return bits ^ _SIGN_BIT if ordered else bits
+    return t
+
+
+def from_signed(t: torch.Tensor, dtype: torch.dtype, ordered: bool) -> torch.Tensor:
+    """Back from :func:`to_signed` to ``dtype``; boolean results (comparisons) stay as they are."""
+    if t.dtype == torch.bool or dtype == t.dtype:
+        return t
+    if dtype == torch.uint64:
+        return (t ^ _SIGN_BIT if ordered else t).view(torch.uint64)
+    return t.to(dtype)
+
+
+def lowest(dtype: torch.dtype) -> float | int | bool:
+    """The smallest value of ``dtype``: -inf for floating types, the minimum for integers, False for bool."""
+    if dtype == torch.bool:
+        return False
+    return -math.inf if dtype.is_floating_point else torch.iinfo(dtype).min
+
+
+class _Elementwise(OpHandler):
+    """Shared forward of the element-wise ops with numpy broadcasting, folded left over the operands.
+
+    ``variadic`` ops take 1 to N inputs (Max, Min, Sum, Mean), the others exactly two. ``unsigned`` says
+    how wide unsigned operands are computed (see :func:`to_signed`): ``"modular"`` for arithmetic that
+    wraps like C integers, ``"ordered"`` for comparisons and max/min, ``None`` where uint64 has no exact
+    int64 form (refused).
+    """
+
+    variadic: ClassVar[bool] = False
+    unsigned: ClassVar[str | None] = "modular"
 
     def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
-        a, b = align_devices(required(inputs, 0), required(inputs, 1))
-        if a.dtype in _WIDENED:
-            return [self.apply(a.long(), b.long()).to(a.dtype)]
-        if a.dtype == torch.uint64:  # two's complement: +, -, * are bitwise the same on int64
-            if not self.modular:
-                raise ValueError(f"{self.op_type} of uint64 tensors is not supported; accepted: floating types, "
-                                 "int8 to int64, uint8 to uint32")
-            return [self.apply(a.view(torch.int64), b.view(torch.int64)).view(torch.uint64)]
-        return [self.apply(a, b)]
+        if self.variadic:
+            operands = [t for t in inputs if t is not None]
+            if not operands:
+                raise ValueError("at least one input is required")
+        else:
+            operands = [required(inputs, 0), required(inputs, 1)]
+        dtype = operands[0].dtype
+        if dtype == torch.uint64 and self.unsigned is None:
+            raise ValueError(f"{self.op_type} of uint64 tensors is not supported; accepted: floating types, "
+                             "int8 to int64, uint8 to uint32")
+        ordered = self.unsigned == "ordered"
+        result = functools.reduce(self.apply, [to_signed(t, ordered) for t in align_devices(*operands)])
+        return [from_signed(result, dtype, ordered)]
 
     @abstractmethod
     def apply(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -60,7 +107,7 @@ class _Binary(OpHandler):
 
 
 @register
-class Add(_Binary):
+class Add(_Elementwise):
     op_type = "Add"
 
     def apply(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -68,7 +115,7 @@ class Add(_Binary):
 
 
 @register
-class Sub(_Binary):
+class Sub(_Elementwise):
     op_type = "Sub"
 
     def apply(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -76,7 +123,7 @@ class Sub(_Binary):
 
 
 @register
-class Mul(_Binary):
+class Mul(_Elementwise):
     op_type = "Mul"
 
     def apply(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -84,12 +131,89 @@ class Mul(_Binary):
 
 
 @register
-class Div(_Binary):
+class Div(_Elementwise):
     op_type = "Div"
-    modular = False
+    unsigned = None
 
     def apply(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         # ONNX integer division truncates toward zero (C semantics), torch's ``/`` would give floats.
         if a.is_floating_point():
             return a / b
         return torch.div(a, b, rounding_mode="trunc")
+
+
+@register
+class Pow(_Elementwise):
+    """Pow; the result has the base's type (an integer base with a float exponent truncates back)."""
+
+    op_type = "Pow"
+
+    def apply(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.pow(a, b).to(a.dtype)
+
+
+@register
+class Max(_Elementwise):
+    op_type = "Max"
+    variadic, unsigned = True, "ordered"
+    apply = staticmethod(torch.maximum)
+
+
+@register
+class Min(_Elementwise):
+    op_type = "Min"
+    variadic, unsigned = True, "ordered"
+    apply = staticmethod(torch.minimum)
+
+
+@register
+class Sum(_Elementwise):
+    op_type = "Sum"
+    variadic = True
+    apply = staticmethod(torch.add)
+
+
+@register
+class Mean(Sum):
+    """Mean: the broadcast sum of all inputs divided by their count (floating types only, as in ONNX)."""
+
+    op_type = "Mean"
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        (total,) = super().forward(node, inputs, training)
+        return [total / sum(t is not None for t in inputs)]
+
+
+class _Comparison(_Elementwise):
+    """A boolean comparison; wide unsigned operands keep their order (see :func:`to_signed`)."""
+
+    unsigned = "ordered"
+
+
+@register
+class Equal(_Comparison):
+    op_type = "Equal"
+    apply = staticmethod(torch.eq)
+
+
+@register
+class Less(_Comparison):
+    op_type = "Less"
+    apply = staticmethod(torch.lt)
+
+
+@register
+class Greater(_Comparison):
+    op_type = "Greater"
+    apply = staticmethod(torch.gt)
+
+
+@register
+class Where(OpHandler):
+    """Where: X where the condition holds, else Y, all three broadcast together."""
+
+    op_type = "Where"
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        condition, x, y = align_devices(required(inputs, 0), required(inputs, 1), required(inputs, 2))
+        return [torch.where(condition.bool(), x, y)]

@@ -1,11 +1,16 @@
-"""BatchNormalization, with ONNX's running-statistics semantics."""
+"""Normalisations: BatchNormalization (with ONNX's running-statistics semantics), InstanceNormalization,
+LayerNormalization and LRN."""
 
 from __future__ import annotations
 
+import math
+
+import onnx
 import torch
 import torch.nn.functional as F
 
 from nestc.ir.ops.elementwise import optional, required
+from nestc.ir.ops.shape import ONNX_TO_TORCH
 from nestc.ir.registry import Node, OpHandler, register
 
 
@@ -43,3 +48,59 @@ class BatchNormalization(OpHandler):
                 mean.copy_(new_mean)
                 var.copy_(new_var)
         return [y, new_mean, new_var][: len(node.outputs)]
+
+
+@register
+class InstanceNormalization(OpHandler):
+    """Normalise each channel of each sample over its spatial axes (biased variance), then scale and shift."""
+
+    op_type = "InstanceNormalization"
+    weight_inputs = (1, 2)
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        return [F.instance_norm(required(inputs, 0), weight=required(inputs, 1), bias=required(inputs, 2),
+                                eps=node.attr("epsilon", 1e-5))]
+
+
+@register
+class LayerNormalization(OpHandler):
+    """Normalise over the axes from ``axis`` on, then scale and shift (both broadcast).
+
+    Statistics are computed in the ``stash_type`` (float32 by default, whatever the input's type); the
+    optional Mean and InvStdDev outputs are in that type and keep the normalised axes with size 1.
+    """
+
+    op_type = "LayerNormalization"
+    weight_inputs = (1, 2)
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        x, scale, bias = required(inputs, 0), required(inputs, 1), optional(inputs, 2)
+        stash = ONNX_TO_TORCH.get(node.attr("stash_type", onnx.TensorProto.FLOAT))
+        if stash is None or not stash.is_floating_point:
+            raise ValueError(f"stash_type={node.attr('stash_type')} is not supported; accepted: a floating type")
+        axis = node.attr("axis", -1) % x.dim()
+        wide = x.to(stash)
+        var, mean = torch.var_mean(wide, dim=tuple(range(axis, x.dim())), correction=0, keepdim=True)
+        inv_std = torch.sqrt(var + node.attr("epsilon", 1e-5)).reciprocal()
+        y = ((wide - mean) * inv_std).to(x.dtype) * scale
+        return [y if bias is None else y + bias, mean, inv_std][: len(node.outputs)]
+
+
+@register
+class LRN(OpHandler):
+    """Local response normalisation across channels: ``x / (bias + alpha / size * sum(x^2)) ^ beta``.
+
+    The sum runs over channels ``c - floor((size - 1) / 2)`` to ``c + ceil((size - 1) / 2)``, clipped to the
+    existing ones (torch's ``local_response_norm`` centres even windows the other way).
+    """
+
+    op_type = "LRN"
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        x = required(inputs, 0)
+        size = node.attr("size")
+        alpha, beta, bias = node.attr("alpha", 1e-4), node.attr("beta", 0.75), node.attr("bias", 1.0)
+        squares = (x * x).reshape(x.shape[0], 1, x.shape[1], math.prod(x.shape[2:]))
+        squares = F.pad(squares, (0, 0, (size - 1) // 2, size // 2))
+        mean = F.avg_pool2d(squares, (size, 1), stride=1).reshape(x.shape)  # zeros count: sum / size
+        return [x / (bias + alpha * mean) ** beta]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from nestc.ir.ops.conv import pads_for_auto_pad, same_totals, spatial_fn, torch_pads
-from nestc.ir.ops.elementwise import required
+from nestc.ir.ops.elementwise import lowest, required
 from nestc.ir.registry import Node, OpHandler, register
 
 
@@ -54,8 +52,7 @@ class MaxPool(OpHandler):
         pool = spatial_fn("max_pool", len(w.kernel))
         if w.torch_native():
             return [pool(x, w.kernel, w.strides, w.begins, w.dilations, w.ceil_mode)]
-        lowest = -math.inf if x.is_floating_point() else torch.iinfo(x.dtype).min
-        x = F.pad(x, torch_pads(w.begins, w.exact_ends), value=lowest)
+        x = F.pad(x, torch_pads(w.begins, w.exact_ends), value=lowest(x.dtype))
         return [pool(x, w.kernel, w.strides, 0, w.dilations)]
 
 

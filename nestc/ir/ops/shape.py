@@ -1,4 +1,4 @@
-"""Shape and data-movement ops, plus Constant, Cast and Dropout.
+"""Shape and data-movement ops, plus Constant, Cast, CastLike and Dropout.
 
 Integer tensors that steer shapes (shapes, axes, starts/ends, pads) live on the CPU and are read
 with ``tolist()``; float data is never read back to the host.
@@ -291,7 +291,29 @@ class Gather(OpHandler):
         flat = indices.reshape(-1).to(device=x.device, dtype=torch.int64)
         flat = torch.where(flat < 0, flat + x.shape[axis], flat)
         picked = x.index_select(axis, flat)
-        return [picked.reshape(*x.shape[:axis], *indices.shape, *x.shape[axis + 1:])]
+        return [picked.reshape((*x.shape[:axis], *indices.shape, *x.shape[axis + 1:]))]  # () for a scalar
+
+
+@register
+class Expand(OpHandler):
+    """Broadcast to a shape, numpy style in both directions (a 1 in the shape keeps the input's size)."""
+
+    op_type = "Expand"
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        x = required(inputs, 0)
+        shape = ints_from(node, inputs, 1, "shape") or []
+        return [x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(shape)))]
+
+
+@register
+class CastLike(OpHandler):
+    """Cast to the element type of the second input (only its type is read)."""
+
+    op_type = "CastLike"
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        return [required(inputs, 0).to(required(inputs, 1).dtype)]
 
 
 @register
