@@ -7,9 +7,12 @@ Exporting with torch's dynamo exporter takes a second or more per model, so ever
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import filelock
 import models
@@ -81,3 +84,20 @@ def zoo_export(export_dir: Path) -> Callable[..., models.Exported]:
         return models.Exported(module, str(path), expected, static_batch=exporter == "dynamo")
 
     return make
+
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """A script of ``benchmarks/`` imported as a module (the folder is not a package; its scripts import
+    ``machine`` as a neighbour, so the folder goes on ``sys.path``)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module

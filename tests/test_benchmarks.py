@@ -7,28 +7,18 @@ it writes is checked for its rows, columns and value ranges (not for any accurac
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "nest_table.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def nest_table():
-    """The benchmark script, imported as a module (``benchmarks`` is not a package)."""
-    sys.path.insert(0, str(SCRIPT.parent))  # the script imports benchmarks/machine.py as its neighbour
-    spec = importlib.util.spec_from_file_location("nest_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["nest_table"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("nest_table", None)
-    sys.path.remove(str(SCRIPT.parent))
+    """The benchmark script, imported as a module."""
+    return load_benchmark("nest_table")
 
 
 @pytest.mark.slow
@@ -130,3 +120,22 @@ def test_han_rounds_prune_the_same_share_of_every_layer(nest_table, tmp_path: Pa
         assert int(mask.sum()) == first - int(0.2 * first), layer.weight
         assert float(weight[mask == 0].max()) <= float(weight[mask > 0].min()), "smallest magnitudes go first"
         assert torch.all(net.tensor(layer.weight)[mask == 0] == 0)
+
+
+@pytest.mark.slow
+def test_exporters_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Three exporter styles (channels-last tf2onnx, a 32x32 legacy LeNet-5 on 28x28 images, opset-9 Gemm on
+    scikit-learn's digits) made, trained and compressed through the script; each row is complete."""
+    exporters = load_benchmark("exporters")
+    out = tmp_path / "exporters.json"
+    code = exporters.main(["--models", "tf2onnx-lenet5,torch-lenet5-classic,opset9-digits-mlp", "--data", "embedded",
+                           "--limit", "600", "--train-epochs", "1", "--max-epochs", "1", "--out", str(out)])
+    rows = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
+    assert code == 0 and set(rows) == {"tf2onnx-lenet5", "torch-lenet5-classic", "opset9-digits-mlp"}
+    for name, row in rows.items():
+        assert "error" not in row, (name, row.get("error"))
+        assert 0.0 <= row["accuracy_after"] <= 1.0 and 0 < row["nonzero_after"] <= row["nonzero_before"], name
+        assert row["exit_code"] in (0, 3) and row["learning_rate"] > 0, name
+    assert rows["torch-lenet5-classic"]["input_fit"] == "28x28 -> 32x32 (pad)"
+    assert rows["tf2onnx-lenet5"]["input_fit"] is None and rows["opset9-digits-mlp"]["data"] == "digits"
+    assert "| tf2onnx-lenet5 |" in capsys.readouterr().out

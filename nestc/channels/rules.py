@@ -158,9 +158,11 @@ def _axis_groups(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[
 
 
 def view(ctx: RuleContext) -> None:
-    """Reshape/Flatten/Squeeze/Unsqueeze keep row-major order, so a channel axis that is the
-    outermost non-trivial axis of a merged run maps to contiguous blocks of the merged axis.
-    Splitting a tracked axis, or merging it below another axis, freezes it.
+    """Reshape/Flatten/Squeeze/Unsqueeze keep row-major order, so a channel axis merged with others maps
+    to blocks of the merged axis (each unit spans the product of the axes after it), repeated once for
+    every index of the axes before it. Outermost, that is NCHW's Flatten (one contiguous block per
+    channel); innermost, a channels-last Flatten as tf2onnx writes it (every position holds all
+    channels: one segment per position). Splitting a tracked axis, or merging two, freezes them.
     """
     node = ctx.node
     source, out = node.inputs[0], node.outputs[0]
@@ -174,13 +176,13 @@ def view(ctx: RuleContext) -> None:
         real_outs = [a for a in outs if out_shape[a] != 1] or outs[-1:]
         if not tracked:
             continue
-        inner = [a for a in ins if in_shape[a] != 1]
         axis = tracked[0]
-        if len(tracked) > 1 or len(real_outs) != 1 or (inner and inner[0] != axis):
-            ctx.freeze_node_inputs("reshape splits or reorders a channel axis")
+        if len(tracked) > 1 or len(real_outs) != 1:
+            ctx.freeze_node_inputs("reshape splits a channel axis or merges two")
             return
         factor = math.prod(in_shape[a] for a in ins if a > axis)
-        ctx.set_layout(out, real_outs[0], scale_blocks(ctx.layout(source, axis), factor))
+        repeats = math.prod(in_shape[a] for a in ins if a < axis)
+        ctx.set_layout(out, real_outs[0], scale_blocks(ctx.layout(source, axis), factor) * repeats)
     if node.op_type == "Reshape":
         _target_shape_fixup(ctx, out)
 

@@ -1,0 +1,385 @@
+"""nestc compress on models in the styles of other exporters, each trained the way its users train it.
+
+The NeST table measures two PyTorch-exported LeNets. Users bring graphs from other tools: tf2onnx and
+keras2onnx write NHWC inputs with a Transpose in front, MatMul + Add instead of Gemm, Softmax heads and
+a channels-last Flatten; PyTorch's dynamo exporter folds batch normalisation into the convolutions;
+old tutorials export a 32x32 LeNet-5 with Tanh and average pooling for 28x28 MNIST. Each row builds one
+such model, trains it briefly (hand-built graphs with ``nestc.train``, PyTorch modules in plain
+PyTorch, then exported as a user would), and runs ``nestc.compress`` with a small epoch budget. The
+table shows what each run met: accuracy before and after (onnxruntime), non-zeros, parameters after
+compaction, batch-256 latency, the learning rate and input fit compress chose, and the exit status.
+
+Usage::
+
+    python benchmarks/exporters.py                      # every model, 15,000 training images, 8 epochs
+    python benchmarks/exporters.py --models tf2onnx-lenet5,keras-mlp --limit 2000 --max-epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from machine import machine_info
+from onnx import TensorProto, helper, numpy_helper
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# ------------------------------------------------------------------------------- hand-built graphs
+def _weight(rng: np.random.Generator, name: str, shape: list[int], fan_in: int) -> onnx.TensorProto:
+    return numpy_helper.from_array((rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32), name)
+
+
+def _zeros(name: str, width: int) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.zeros(width, np.float32), name)
+
+
+def _dense(x: str, name: str, rng: np.random.Generator, fan_in: int, width: int, relu: bool
+           ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
+    """Keras's Dense as tf2onnx writes it: MatMul with an [in, out] kernel, then Add."""
+    out = f"{name}/BiasAdd:0"
+    nodes = [helper.make_node("MatMul", [x, f"{name}/kernel"], [f"{name}/MatMul:0"]),
+             helper.make_node("Add", [f"{name}/MatMul:0", f"{name}/bias"], [out])]
+    if relu:
+        nodes.append(helper.make_node("Relu", [out], [f"{name}/Relu:0"]))
+        out = f"{name}/Relu:0"
+    return nodes, [_weight(rng, f"{name}/kernel", [fan_in, width], fan_in), _zeros(f"{name}/bias", width)], out
+
+
+def _save(path: Path, nodes: list, initializers: list, inputs: list, outputs: list, opset: int) -> None:
+    graph = helper.make_graph(nodes, "model", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tf2onnx")
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+
+
+def tf2onnx_lenet5(path: Path) -> None:
+    """A Keras LeNet-5 as tf2onnx exports it: NHWC input, channels-last Flatten, Dense as MatMul + Add."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Transpose", ["input_1:0"], ["nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["nchw", "conv1/kernel", "conv1/bias"], ["c1"], kernel_shape=[5, 5],
+                              pads=[2, 2, 2, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "conv2/kernel", "conv2/bias"], ["c2"], kernel_shape=[5, 5]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("MaxPool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Transpose", ["p2"], ["nhwc"], perm=[0, 2, 3, 1]),
+             helper.make_node("Reshape", ["nhwc", "flatten/shape"], ["flat"])]
+    initializers = [_weight(rng, "conv1/kernel", [6, 1, 5, 5], 25), _zeros("conv1/bias", 6),
+                    _weight(rng, "conv2/kernel", [16, 6, 5, 5], 150), _zeros("conv2/bias", 16),
+                    numpy_helper.from_array(np.array([-1, 400], np.int64), "flatten/shape")]
+    x = "flat"
+    for name, fan_in, width, relu in (("dense", 400, 120, True), ("dense_1", 120, 84, True),
+                                      ("dense_2", 84, 10, False)):
+        more, weights, x = _dense(x, name, rng, fan_in, width, relu)
+        nodes += more
+        initializers += weights
+    nodes.append(helper.make_node("Softmax", [x], ["dense_2:0"], axis=-1))
+    _save(path, nodes, initializers,
+          [helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, ["unk__6", 28, 28, 1])],
+          [helper.make_tensor_value_info("dense_2:0", TensorProto.FLOAT, ["unk__6", 10])], 13)
+
+
+def keras_mlp(path: Path) -> None:
+    """A Keras LeNet-300-100 (MatMul + Add, Softmax head) on a flat [N, 784] input."""
+    rng = np.random.default_rng(1)
+    nodes, initializers, x = [], [], "flatten_input:0"
+    for name, fan_in, width, relu in (("dense", 784, 300, True), ("dense_1", 300, 100, True),
+                                      ("dense_2", 100, 10, False)):
+        more, weights, x = _dense(x, name, rng, fan_in, width, relu)
+        nodes += more
+        initializers += weights
+    nodes.append(helper.make_node("Softmax", [x], ["dense_2:0"], axis=-1))
+    _save(path, nodes, initializers, [helper.make_tensor_value_info("flatten_input:0", TensorProto.FLOAT, ["N", 784])],
+          [helper.make_tensor_value_info("dense_2:0", TensorProto.FLOAT, ["N", 10])], 13)
+
+
+def tf2onnx_bn_gap(path: Path) -> None:
+    """Two strided conv + BatchNormalization blocks, global average pooling, Squeeze, Dense (NHWC input)."""
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("Transpose", ["x:0"], ["nchw"], perm=[0, 3, 1, 2])]
+    initializers = []
+    x, width = "nchw", 1
+    for i, out in enumerate((32, 64)):
+        nodes += [helper.make_node("Conv", [x, f"conv{i}/kernel"], [f"c{i}"], kernel_shape=[3, 3], strides=[2, 2],
+                                   pads=[1, 1, 1, 1]),
+                  helper.make_node("BatchNormalization", [f"c{i}", f"bn{i}/gamma", f"bn{i}/beta", f"bn{i}/mean",
+                                                          f"bn{i}/var"], [f"n{i}"], epsilon=1e-3),
+                  helper.make_node("Relu", [f"n{i}"], [f"r{i}"])]
+        initializers += [_weight(rng, f"conv{i}/kernel", [out, width, 3, 3], 9 * width),
+                         numpy_helper.from_array(np.ones(out, np.float32), f"bn{i}/gamma"), _zeros(f"bn{i}/beta", out),
+                         _zeros(f"bn{i}/mean", out), numpy_helper.from_array(np.ones(out, np.float32), f"bn{i}/var")]
+        x, width = f"r{i}", out
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["gap"]),
+              helper.make_node("Squeeze", ["gap", "squeeze/axes"], ["pooled"])]
+    initializers.append(numpy_helper.from_array(np.array([2, 3], np.int64), "squeeze/axes"))
+    more, weights, x = _dense("pooled", "dense", rng, 64, 10, False)
+    nodes += more
+    initializers += weights
+    _save(path, nodes, initializers, [helper.make_tensor_value_info("x:0", TensorProto.FLOAT, ["N", 28, 28, 1])],
+          [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", 10])], 13)
+
+
+def opset9_digits_mlp(path: Path) -> None:
+    """An opset-9 Flatten + Gemm MLP for scikit-learn's 8x8 digits."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Flatten", ["x"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "w1", "b1"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], transB=1)]
+    initializers = [_weight(rng, "w1", [64, 64], 64), _zeros("b1", 64), _weight(rng, "w2", [10, 64], 64),
+                    _zeros("b2", 10)]
+    _save(path, nodes, initializers, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], 9)
+
+
+# ---------------------------------------------------------------------------- PyTorch-trained models
+def _torch_modules() -> dict[str, Callable[[], object]]:
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            def block(width: int) -> nn.Sequential:
+                return nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                     nn.ReLU(), nn.Conv2d(width, width, 3, padding=1, bias=False),
+                                     nn.BatchNorm2d(width))
+            self.stem = nn.Sequential(nn.Conv2d(1, 24, 3, padding=1, bias=False), nn.BatchNorm2d(24), nn.ReLU())
+            self.block1, self.block2 = block(24), block(48)
+            self.down = nn.Sequential(nn.Conv2d(24, 48, 3, 2, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU())
+            self.fc = nn.Linear(48, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.stem(x)
+            x = F.max_pool2d(F.relu(x + self.block1(x)), 2)
+            x = self.down(x)
+            x = F.relu(x + self.block2(x))
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    class Mobile(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            def separable(width: int, out: int, stride: int) -> nn.Sequential:
+                return nn.Sequential(nn.Conv2d(width, width, 3, stride, 1, groups=width, bias=False),
+                                     nn.BatchNorm2d(width), nn.ReLU6(), nn.Conv2d(width, out, 1, bias=False),
+                                     nn.BatchNorm2d(out), nn.ReLU6())
+            self.features = nn.Sequential(nn.Conv2d(1, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),
+                                          separable(16, 32, 1), separable(32, 64, 2), separable(64, 64, 1))
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.features(x).mean((2, 3)))
+
+    class Inception(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(1, 16, 3, padding=1)
+            self.a = nn.Conv2d(16, 16, 1)
+            self.b = nn.Sequential(nn.Conv2d(16, 8, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1))
+            self.c = nn.Conv2d(16, 8, 5, padding=2)
+            self.fc1, self.fc2 = nn.Linear(40 * 7 * 7, 64), nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = F.max_pool2d(F.relu(self.stem(x)), 2)
+            x = F.max_pool2d(torch.cat([F.relu(self.a(x)), F.relu(self.b(x)), F.relu(self.c(x))], 1), 2)
+            return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+    class LeNet5Classic(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.c3 = nn.Conv2d(1, 6, 5), nn.Conv2d(6, 16, 5)
+            self.f5, self.f6, self.out = nn.Linear(400, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = F.avg_pool2d(torch.tanh(self.c1(x)), 2)
+            x = F.avg_pool2d(torch.tanh(self.c3(x)), 2)
+            x = torch.tanh(self.f6(torch.tanh(self.f5(x.view(x.size(0), -1)))))
+            return F.log_softmax(self.out(x), dim=1)
+
+    return {"residual": Residual, "mobile": Mobile, "inception": Inception, "lenet5-classic": LeNet5Classic}
+
+
+def train_and_export(kind: str, path: Path, data: str, size: int, epochs: float, exporter: str, opset: int) -> None:
+    """Train a PyTorch module in plain PyTorch on ``size`` x ``size`` images (padded), then export it."""
+    import torch
+    from torch.nn import functional as F
+
+    from nestc.data import fit_to_input, load_dataset
+
+    raw = load_dataset(data)
+    prepared = fit_to_input(raw, ["N", 1, size, size], spatial="pad")
+    torch.manual_seed(0)
+    module = _torch_modules()[kind]()
+    x, y = torch.from_numpy(prepared.x_train), torch.from_numpy(raw.y_train).long()
+    optimiser = torch.optim.SGD(module.parameters(), 0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    steps = int(epochs * len(x) / 128)
+    order = torch.randperm(len(x))
+    for step in range(steps):
+        batch = order[(step * 128) % len(x):][:128]
+        optimiser.zero_grad()
+        F.cross_entropy(module(x[batch]), y[batch]).backward()
+        optimiser.step()
+    module.eval()
+    sample = (x[:1],)
+    if exporter == "dynamo":
+        torch.onnx.export(module, sample, str(path), dynamo=True, input_names=["x"], output_names=["logits"])
+    else:
+        torch.onnx.export(module, sample, str(path), dynamo=False, input_names=["x"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset)
+
+
+# ------------------------------------------------------------------------------------------- rows
+@dataclass(frozen=True)
+class Case:
+    """One model: how it is made and trained, and the data it is compressed on."""
+
+    name: str
+    style: str
+    data: str
+    make: Callable[[Path, str, float], None]
+
+
+def _hand_built(build: Callable[[Path], None]) -> Callable[[Path, str, float], None]:
+    def make(path: Path, data: str, epochs: float) -> None:
+        import nestc
+
+        blank = path.with_suffix(".init.onnx")
+        build(blank)
+        nestc.train(blank, path, data, nestc.TrainConfig(epochs=epochs, quiet=True, device="cpu"))
+    return make
+
+
+def _pytorch(kind: str, exporter: str, size: int = 28, opset: int = 17) -> Callable[[Path, str, float], None]:
+    def make(path: Path, data: str, epochs: float) -> None:
+        train_and_export(kind, path, data, size, epochs, exporter, opset)
+    return make
+
+
+CASES = (
+    Case("tf2onnx-lenet5", "NHWC input, Transpose, channels-last Flatten, MatMul+Add, Softmax", "fashion-mnist",
+         _hand_built(tf2onnx_lenet5)),
+    Case("keras-mlp", "LeNet-300-100 as MatMul+Add, Softmax", "fashion-mnist", _hand_built(keras_mlp)),
+    Case("tf2onnx-bn-gap", "NHWC, conv + BatchNormalization, GlobalAveragePool, Squeeze", "fashion-mnist",
+         _hand_built(tf2onnx_bn_gap)),
+    Case("torch-residual", "legacy exporter, residual Adds, BN folded into Conv", "fashion-mnist",
+         _pytorch("residual", "legacy")),
+    Case("torch-mobile", "dynamo exporter, depthwise separable, ReLU6 as Clip, BN folded", "fashion-mnist",
+         _pytorch("mobile", "dynamo")),
+    Case("torch-inception", "dynamo exporter, three-branch Concat, external data", "fashion-mnist",
+         _pytorch("inception", "dynamo")),
+    Case("torch-lenet5-classic", "legacy opset 11, 32x32 input, Tanh, AveragePool, LogSoftmax", "fashion-mnist",
+         _pytorch("lenet5-classic", "legacy", size=32, opset=11)),
+    Case("opset9-digits-mlp", "opset 9 Flatten + Gemm, scikit-learn digits (8x8)", "digits",
+         _hand_built(opset9_digits_mlp)),
+)
+
+
+def digits_npz(folder: Path) -> str:
+    """scikit-learn's digits as the .npz layout nestc reads (1,400 training, 397 test images)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]
+    order = np.random.default_rng(0).permutation(len(x))
+    path = folder / "digits.npz"
+    np.savez(path, x_train=x[order[:1400]], y_train=digits.target[order[:1400]], x_test=x[order[1400:]],
+             y_test=digits.target[order[1400:]])
+    return str(path)
+
+
+def run_case(case: Case, folder: Path, args: argparse.Namespace) -> dict:
+    """Make, train and compress one model; the row of the table."""
+    import nestc
+
+    data = digits_npz(folder) if case.data == "digits" else args.data
+    model = folder / f"{case.name}.onnx"
+    started = time.perf_counter()
+    case.make(model, data, args.train_epochs)
+    trained = time.perf_counter() - started
+    config = nestc.NestConfig(max_epochs=args.max_epochs)
+    train_config = nestc.TrainConfig(device=args.device, quiet=True)
+    result = nestc.compress(model, folder / f"{case.name}.nest.onnx", data, config, train_config,
+                            limit=None if case.data == "digits" else args.limit, log=lambda _line: None)
+    report = result.report
+    layers = [layer["weight_shape"] for layer in report["layers_after"]]
+    return {"model": case.name, "style": case.style, "data": case.data,
+            "accuracy_before": report["accuracy"]["before"], "accuracy_after": report["accuracy"]["after"],
+            "nonzero_before": report["nonzero_params"]["before"], "nonzero_after": report["nonzero_params"]["after"],
+            "params_after": report["params"]["after"],
+            "latency_b256_before": report["ort_latency_ms"]["before"].get("batch_256"),
+            "latency_b256_after": report["ort_latency_ms"]["after"].get("batch_256"),
+            "learning_rate": report["learning_rate"], "input_fit": report["input_fit"],
+            "exit_code": result.exit_code, "train_s": round(trained, 1), "compress_s": report["seconds"],
+            "weight_shapes_after": layers}
+
+
+def print_table(rows: Sequence[dict]) -> None:
+    head = ("model", "acc before", "acc after", "non-zero before", "non-zero after", "compr.", "params after",
+            "b256 ms before", "b256 ms after", "lr", "input fit", "exit")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['model']} | error: {r['error']} |")
+            continue
+        cells = (r["model"], f"{r['accuracy_before']:.2%}", f"{r['accuracy_after']:.2%}", f"{r['nonzero_before']:,}",
+                 f"{r['nonzero_after']:,}", f"{r['nonzero_before'] / max(r['nonzero_after'], 1):.1f}x",
+                 f"{r['params_after']:,}", f"{r['latency_b256_before']}", f"{r['latency_b256_after']}",
+                 f"{r['learning_rate']:.3g}", r["input_fit"] or "-", str(r["exit_code"]))
+        print("| " + " | ".join(cells) + " |")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", default=",".join(c.name for c in CASES), help="comma-separated case names")
+    parser.add_argument("--data", default="fashion-mnist", help="data set of the image models")
+    parser.add_argument("--limit", type=int, default=15000, help="training images for compress")
+    parser.add_argument("--train-epochs", type=float, default=2.0, help="training before compression")
+    parser.add_argument("--max-epochs", type=float, default=8.0, help="compress's epoch budget")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=str(RESULTS / "exporters.json"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    chosen = args.models.split(",")
+    unknown = sorted(set(chosen) - {c.name for c in CASES})
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(c.name for c in CASES)}")
+    rows = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in (c for c in CASES if c.name in chosen):
+            print(f"--- {case.name}", file=sys.stderr)
+            try:
+                rows.append(run_case(case, Path(tmp), args))
+            except Exception as exc:  # a failing model is a row of the table, not the end of it
+                rows.append({"model": case.name, "style": case.style, "error": f"{type(exc).__name__}: {exc}"})
+    print_table(rows)
+    payload = {"command": " ".join(["python", "benchmarks/exporters.py", *(argv or sys.argv[1:])]),
+               "date": datetime.date.today().isoformat(), "machine": machine_info(),
+               "settings": {k: v for k, v in vars(args).items() if k != "out"},
+               "total_seconds": round(time.perf_counter() - started, 1), "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(payload, indent=1) + "\n")
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
