@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import sys
 import tempfile
@@ -56,6 +57,20 @@ def _dense(x: str, name: str, rng: np.random.Generator, fan_in: int, width: int,
     return nodes, [_weight(rng, f"{name}/kernel", [fan_in, width], fan_in), _zeros(f"{name}/bias", width)], out
 
 
+def _softmax_classifier(path: Path, nodes: list, initializers: list, x: str, rng: np.random.Generator,
+                        widths: tuple[int, ...], graph_input: onnx.ValueInfoProto) -> None:
+    """Append Dense layers of ``widths`` (ReLU between them) and a Softmax head to ``x``, and save the model."""
+    layers = len(widths) - 1
+    for i, (fan_in, width) in enumerate(itertools.pairwise(widths)):
+        more, weights, x = _dense(x, "dense" + (f"_{i}" if i else ""), rng, fan_in, width, i < layers - 1)
+        nodes += more
+        initializers += weights
+    nodes.append(helper.make_node("Softmax", [x], ["probabilities:0"], axis=-1))
+    batch = graph_input.type.tensor_type.shape.dim[0].dim_param
+    output = helper.make_tensor_value_info("probabilities:0", TensorProto.FLOAT, [batch, widths[-1]])
+    _save(path, nodes, initializers, [graph_input], [output], 13)
+
+
 def _save(path: Path, nodes: list, initializers: list, inputs: list, outputs: list, opset: int) -> None:
     graph = helper.make_graph(nodes, "model", inputs, outputs, initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tf2onnx")
@@ -79,30 +94,14 @@ def tf2onnx_lenet5(path: Path) -> None:
     initializers = [_weight(rng, "conv1/kernel", [6, 1, 5, 5], 25), _zeros("conv1/bias", 6),
                     _weight(rng, "conv2/kernel", [16, 6, 5, 5], 150), _zeros("conv2/bias", 16),
                     numpy_helper.from_array(np.array([-1, 400], np.int64), "flatten/shape")]
-    x = "flat"
-    for name, fan_in, width, relu in (("dense", 400, 120, True), ("dense_1", 120, 84, True),
-                                      ("dense_2", 84, 10, False)):
-        more, weights, x = _dense(x, name, rng, fan_in, width, relu)
-        nodes += more
-        initializers += weights
-    nodes.append(helper.make_node("Softmax", [x], ["dense_2:0"], axis=-1))
-    _save(path, nodes, initializers,
-          [helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, ["unk__6", 28, 28, 1])],
-          [helper.make_tensor_value_info("dense_2:0", TensorProto.FLOAT, ["unk__6", 10])], 13)
+    _softmax_classifier(path, nodes, initializers, "flat", rng, (400, 120, 84, 10),
+                        helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, ["unk__6", 28, 28, 1]))
 
 
 def keras_mlp(path: Path) -> None:
     """A Keras LeNet-300-100 (MatMul + Add, Softmax head) on a flat [N, 784] input."""
-    rng = np.random.default_rng(1)
-    nodes, initializers, x = [], [], "flatten_input:0"
-    for name, fan_in, width, relu in (("dense", 784, 300, True), ("dense_1", 300, 100, True),
-                                      ("dense_2", 100, 10, False)):
-        more, weights, x = _dense(x, name, rng, fan_in, width, relu)
-        nodes += more
-        initializers += weights
-    nodes.append(helper.make_node("Softmax", [x], ["dense_2:0"], axis=-1))
-    _save(path, nodes, initializers, [helper.make_tensor_value_info("flatten_input:0", TensorProto.FLOAT, ["N", 784])],
-          [helper.make_tensor_value_info("dense_2:0", TensorProto.FLOAT, ["N", 10])], 13)
+    _softmax_classifier(path, [], [], "flatten_input:0", np.random.default_rng(1), (784, 300, 100, 10),
+                        helper.make_tensor_value_info("flatten_input:0", TensorProto.FLOAT, ["N", 784]))
 
 
 def tf2onnx_bn_gap(path: Path) -> None:
