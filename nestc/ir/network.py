@@ -105,6 +105,7 @@ class Network(nn.Module):
         """Decide which float initializers are trainable weights and which are BN statistics."""
         floats = {t.name for t in graph.initializer if np.issubdtype(
             helper.tensor_dtype_to_np_dtype(t.data_type), np.floating)}
+        scalars = {t.name for t in graph.initializer if not t.dims}
         trainable: set[str] = set()
         stats: set[str] = set()
         follows_weights: set[str] = set()  # tensors produced by a weight op or its bias/scale chain
@@ -115,8 +116,11 @@ class Network(nn.Module):
                 stats.update(node.inputs[i] for i in _BN_STAT_INPUTS if i < len(node.inputs))
             if node.op_type in _BIAS_LIKE_OPS:
                 others = [i for i in node.inputs if i not in floats]
-                if consts and others and all(o in follows_weights for o in others):
-                    trainable.update(consts)
+                # a bias or scale has a unit axis, even of width 1; a rank-0 constant is part of a formula
+                # (GELU's x / sqrt(2) in a legacy export) and stays fixed
+                per_unit = [c for c in consts if c not in scalars]
+                if per_unit and others and all(o in follows_weights for o in others):
+                    trainable.update(per_unit)
                     follows_weights.update(node.outputs)
                 continue
             trainable.update(node.inputs[i] for i in handler.weight_inputs
