@@ -274,19 +274,10 @@ def measure_latencies(rows: Sequence[Row], ctx: Context, batches: Sequence[int] 
                                             threads=ctx.settings.threads)
                 for row in rows if row.file and row.error is None}
     for batch in batches:
-        x = ctx.x_test[:batch]
-        times: dict[str, list[float]] = {name: [] for name in sessions}
-        for _ in range(3):  # warm-up
-            for sess in sessions.values():
-                runtime.run(sess, [x])
-        for _ in range(ctx.settings.latency_repeats):
-            for name, sess in sessions.items():
-                started = time.perf_counter()
-                runtime.run(sess, [x])
-                times[name].append(time.perf_counter() - started)
+        measured = runtime.interleaved_latency_ms(sessions, ctx.x_test[:batch], ctx.settings.latency_repeats)
         for row in rows:
-            if row.method in times:
-                setattr(row, f"latency_b{batch}_ms", round(float(np.median(times[row.method])) * 1000, 4))
+            if row.method in measured:
+                setattr(row, f"latency_b{batch}_ms", round(measured[row.method], 4))
 
 
 def fill_ratios(rows: list[Row]) -> None:

@@ -56,14 +56,24 @@ def run_batched(sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 102
 
 def latency_ms(sess: ort.InferenceSession, x: np.ndarray, repeats: int = 20, warmup: int = 3) -> float:
     """Median wall time of one ``run`` on ``x``, in milliseconds."""
+    return interleaved_latency_ms({"model": sess}, x, repeats, warmup)["model"]
+
+
+def interleaved_latency_ms(sessions: dict[str, ort.InferenceSession], x: np.ndarray, repeats: int = 20,
+                           warmup: int = 3) -> dict[str, float]:
+    """Median wall time of one ``run`` of each session on ``x``, in milliseconds, measured in rounds of one
+    run per session, so that load from other processes and clock changes hit every session alike (two
+    models timed one after the other on a shared machine can differ by 2x for no reason of their own)."""
     for _ in range(warmup):
-        run(sess, [x])
-    times = []
+        for sess in sessions.values():
+            run(sess, [x])
+    times: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(repeats):
-        start = time.perf_counter()
-        run(sess, [x])
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
+        for name, sess in sessions.items():
+            start = time.perf_counter()
+            run(sess, [x])
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(values) * 1000) for name, values in times.items()}
 
 
 def _as_array(value: object) -> np.ndarray:
