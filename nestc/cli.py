@@ -64,7 +64,8 @@ def validate(original: str, candidate: str, data: str | None, data_dir: str | No
 @cli.command()
 @click.argument("model", type=MODEL)
 @click.option("-o", "--output", required=True, help="Where to write the compacted model.")
-@click.option("--round-to", default=1, show_default=True, type=int, help="Keep resized widths a multiple of N.")
+@click.option("--round-to", default=1, show_default=True, type=int,
+              help="Widths of N units or more shrink only to multiples of N (narrower ones freely).")
 @click.option("--sparse-format", default="dense", show_default=True, type=click.Choice(["dense", "coo"]),
               help="coo: store mostly-zero weights as sparse initializers (smaller file, same speed).")
 def compact(model: str, output: str, round_to: int, sparse_format: str) -> None:
