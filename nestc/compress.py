@@ -27,7 +27,7 @@ from nestc.frontends import load_model
 from nestc.ir.classifier import ClassifierView, trainable_view
 from nestc.ir.emit import SPARSE_FORMATS, emit_model
 from nestc.ir.network import Network
-from nestc.model_data import data_for_model, split_validation
+from nestc.model_data import data_for_model, is_trained, split_validation
 from nestc.report import plot_history, write_json
 from nestc.schedule.config import NestConfig
 from nestc.schedule.runner import NestRun, SplitData
@@ -147,7 +147,7 @@ def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: Nes
     A trained original model has usually seen the whole training split, so part of that split would
     flatter it; with ``validation="auto"`` its accuracy budget is therefore judged on the test split,
     and a seed's (which nestc trains itself) on a held-out part of the training split. The original
-    teaches only when it is a trained classifier (accuracy above twice chance); unlabeled data is
+    teaches only when it is a trained classifier (``model_data.is_trained``); unlabeled data is
     always distilled and judged by agreement with the original model's predictions.
     """
     original.to(trainer.device)
@@ -156,7 +156,7 @@ def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: Nes
     if unlabeled:
         y_test = trainer.predict_logits(original, dataset.x_test).argmax(1).numpy()
     classes = int(trainer.predict_logits(original, dataset.x_test[:1]).shape[1])
-    trained = unlabeled or float(trainer.evaluate(original, dataset.x_test, y_test)[1]) > 2.0 / classes
+    trained = unlabeled or is_trained(float(trainer.evaluate(original, dataset.x_test, y_test)[1]), classes)
     source = config.validation if config.validation != "auto" else ("test" if trained else "train")
     if source == "test":
         x_train, y_train, x_val, y_val = dataset.x_train, dataset.y_train, dataset.x_test, y_test

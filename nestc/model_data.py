@@ -92,8 +92,14 @@ def choose_input_fit(view: ClassifierView, raw: Dataset, input_shape: list, labe
               for fit, mean, std in candidates]
     best = int(np.argmax(scores))
     classes = max(int(raw.y_test.max()) + 1, 2)
-    clearly = scores[best] > scores[0] + CLEARLY_BETTER and scores[best] > 2.0 / classes  # a seed never switches
+    clearly = scores[best] > scores[0] + CLEARLY_BETTER and is_trained(scores[best], classes)  # a seed never switches
     return candidates[best] if clearly else candidates[0]
+
+
+def is_trained(accuracy: float, classes: int) -> bool:
+    """Whether a classifier this accurate has learnt something: above twice chance, and above halfway from
+    chance to perfect where twice chance is out of reach (two classes: 75 %, three: 67 %)."""
+    return accuracy > min(2.0 / classes, (1.0 + 1.0 / classes) / 2)
 
 
 def _accuracy(view: ClassifierView, dataset: Dataset) -> float:

@@ -123,6 +123,33 @@ def test_image_size_fit_is_the_one_the_model_was_trained_with(tmp_path: Path, tr
     assert result.report["accuracy"]["before"] == pytest.approx(expected, abs=1e-9)
 
 
+def test_binary_scikit_learn_pipeline_keeps_its_own_scaling(tmp_path: Path) -> None:
+    """A StandardScaler + MLPClassifier pipeline on a two-class table (breast cancer) scales its inputs
+    itself: nestc must feed it raw features, which a two-class model shows by its accuracy (it is
+    trained: 96 %, though not above "twice chance"), and compress it within budget."""
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x = x.astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(x))
+    train, test = order[:420], order[420:]
+    np.savez(tmp_path / "cancer.npz", x_train=x[train], y_train=y[train], x_test=x[test], y_test=y[test])
+    model = make_pipeline(StandardScaler(), MLPClassifier((32,), max_iter=300, random_state=0)).fit(x[train], y[train])
+    expected = float(model.score(x[test], y[test]))
+    (tmp_path / "cancer.onnx").write_bytes(to_onnx(model, x[:1]).SerializeToString())
+    assert nestc.evaluate(tmp_path / "cancer.onnx", str(tmp_path / "cancer.npz")).accuracy == pytest.approx(expected)
+    result = nestc.compress(tmp_path / "cancer.onnx", tmp_path / "small.onnx", str(tmp_path / "cancer.npz"),
+                            NestConfig(max_epochs=4), TrainConfig(device="cpu", quiet=True), log=lambda _line: None)
+    assert result.report["input_normalisation"] == {"mean": [0.0] * 30, "std": [1.0] * 30}
+    assert result.report["validation"] == "test", "a trained two-class model is judged on the test split"
+    assert result.met_budget and result.report["accuracy"]["after"] >= expected - 0.005
+    assert result.report["nonzero_params"]["after"] < result.report["nonzero_params"]["before"]
+
+
 def test_compress_trained_model_within_budget(trained_mlp: Path, tmp_path: Path) -> None:
     run = _cli("compress", str(trained_mlp), "--data", "embedded", "--max-epochs", "6", "--max-acc-drop", "2",
                "--quiet", "--device", "cpu", "-o", "small.onnx", "--report", "report.json", "--plot", "plot.png",

@@ -126,3 +126,11 @@ def test_larger_images_are_resized_by_default_and_cropped_on_request() -> None:
 def test_unknown_spatial_fit_is_an_option_error() -> None:
     with pytest.raises(OptionError, match="spatial fit 'stretch': use one of pad, resize"):
         fit_to_input(_images(), ["N", 1, 32, 32], spatial="stretch")
+
+
+@pytest.mark.parametrize(("accuracy", "classes", "trained"), [(0.21, 10, True), (0.19, 10, False), (0.76, 2, True),
+                                                             (0.74, 2, False), (0.68, 3, True), (0.66, 3, False)])
+def test_a_trained_classifier_is_told_apart_from_chance(accuracy: float, classes: int, trained: bool) -> None:
+    from nestc.model_data import is_trained
+
+    assert is_trained(accuracy, classes) == trained

@@ -267,6 +267,28 @@ def test_skl2onnx_mlp_classifier_matches_onnxruntime(kind: str, zipmap: bool) ->
     np.testing.assert_array_equal(label, want_label)
 
 
+@pytest.mark.parametrize(("scaler", "op"), [("standard", "Scaler"), ("minmax", "Mul")])
+def test_skl2onnx_pipeline_with_a_scaler_matches_onnxruntime(scaler: str, op: str) -> None:
+    """A scaler in front of the MLP (the usual scikit-learn pipeline): skl2onnx writes a StandardScaler as an
+    ai.onnx.ml Scaler, a MinMaxScaler as Mul and Add."""
+    from skl2onnx import to_onnx
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+    x, y = _digits()
+    x = x * 16 + 3  # raw pixel counts with an offset, so that the scaling matters
+    first = StandardScaler() if scaler == "standard" else MinMaxScaler()
+    model = _fit(make_pipeline(first, MLPClassifier(hidden_layer_sizes=(32,), max_iter=5, random_state=0)), x, y)
+    onx = to_onnx(model, x[:1], options={MLPClassifier: {"zipmap": False}})
+    assert any(n.op_type == op for n in onx.graph.node)
+    session = ort.InferenceSession(onx.SerializeToString(), providers=["CPUExecutionProvider"])
+    want_label, want_proba = session.run(None, {"X": x[:200]})
+    label, proba = Network(onx).run_numpy(x[:200])
+    np.testing.assert_allclose(proba, want_proba, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(label, want_label)
+
+
 def test_skl2onnx_mlp_regressor_matches_onnxruntime() -> None:
     from skl2onnx import to_onnx
     from sklearn.neural_network import MLPRegressor

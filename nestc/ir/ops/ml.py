@@ -2,7 +2,8 @@
 
 Besides the default-domain ops (Cast, MatMul, Add, activations, Softmax, ArgMax, Sub, Concat,
 Reshape, Identity), an skl2onnx MLP graph uses ZipMap and ArrayFeatureExtractor (classifier
-labels and probabilities) and Binarizer (multi-label classifiers).
+labels and probabilities), Binarizer (multi-label classifiers) and Scaler (a StandardScaler or
+MinMaxScaler in front of the network in a pipeline).
 """
 
 from __future__ import annotations
@@ -54,3 +55,18 @@ class Binarizer(OpHandler):
     def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
         x = required(inputs, 0)
         return [(x > node.attr("threshold", 0.0)).to(x.dtype)]
+
+
+@register
+class Scaler(OpHandler):
+    """``(x - offset) * scale`` per feature (last axis); one value applies to every feature. Its constants are
+    attributes: preprocessing of the pipeline, not weights, so nestc neither trains nor resizes them."""
+
+    op_type = "Scaler"
+    domains = ML
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        x = required(inputs, 0).float()
+        offset = torch.tensor(node.attr("offset", [0.0]), dtype=torch.float32, device=x.device)
+        scale = torch.tensor(node.attr("scale", [1.0]), dtype=torch.float32, device=x.device)
+        return [(x - offset) * scale]
