@@ -207,6 +207,18 @@ def test_learning_rate_check_lowers_a_rate_that_wrecks_the_model(trained_mlp: Pa
     assert any(h["phase"] == "prune" and h["accepted"] for h in history), "pruning retrained at the lowered rate"
 
 
+def test_learning_rate_checks_stop_with_the_epoch_budget(trained_mlp: Path, tmp_path: Path) -> None:
+    """Each check spends epochs: once the budget is gone no further rate is tried, and the run goes on at
+    the next lower rate (the one the failed check would have tried next)."""
+    config = NestConfig(max_epochs=0.5, lr_check_epochs=0.25, max_acc_drop=2)
+    result = nestc.compress(trained_mlp, tmp_path / "out.onnx", "embedded", config,
+                            TrainConfig(device="cpu", quiet=True, lr=10.0), log=lambda _line: None)
+    checks = [h for h in result.report["history"] if h["action"].startswith("fine-tune check")]
+    assert [h["accepted"] for h in checks] == [False, False]
+    assert checks[-1]["epochs_used"] == pytest.approx(0.5)
+    assert result.report["learning_rate"] == pytest.approx(10.0 / 10)
+
+
 def test_learning_rate_check_keeps_a_rate_the_model_takes(trained_mlp: Path, tmp_path: Path) -> None:
     config = NestConfig(max_epochs=2, max_acc_drop=2)
     result = nestc.compress(trained_mlp, tmp_path / "out.onnx", "embedded", config,

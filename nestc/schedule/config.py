@@ -55,10 +55,11 @@ class NestConfig:
             channels than for 32 or 64 (docs/schedule.md). 1 removes every dead unit.
         lr_check_epochs: before pruning a trained model, it is fine-tuned this long (on a copy) at the
             training rate; a rate that costs more than ``lr_check_tolerance`` points is divided by
-            sqrt(10) and tried again (at most ``LR_CHECK_TRIES`` rates), and every later fit uses the rate
-            that passed. An exporter that folds batch normalisation into the convolutions leaves a deep
-            network without normalisation, which SGD at 0.05 wrecks within a tenth of an epoch
-            (docs/schedule.md). 0 switches the check off.
+            sqrt(10) and tried again (at most ``LR_CHECK_TRIES`` rates, while the epoch budget lasts), and
+            every later fit uses the rate that passed (when none did, the next lower one). An exporter
+            that folds batch normalisation into the convolutions leaves a deep network without
+            normalisation, which SGD at 0.05 wrecks within a tenth of an epoch (docs/schedule.md). 0
+            switches the check off.
         lr_check_tolerance: accuracy points a rate may cost in the check; it catches a destructive rate,
             not the half-point dip a good one causes before retraining recovers it.
         retrain_epochs: retraining after each pruning step.

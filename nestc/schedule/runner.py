@@ -209,8 +209,9 @@ class NestRun:
         cfg = self.config
         rate = self.train_config.lr
         for attempt in range(LR_CHECK_TRIES if cfg.lr_check_epochs > 0 else 0):
+            if attempt and self._out_of_budget():
+                break
             original, self.view.net = self.net, copy.deepcopy(self.net)
-            self.state["lr"] = rate
             self.train_config = replace(self.train_config, lr=rate)
             trained = self._fit(cfg.lr_check_epochs)
             accuracy = self._accuracy() if trained else 0.0
@@ -219,8 +220,10 @@ class NestRun:
             if not kept or attempt:
                 self._record("start", f"fine-tune check at lr {rate:.3g}", kept, accuracy)
             if kept:
-                return
-            rate /= 10 ** 0.5
+                break
+            rate /= 10 ** 0.5  # when no rate passes (or the budget ends the checks): the next one, untried
+        self.state["lr"] = rate
+        self.train_config = replace(self.train_config, lr=rate)
 
     def _grow_phase(self) -> None:
         cfg = self.config
