@@ -299,18 +299,23 @@ def digits_npz(folder: Path) -> str:
     return str(path)
 
 
-def batch_256_latency(model: Path, output: Path, data: str, threads: int) -> dict[str, float]:
+def batch_256_latency(model: Path, output: Path, data: str, threads: int) -> dict[str, float | None]:
     """Batch-256 onnxruntime latency of the original and the output, in interleaved rounds with ``threads``
     threads each (compress's own report uses onnxruntime's default threads: on a loaded two-core machine
-    those times jump by 2x between runs)."""
+    those times jump by 2x between runs). None for a file that fixes another batch size (the dynamo
+    exporter writes batch 1; nestc's output takes any batch)."""
     from nestc import runtime
     from nestc.data import fit_to_input, load_dataset
 
     sessions = {label: runtime.session(onnx.load(str(path)), str(path), threads=threads)
                 for label, path in (("before", model), ("after", output))}
-    shape = [d.dim_value or "N" for d in onnx.load(str(model)).graph.input[0].type.tensor_type.shape.dim]
+    fixed = {label: sess.get_inputs()[0].shape[0] for label, sess in sessions.items()}
+    usable = {label: sess for label, sess in sessions.items()
+              if not isinstance(fixed[label], int) or fixed[label] == 256}
+    shape = ["N", *sessions["after"].get_inputs()[0].shape[1:]]
     x = fit_to_input(load_dataset(data), shape).x_test[:256]
-    return {label: round(ms, 3) for label, ms in runtime.interleaved_latency_ms(sessions, x, repeats=30).items()}
+    measured = runtime.interleaved_latency_ms(usable, x, repeats=30)
+    return {label: round(measured[label], 3) if label in measured else None for label in sessions}
 
 
 def run_case(case: Case, folder: Path, args: argparse.Namespace) -> dict:
@@ -351,7 +356,7 @@ def print_table(rows: Sequence[dict]) -> None:
             continue
         cells = (r["model"], f"{r['accuracy_before']:.2%}", f"{r['accuracy_after']:.2%}", f"{r['nonzero_before']:,}",
                  f"{r['nonzero_after']:,}", f"{r['nonzero_before'] / max(r['nonzero_after'], 1):.1f}x",
-                 f"{r['params_after']:,}", f"{r['latency_b256_before']}", f"{r['latency_b256_after']}",
+                 f"{r['params_after']:,}", f"{r['latency_b256_before'] or 'fixed batch'}", f"{r['latency_b256_after']}",
                  f"{r['learning_rate']:.3g}", r["input_fit"] or "-", str(r["exit_code"]))
         print("| " + " | ".join(cells) + " |")
 
