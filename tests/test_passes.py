@@ -190,6 +190,19 @@ def test_grow_feature_maps_adds_maps_through_flatten(images) -> None:
     _assert_emitted_matches(net, images[0])
 
 
+def test_grown_feature_maps_round_widths_up_to_multiples(images) -> None:
+    """With ``round_to`` 4, a space that grows past 4 maps ends at a multiple of 4 (fast runtime kernels):
+    LeNet-5 at width 0.3 has 6 and 15 maps; 2 more each would be 8 and 17, so the second gets 5."""
+    probe = _probe("lenet-5", images, width=0.3, density=0.5)
+    net = probe.view.net
+    convs = [layer for layer in layers(net) if layer.node.op_type == "Conv"]
+    assert [net.tensor(layer.weight).shape[0] for layer in convs] == [6, 15]
+    result = grow_feature_maps(probe, count=2, candidates=2, round_to=4)
+    assert [net.tensor(layer.weight).shape[0] for layer in convs] == [8, 20]
+    assert result.details["grown"] == 2 + 5
+    _assert_emitted_matches(net, images[0])
+
+
 def test_partial_area_masks_inputs_and_is_emitted_exactly(images) -> None:
     probe = _probe("lenet-5", images, width=0.5, density=1.0)
     net = probe.view.net

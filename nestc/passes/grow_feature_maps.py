@@ -6,7 +6,8 @@ Linear layer's columns after Flatten). ``candidates`` random sets are drawn at t
 connection density and weight scale, each is scored by the loss on the probe batches, and the best
 is kept; the paper reports about twice the loss drop of a single random draw.
 
-Guarantees: every member of the space grows by ``count`` units; existing units are unchanged.
+Guarantees: every member of the space grows by ``count`` units (or a few more, up to the next multiple of
+``round_to``: see ``NestConfig.round_to``); existing units are unchanged.
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ from nestc.passes.base import PassResult, Probe
 from nestc.passes.unit_spaces import UnitSpace, conv_spaces, write_units
 
 
-def grow_feature_maps(probe: Probe, count: int, candidates: int = 4, seed: int = 0) -> PassResult:
-    """Add ``count`` feature maps to every convolution space of ``probe.view.net``."""
+def grow_feature_maps(probe: Probe, count: int, candidates: int = 4, seed: int = 0, round_to: int = 1) -> PassResult:
+    """Add ``count`` feature maps to every convolution space of ``probe.view.net``; a space that ends at
+    ``round_to`` maps or more gets as many more as make its width a multiple of ``round_to``."""
     net = probe.view.net
     analysis = analyse_channels(net, probe.x[:2])
     spaces = conv_spaces(net, analysis)
     if not spaces or count <= 0:
         return PassResult("grow_feature_maps", False)
     widths = {s.producer.weight: analysis.table.spaces[s.space].width for s in spaces}
-    apply_resize(net, analysis, {s.space: SpaceChange(tuple(range(analysis.table.spaces[s.space].width)), count)
+    grown = {weight: _rounded_growth(width, count, round_to) for weight, width in widths.items()}
+    apply_resize(net, analysis, {s.space: SpaceChange(tuple(range(widths[s.producer.weight])), grown[s.producer.weight])
                                  for s in spaces})
     analysis = analyse_channels(net, probe.x[:2])
     generator = torch.Generator().manual_seed(seed)
@@ -38,10 +41,17 @@ def grow_feature_maps(probe: Probe, count: int, candidates: int = 4, seed: int =
         if space.producer.weight not in widths:
             continue
         first = widths[space.producer.weight]
-        for unit in range(first, first + count):
+        for unit in range(first, first + grown[space.producer.weight]):
             improvement += _best_candidate(probe, analysis, space, unit, candidates, generator)
-    return PassResult("grow_feature_maps", True, {"spaces": len(widths), "per_space": count,
+    return PassResult("grow_feature_maps", True, {"spaces": len(widths), "grown": sum(grown.values()),
                                                   "loss_drop": round(improvement, 6)})
+
+
+def _rounded_growth(width: int, count: int, round_to: int) -> int:
+    """``count``, or more so that a new width of ``round_to`` or more is a multiple of it."""
+    if round_to <= 1 or width + count < round_to:
+        return count
+    return count + (-(width + count)) % round_to
 
 
 def _best_candidate(probe: Probe, analysis: ChannelAnalysis, space: UnitSpace, unit: int, candidates: int,

@@ -244,7 +244,8 @@ class NestRun:
                 grads, _ = effective_gradients(probe)
                 grown = grow_connections(self.net, grads, cfg.connection_growth).details.get("grown", 0)
                 grow_neurons(probe, cfg.neuron_growth, cfg.neuron_beta, cfg.birth_strength, seed=self.state["step"])
-                grow_feature_maps(probe, cfg.feature_map_growth, cfg.map_candidates, seed=self.state["step"])
+                grow_feature_maps(probe, cfg.feature_map_growth, cfg.map_candidates, seed=self.state["step"],
+                                  round_to=cfg.round_to)
                 action = f"grow {grown} connections + units"
             if not self._fit(cfg.grow_epochs):  # growth ends with the last network that trained
                 self.view.net = before
