@@ -199,10 +199,12 @@ def _report(model, output, before_model: onnx.ModelProto, before_stats: ModelSta
     after_stats = model_stats(final)
     index = [o.name for o in after_model.graph.output].index(output_name)
     x_test, y_test = dataset.x_test, dataset.y_test
+    sessions = {"before": before_sess, "after": after_sess}
+    fixed = {label: sess.get_inputs()[0].shape[0] for label, sess in sessions.items()}  # an int: a fixed batch
     latency: dict[str, dict[str, float]] = {"before": {}, "after": {}}
     for batch in (1, 256):
-        fitting = {label: sess for label, sess in (("before", before_sess), ("after", after_sess))
-                   if not (isinstance(sess.get_inputs()[0].shape[0], int) and sess.get_inputs()[0].shape[0] != batch)}
+        fitting = {label: sess for label, sess in sessions.items() if not isinstance(fixed[label], int)
+                   or fixed[label] == batch}
         for label, ms in runtime.interleaved_latency_ms(fitting, x_test[:batch], repeats=20).items():
             latency[label][f"batch_{batch}"] = round(ms, 4)
     before_acc = _accuracy_ort(before_sess, index, x_test, y_test)
