@@ -60,6 +60,15 @@ class ResizePlan:
         return any(self.analysis.table.find(s.space) in self.changes for s in layout)
 
 
+def aligned_width(width: int, round_to: int) -> int:
+    """The smallest width at or above ``width`` that runtimes run at full speed: a multiple of ``round_to`` once
+    it reaches ``round_to``; narrower widths are free (a runtime pads a width below its vector block to one
+    block anyway, and onnxruntime's NCHWc convolution reads such inputs directly)."""
+    if round_to <= 1 or width <= round_to:
+        return width
+    return -(-width // round_to) * round_to
+
+
 def take_positions(tensor: torch.Tensor, axis: int, positions: list[int], fill: float) -> torch.Tensor:
     """Gather ``positions`` along ``axis``; ``-1`` entries become ``fill``."""
     index = torch.tensor(positions, dtype=torch.long, device=tensor.device)

@@ -17,7 +17,7 @@ import torch
 
 from nestc.channels.analysis import ChannelAnalysis
 from nestc.channels.layout import Layout, Member, unit_positions
-from nestc.channels.resize import SpaceChange
+from nestc.channels.resize import SpaceChange, aligned_width
 from nestc.ir.network import Network
 from nestc.ir.registry import Node
 
@@ -312,16 +312,9 @@ def _keep_parts_nonempty(analysis: ChannelAnalysis, chosen: dict[int, list[int]]
 
 
 def _allowed(width: int, dead: int, round_to: int) -> int:
-    """How many of ``dead`` units may go: at least one unit stays, and a width of ``round_to`` or more stays a
-    multiple of ``round_to``.
-
-    Narrower widths are free: a runtime pads a width below its vector block to one block anyway (onnxruntime's
-    NCHWc convolution reads such inputs directly), so fewer units there are never slower.
-    """
-    target = max(width - dead, 1)
-    if round_to > 1 and target > round_to:
-        target = min(width, -(-target // round_to) * round_to)
-    return width - target
+    """How many of ``dead`` units may go: at least one unit stays, and the width left is an
+    :func:`~nestc.channels.resize.aligned_width` (or the width it has now)."""
+    return width - min(width, aligned_width(max(width - dead, 1), round_to))
 
 
 __all__ = ["DeadUnits", "Fold", "apply_folds", "find_dead_units", "removal_plan", "unit_magnitudes"]

@@ -16,7 +16,7 @@ import torch
 
 from nestc.channels.analysis import ChannelAnalysis, analyse_channels
 from nestc.channels.layout import Member, unit_positions
-from nestc.channels.resize import SpaceChange, apply_resize
+from nestc.channels.resize import SpaceChange, aligned_width, apply_resize
 from nestc.ir.network import Network
 from nestc.passes.base import PassResult, Probe
 from nestc.passes.unit_spaces import UnitSpace, conv_spaces, write_units
@@ -31,7 +31,7 @@ def grow_feature_maps(probe: Probe, count: int, candidates: int = 4, seed: int =
     if not spaces or count <= 0:
         return PassResult("grow_feature_maps", False)
     widths = {s.producer.weight: analysis.table.spaces[s.space].width for s in spaces}
-    grown = {weight: _rounded_growth(width, count, round_to) for weight, width in widths.items()}
+    grown = {weight: aligned_width(width + count, round_to) - width for weight, width in widths.items()}
     apply_resize(net, analysis, {s.space: SpaceChange(tuple(range(widths[s.producer.weight])), grown[s.producer.weight])
                                  for s in spaces})
     analysis = analyse_channels(net, probe.x[:2])
@@ -45,13 +45,6 @@ def grow_feature_maps(probe: Probe, count: int, candidates: int = 4, seed: int =
             improvement += _best_candidate(probe, analysis, space, unit, candidates, generator)
     return PassResult("grow_feature_maps", True, {"spaces": len(widths), "grown": sum(grown.values()),
                                                   "loss_drop": round(improvement, 6)})
-
-
-def _rounded_growth(width: int, count: int, round_to: int) -> int:
-    """``count``, or more so that a new width of ``round_to`` or more is a multiple of it."""
-    if round_to <= 1 or width + count < round_to:
-        return count
-    return count + (-(width + count)) % round_to
 
 
 def _best_candidate(probe: Probe, analysis: ChannelAnalysis, space: UnitSpace, unit: int, candidates: int,
