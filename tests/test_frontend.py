@@ -26,8 +26,10 @@ from nestc import api
 from nestc.frontends import load_model
 from nestc.frontends.onnx_loader import default_opset
 from nestc.ir import Network
+from nestc.ir.classifier import trainable_view
 from nestc.ir.emit import emit_model
 from nestc.stats import model_stats
+from nestc.training import TrainConfig, Trainer
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -187,6 +189,85 @@ def test_legacy_exports_with_new_ops_match_onnxruntime(tmp_path, cls: type[model
         (got,) = net.run_numpy(x)
         assert got.shape == reference.shape
         models.assert_close(got, reference)
+        models.assert_close(models.ort_run(emitted, x), reference)
+
+
+class PreActivation(models.Zoo):
+    """Three pre-activation blocks (BN -> ReLU -> Conv) with torch's initial BatchNorm values: all scales
+    one, all shifts zero, equal to the running variances and means."""
+
+    INPUT = (3, 8, 8)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.norms = torch.nn.ModuleList(torch.nn.BatchNorm2d(8) for _ in range(3))
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(8, 8, 3, padding=1) for _ in range(3))
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for norm, conv in zip(self.norms, self.convs):
+            x = x + conv(torch.relu(norm(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_normalisation_parameters_merged_by_value_are_separate_again(tmp_path) -> None:
+    """The dynamo exporter stores equal initializers once: one tensor is every BatchNorm's scale and
+    running variance. Each becomes its own tensor again, so training updates them separately (the
+    shared one made the in-place statistics update break autograd)."""
+    torch.manual_seed(0)
+    module = PreActivation().eval()
+    path = models.export(module, tmp_path / "preact.onnx", "dynamo")
+    exported = onnx.load(path).graph
+    batch_norms = [n for n in exported.node if n.op_type == "BatchNormalization"]
+    assert len(batch_norms) == 3
+    assert len({i for n in batch_norms for i in n.input[1:]}) < 12  # the exporter merged them
+    net = api.load_network(path)
+    loaded = [n for n in net.nodes if n.op_type == "BatchNormalization"]
+    assert len({i for n in loaded for i in n.inputs[1:]}) == 12
+    assert model_stats(net).params == models.param_count(module)
+    x = module.sample(6).numpy()
+    models.assert_close(net.run_numpy(x)[0], models.ort_run(path, x, static_batch=True))
+    view = trainable_view(net, label="preact")
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(64, 3, 8, 8, generator=generator), torch.randint(0, 4, (64,), generator=generator)
+    Trainer(TrainConfig(batch_size=16)).fit(view, images, labels, epochs=1)
+    scales = [net.tensor(n.inputs[1]).detach() for n in loaded]
+    variances = [net.tensor(n.inputs[4]).detach() for n in loaded]
+    assert not torch.equal(scales[0], scales[1]) and not torch.equal(scales[0], variances[0])
+
+
+class ChannelShuffle(models.Zoo):
+    """ShuffleNet's channel shuffle written as torchvision does, from ``x.size()``: the legacy exporter
+    computes both Reshape targets at run time from Shape, Gather and Div."""
+
+    INPUT = (3, 6, 6)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 1)
+        self.fc = torch.nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(x))
+        batch, channels, height, width = x.size()
+        x = x.view(batch, 2, channels // 2, height, width).transpose(1, 2).contiguous()
+        x = x.view(batch, channels, height, width)
+        return self.fc(torch.relu(self.conv2(x)).mean((2, 3)))
+
+
+def test_channel_shuffle_from_runtime_shapes_runs_at_any_batch(tmp_path) -> None:
+    torch.manual_seed(0)
+    module = ChannelShuffle().eval()
+    path = models.export(module, tmp_path / "shuffle.onnx", "legacy")
+    assert "Div" in {n.op_type for n in onnx.load(path).graph.node}
+    net = api.load_network(path)
+    emitted = emit_model(net)
+    for batch in (1, 3):
+        x = module.sample(batch, seed=batch).numpy()
+        reference = models.ort_run(path, x)
+        models.assert_close(net.run_numpy(x)[0], reference)
         models.assert_close(models.ort_run(emitted, x), reference)
 
 

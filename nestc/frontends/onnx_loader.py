@@ -5,7 +5,9 @@ Steps, each failing with one line that names the file:
 2. refuse control flow and list every unsupported node at once;
 3. ``onnx.checker``;
 4. bring the default-domain opset into :data:`SUPPORTED_OPSETS` with onnx's version converter;
-5. fold shape-only subgraphs and free the batch dimension (:mod:`nestc.frontends.shape_folding`).
+5. give normalisation parameters an exporter merged by value their own tensors
+   (:mod:`nestc.frontends.untie`);
+6. fold shape-only subgraphs and free the batch dimension (:mod:`nestc.frontends.shape_folding`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from onnx import numpy_helper, version_converter
 from nestc.errors import ModelError, UnsupportedOpError, first_line
 from nestc.frontends.files import read_model_file
 from nestc.frontends.shape_folding import fold_shape_subgraphs
+from nestc.frontends.untie import untie_normalisation_parameters
 from nestc.ir.registry import handler_for
 
 SUPPORTED_OPSETS = range(13, 25)
@@ -46,6 +49,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     _refuse_unsupported(model, file)
     _check(model, file)
     model = _normalise_opset(model, file)
+    untie_normalisation_parameters(model)
     try:
         model = fold_shape_subgraphs(model)
     except (onnx.shape_inference.InferenceError, ValueError) as exc:

@@ -46,6 +46,9 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.node.extend(kept)
     graph.initializer.extend(numpy_helper.from_array(np.asarray(a), name) for name, a in new_constants.items()
                              if name in used)
+    # shape inference sees through the folded constants where it could not through the shape
+    # arithmetic (a channel shuffle's Reshape -> Transpose -> Reshape built from Shape and Div)
+    shapes = _static_shapes(folded)
     _explicit_splits(folded, shapes)
     _free_batch(folded, original_batches | {FOLD_BATCH}, shapes)
     return folded
