@@ -186,6 +186,9 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
               help="Growth phase; auto: only for sparse seeds.")
 @click.option("--prune-fraction", default=0.2, show_default=True, type=float,
               help="Share of active connections pruned per step (halved after an undone step).")
+@click.option("--max-prune-fraction", default=None, type=float,
+              help="Largest step: a step that cost no accuracy makes the next 1.5x larger, up to this "
+                   "[default: 0.5, or --prune-fraction when larger].")
 @click.option("--grow-prune-cycles", default=3, show_default=True, type=int,
               help="Times a stalled pruning phase regrows connections by gradient and prunes again.")
 @click.option("--cycle-growth", default=0.5, show_default=True, type=float,
@@ -212,7 +215,8 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
              batch_size: int, lr: float, weight_decay: float, optimizer: str, device: str, seed_value: int, quiet: bool,
              output_name: str | None, report: str | None, plot: str | None, max_acc_drop: float,
              target_params: int | None, max_epochs: float, time_budget: float | None, grow: str,
-             prune_fraction: float, grow_prune_cycles: int, cycle_growth: float, regrow_fraction: float,
+             prune_fraction: float, max_prune_fraction: float | None, grow_prune_cycles: int, cycle_growth: float,
+             regrow_fraction: float,
              unit_prune_fraction: float, distill: bool,
              partial_area_gamma: float, round_to: int, lr_check_epochs: float, retrain_epochs: float,
              birth_strength: float, validation: str, sparse_format: str, limit: int | None, resume: bool) -> None:
@@ -226,7 +230,9 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
                         regrow_fraction=regrow_fraction, unit_prune_fraction=unit_prune_fraction, distill=distill,
                         partial_area_gamma=partial_area_gamma, round_to=round_to, lr_check_epochs=lr_check_epochs,
                         retrain_epochs=retrain_epochs, birth_strength=birth_strength, validation=validation,
-                        min_prune_fraction=min(0.03, prune_fraction))
+                        min_prune_fraction=min(0.03, prune_fraction),
+                        max_prune_fraction=max(0.5, prune_fraction) if max_prune_fraction is None
+                        else max_prune_fraction)
     if epochs is not None:
         config.grow_epochs = epochs
     train_config = _train_config(batch_size, lr, weight_decay, optimizer, device, seed_value, quiet)

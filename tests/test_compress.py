@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -194,6 +195,36 @@ def test_stalled_pruning_regrows_and_keeps_the_smallest_network(trained_mlp: Pat
     assert result.met_budget
     assert result.report["nonzero_params"]["after"] == min(kept)
     assert nestc.inspect(tmp_path / "out.onnx").nonzero_params == min(kept)
+
+
+def _step_percent(action: str) -> int:
+    """The step size a pruning row names: ``prune 15% (1,234 connections)`` -> 15."""
+    return int(re.match(r"prune (\d+)%", action).group(1))
+
+
+def test_steps_that_cost_no_accuracy_grow_the_next_step(trained_mlp: Path, tmp_path: Path) -> None:
+    """A step after which the network still scores the reference makes the next one 1.5x larger (up
+    to ``max_prune_fraction``); a step that cost accuracy keeps the size; an undone one halves it."""
+    config = NestConfig(max_acc_drop=2, prune_fraction=0.05, max_prune_fraction=0.3, min_prune_fraction=0.01,
+                        grow_prune_cycles=0, max_epochs=4, retrain_epochs=0.5, recovery_epochs=0,
+                        lr_check_epochs=0)
+    result = nestc.compress(trained_mlp, tmp_path / "out.onnx", "embedded", config,
+                            TrainConfig(device="cpu", quiet=True), log=lambda _line: None)
+    reference = result.report["reference_val_accuracy"]
+    steps = [h for h in result.report["history"] if h["phase"] == "prune"]
+    assert len(steps) >= 4
+    grew = 0
+    for step, following in itertools.pairwise(steps):
+        size = _step_percent(step["action"])
+        if not step["accepted"]:
+            expected = size / 2
+        elif step["val_accuracy"] >= reference:
+            expected, grew = min(size * 1.5, 30), grew + 1
+        else:
+            expected = size
+        assert abs(_step_percent(following["action"]) - expected) <= 1, [h["action"] for h in steps]
+    assert grew, "pruning 5 % of a trained network's smallest weights costs it nothing"
+    assert max(_step_percent(h["action"]) for h in steps) > 5
 
 
 def test_learning_rate_check_lowers_a_rate_that_wrecks_the_model(trained_mlp: Path, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from nestc.passes.grow_neurons import grow_neurons
 from nestc.passes.partial_area import partial_area
 from nestc.passes.prune_connections import prune_connections
 from nestc.passes.prune_units import prune_units
-from nestc.schedule.config import LR_CHECK_TRIES, NestConfig
+from nestc.schedule.config import LR_CHECK_TRIES, STEP_GROWTH, NestConfig
 from nestc.schedule.state import load_checkpoint, save_checkpoint
 from nestc.stats import model_stats
 from nestc.training import TrainConfig, Trainer
@@ -301,7 +301,7 @@ class NestRun:
         fraction = self.state["fraction"]
         probe = self._probe()
         pruned = prune_connections(self.net, fraction).details.get("removed", 0)
-        units = prune_units(self.net, cfg.unit_prune_fraction * fraction / cfg.prune_fraction,
+        units = prune_units(self.net, cfg.unit_prune_fraction * min(fraction, cfg.prune_fraction) / cfg.prune_fraction,
                             probe.x[:64]).details.get("removed", 0)
         if cfg.regrow_fraction > 0 and pruned:
             grads, _ = effective_gradients(probe)
@@ -321,6 +321,8 @@ class NestRun:
         if not accepted:
             self.view.net = before
             self.state["fraction"] = fraction / 2
+        elif accuracy >= self.state["reference"]:
+            self.state["fraction"] = min(fraction * STEP_GROWTH, cfg.max_prune_fraction)
         self._save()
 
     def _regrow_cycle(self) -> None:
