@@ -292,21 +292,25 @@ class Separable(models.Zoo):
 
     INPUT = (3, 6, 6)
 
-    def __init__(self) -> None:
+    def __init__(self, activation: torch.nn.Module | None = None) -> None:
         super().__init__()
         self.conv, self.dw = torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.Conv2d(6, 6, 3, padding=1, groups=6)
+        self.act = activation or torch.nn.ReLU()
         self.pw, self.fc = torch.nn.Conv2d(6, 5, 1), torch.nn.Linear(5, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.pw(torch.relu(self.dw(torch.relu(self.conv(x))))))
+        x = torch.relu(self.pw(torch.relu(self.dw(self.act(self.conv(x))))))
         return self.fc(x.mean((2, 3)))
 
 
-def test_zero_depthwise_filter_silences_its_channel(tmp_path) -> None:
-    """The depthwise filter of channel 2 is zero (its bias is not): whatever the first conv computes,
-    the channel leaves the filter as relu(bias), which the pointwise conv's bias absorbs."""
+@pytest.mark.parametrize("activation", [torch.nn.ReLU, torch.nn.Softplus, torch.nn.SELU, torch.nn.CELU],
+                         ids=["relu", "softplus", "selu", "celu"])
+def test_zero_depthwise_filter_silences_its_channel(tmp_path, activation: type[torch.nn.Module]) -> None:
+    """The depthwise filter of channel 2 is zero (its bias is not): whatever the first conv computes and
+    whichever finite activation follows it, the channel leaves the filter as relu(bias), which the
+    pointwise conv's bias absorbs."""
     torch.manual_seed(0)
-    module = Separable().eval()
+    module = Separable(activation()).eval()
     with torch.no_grad():
         module.dw.weight[2].zero_()
         module.dw.bias[2] = 0.3

@@ -88,8 +88,11 @@ def _silenced_units(net: Network, analysis: ChannelAnalysis, space: int, width: 
 
 
 _LANE_WISE = frozenset({"Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "Gelu",
-                        "Elu", "Identity", "Dropout", "MaxPool", "AveragePool"})
-"""Ops a unit passes through on its own lane (a gate after them still silences it)."""
+                        "Elu", "Selu", "Celu", "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Erf", "Abs",
+                        "Neg", "Sign", "Floor", "Ceil", "Round", "Identity", "Dropout", "MaxPool", "AveragePool"})
+"""Ops a unit passes through on its own lane, finite for every finite input (a gate after them still
+silences it). Exp, Log, Sqrt, Reciprocal and Pow are not: an overflow or a NaN times a zero gate is
+not zero."""
 
 
 def _gate(net: Network, analysis: ChannelAnalysis, node: Node, space: int, width: int) -> torch.Tensor | None:
