@@ -15,6 +15,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
+from nestc.frontends.graph_edit import own_initializer
+from nestc.naming import unique_name
+
 FOLD_BATCH = 1
 """Batch size fixed while folding; 1 is what static exporters use, so both cases look alike."""
 
@@ -129,10 +132,7 @@ def _explicit_splits(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
             continue
         chunk = -(-shape[axis] // count)
         sizes = [chunk] * (count - 1) + [shape[axis] - chunk * (count - 1)]
-        name, index = f"{node.output[0]}_sizes", 0
-        while name in names:
-            index += 1
-            name = f"{node.output[0]}_sizes_{index}"
+        name = unique_name(f"{node.output[0]}_sizes", names)
         names.add(name)
         graph.initializer.append(numpy_helper.from_array(np.array(sizes, dtype=np.int64), name))
         del node.input[1:]
@@ -258,13 +258,8 @@ def _set_initializer(graph: onnx.GraphProto, node: onnx.NodeProto, slot: int, va
     (exporters reuse one ``[1, -1]`` tensor for every Reshape, and each may need its own value)."""
     name = node.input[slot]
     if _uses(graph, name) > 1:
-        fresh, index = f"{name}_{node.name or node.output[0]}", 0
-        while fresh in inits:
-            index += 1
-            fresh = f"{name}_{node.name or node.output[0]}_{index}"
-        tensor = numpy_helper.from_array(value, fresh)
-        graph.initializer.append(tensor)
-        inits[fresh] = tensor
-        node.input[slot] = fresh
+        taken = set(inits) | {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+        tensor = own_initializer(graph, node, slot, numpy_helper.from_array(value, name), taken)
+        inits[tensor.name] = tensor
         return
     inits[name].CopyFrom(numpy_helper.from_array(value, name))

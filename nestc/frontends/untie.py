@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import onnx
 
+from nestc.frontends.graph_edit import own_initializer
+
 NORMALISATION_SLOTS = {
     "BatchNormalization": (1, 2, 3, 4),
     "InstanceNormalization": (1, 2),
@@ -42,15 +44,6 @@ def untie_normalisation_parameters(model: onnx.ModelProto) -> int:
     copies = 0
     for name in sorted(normalisation):
         for node, slot in uses[name][1:]:
-            fresh, index = f"{name}_{node.name or node.output[0]}", 0
-            while fresh in taken:
-                index += 1
-                fresh = f"{name}_{node.name or node.output[0]}_{index}"
-            taken.add(fresh)
-            copy = onnx.TensorProto()
-            copy.CopyFrom(inits[name])
-            copy.name = fresh
-            graph.initializer.append(copy)
-            node.input[slot] = fresh
+            own_initializer(graph, node, slot, inits[name], taken)
             copies += 1
     return copies

@@ -24,6 +24,7 @@ from torch import nn
 
 from nestc.errors import ModelError, UnsupportedOpError
 from nestc.ir.registry import Node, OpHandler, handler_for
+from nestc.naming import unique_name
 
 WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 """Ops whose weight initializers define a layer (and make following bias-like constants trainable)."""
@@ -191,9 +192,7 @@ class Network(nn.Module):
         if uses <= 1:
             return name
         taken = set(self._keys) | {o for n in self.nodes for o in n.outputs} | set(self.input_names)
-        fresh, index = f"{name}_{node.name}", 1
-        while fresh in taken:
-            fresh, index = f"{name}_{node.name}_{index}", index + 1
+        fresh = unique_name(f"{name}_{node.name}", taken)
         value = self.tensor(name).detach().clone()
         self.initializer_order.append(fresh)
         self.initializer_dtypes[fresh] = self.initializer_dtypes[name]

@@ -1,0 +1,21 @@
+"""Giving one node its own copy of an initializer that other nodes share (ONNX graph level)."""
+
+from __future__ import annotations
+
+import onnx
+
+from nestc.naming import unique_name
+
+
+def own_initializer(graph: onnx.GraphProto, node: onnx.NodeProto, slot: int, value: onnx.TensorProto,
+                    taken: set[str]) -> onnx.TensorProto:
+    """Store ``value`` under a fresh name (``<input>_<node>``), feed it to input ``slot`` of ``node``
+    and return the stored tensor; ``taken`` holds every name in use and gains the new one."""
+    name = unique_name(f"{node.input[slot]}_{node.name or node.output[0]}", taken)
+    taken.add(name)
+    tensor = onnx.TensorProto()
+    tensor.CopyFrom(value)
+    tensor.name = name
+    graph.initializer.append(tensor)
+    node.input[slot] = name
+    return graph.initializer[-1]

@@ -1,0 +1,15 @@
+"""Fresh tensor names: exporters share one tensor between nodes, and a node that needs its own copy
+gets a name nothing in the graph uses yet."""
+
+from __future__ import annotations
+
+from collections.abc import Container
+
+
+def unique_name(base: str, taken: Container[str]) -> str:
+    """``base`` when it is free, else ``base_1``, ``base_2``, ... (the first one not in ``taken``)."""
+    name, index = base, 0
+    while name in taken:
+        index += 1
+        name = f"{base}_{index}"
+    return name
