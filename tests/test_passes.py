@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from nestc import runtime
+from nestc.api import load_network
 from nestc.channels.analysis import analyse_channels
 from nestc.data import fit_to_input, load_dataset
 from nestc.ir.classifier import ClassifierView
@@ -22,7 +23,7 @@ from nestc.passes.grow_neurons import grow_neurons
 from nestc.passes.partial_area import partial_area
 from nestc.passes.prune_connections import prune_connections
 from nestc.passes.prune_units import prune_units, unit_scores
-from nestc.passes.unit_spaces import conv_spaces, fc_spaces
+from nestc.passes.unit_spaces import prunable_spaces
 from nestc.seeds import build_seed
 from nestc.stats import model_stats
 
@@ -101,25 +102,24 @@ def test_prune_connections_removes_smallest_and_keeps_rest(images) -> None:
 
 @pytest.mark.parametrize("arch", ["lenet-5", "resnet18"])
 def test_prune_units_removes_weakest_units_and_compact_deletes_them(images, arch: str) -> None:
-    """Units are cut whole (through Flatten in LeNet-5); residual sums are left alone; the emitted,
-    compacted graph computes what the masked network computed."""
+    """Units are cut whole (through Flatten in LeNet-5, from the whole residual stream in ResNet-18);
+    the emitted, compacted graph computes what the masked network computed."""
     net = Network(build_seed(arch, width_ratio=0.25 if arch == "resnet18" else 1.0))
     ensure_masks(net)
     x = images[0][:8] if arch == "lenet-5" else torch.randn(8, 3, 32, 32)
     analysis = analyse_channels(net, x[:2])
-    spaces = fc_spaces(net, analysis) + conv_spaces(net, analysis)
-    scores = {space.producer.weight: unit_scores(net, analysis, space) for space in spaces}
-    widths = {space.producer.weight: analysis.table.spaces[space.space].width for space in spaces}
+    spaces = prunable_spaces(net, analysis)
+    scores = {space.space: unit_scores(net, analysis, space) for space in spaces}
+    widths = {space.space: analysis.table.spaces[space.space].width for space in spaces}
     result = prune_units(net, 0.3, x)
     live = sum(widths.values())
     assert result.modified and 0.2 * live <= result.details["removed"] <= 0.3 * live
     for space in spaces:
-        weight = space.producer.weight
-        unit_axis = space.producer.out_axis
-        cut = net.mask(weight).movedim(unit_axis, 0).reshape(widths[weight], -1).sum(1) == 0
-        assert int((~cut).sum()) >= max(1, widths[weight] // 2), "no space loses more than half"
+        layer, member = space.producers[0]
+        cut = net.mask(layer.weight).movedim(member.axis, 0).reshape(widths[space.space], -1).sum(1) == 0
+        assert int((~cut).sum()) >= max(1, widths[space.space] // 2), "no space loses more than half"
         if bool(cut.any()) and bool((~cut).any()):
-            normalised = scores[weight] / scores[weight].mean()
+            normalised = scores[space.space] / scores[space.space].mean()
             assert float(normalised[cut].max()) <= float(normalised[~cut].min()) + 1e-6, "weakest units go first"
     out_widths = {layer.weight: net.tensor(layer.weight).shape[layer.out_axis] for layer in layers(net)}
     with torch.no_grad():
@@ -130,9 +130,52 @@ def test_prune_units_removes_weakest_units_and_compact_deletes_them(images, arch
         torch.testing.assert_close(ClassifierView(net).eval()(x), expected, rtol=1e-4, atol=1e-5)
     narrowed = {layer.weight for layer in layers(net) if net.tensor(layer.weight).shape[layer.out_axis]
                 < out_widths[layer.weight]}
-    assert narrowed and narrowed <= set(widths), "only single-producer spaces lose units (not residual sums)"
+    producers = {layer.weight for space in spaces for layer, _ in space.producers}
+    assert narrowed and narrowed <= producers
     if arch == "resnet18":
-        assert len(widths) < len(layers(net)) - 1, "the residual stream's spaces are not candidates"
+        stream = [space for space in spaces if len(space.producers) > 1]
+        assert stream, "residual streams are candidates"
+        shared = {layer.weight for space in stream for layer, _ in space.producers}
+        assert narrowed & shared, "the residual stream lost units in every convolution that writes it"
+    _assert_emitted_matches(net, x)
+
+
+class SqueezeExcite(torch.nn.Module):
+    """conv -> SiLU -> channels scaled by a squeeze-excitation gate -> conv: the gated space is written by
+    the first convolution and by the gate's expanding convolution (EfficientNet's block, without depthwise)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.squeeze, self.expand = torch.nn.Conv2d(16, 4, 1), torch.nn.Conv2d(4, 16, 1)
+        self.project, self.fc = torch.nn.Conv2d(16, 8, 1), torch.nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.silu(self.conv(x))
+        gate = torch.sigmoid(self.expand(torch.relu(self.squeeze(x.mean((2, 3), keepdim=True)))))
+        return self.fc(torch.relu(self.project(x * gate)).mean((2, 3)))
+
+
+def test_prune_units_removes_channels_a_squeeze_excitation_gate_multiplies(tmp_path) -> None:
+    torch.manual_seed(0)
+    module = SqueezeExcite().eval()
+    path = tmp_path / "se.onnx"
+    torch.onnx.export(module, (torch.randn(2, 3, 8, 8),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    net = load_network(path)
+    ensure_masks(net)
+    x = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    gated = [s for s in prunable_spaces(net, analyse_channels(net, x[:2])) if len(s.producers) == 2]
+    assert len(gated) == 1, "the gated space has two writers: the block's convolution and the gate's"
+    assert prune_units(net, 0.25, x).details["removed"] > 0
+    with torch.no_grad():
+        expected = ClassifierView(net).eval()(x)
+    compact(net, x)
+    assert net.tensor("conv.weight").shape[0] < 16
+    assert net.tensor("expand.weight").shape[0] == net.tensor("conv.weight").shape[0]
+    assert net.tensor("project.weight").shape[1] == net.tensor("conv.weight").shape[0]
+    with torch.no_grad():
+        torch.testing.assert_close(ClassifierView(net).eval()(x), expected, rtol=1e-4, atol=1e-5)
     _assert_emitted_matches(net, x)
 
 

@@ -8,9 +8,10 @@ weights, normalised by the mean score of its space so that one ranking serves ev
 chosen units lose all incoming and outgoing connections, which makes them dead, and ``compact``
 then deletes them from every tensor that holds them.
 
-It acts on the spaces unit growth acts on (one producing layer, read only by layers; see
-``unit_spaces``), so it works through flattening, concatenation-free branches and any graph where
-those spaces exist, and leaves spaces shared by several producers (residual sums) alone.
+It acts on every resizable space that layers write and read (``unit_spaces.prunable_spaces``):
+hidden layers, spaces read through flattening or concatenation, residual streams (a unit is removed
+from the stem, every block's last convolution and every reader at once) and channels gated by
+squeeze-excitation.
 
 Guarantees: only masks change; no space loses more than ``max_space_fraction`` of its live units
 in one call, and every space keeps at least one live unit.
@@ -25,7 +26,7 @@ from nestc.channels.layout import Member, unit_positions
 from nestc.ir.network import Network
 from nestc.passes.base import PassResult
 from nestc.passes.prune_connections import effective_magnitude
-from nestc.passes.unit_spaces import UnitSpace, conv_spaces, fc_spaces
+from nestc.passes.unit_spaces import PrunableSpace, prunable_spaces
 
 
 def prune_units(net: Network, fraction: float, sample: torch.Tensor, max_space_fraction: float = 0.5) -> PassResult:
@@ -33,8 +34,8 @@ def prune_units(net: Network, fraction: float, sample: torch.Tensor, max_space_f
     if fraction <= 0:
         return PassResult("prune_units", False)
     analysis = analyse_channels(net, sample[:2])
-    spaces = fc_spaces(net, analysis) + conv_spaces(net, analysis)
-    scored: list[tuple[UnitSpace, torch.Tensor]] = []
+    spaces = prunable_spaces(net, analysis)
+    scored: list[tuple[PrunableSpace, torch.Tensor]] = []
     for space in spaces:
         score = unit_scores(net, analysis, space)
         live = score > 0
@@ -53,15 +54,17 @@ def prune_units(net: Network, fraction: float, sample: torch.Tensor, max_space_f
         if n <= 0:
             continue
         units = set(torch.topk(score, n, largest=False).indices.tolist())
-        for member in [space.producer_member, *(m for _, m in space.readers)]:
+        for _, member in [*space.producers, *space.readers]:
             disconnect(net, analysis, member, space.space, units)
         removed += n
     return PassResult("prune_units", removed > 0, {"removed": removed, "live_before": total})
 
 
-def unit_scores(net: Network, analysis: ChannelAnalysis, space: UnitSpace) -> torch.Tensor:
-    """Per unit of ``space``: incoming effective magnitude times outgoing magnitude (0 for dead units)."""
-    incoming = _per_unit(effective_magnitude(net, space.producer), analysis, space.producer_member, space.space)
+def unit_scores(net: Network, analysis: ChannelAnalysis, space: PrunableSpace) -> torch.Tensor:
+    """Per unit of ``space``: incoming effective magnitude (summed over its producers) times outgoing
+    magnitude (summed over its readers); 0 for dead units."""
+    incoming = sum(_per_unit(effective_magnitude(net, layer), analysis, member, space.space)
+                   for layer, member in space.producers)
     outgoing = sum(_per_unit(net.effective_weight(layer.weight).detach().abs(), analysis, member, space.space)
                    for layer, member in space.readers)
     return incoming * outgoing

@@ -49,6 +49,35 @@ def growable_spaces(net: Network, analysis: ChannelAnalysis, producer_ops: froze
     return found
 
 
+@dataclass
+class PrunableSpace:
+    """A resizable space with every layer that writes it and every layer that reads it."""
+
+    space: int
+    producers: list[tuple[Layer, Member]]
+    readers: list[tuple[Layer, Member]]
+
+
+def prunable_spaces(net: Network, analysis: ChannelAnalysis) -> list[PrunableSpace]:
+    """Resizable spaces written by layers and read by layers, however many of each.
+
+    Pruning a unit needs less than growing one: masking every layer weight that reads it leaves it
+    unread, and compaction deletes it from every tensor of its space. So a residual stream (one space
+    tied across each block's last convolution, the shortcut and the stem) and a channel that a
+    squeeze-excitation gate multiplies (written by the block's convolution and by the gate's) are
+    candidates too, unlike for growth, which needs one producer to place a new unit.
+    """
+    by_weight = {layer.weight: layer for layer in layers(net)}
+    found = []
+    for space in analysis.resizable_spaces():
+        members = [m for m, _ in analysis.space_members(space)]
+        producers = [(by_weight[m.tensor], m) for m in members if m.role == "producer" and m.tensor in by_weight]
+        readers = [(by_weight[m.tensor], m) for m in members if m.role == "consumer" and m.tensor in by_weight]
+        if producers and readers:
+            found.append(PrunableSpace(space, producers, readers))
+    return found
+
+
 def fc_spaces(net: Network, analysis: ChannelAnalysis) -> list[UnitSpace]:
     """Hidden neuron spaces between fully connected layers (readers fully connected, no blocks)."""
     return [s for s in growable_spaces(net, analysis, _DENSE)
