@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import models
 import numpy as np
@@ -265,6 +266,48 @@ def test_channel_shuffle_from_runtime_shapes_runs_at_any_batch(tmp_path) -> None
     net = api.load_network(path)
     emitted = emit_model(net)
     for batch in (1, 3):
+        x = module.sample(batch, seed=batch).numpy()
+        reference = models.ort_run(path, x)
+        models.assert_close(net.run_numpy(x)[0], reference)
+        models.assert_close(models.ort_run(emitted, x), reference)
+
+
+class ClassToken(models.Zoo):
+    """A learned class token broadcast over the batch (``expand(n, -1, -1)``) and concatenated with
+    patch embeddings, as vision transformers do: the Expand target follows the batch at run time."""
+
+    INPUT = (3, 8, 8)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Conv2d(3, 8, 4, stride=4)
+        self.token = torch.nn.Parameter(torch.randn(1, 1, 8))
+        self.mix, self.head = torch.nn.Linear(8, 8), torch.nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.token.expand(tokens.shape[0], -1, -1), tokens], 1)
+        return self.head(torch.relu(self.mix(tokens))[:, 0])
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_expand_to_the_run_time_batch_follows_the_batch(tmp_path, exporter: str) -> None:
+    """Folded at batch 1, the Expand target would be a constant [1, 1, 8] and the Concat would fail at
+    any other batch; folding at a second batch shows it depends on the batch, so it stays computed."""
+    torch.manual_seed(0)
+    module = ClassToken().eval()
+    path = tmp_path / "token.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "legacy":  # writes the -1 entries with ConstantOfShape, Equal and Where
+            models.export(module, path, "legacy")
+        else:
+            torch.onnx.export(module, (torch.randn(2, 3, 8, 8),), str(path), dynamo=True, verbose=False,
+                              dynamic_shapes=({0: torch.export.Dim("n", min=1, max=64)},))
+    net = api.load_network(path)
+    assert "Shape" in {n.op_type for n in net.nodes}, "the batch-dependent target is computed at run time"
+    emitted = emit_model(net)
+    for batch in (1, 3, 8):
         x = module.sample(batch, seed=batch).numpy()
         reference = models.ort_run(path, x)
         models.assert_close(net.run_numpy(x)[0], reference)

@@ -26,7 +26,7 @@ REQUIRED_OPS = (
     "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "Softplus", "Softsign", "Selu", "Celu",
     "ThresholdedRelu", "Mish", "Floor", "Ceil", "Round", "Sign",
     # broadcasting element-wise ops
-    "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less", "Greater", "Expand", "CastLike",
+    "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less", "Greater", "Expand", "CastLike", "ConstantOfShape",
     # normalisations and reductions
     "LRN", "InstanceNormalization", "LayerNormalization", "ReduceSum", "ReduceMax",
 )

@@ -471,7 +471,7 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     **dict.fromkeys(["Flatten", "Reshape", "Squeeze", "Unsqueeze"], view),
     "Transpose": transpose, "Concat": concat, "Split": split, "Slice": slice_, "Pad": pad,
     "ReduceMean": reduce_, "ReduceSum": reduce_, "ReduceMax": reduce_, "ArgMax": reduce_,
-    "Constant": no_channels, "Shape": no_channels,
+    "Constant": no_channels, "Shape": no_channels, "ConstantOfShape": no_channels,
 }
 """Op type -> channel rule. Ops missing here (Gather, ZipMap, ...) freeze every space they touch; so do LRN
 (it mixes neighbouring channels) and LayerNormalization (it normalises over trailing axes together)."""

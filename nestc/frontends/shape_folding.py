@@ -20,30 +20,36 @@ from nestc.naming import unique_name
 
 FOLD_BATCH = 1
 """Batch size fixed while folding; 1 is what static exporters use, so both cases look alike."""
+CHECK_BATCH = 3
+"""Second batch size folded at, to tell values that follow the batch from constants."""
 
 _INT_TYPES = {TensorProto.INT64, TensorProto.INT32}
 
 
 def fold_shape_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Return a copy of ``model`` whose integer-only subgraphs (shape arithmetic) are initializers."""
+    """Return a copy of ``model`` whose integer-only subgraphs (shape arithmetic) are initializers.
+
+    Values that depend on the batch (they differ when folded at a second batch size) stay computed at
+    run time unless only Reshape targets read them, whose batch entry :func:`_free_batch` frees: an
+    ``Expand`` to ``Shape(x)`` (a class token broadcast over the batch) must follow the batch.
+    """
     folded = onnx.ModelProto()
     folded.CopyFrom(model)
     _fold_weight_views(folded)
+    other_batch = onnx.ModelProto()
+    other_batch.CopyFrom(folded)
+    _set_input_batch(other_batch, CHECK_BATCH)
+    other_values, _ = _folded_values(other_batch)
     original_batches = _set_input_batch(folded, FOLD_BATCH)
-    shapes = _static_shapes(folded)
+    values, folded_nodes = _folded_values(folded)
     graph = folded.graph
-    known = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.data_type in _INT_TYPES}
-    opset = {o.domain: o.version for o in folded.opset_import}
-    kept: list[onnx.NodeProto] = []
-    new_constants: dict[str, np.ndarray] = {}
-    for node in graph.node:
-        value = _try_fold(node, known, shapes, opset)
-        if value is None:
-            kept.append(node)
-            continue
-        for name, array in zip(node.output, value):
-            known[name] = array
-            new_constants[name] = array
+    batch_dependent = {name for name, value in values.items()
+                       if name not in other_values or not np.array_equal(value, other_values[name])}
+    batch_first = {name for name in batch_dependent if _only_batch_entry_differs(values[name], other_values.get(name))}
+    live = _run_time_nodes(graph, folded_nodes, batch_dependent, batch_first)
+    kept = [n for i, n in enumerate(graph.node) if i not in folded_nodes or i in live]
+    new_constants = {name: value for name, value in values.items() if name not in
+                     {o for n in kept for o in n.output}}
     used = {i for n in kept for i in n.input} | {o.name for o in graph.output}
     del graph.node[:]
     graph.node.extend(kept)
@@ -55,6 +61,52 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
     _explicit_splits(folded, shapes)
     _free_batch(folded, original_batches | {FOLD_BATCH}, shapes)
     return folded
+
+
+def _folded_values(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], set[int]]:
+    """Every value integer-only nodes compute at the model's input shapes, and those nodes (by index)."""
+    shapes = _static_shapes(model)
+    known = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type in _INT_TYPES}
+    opset = {o.domain: o.version for o in model.opset_import}
+    values: dict[str, np.ndarray] = {}
+    folded: set[int] = set()
+    for index, node in enumerate(model.graph.node):
+        value = _try_fold(node, known, shapes, opset)
+        if value is None:
+            continue
+        folded.add(index)
+        for name, array in zip(node.output, value):
+            known[name] = array
+            values[name] = array
+    return values, folded
+
+
+def _only_batch_entry_differs(at_fold: np.ndarray, at_check: np.ndarray | None) -> bool:
+    """A shape vector whose only batch-dependent entry is the first, and that entry is the batch."""
+    return (at_check is not None and at_fold.ndim == 1 and at_fold.shape == at_check.shape and at_fold.size > 0
+            and int(at_fold[0]) == FOLD_BATCH and int(at_check[0]) == CHECK_BATCH
+            and np.array_equal(at_fold[1:], at_check[1:]))
+
+
+def _run_time_nodes(graph: onnx.GraphProto, folded: set[int], batch_dependent: set[str],
+                    batch_first: set[str]) -> set[int]:
+    """Folded nodes (by index) that must stay in the graph: they compute a batch-dependent value that
+    a run-time node reads, or feed such a node. A Reshape target whose only batch-dependent entry is
+    the batch itself (``batch_first``) stays folded: :func:`_free_batch` rewrites that entry."""
+    producer = {o: index for index, node in enumerate(graph.node) if index in folded for o in node.output}
+    live: set[int] = set()
+    pending = [(node, index) for index, node in enumerate(graph.node) if index not in folded]
+    while pending:
+        node, index = pending.pop()
+        for slot, name in enumerate(node.input):
+            source = producer.get(name)
+            if source is None or source in live or name not in batch_dependent:
+                continue
+            if node.op_type == "Reshape" and slot == 1 and index not in live and name in batch_first:
+                continue
+            live.add(source)
+            pending.append((graph.node[source], source))
+    return live
 
 
 _VIEW_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten"})

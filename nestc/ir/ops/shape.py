@@ -295,6 +295,20 @@ class Gather(OpHandler):
 
 
 @register
+class ConstantOfShape(OpHandler):
+    """A tensor of the given shape filled with ``value`` (one element; float 0 when absent). The legacy
+    exporter writes ``expand(n, -1, -1)`` with it; the shape usually comes from ``Shape`` at run time."""
+
+    op_type = "ConstantOfShape"
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        shape = [int(v) for v in required(inputs, 0).reshape(-1).tolist()]
+        value = node.attr("value")
+        fill = torch.from_numpy(np.array(value, copy=True)).reshape(-1) if value is not None else torch.zeros(1)
+        return [torch.full(shape, fill[0].item(), dtype=fill.dtype)]
+
+
+@register
 class Expand(OpHandler):
     """Broadcast to a shape, numpy style in both directions (a 1 in the shape keeps the input's size)."""
 
