@@ -1,8 +1,10 @@
-"""Spaces that unit passes may grow: one producing layer, readers that are layers, nothing split.
+"""Spaces the unit passes act on: which layers write a space and which read it.
 
-Neuron growth needs a space written by one fully connected layer and read by fully connected layers
-(the bridge i -> new unit -> j); feature-map growth needs one writing convolution. Both need every
-member to cover the whole space, so appended units have an unambiguous place in every tensor.
+Growth needs one producing layer and readers that are layers, nothing split: neuron growth a space
+written by one fully connected layer and read by fully connected layers (the bridge i -> new unit ->
+j), feature-map growth one writing convolution, and both need every member to cover the whole space,
+so appended units have an unambiguous place in every tensor. Pruning whole units needs less
+(:func:`prunable_spaces`): any number of writers and readers, since it only masks.
 """
 
 from __future__ import annotations
