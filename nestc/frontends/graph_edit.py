@@ -7,6 +7,12 @@ import onnx
 from nestc.naming import unique_name
 
 
+def graph_names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name in use: initializers, node outputs and graph inputs."""
+    return ({t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
+            | {i.name for i in graph.input})
+
+
 def own_initializer(graph: onnx.GraphProto, node: onnx.NodeProto, slot: int, value: onnx.TensorProto,
                     taken: set[str]) -> onnx.TensorProto:
     """Store ``value`` under a fresh name (``<input>_<node>``), feed it to input ``slot`` of ``node``

@@ -17,7 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
-from nestc.frontends.graph_edit import own_initializer
+from nestc.frontends.graph_edit import graph_names, own_initializer
 from nestc.naming import unique_name
 
 FOLD_BATCH = 1
@@ -50,8 +50,8 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
     batch_first = {name for name in batch_dependent if _only_batch_entry_differs(values[name], other_values.get(name))}
     live = _run_time_nodes(graph, folded_nodes, batch_dependent, batch_first)
     kept = [n for i, n in enumerate(graph.node) if i not in folded_nodes or i in live]
-    new_constants = {name: value for name, value in values.items() if name not in
-                     {o for n in kept for o in n.output}}
+    computed = {o for n in kept for o in n.output}
+    new_constants = {name: value for name, value in values.items() if name not in computed}
     used = {i for n in kept for i in n.input} | {o.name for o in graph.output}
     del graph.node[:]
     graph.node.extend(kept)
@@ -172,7 +172,7 @@ def _explicit_splits(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
     explicit sizes can, and compaction rewrites them. Splits along the batch axis stay as they are.
     """
     graph = model.graph
-    names = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
+    names = graph_names(graph)
     for node in graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type != "Split" or "num_outputs" not in attrs or (len(node.input) > 1 and node.input[1]):
@@ -280,6 +280,7 @@ def _free_batch(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tup
         dim.dim_param = "N"
     del graph.value_info[:]
     inits = {t.name: t for t in graph.initializer}
+    taken = graph_names(graph)
     for node in graph.node:
         if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in inits:
             continue
@@ -303,16 +304,16 @@ def _free_batch(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tup
                 target = np.array([-1, *out_shape[1:]], dtype=target.dtype)
         else:
             target[0] = -1
-        _set_initializer(graph, node, 1, target, inits)
+        _set_initializer(graph, node, 1, target, inits, taken)
 
 
 def _set_initializer(graph: onnx.GraphProto, node: onnx.NodeProto, slot: int, value: np.ndarray,
-                     inits: dict[str, onnx.TensorProto]) -> None:
+                     inits: dict[str, onnx.TensorProto], taken: set[str]) -> None:
     """Write ``value`` as input ``slot`` of ``node``; a constant other nodes share is copied first
-    (exporters reuse one ``[1, -1]`` tensor for every Reshape, and each may need its own value)."""
+    (exporters reuse one ``[1, -1]`` tensor for every Reshape, and each may need its own value).
+    ``taken`` holds every name in the graph and gains the copy's."""
     name = node.input[slot]
     if _uses(graph, name) > 1:
-        taken = set(inits) | {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
         tensor = own_initializer(graph, node, slot, numpy_helper.from_array(value, name), taken)
         inits[tensor.name] = tensor
         return

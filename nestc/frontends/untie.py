@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import onnx
 
-from nestc.frontends.graph_edit import own_initializer
+from nestc.frontends.graph_edit import graph_names, own_initializer
 
 NORMALISATION_SLOTS = {
     "BatchNormalization": (1, 2, 3, 4),
@@ -40,7 +40,7 @@ def untie_normalisation_parameters(model: onnx.ModelProto) -> int:
                 uses.setdefault(name, []).append((node, slot))
                 if node.domain in ("", "ai.onnx") and slot in NORMALISATION_SLOTS.get(node.op_type, ()):
                     normalisation.add(name)
-    taken = set(inits) | {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+    taken = graph_names(graph)
     copies = 0
     for name in sorted(normalisation):
         for node, slot in uses[name][1:]:
