@@ -172,7 +172,7 @@ def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: Nes
         return None if array is None else torch.as_tensor(np.ascontiguousarray(array), device=trainer.device)
 
     return SplitData(on_device(x_train), on_device(y_train), on_device(x_val), on_device(y_val),  # type: ignore[arg-type]
-                     None if teacher is None else teacher.to(trainer.device), source)
+                     None if teacher is None else teacher.to(trainer.device), source, trained)
 
 
 def _check_equivalence(net: Network, emitted: onnx.ModelProto, x: np.ndarray, label: str) -> None:

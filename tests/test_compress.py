@@ -278,6 +278,25 @@ def test_compress_seed_grows_then_prunes(tmp_path: Path) -> None:
     assert runtime.run(sess, [x])[0].shape == (5, 10)
 
 
+@pytest.mark.parametrize(("grow", "phase"), [("auto", "grow"), ("off", "train")])
+def test_compress_trains_an_untrained_dense_model_before_judging_it(tmp_path: Path, grow: str, phase: str) -> None:
+    """A dense, randomly initialised model scores chance: that is no accuracy to keep. It is trained
+    (and, with ``auto``, grown) first, and the budget is judged against the trained network."""
+    nestc.seed("lenet-300-100", tmp_path / "dense.onnx", width_ratio=0.2)
+    config = NestConfig(max_epochs=6, grow=grow, grow_epochs=1, grow_steps=1, neuron_growth=4)
+    result = nestc.compress(tmp_path / "dense.onnx", tmp_path / "out.onnx", "embedded", config,
+                            TrainConfig(device="cpu", quiet=True), limit=1000, log=lambda _line: None)
+    history = result.report["history"]
+    assert history[0]["phase"] == phase and history[0]["action"] == "train seed"
+    assert result.report["reference_val_accuracy"] > 0.3, "the reference is the trained network's accuracy"
+    assert result.report["budget_val_accuracy"] == pytest.approx(result.report["reference_val_accuracy"] - 0.005)
+    assert result.report["accuracy"]["after"] > 0.3  # chance: 0.1
+    assert result.report["grew"] == (grow == "auto")
+    first = history[0]["widths"]
+    grew_units = any(h["widths"][k] > first[k] for h in history for k in first)
+    assert grew_units == (grow == "auto")
+
+
 @pytest.mark.parametrize(("name", "exporter", "keep_bn"), [("Residual", "legacy", True),
                                                         ("DepthwiseConcat", "dynamo", False)])
 def test_compress_grows_and_prunes_residual_and_branching_graphs(zoo_export, tmp_path: Path, name: str,

@@ -50,6 +50,7 @@ class SplitData:
     y_val: torch.Tensor
     teacher: torch.Tensor | None = None
     validation: str = "train"
+    trained: bool = True  # False: the model has learnt nothing yet, and is trained before it is judged
 
 
 @dataclass
@@ -181,10 +182,12 @@ class NestRun:
         else:
             self.net.to(self.trainer.device)
             ensure_masks(self.net)
-            self.state["grew"] = self.config.grow == "on" or (self.config.grow == "auto"
-                                                              and layer_density(self.net) < SEED_DENSITY)
-            self.state["phase"] = "grow" if self.state["grew"] else "prune"
-            if not self.state["grew"]:
+            seed_like = layer_density(self.net) < SEED_DENSITY or not self.data.trained
+            self.state["grew"] = self.config.grow == "on" or (self.config.grow == "auto" and seed_like)
+            # an untrained model's accuracy is chance: it is no reference, so it is trained first (and
+            # grown unless growth is off); the budget is then judged against the trained network
+            self.state["phase"] = "grow" if self.state["grew"] or not self.data.trained else "prune"
+            if self.state["phase"] == "prune":
                 self.state["reference"] = self._accuracy()
                 self._record("start", "original model", True, self.state["reference"])
                 self._accept(self.state["reference"])
@@ -226,9 +229,15 @@ class NestRun:
         self.train_config = replace(self.train_config, lr=rate)
 
     def _grow_phase(self) -> None:
+        """Train the seed, then grow and train while held-out accuracy improves.
+
+        With growth off (an untrained model and ``grow="off"``) the same loop only trains, until
+        accuracy stops improving or the budget ends, so that pruning starts from a trained network.
+        """
         cfg = self.config
+        label = "grow" if self.state["grew"] else "train"
         while self.state["phase"] == "grow":
-            growth_steps = sum(1 for h in self.state["history"] if h["phase"] == "grow")
+            growth_steps = sum(1 for h in self.state["history"] if h["phase"] == label)
             if self.state["grow_best"] is not None and (growth_steps > cfg.grow_steps or self._out_of_budget()
                                                         or self.state["patience"] >= 2 or self.state.get("diverged")):
                 self.state["phase"] = "prune"
@@ -237,9 +246,9 @@ class NestRun:
                 self._accept(self.state["reference"])
                 self._save()
                 break
-            action = "train seed"
+            action = "train seed" if self.state["grow_best"] is None else "train"
             before = copy.deepcopy(self.net)
-            if self.state["grow_best"] is not None:
+            if self.state["grow_best"] is not None and self.state["grew"]:
                 probe = self._probe()
                 grads, _ = effective_gradients(probe)
                 grown = grow_connections(self.net, grads, cfg.connection_growth).details.get("grown", 0)
@@ -252,14 +261,14 @@ class NestRun:
                 accuracy = self._accuracy()
                 self.state["diverged"] = True
                 self.state["grow_best"] = max(accuracy, self.state["grow_best"] or 0.0)
-                self._record("grow", f"{action} (loss diverged)", False, accuracy)
+                self._record(label, f"{action} (loss diverged)", False, accuracy)
                 self._save()
                 continue
             accuracy = self._accuracy()
             improved = self.state["grow_best"] is None or accuracy > self.state["grow_best"] + 1e-3
             self.state["patience"] = 0 if improved else self.state["patience"] + 1
             self.state["grow_best"] = max(accuracy, self.state["grow_best"] or 0.0)
-            self._record("grow", action, True, accuracy)
+            self._record(label, action, True, accuracy)
             self._save()
 
     def _budget(self) -> float:
