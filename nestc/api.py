@@ -21,6 +21,7 @@ from nestc.errors import ModelError, OptionError, about
 from nestc.fileio import atomic_write_bytes, check_output_path
 from nestc.frontends import load_model
 from nestc.frontends.onnx_loader import graph_inputs
+from nestc.frontends.precision import stored_precision
 from nestc.ir.emit import SPARSE_FORMATS, emit_model
 from nestc.ir.network import Network
 from nestc.passes.compact import CompactResult
@@ -54,7 +55,7 @@ def inspect(path: PathLike) -> ModelStats:
 
 def save_network(net: Network, output: PathLike, sparse_format: str = "dense") -> onnx.ModelProto:
     """Emit ``net``, check it, and write it atomically to ``output``."""
-    model = emit_model(net, sparse_format)
+    model = stored_precision(emit_model(net, sparse_format))
     onnx.checker.check_model(model)
     atomic_write_bytes(output, model.SerializeToString())
     return model
@@ -203,7 +204,7 @@ def evaluate(model: PathLike, data: str = "embedded", data_dir: PathLike | None 
     with about(model):
         view = ClassifierView(Network(normalised), output_name, str(model))
     dataset = data_for_model(view, data, data_dir, download, label=str(model))
-    sess = runtime.session(normalised, str(model))
+    sess = runtime.session(stored_precision(normalised), str(model))
     names = [o.name for o in sess.get_outputs()]
     outputs = runtime.run_batched(sess, dataset.x_test, batch_size)
     scores = outputs[names.index(view.output)]

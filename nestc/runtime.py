@@ -36,9 +36,16 @@ def session(model: onnx.ModelProto | bytes, label: str = "model", threads: int |
         raise ModelError(f"{label}: onnxruntime cannot load it ({first_line(exc)})") from exc
 
 
+_FLOAT_FEEDS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
 def run(sess: ort.InferenceSession, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Run ``sess`` on positional ``inputs``; every output as a numpy array."""
-    feeds = {meta.name: value for meta, value in zip(sess.get_inputs(), inputs, strict=True)}
+    """Run ``sess`` on positional ``inputs``; every output as a numpy array.
+
+    Floating inputs are given the precision the session declares (nestc's data is float32; a model
+    stored in float16 takes float16).
+    """
+    feeds = {meta.name: _as_declared(value, meta.type) for meta, value in zip(sess.get_inputs(), inputs, strict=True)}
     return [_as_array(out) for out in sess.run(None, feeds)]
 
 
@@ -74,6 +81,11 @@ def interleaved_latency_ms(sessions: dict[str, ort.InferenceSession], x: np.ndar
             run(sess, [x])
             times[name].append(time.perf_counter() - start)
     return {name: float(np.median(values) * 1000) for name, values in times.items()}
+
+
+def _as_declared(value: np.ndarray, declared: str) -> np.ndarray:
+    dtype = _FLOAT_FEEDS.get(declared)
+    return value.astype(dtype) if dtype is not None and value.dtype.kind == "f" and value.dtype != dtype else value
 
 
 def _as_array(value: object) -> np.ndarray:

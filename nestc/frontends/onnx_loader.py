@@ -5,9 +5,11 @@ Steps, each failing with one line that names the file:
 2. refuse control flow and list every unsupported node at once;
 3. ``onnx.checker``;
 4. bring the default-domain opset into :data:`SUPPORTED_OPSETS` with onnx's version converter;
-5. give normalisation parameters an exporter merged by value their own tensors
+5. train float16 and float64 models in float32 (:mod:`nestc.frontends.precision`; emitted models go
+   back to the stored type);
+6. give normalisation parameters an exporter merged by value their own tensors
    (:mod:`nestc.frontends.untie`);
-6. fold shape-only subgraphs and free the batch dimension (:mod:`nestc.frontends.shape_folding`).
+7. fold shape-only subgraphs and free the batch dimension (:mod:`nestc.frontends.shape_folding`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from onnx import numpy_helper, version_converter
 
 from nestc.errors import ModelError, UnsupportedOpError, first_line
 from nestc.frontends.files import read_model_file
+from nestc.frontends.precision import widen_to_float32
 from nestc.frontends.shape_folding import fold_shape_subgraphs
 from nestc.frontends.untie import untie_normalisation_parameters
 from nestc.ir.registry import handler_for
@@ -49,6 +52,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     _refuse_unsupported(model, file)
     _check(model, file)
     model = _normalise_opset(model, file)
+    widen_to_float32(model)
     untie_normalisation_parameters(model)
     try:
         model = fold_shape_subgraphs(model)

@@ -1,0 +1,95 @@
+"""Train half- and double-precision models in float32, and write them back in their own precision.
+
+Edge models are often stored in float16, and some exporters write float64. Training in float16 loses
+the small updates that retraining after a pruning step consists of, and float64 only costs time; the
+torch form of a model therefore always computes in float32. A model whose floating tensors are all of
+one other type is widened to float32 on import (:func:`widen_to_float32`), which records the stored
+type in the model's metadata; :func:`stored_precision` narrows an emitted model back, so that the file
+a user gets has the interface (input and output types) and roughly the size of the file they gave.
+
+A model that mixes float32 with another floating type (float32 inputs with float16 or float64 inside)
+is left as it is: which tensors would go back to which type is not recoverable from a float32
+network, and torch computes each op in the types its inputs have, as onnxruntime does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+PRECISION_KEY = "nestc.stored_float_type"
+"""Metadata entry of a widened model: the floating element type its file used (an int, as text)."""
+
+WIDENED_TYPES = (TensorProto.FLOAT16, TensorProto.DOUBLE)
+_FLOAT_TYPES = (TensorProto.FLOAT, *WIDENED_TYPES, TensorProto.BFLOAT16)
+_TYPE_ATTRS = ("to", "dtype")  # Cast's target; RandomNormal, EyeLike, ... output types
+
+
+def widen_to_float32(model: onnx.ModelProto) -> None:
+    """Convert a model stored wholly in float16 or float64 to float32 in place; other models (float32,
+    or mixed) are left as they are."""
+    found = set(_float_types(model))
+    if len(found) != 1 or not found <= set(WIDENED_TYPES):
+        return
+    stored = found.pop()
+    _convert(model, stored, TensorProto.FLOAT)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = PRECISION_KEY, str(stored)
+
+
+def stored_precision(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` in the floating type its source file used (the model itself when that was
+    float32), without the metadata entry that recorded it."""
+    stored = {p.key: p.value for p in model.metadata_props}.get(PRECISION_KEY)
+    if stored is None:
+        return model
+    narrowed = onnx.ModelProto()
+    narrowed.CopyFrom(model)
+    kept = [p for p in narrowed.metadata_props if p.key != PRECISION_KEY]
+    del narrowed.metadata_props[:]
+    narrowed.metadata_props.extend(kept)
+    _convert(narrowed, TensorProto.FLOAT, int(stored))
+    return narrowed
+
+
+def _float_types(model: onnx.ModelProto) -> Iterator[int]:
+    """Every floating element type the model declares or creates (with repeats)."""
+    graph = model.graph
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        elem = value.type.tensor_type.elem_type
+        if elem in _FLOAT_TYPES:
+            yield elem
+    for tensor in (*graph.initializer, *(s.values for s in graph.sparse_initializer)):
+        if tensor.data_type in _FLOAT_TYPES:
+            yield tensor.data_type
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.name in _TYPE_ATTRS and attr.type == onnx.AttributeProto.INT and attr.i in _FLOAT_TYPES:
+                yield attr.i
+            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type in _FLOAT_TYPES:
+                yield attr.t.data_type
+
+
+def _convert(model: onnx.ModelProto, source: int, target: int) -> None:
+    """Replace floating element type ``source`` by ``target`` everywhere in the graph."""
+    graph = model.graph
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.type.tensor_type.elem_type == source:
+            value.type.tensor_type.elem_type = target
+    for tensor in (*graph.initializer, *(s.values for s in graph.sparse_initializer)):
+        if tensor.data_type == source:
+            tensor.CopyFrom(_cast_tensor(tensor, target))
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.name in _TYPE_ATTRS and attr.type == onnx.AttributeProto.INT and attr.i == source:
+                attr.i = target
+            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == source:
+                attr.t.CopyFrom(_cast_tensor(attr.t, target))
+
+
+def _cast_tensor(tensor: onnx.TensorProto, target: int) -> onnx.TensorProto:
+    array = numpy_helper.to_array(tensor).astype(helper.tensor_dtype_to_np_dtype(target))
+    return numpy_helper.from_array(np.ascontiguousarray(array), tensor.name)

@@ -1,0 +1,108 @@
+"""Models stored in float16 or float64: trained in float32, written back in their own precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import nestc
+from nestc import runtime
+from nestc.frontends import load_model
+from nestc.frontends.precision import PRECISION_KEY, stored_precision
+from nestc.schedule.config import NestConfig
+from nestc.training import TrainConfig
+from tests.errors_helpers import make_model, mlp_graph, save
+
+NUMPY_TYPES = {TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64}
+
+
+def _stored_as(model: onnx.ModelProto, elem_type: int) -> onnx.ModelProto:
+    """``model`` with every float32 initializer, input and output converted to ``elem_type``."""
+    converted = onnx.ModelProto()
+    converted.CopyFrom(model)
+    for tensor in converted.graph.initializer:
+        if tensor.data_type == TensorProto.FLOAT:
+            array = numpy_helper.to_array(tensor).astype(NUMPY_TYPES[elem_type])
+            tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+    for value in (*converted.graph.input, *converted.graph.output):
+        value.type.tensor_type.elem_type = elem_type
+    del converted.graph.value_info[:]
+    onnx.checker.check_model(converted)
+    return converted
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("precision")
+    nestc.seed("lenet-300-100", folder / "seed.onnx", width_ratio=0.25)
+    config = TrainConfig(epochs=3, device="cpu", quiet=True)
+    nestc.train(folder / "seed.onnx", folder / "trained.onnx", "embedded", config)
+    return folder / "trained.onnx"
+
+
+@pytest.mark.parametrize("elem_type", [TensorProto.FLOAT16, TensorProto.DOUBLE])
+def test_compress_keeps_the_stored_precision(trained: Path, tmp_path: Path, elem_type: int) -> None:
+    stored = save(_stored_as(onnx.load(str(trained)), elem_type), tmp_path / "stored.onnx")
+    config = NestConfig(max_epochs=3, max_acc_drop=2)
+    result = nestc.compress(stored, tmp_path / "out.onnx", "embedded", config, TrainConfig(device="cpu", quiet=True),
+                            log=lambda _line: None)
+    out = onnx.load(str(tmp_path / "out.onnx"))
+    floats = {t.data_type for t in out.graph.initializer if t.data_type in (TensorProto.FLOAT, elem_type)}
+    assert floats == {elem_type}
+    assert {v.type.tensor_type.elem_type for v in (*out.graph.input, *out.graph.output)} == {elem_type}
+    assert PRECISION_KEY not in {p.key for p in out.metadata_props}
+    assert result.report["nonzero_params"]["after"] < result.report["nonzero_params"]["before"]
+    assert result.report["file_bytes"]["before"] == pytest.approx(stored.stat().st_size, rel=0.05)
+    before = result.report["accuracy"]["before"]
+    assert before > 0.6 and result.report["accuracy"]["after"] >= before - 0.05
+    # the written file runs on its own type and agrees with the float32 network it was trained as
+    x = np.random.default_rng(0).standard_normal((8, 1, 28, 28))
+    sess = runtime.session(out)
+    got = sess.run(None, {sess.get_inputs()[0].name: x.astype(NUMPY_TYPES[elem_type])})[0]
+    assert got.dtype == NUMPY_TYPES[elem_type]
+    reference = nestc.api.load_network(tmp_path / "out.onnx").run_numpy(x.astype(np.float32))[0]
+    tolerance = 2e-2 if elem_type == TensorProto.FLOAT16 else 1e-5
+    np.testing.assert_allclose(got.astype(np.float32), reference, rtol=tolerance, atol=tolerance)
+
+
+def test_widening_and_narrowing_cover_casts_and_constant_attributes(tmp_path: Path) -> None:
+    """Cast targets and tensor attributes are float types too; the round trip restores each of them."""
+    half = TensorProto.FLOAT16
+    nodes = [helper.make_node("Cast", ["x"], ["xc"], to=half, name="cast"),
+             helper.make_node("Shape", ["xc"], ["shape"], name="shape"),
+             helper.make_node("ConstantOfShape", ["shape"], ["ones"], name="fill",
+                              value=numpy_helper.from_array(np.ones(1, np.float16))),
+             helper.make_node("Add", ["xc", "ones"], ["y"], name="add")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", half, ["N", 3])],
+                              [helper.make_tensor_value_info("y", half, ["N", 3])])
+    original = make_model(graph)
+    widened = load_model(save(original, tmp_path / "half.onnx"))
+    assert {p.key: p.value for p in widened.metadata_props}[PRECISION_KEY] == str(half)
+    cast = next(n for n in widened.graph.node if n.op_type == "Cast")
+    assert helper.get_attribute_value(cast.attribute[0]) == TensorProto.FLOAT
+    narrowed = stored_precision(widened)
+    assert next(n for n in narrowed.graph.node if n.op_type == "Cast").attribute[0].i == half
+    fill = next(n for n in narrowed.graph.node if n.op_type == "ConstantOfShape")
+    assert fill.attribute[0].t.data_type == half
+    x = np.arange(6, dtype=np.float16).reshape(2, 3)
+    sess = runtime.session(narrowed)
+    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], x + 1)
+
+
+def test_a_model_mixing_float_types_keeps_them(tmp_path: Path) -> None:
+    """A float32 model that computes one step in float64 (``CastLike`` to a double constant) is not
+    widened: only a model stored wholly in one other type is, and only that can be narrowed back."""
+    model = make_model(mlp_graph())
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float64), "like64"))
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    model.graph.node.append(helper.make_node("CastLike", [relu.output[0], "like64"], ["wide"], name="wide"))
+    model.graph.node.append(helper.make_node("Cast", ["wide"], ["narrow"], to=TensorProto.FLOAT, name="narrow"))
+    model.graph.output.append(helper.make_tensor_value_info("narrow", TensorProto.FLOAT, ["N", 6]))
+    loaded = load_model(save(model, tmp_path / "mixed.onnx"))
+    assert PRECISION_KEY not in {p.key for p in loaded.metadata_props}
+    assert stored_precision(loaded) is loaded
+    assert {t.name: t.data_type for t in loaded.graph.initializer}["like64"] == TensorProto.DOUBLE
