@@ -269,6 +269,10 @@ def _print_summary(report: dict) -> None:
     accuracy = report["accuracy"]
     if accuracy["before"] is not None:
         click.echo(f"{'test accuracy':<18}{accuracy['before']:>14.2%}{accuracy['after']:>14.2%}   (onnxruntime)")
+    reference = report.get("reference_test_accuracy")
+    if reference is not None and report["history"] and report["history"][0]["phase"] != "start":
+        # a seed's budget refers to the network nestc trained and grew from it, not to the input
+        click.echo(f"{'trained seed':<18}{'':>14}{reference:>14.2%}   (the budget's reference)")
     latency = report["ort_latency_ms"]
     for batch in ("batch_1", "batch_256"):
         if batch in latency["before"] and batch in latency["after"]:

@@ -177,8 +177,9 @@ def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: Nes
     def on_device(array: np.ndarray | None) -> torch.Tensor | None:
         return None if array is None else torch.as_tensor(np.ascontiguousarray(array), device=trainer.device)
 
+    test = (None, None) if source == "test" or y_test is None else (on_device(dataset.x_test), on_device(y_test))
     return SplitData(on_device(x_train), on_device(y_train), on_device(x_val), on_device(y_val),  # type: ignore[arg-type]
-                     None if teacher is None else teacher.to(trainer.device), source, trained)
+                     None if teacher is None else teacher.to(trainer.device), source, trained, *test)
 
 
 def _check_equivalence(net: Network, emitted: onnx.ModelProto, x: np.ndarray, label: str) -> None:
@@ -225,6 +226,7 @@ def _report(model, output, before_model: onnx.ModelProto, before_stats: ModelSta
         "input_normalisation": {"mean": list(dataset.mean), "std": list(dataset.std)},
         "input_fit": dataset.input_fit or None,
         "grew": outcome.grew, "validation": validation, "reference_val_accuracy": outcome.reference_accuracy,
+        "reference_test_accuracy": outcome.reference_test_accuracy,
         "budget_val_accuracy": outcome.budget_accuracy, "learning_rate": outcome.learning_rate,
         "accuracy": {"before": before_acc, "after": after_acc, "measured_by": "onnxruntime", "split": "test"},
         "params": {"before": before_stats.params, "after": after_stats.params},

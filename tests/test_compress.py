@@ -259,6 +259,8 @@ def test_learning_rate_check_keeps_a_rate_the_model_takes(trained_mlp: Path, tmp
     result = nestc.compress(trained_mlp, tmp_path / "out.onnx", "embedded", config,
                             TrainConfig(device="cpu", quiet=True), log=lambda _line: None)
     assert result.report["learning_rate"] == TrainConfig().lr
+    # a trained model is its own reference: the test accuracy the budget refers to is the input's
+    assert result.report["reference_test_accuracy"] == pytest.approx(result.report["accuracy"]["before"], abs=0.002)
     assert not [h for h in result.report["history"] if h["action"].startswith("fine-tune check")]
     assert result.report["history"][1]["epochs_used"] == pytest.approx(0.25 + 1.0), "the check's epochs count"
 
@@ -289,6 +291,7 @@ def test_compress_trains_an_untrained_dense_model_before_judging_it(tmp_path: Pa
     history = result.report["history"]
     assert history[0]["phase"] == phase and history[0]["action"] == "train seed"
     assert result.report["reference_val_accuracy"] > 0.3, "the reference is the trained network's accuracy"
+    assert result.report["reference_test_accuracy"] > 0.3, "measured on the trained network, not the input"
     assert result.report["budget_val_accuracy"] == pytest.approx(result.report["reference_val_accuracy"] - 0.005)
     assert result.report["accuracy"]["after"] > 0.3  # chance: 0.1
     assert result.report["grew"] == (grow == "auto")

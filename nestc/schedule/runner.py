@@ -42,7 +42,11 @@ SEED_DENSITY = 0.5
 
 @dataclass
 class SplitData:
-    """Training and held-out tensors (on the training device) and optional teacher logits."""
+    """Training and held-out tensors (on the training device) and optional teacher logits.
+
+    ``x_test``/``y_test`` only measure the reference network for the report when decisions use part of
+    the training split; no decision reads them.
+    """
 
     x_train: torch.Tensor
     y_train: torch.Tensor | None
@@ -51,6 +55,8 @@ class SplitData:
     teacher: torch.Tensor | None = None
     validation: str = "train"
     trained: bool = True  # False: the model has learnt nothing yet, and is trained before it is judged
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
 
 
 @dataclass
@@ -83,6 +89,7 @@ class NestOutcome:
     grew: bool
     history: list[StepRecord] = field(default_factory=list)
     learning_rate: float | None = None
+    reference_test_accuracy: float | None = None
 
 
 def layer_density(net: Network) -> float:
@@ -137,6 +144,16 @@ class NestRun:
     def _accuracy(self) -> float:
         return float(self.trainer.evaluate(self.view, self.data.x_val, self.data.y_val)[1])
 
+    def _set_reference(self) -> None:
+        """The current network becomes the one the budget is judged against (held-out accuracy), and
+        its test accuracy is kept for the report: for a seed it is the grown network, not the input."""
+        self.state["reference"] = self._accuracy()
+        if self.data.validation == "test":
+            self.state["reference_test"] = self.state["reference"]
+        elif self.data.x_test is not None and self.data.y_test is not None:
+            self.state["reference_test"] = float(self.trainer.evaluate(self.view, self.data.x_test,
+                                                                       self.data.y_test)[1])
+
     def _probe(self) -> Probe:
         generator = torch.Generator().manual_seed(epoch_seed(self.train_config.seed, self.state["step"], 7) % 2**31)
         n = min(self.config.probe_samples, len(self.data.x_train))
@@ -188,7 +205,7 @@ class NestRun:
             # grown unless growth is off); the budget is then judged against the trained network
             self.state["phase"] = "grow" if self.state["grew"] or not self.data.trained else "prune"
             if self.state["phase"] == "prune":
-                self.state["reference"] = self._accuracy()
+                self._set_reference()
                 self._record("start", "original model", True, self.state["reference"])
                 self._accept(self.state["reference"])
                 self._check_learning_rate()
@@ -242,7 +259,7 @@ class NestRun:
                                                         or self.state["patience"] >= 2 or self.state.get("diverged")):
                 self.state["phase"] = "prune"
                 # the grown network, as it stands, is what pruning starts from and is judged against
-                self.state["reference"] = self._accuracy()
+                self._set_reference()
                 self._accept(self.state["reference"])
                 self._save()
                 break
@@ -365,4 +382,5 @@ class NestRun:
         compact(chosen, round_to=self.config.round_to)
         return NestOutcome(chosen, bool(self.state["met"]), float(self.state["reference"]),
                            float(self._budget()), bool(self.state["grew"]),
-                           [StepRecord(**h) for h in self.state["history"]], self.train_config.lr)
+                           [StepRecord(**h) for h in self.state["history"]], self.train_config.lr,
+                           self.state.get("reference_test"))
