@@ -94,7 +94,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
         log(f"input images fitted to the model: {dataset.input_fit} (the output expects the same)")
     trainer = Trainer(train_config)
     split = _split_data(trainer, ClassifierView(copy.deepcopy(net), output_name, str(model)), dataset, config,
-                        train_config.seed)
+                        train_config.seed, str(model), log)
     tc = train_config if split.teacher is None else replace(
         train_config, distill_weight=1.0 if split.y_train is None else 0.5)
     run = NestRun(net, output_name, split, config, tc, checkpoint=checkpoint, resume=resume, log=log)
@@ -147,7 +147,8 @@ def _check_resumable(checkpoint: str, identity: str) -> None:
                           "to start over")
 
 
-def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: NestConfig, seed: int) -> SplitData:
+def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: NestConfig, seed: int,
+                label: str, log=print) -> SplitData:
     """Training and validation tensors on the device, with teacher logits when distillation helps.
 
     A trained original model has usually seen the whole training split, so part of that split would
@@ -162,7 +163,11 @@ def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: Nes
     if unlabeled:
         y_test = trainer.predict_logits(original, dataset.x_test).argmax(1).numpy()
     classes = int(trainer.predict_logits(original, dataset.x_test[:1]).shape[1])
-    trained = unlabeled or is_trained(float(trainer.evaluate(original, dataset.x_test, y_test)[1]), classes)
+    accuracy = float(trainer.evaluate(original, dataset.x_test, y_test)[1])
+    trained = unlabeled or is_trained(accuracy, classes)
+    if not trained:
+        log(f"{label}: {accuracy:.1%} on the test split ({classes} classes): untrained (a seed, or trained "
+            "on other data), so it is trained before pruning and the budget refers to the trained network")
     source = config.validation if config.validation != "auto" else ("test" if trained else "train")
     if source == "test":
         x_train, y_train, x_val, y_val = dataset.x_train, dataset.y_train, dataset.x_test, y_test

@@ -286,8 +286,10 @@ def test_compress_trains_an_untrained_dense_model_before_judging_it(tmp_path: Pa
     (and, with ``auto``, grown) first, and the budget is judged against the trained network."""
     nestc.seed("lenet-300-100", tmp_path / "dense.onnx", width_ratio=0.2)
     config = NestConfig(max_epochs=6, grow=grow, grow_epochs=1, grow_steps=1, neuron_growth=4)
+    lines: list[str] = []
     result = nestc.compress(tmp_path / "dense.onnx", tmp_path / "out.onnx", "embedded", config,
-                            TrainConfig(device="cpu", quiet=True), limit=1000, log=lambda _line: None)
+                            TrainConfig(device="cpu", quiet=True), limit=1000, log=lines.append)
+    assert any("dense.onnx" in line and "untrained" in line for line in lines), "the user is told why"
     history = result.report["history"]
     assert history[0]["phase"] == phase and history[0]["action"] == "train seed"
     assert result.report["reference_val_accuracy"] > 0.3, "the reference is the trained network's accuracy"
