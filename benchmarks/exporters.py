@@ -9,15 +9,21 @@ PyTorch, then exported as a user would), and runs ``nestc.compress`` with a smal
 table shows what each run met: accuracy before and after (onnxruntime), non-zeros, parameters after
 compaction, batch-256 latency, the learning rate and input fit compress chose, and the exit status.
 
+With ``--han`` every model is also pruned by iterative magnitude pruning alone (Han et al.,
+``benchmarks/han_pruning.py``) with the same data, trainer, budget and epochs, so the table shows how
+much smaller nestc's result is than pruning alone reaches on each architecture.
+
 Usage::
 
     python benchmarks/exporters.py                      # every model, 15,000 training images, 8 epochs
+    python benchmarks/exporters.py --models torch-residual,torch-mobile,torch-inception --max-epochs 40 --han
     python benchmarks/exporters.py --models tf2onnx-lenet5,keras-mlp --limit 2000 --max-epochs 2
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import itertools
 import json
@@ -335,7 +341,11 @@ def run_case(case: Case, folder: Path, args: argparse.Namespace) -> dict:
     report = result.report
     latency = batch_256_latency(model, output, data, args.threads or 1)
     layers = [layer["weight_shape"] for layer in report["layers_after"]]
-    return {"model": case.name, "style": case.style, "data": case.data,
+    # Han et al. trains at the rate compress's check chose: a rate that wrecks the model would fail every round
+    han_config = dataclasses.replace(train_config, lr=report["learning_rate"])
+    baseline = han_row(model, folder / f"{case.name}.han.onnx", data, han_config, config,
+                       None if case.data == "digits" else args.limit) if args.han else {}
+    return {**baseline, "model": case.name, "style": case.style, "data": case.data,
             "accuracy_before": report["accuracy"]["before"], "accuracy_after": report["accuracy"]["after"],
             "nonzero_before": report["nonzero_params"]["before"], "nonzero_after": report["nonzero_params"]["after"],
             "params_after": report["params"]["after"],
@@ -343,6 +353,19 @@ def run_case(case: Case, folder: Path, args: argparse.Namespace) -> dict:
             "learning_rate": report["learning_rate"], "input_fit": report["input_fit"],
             "exit_code": result.exit_code, "train_s": round(trained, 1), "compress_s": report["seconds"],
             "weight_shapes_after": layers}
+
+
+def han_row(model: Path, output: Path, data: str, train_config: object, config: object, limit: int | None) -> dict:
+    """Iterative magnitude pruning alone on the same model, data, budget and epochs; its accuracy by
+    onnxruntime, as compress measures its own."""
+    from han_pruning import han_pruning
+
+    import nestc
+
+    result = han_pruning(str(model), str(output), data, train_config, config.max_acc_drop, config.max_epochs,
+                         limit=limit)
+    return {"han_nonzero": nestc.inspect(output).nonzero_params, "han_accuracy": nestc.evaluate(output, data).accuracy,
+            "han_met_budget": result.met_budget, "han_rounds": len(result.history)}
 
 
 def print_table(rows: Sequence[dict]) -> None:
@@ -359,6 +382,14 @@ def print_table(rows: Sequence[dict]) -> None:
                  f"{r['params_after']:,}", f"{r['latency_b256_before'] or 'fixed batch'}", f"{r['latency_b256_after']}",
                  f"{r['learning_rate']:.3g}", r["input_fit"] or "-", str(r["exit_code"]))
         print("| " + " | ".join(cells) + " |")
+    compared = [r for r in rows if "han_nonzero" in r]
+    if compared:
+        print("\n| model | nestc non-zero | nestc acc | Han et al. non-zero | Han acc | Han rounds | nestc smaller |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for r in compared:
+            ratio = r["han_nonzero"] / max(r["nonzero_after"], 1)
+            print(f"| {r['model']} | {r['nonzero_after']:,} | {r['accuracy_after']:.2%} | {r['han_nonzero']:,} | "
+                  f"{r['han_accuracy']:.2%} | {r['han_rounds']} | {ratio:.2f}x |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -369,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=15000, help="training images for compress")
     parser.add_argument("--train-epochs", type=float, default=2.0, help="training before compression")
     parser.add_argument("--max-epochs", type=float, default=8.0, help="compress's epoch budget")
+    parser.add_argument("--han", action="store_true", help="also prune each model by Han et al.'s schedule")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS / "exporters.json"))

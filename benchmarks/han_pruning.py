@@ -57,14 +57,14 @@ def prune_each_layer(net: Network, fraction: float) -> None:
 
 def han_pruning(model: str, output: str, data: str, train_config: TrainConfig, max_acc_drop: float,
                 max_epochs: float, fraction: float = ROUND_FRACTION, retrain_epochs: float = 1.0,
-                give_up: float = 1.0) -> HanResult:
+                give_up: float = 1.0, limit: int | None = None) -> HanResult:
     """Prune ``model`` round by round and write the sparsest round within ``max_acc_drop`` points.
 
     Decisions use the test split, as ``nestc compress`` does for a trained model (``validation=auto``),
-    so the two rows are judged on the same data.
+    so the two rows are judged on the same data; ``limit`` takes the same share of the training split.
     """
     view = trainable_view(load_network(model), label=model)
-    dataset = data_for_model(view, data, label=model)
+    dataset = data_for_model(view, data, limit=limit, label=model)
     trainer = Trainer(train_config)
     view.to(trainer.device)
     ensure_masks(view.net)

@@ -129,13 +129,16 @@ def test_exporters_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     exporters = load_benchmark("exporters")
     out = tmp_path / "exporters.json"
     code = exporters.main(["--models", "tf2onnx-lenet5,torch-lenet5-classic,opset9-digits-mlp", "--data", "embedded",
-                           "--limit", "600", "--train-epochs", "1", "--max-epochs", "1", "--out", str(out)])
+                           "--limit", "600", "--train-epochs", "1", "--max-epochs", "1", "--han", "--out", str(out)])
     rows = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
     assert code == 0 and set(rows) == {"tf2onnx-lenet5", "torch-lenet5-classic", "opset9-digits-mlp"}
     for name, row in rows.items():
         assert "error" not in row, (name, row.get("error"))
         assert 0.0 <= row["accuracy_after"] <= 1.0 and 0 < row["nonzero_after"] <= row["nonzero_before"], name
         assert row["exit_code"] in (0, 3) and row["learning_rate"] > 0, name
+        assert 0 < row["han_nonzero"] <= row["nonzero_before"] and 0.0 <= row["han_accuracy"] <= 1.0, name
+        assert row["han_rounds"] == 1, "one epoch is one Han round"
     assert rows["torch-lenet5-classic"]["input_fit"] == "28x28 -> 32x32 (pad)"
     assert rows["tf2onnx-lenet5"]["input_fit"] is None and rows["opset9-digits-mlp"]["data"] == "digits"
-    assert "| tf2onnx-lenet5 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| tf2onnx-lenet5 |" in printed and "nestc smaller" in printed
