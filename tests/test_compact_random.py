@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import models
@@ -138,6 +138,26 @@ class Builder:
         self.spaces[space].foldable = False  # a constant through a padded 3x3 filter is not uniform
         y = self.node("Conv", [x, w, b], kernel_shape=[3, 3], pads=[1] * 4, group=c)
         return self.node("Relu", [y]), [(space, multiplier)]
+
+    def grouped(self, x: str, layout: list, groups: int, per_group: int, k: int) -> tuple[str, list]:
+        """Grouped Conv (+ bias, ReLU) over a whole space: the writer's channel ``g * m + j`` becomes unit
+        ``j`` of a within-group space (one member per group), as are its output channels."""
+        (source, _), = layout
+        per_in = self.spaces[source].width // groups
+        within = self.space(per_in, self.spaces[source].relu)
+        for member in [m for m in self.members if m.space == source]:
+            self.members.remove(member)
+            self.members += [replace(member, space=within, offset=member.offset + g * per_in * member.block, lo=0,
+                                     hi=per_in) for g in range(groups)]
+        self.spaces[source].width = 0  # split into the groups' shared space
+        w = self.weight("gw", (groups * per_group, per_in, k, k))
+        b = self.const("gb", (0.1 * self.rng.standard_normal(groups * per_group)).astype(np.float32))
+        self.read(w, 1, [(within, 1)], reader_foldable=k == 1)
+        out = self.space(per_group)
+        self.members += [Member(t, 0, out, role, offset=g * per_group, hi=per_group, layer=w)
+                         for g in range(groups) for t, role in ((w, "producer"), (b, "bias"))]
+        y = self.node("Conv", [x, w, b], kernel_shape=[k, k], pads=[k // 2] * 4, group=groups)
+        return self.node("Relu", [y]), [(out, 1)] * groups
 
     def dense(self, x: str, layout: list, out: int, style: str, act: str | None,
               frozen: bool = False) -> tuple[str, list]:
@@ -285,7 +305,18 @@ def depthwise(data: st.DataObject, b: Builder) -> Built:
     return [c0, 6, 6], _head(b, x, pw, 3), [3]
 
 
-FAMILIES = {"mlp": mlp, "conv_stack": conv_stack, "residual": residual, "concat": concat, "depthwise": depthwise}
+def grouped(data: st.DataObject, b: Builder) -> Built:
+    """A stem read by a grouped convolution (2 or 3 groups), then a pointwise one."""
+    c0, groups = data.draw(st.integers(1, 3)), data.draw(st.sampled_from([2, 3]))
+    per_in = data.draw(st.integers(2, 3))  # one input channel per group is a depthwise convolution
+    x, stem = b.conv("x", [(-c0, 1)], groups * per_in, 3, True, bn=data.draw(st.booleans()))
+    x, inner = b.grouped(x, stem, groups, data.draw(st.integers(1, 3)), data.draw(st.sampled_from([1, 3])))
+    x, pw = b.conv(x, inner, data.draw(st.integers(2, 5)), 1, False)
+    return [c0, 6, 6], _head(b, x, pw, 3), [3]
+
+
+FAMILIES = {"mlp": mlp, "conv_stack": conv_stack, "residual": residual, "concat": concat, "depthwise": depthwise,
+            "grouped": grouped}
 
 
 # ------------------------------------------------------------------------------------ planting
@@ -457,3 +488,10 @@ def test_random_concat_and_split_branches(data: st.DataObject) -> None:
 @given(data=st.data())
 def test_random_depthwise_separable(data: st.DataObject) -> None:
     _check_family("depthwise", data)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_random_grouped_convolutions(data: st.DataObject) -> None:
+    """Channel ``j`` of every group goes or stays together; groups stay equal and ``group`` unchanged."""
+    _check_family("grouped", data)

@@ -179,6 +179,78 @@ def test_prune_units_removes_channels_a_squeeze_excitation_gate_multiplies(tmp_p
     _assert_emitted_matches(net, x)
 
 
+class GroupedBottleneck(torch.nn.Module):
+    """ResNeXt's block: 1x1 reduce -> grouped 3x3 (4 groups) -> 1x1 expand, added to the stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(1, 16, 3, padding=1)
+        self.reduce = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 1, bias=False), torch.nn.BatchNorm2d(16))
+        self.grouped = torch.nn.Sequential(torch.nn.Conv2d(16, 24, 3, padding=1, groups=4, bias=False),
+                                           torch.nn.BatchNorm2d(24))
+        self.expand = torch.nn.Conv2d(24, 16, 1)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        y = self.expand(torch.relu(self.grouped(torch.relu(self.reduce(x)))))
+        return self.fc(torch.relu(x + y).mean((2, 3)))
+
+
+@pytest.fixture
+def grouped_net(tmp_path) -> Network:
+    torch.manual_seed(0)
+    module = GroupedBottleneck().eval()
+    for bn in (module.reduce[1], module.grouped[1]):  # trained-looking statistics, so folding them matters
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "resnext.onnx"
+    torch.onnx.export(module, (torch.randn(2, 1, 28, 28),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}}, do_constant_folding=False,
+                      training=torch.onnx.TrainingMode.PRESERVE)
+    net = load_network(path)
+    ensure_masks(net)
+    return net
+
+
+def _grouped_conv(net: Network):
+    return next(n for n in net.nodes if n.op_type == "Conv" and int(n.attr("group", 1)) == 4)
+
+
+def test_prune_units_cuts_grouped_convolutions_evenly_per_group(grouped_net: Network, images) -> None:
+    """The grouped convolution's input and output spaces are prunable: unit ``j`` is channel ``j`` of
+    every group, so the groups stay equal and ``group`` stays 4 while both widths shrink."""
+    net, x = grouped_net, images[0][:16]
+    analysis = analyse_channels(net, x[:2])
+    node = _grouped_conv(net)
+    spaces = {s.space for s in prunable_spaces(net, analysis)}
+    weight_members = [m for m in analysis.members if m.tensor == node.inputs[1]]
+    assert {analysis.table.find(m.layout[0].space) for m in weight_members} <= spaces, "both sides prunable"
+    assert prune_units(net, 0.3, x).details["removed"] > 0
+    with torch.no_grad():
+        expected = ClassifierView(net).eval()(x)
+    compact(net, x)
+    weight = net.tensor(node.inputs[1])
+    assert int(node.attr("group")) == 4
+    assert weight.shape[1] < 4 and weight.shape[0] < 24 and weight.shape[0] % 4 == 0
+    assert net.tensor(layers(net)[1].weight).shape[0] == 4 * weight.shape[1], "reduce keeps 4 equal groups"
+    with torch.no_grad():
+        torch.testing.assert_close(ClassifierView(net).eval()(x), expected, rtol=1e-4, atol=1e-5)
+    _assert_emitted_matches(net, x)
+
+
+def test_grow_feature_maps_extends_every_group_of_a_grouped_reader(grouped_net: Network, images) -> None:
+    """A map grown in the space a grouped convolution reads is a channel in each of its groups."""
+    net = grouped_net
+    probe = Probe(ClassifierView(net), images[0][:64], images[1][:64])
+    node = _grouped_conv(net)
+    before = net.tensor(node.inputs[1]).shape[1]
+    assert grow_feature_maps(probe, count=1, candidates=2).modified
+    assert net.tensor(node.inputs[1]).shape[1] == before + 1 and int(node.attr("group")) == 4
+    assert net.tensor(layers(net)[1].weight).shape[0] == 4 * (before + 1)
+    _assert_emitted_matches(net, images[0])
+
+
 def test_prune_connections_judges_effective_weight_after_batch_norm(images) -> None:
     net = Network(build_seed("vgg16", width_ratio=0.0625))
     ensure_masks(net)

@@ -41,7 +41,7 @@ class ChannelAnalysis:
     def resizable_spaces(self) -> list[int]:
         """Representatives of the spaces nestc may change, in creation order."""
         roots = sorted({self.table.find(s.index) for s in self.table.spaces})
-        return [r for r in roots if not self.table.spaces[r].frozen]
+        return [r for r in roots if not self.table.spaces[r].frozen and not self.table.spaces[r].parts]
 
 
 class RuleContext:
@@ -111,16 +111,30 @@ class RuleContext:
         return self.table.normalise(first)
 
     def _unify(self, a: Layout, b: Layout) -> bool:
+        """Merge spaces so that ``a`` and ``b`` hold the same units at every position; False when they cannot.
+
+        Both must consist of whole spaces. Where one layout has a segment boundary inside the other's
+        segment (a grouped convolution reads one producer's channels as equal groups), that segment's
+        space is split at the boundary first (:meth:`SpaceTable.split`).
+        """
         a, b = self.table.normalise(a), self.table.normalise(b)
         if a == b:
             return True
-        if len(a) != len(b) or layout_size(a) != layout_size(b):
+        if layout_size(a) != layout_size(b) or not all(self.table.is_full(seg) for seg in a + b):
             return False
-        if not all(self.table.is_full(x) and self.table.is_full(y) and x.block == y.block for x, y in zip(a, b)):
-            return False
-        for x, y in zip(a, b, strict=True):
+        left, right = list(a), list(b)
+        while left and right:
+            x, y = left[0], right[0]
+            if x.block != y.block:
+                return False
+            if x.size != y.size:
+                wider, narrower = (x, y) if x.size > y.size else (y, x)
+                self.table.split(wider.space, [narrower.stop, wider.stop - narrower.stop])
+                left, right = list(self.table.normalise(tuple(left))), list(self.table.normalise(tuple(right)))
+                continue
             self.table.union(x.space, y.space)
-        return True
+            left, right = list(self.table.normalise(tuple(left[1:]))), list(self.table.normalise(tuple(right[1:])))
+        return not left and not right
 
     def member(self, tensor: str, axis: int, layout: Layout, fill: float = 0.0, role: str = "param") -> None:
         """Declare that initializer ``tensor`` holds ``layout``'s units along ``axis``."""
@@ -177,7 +191,10 @@ def analyse_channels(net: Network, sample: torch.Tensor | None = None) -> Channe
         if name in ctx.shapes:
             for axis in range(ctx.rank(name)):
                 ctx.freeze(ctx.layout(name, axis), f"graph output '{name}'")
-    return ChannelAnalysis(ctx.table, ctx.members, ctx.layouts, ctx.fixups, ctx.member_nodes)
+    for member in ctx.members:  # layouts recorded before a space was split or merged: in final terms
+        member.layout = ctx.table.normalise(member.layout)
+    layouts = {key: ctx.table.normalise(layout) for key, layout in ctx.layouts.items()}
+    return ChannelAnalysis(ctx.table, ctx.members, layouts, ctx.fixups, ctx.member_nodes)
 
 
 def sample_inputs(net: Network, sample: torch.Tensor | None = None, batch: int = 2) -> list[torch.Tensor]:

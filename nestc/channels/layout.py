@@ -6,6 +6,12 @@ columns that read it after a Flatten. A *layout* says where a space's units sit 
 list of segments ``(space, start, stop, block)``, each unit ``u`` of ``space[start:stop]`` occupying
 ``block`` consecutive positions. Concat yields several segments, Flatten multiplies the block,
 Split/Slice keep a unit range.
+
+A space can be *split* into consecutive parts once an axis turns out to hold them separately: a
+grouped convolution reads its input as ``groups`` equal parts that share one within-group index, so
+the producer's single space becomes ``groups`` parts, which are then merged into one space (unit
+``j`` of it is channel ``j`` of every group). Layouts written before the split are read through
+:meth:`SpaceTable.normalise`, which replaces a split space by its parts.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class Space:
     width: int
     origin: str
     frozen_by: list[str] = field(default_factory=list)
+    parts: list[int] = field(default_factory=list)  # spaces it was split into, in order (empty: not split)
 
     @property
     def frozen(self) -> bool:
@@ -106,12 +113,42 @@ class SpaceTable:
 
     def freeze(self, layout: Layout | None, reason: str) -> None:
         """Freeze every space that ``layout`` touches."""
-        for seg in layout or ():
+        for seg in self.normalise(layout or ()):
             self.get(seg.space).frozen_by.append(reason)
 
+    def split(self, index: int, widths: list[int]) -> list[int]:
+        """Split ``index``'s space into consecutive parts of ``widths`` (summing to its width); returns them.
+
+        The parts inherit its freeze reasons; the split space itself is no longer a space of the graph.
+        """
+        root = self.get(index)
+        assert not root.parts and sum(widths) == root.width, (root, widths)
+        root.parts = [self.new(width, f"{root.origin}[{k}]") for k, width in enumerate(widths)]
+        for part in root.parts:
+            self.spaces[part].frozen_by.extend(root.frozen_by)
+        return list(root.parts)
+
     def normalise(self, layout: Layout) -> Layout:
-        """The layout with each segment's space replaced by its representative."""
-        return tuple(Segment(self.find(s.space), s.start, s.stop, s.block) for s in layout)
+        """The layout with each segment's space replaced by its representative, and split spaces by the
+        matching ranges of their parts."""
+        result: list[Segment] = []
+        for seg in layout:
+            root = self.get(seg.space)
+            if not root.parts:
+                result.append(Segment(root.index, seg.start, seg.stop, seg.block))
+                continue
+            offset = 0
+            for part in root.parts:
+                width = self.spaces[part].width
+                lo, hi = max(seg.start, offset), min(seg.stop, offset + width)
+                if lo < hi:
+                    result.extend(self.normalise((Segment(part, lo - offset, hi - offset, seg.block),)))
+                offset += width
+        return tuple(result)
+
+    def is_split(self, index: int) -> bool:
+        """True for a space replaced by its parts (see :meth:`split`)."""
+        return bool(self.get(index).parts)
 
     def is_full(self, seg: Segment) -> bool:
         """True when ``seg`` covers all units of its space."""
@@ -146,7 +183,7 @@ def sub_layout(layout: Layout, lo: int, hi: int) -> Layout | None:
 def unit_positions(table: SpaceTable, layout: Layout, space: int, units: set[int] | range) -> list[int]:
     """Positions along an axis with ``layout`` that hold the given units of ``space``."""
     positions, offset = [], 0
-    for seg in layout:
+    for seg in table.normalise(layout):
         if table.find(seg.space) == table.find(space):
             for unit in range(seg.start, seg.stop):
                 if unit in units:

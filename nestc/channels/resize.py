@@ -37,7 +37,7 @@ class ResizePlan:
         table = self.analysis.table
         result: list[int] = []
         offset = 0
-        for seg in layout:
+        for seg in table.normalise(layout):  # fix-ups hold layouts from before spaces were split
             change = self.changes.get(table.find(seg.space))
             units = range(seg.start, seg.stop) if change is None else [
                 u for u in change.keep if seg.start <= u < seg.stop]
@@ -57,7 +57,7 @@ class ResizePlan:
 
     def touches(self, layout: Layout) -> bool:
         """True when ``layout`` holds units of a changed space."""
-        return any(self.analysis.table.find(s.space) in self.changes for s in layout)
+        return any(s.space in self.changes for s in self.analysis.table.normalise(layout))
 
 
 def aligned_width(width: int, round_to: int) -> int:

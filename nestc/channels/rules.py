@@ -419,7 +419,24 @@ def conv(ctx: RuleContext) -> None:
     elif group == in_channels and weight.shape[1] == 1:
         _depthwise(ctx, x_name, w_name, bias, weight.shape[0] // group)
     else:
-        ctx.freeze_node_inputs("grouped convolution (only dense and depthwise are resized)")
+        _grouped(ctx, x_name, w_name, bias, group)
+
+
+def _grouped(ctx: RuleContext, x_name: str, w_name: str, bias: str, group: int) -> None:
+    """Grouped Conv: input channel ``g * m + j`` meets weight column ``j`` of group ``g``'s rows, so the
+    input is ``group`` copies of one space of ``m`` units (the producer's space is split to match) and the
+    output ``group`` copies of a new space of ``C_out / group`` units. Removing unit ``j`` removes
+    channel ``j`` of every group: the groups stay equal, as ONNX requires, and ``group`` never changes."""
+    weight = ctx.net.tensor(w_name)
+    x_layout = ctx.input_layout(x_name, 1, f"{ctx.where()}: untracked input")
+    within = ctx.new_space(weight.shape[1], f"{ctx.node.name}:in")
+    ctx.tie([x_layout, within * group])
+    ctx.member(w_name, 1, within, role="consumer")
+    out = ctx.new_space(weight.shape[0] // group, ctx.node.name) * group
+    ctx.member(w_name, 0, out, role="producer")
+    if bias:
+        ctx.member(bias, 0, out, role="bias")
+    ctx.set_layout(ctx.node.outputs[0], 1, out)
 
 
 def _depthwise(ctx: RuleContext, x_name: str, w_name: str, bias: str, multiplier: int) -> None:

@@ -111,13 +111,20 @@ def _gate(net: Network, analysis: ChannelAnalysis, node: Node, space: int, width
         if reader.op_type in _LANE_WISE:
             tensor = reader.outputs[0]
             continue
-        if reader.op_type == "BatchNormalization" or (reader.op_type == "Conv" and int(reader.attr("group", 1)) > 1):
+        if reader.op_type == "BatchNormalization" or _is_depthwise(net, reader):
             break
         return None
     for member, name in zip(analysis.members, analysis.member_nodes, strict=True):
         if name == reader.name and member.tensor == reader.inputs[1] and member.axis == 0:
             return unit_magnitudes(net, member, analysis, space, width).cpu() == 0
     return None
+
+
+def _is_depthwise(net: Network, node: Node) -> bool:
+    """A Conv with one input channel per group: each channel's filter is a gate of its own (a grouped
+    Conv with wider groups mixes channels and gates none)."""
+    return (node.op_type == "Conv" and int(node.attr("group", 1)) > 1 and net.has_tensor(node.inputs[1])
+            and net.tensor(node.inputs[1]).shape[1] == 1)
 
 
 def _readers(net: Network, tensor: str) -> list[Node]:
@@ -166,10 +173,9 @@ def _fold_constants(net: Network, analysis: ChannelAnalysis, sample: list[torch.
         for member, name in readers[space]:
             node = nodes[name]
             x_name = node.inputs[0]
-            axis = _activation_axis(analysis, x_name, member.layout)
+            found = _activation_axis(analysis, x_name, member.layout)
             for unit in list(folds):
-                fold = None if axis is None else _probe_fold(net, analysis, node, member, acts[x_name], axis, space,
-                                                             unit)
+                fold = None if found is None else _probe_fold(net, analysis, node, acts[x_name], *found, space, unit)
                 if fold is None:
                     del folds[unit]
                 else:
@@ -178,18 +184,25 @@ def _fold_constants(net: Network, analysis: ChannelAnalysis, sample: list[torch.
             result.constant[space] = (sorted(folds), folds)
 
 
-def _activation_axis(analysis: ChannelAnalysis, tensor: str, layout: Layout) -> int | None:
+def _activation_axis(analysis: ChannelAnalysis, tensor: str, layout: Layout) -> tuple[int, Layout] | None:
+    """The axis of ``tensor`` that a reader's weight axis with ``layout`` reads, and that axis's layout.
+
+    They are equal, except for a grouped convolution: its weight holds one group's channels, its input
+    every group's, the same layout repeated once per group.
+    """
     norm = analysis.table.normalise(layout)
     for (name, axis), found in analysis.layouts.items():
-        if name == tensor and analysis.table.normalise(found) == norm:
-            return axis
+        found = analysis.table.normalise(found)
+        if name == tensor and norm and len(found) % len(norm) == 0 and found == norm * (len(found) // len(norm)):
+            return axis, found
     return None
 
 
-def _probe_fold(net: Network, analysis: ChannelAnalysis, node: Node, member: Member, act: torch.Tensor, axis: int,
+def _probe_fold(net: Network, analysis: ChannelAnalysis, node: Node, act: torch.Tensor, axis: int, layout: Layout,
                 space: int, unit: int) -> list[Fold] | None:
-    """Measure a constant unit at ``node``'s input and compute its effect on its output."""
-    positions = unit_positions(analysis.table, member.layout, space, {unit})
+    """Measure a constant unit at ``node``'s input (where ``layout`` places it) and compute its effect on
+    ``node``'s output."""
+    positions = unit_positions(analysis.table, layout, space, {unit})
     if not positions:
         return []
     values = act.movedim(axis, 0)[positions].reshape(len(positions), -1)
