@@ -146,10 +146,6 @@ class SpaceTable:
                 offset += width
         return tuple(result)
 
-    def is_split(self, index: int) -> bool:
-        """True for a space replaced by its parts (see :meth:`split`)."""
-        return bool(self.get(index).parts)
-
     def is_full(self, seg: Segment) -> bool:
         """True when ``seg`` covers all units of its space."""
         return seg.start == 0 and seg.stop == self.get(seg.space).width
