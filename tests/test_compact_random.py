@@ -305,6 +305,23 @@ def depthwise(data: st.DataObject, b: Builder) -> Built:
     return [c0, 6, 6], _head(b, x, pw, 3), [3]
 
 
+def concat_residual(data: st.DataObject, b: Builder) -> Built:
+    """Two branches read the stem, are concatenated and added back to it (an Inception-ResNet block): the
+    stem's space is split where the branches meet, its first part tied to one branch, the rest to the other."""
+    c0, first, second = (data.draw(st.integers(1, 3)) for _ in range(3))
+    x, stem = b.conv("x", [(-c0, 1)], first + second, 3, True)
+    ya, (branch_a,) = b.conv(x, stem, first, data.draw(st.sampled_from([1, 3])), True, relu=False)
+    yb, (branch_b,) = b.conv(x, stem, second, data.draw(st.sampled_from([1, 3])), True, relu=False)
+    (source, _), = stem
+    for member in [m for m in b.members if m.space == source]:
+        b.members.remove(member)
+        b.members += [replace(member, space=branch_a[0], hi=first),
+                      replace(member, space=branch_b[0], offset=member.offset + first * member.block, hi=second)]
+    b.spaces[source].width = 0  # split between the branches
+    y = b.node("Relu", [b.node("Add", [b.node("Concat", [ya, yb], axis=1), x])])
+    return [c0, 6, 6], _head(b, y, [branch_a, branch_b], 3), [3]
+
+
 def grouped(data: st.DataObject, b: Builder) -> Built:
     """A stem read by a grouped convolution (2 or 3 groups), then a pointwise one."""
     c0, groups = data.draw(st.integers(1, 3)), data.draw(st.sampled_from([2, 3]))
@@ -316,7 +333,7 @@ def grouped(data: st.DataObject, b: Builder) -> Built:
 
 
 FAMILIES = {"mlp": mlp, "conv_stack": conv_stack, "residual": residual, "concat": concat, "depthwise": depthwise,
-            "grouped": grouped}
+            "concat_residual": concat_residual, "grouped": grouped}
 
 
 # ------------------------------------------------------------------------------------ planting
@@ -488,6 +505,12 @@ def test_random_concat_and_split_branches(data: st.DataObject) -> None:
 @given(data=st.data())
 def test_random_depthwise_separable(data: st.DataObject) -> None:
     _check_family("depthwise", data)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_random_concatenation_added_to_its_source(data: st.DataObject) -> None:
+    _check_family("concat_residual", data)
 
 
 @SETTINGS
