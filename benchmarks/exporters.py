@@ -341,8 +341,9 @@ def run_case(case: Case, folder: Path, args: argparse.Namespace) -> dict:
     report = result.report
     latency = batch_256_latency(model, output, data, args.threads or 1)
     layers = [layer["weight_shape"] for layer in report["layers_after"]]
-    # Han et al. trains at the rate compress's check chose: a rate that wrecks the model would fail every round
-    han_config = dataclasses.replace(train_config, lr=report["learning_rate"])
+    # Han et al. trains at the rate compress's check chose (or --han-lr): a rate that wrecks the model fails
+    # every round
+    han_config = dataclasses.replace(train_config, lr=args.han_lr or report["learning_rate"])
     baseline = han_row(model, folder / f"{case.name}.han.onnx", data, han_config, config,
                        None if case.data == "digits" else args.limit) if args.han else {}
     return {**baseline, "model": case.name, "style": case.style, "data": case.data,
@@ -401,6 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-epochs", type=float, default=2.0, help="training before compression")
     parser.add_argument("--max-epochs", type=float, default=8.0, help="compress's epoch budget")
     parser.add_argument("--han", action="store_true", help="also prune each model by Han et al.'s schedule")
+    parser.add_argument("--han-lr", type=float, default=None,
+                        help="Han et al.'s learning rate [default: the one compress's check chose]")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS / "exporters.json"))
