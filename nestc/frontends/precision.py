@@ -14,7 +14,8 @@ network, and torch computes each op in the types its inputs have, as onnxruntime
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import numpy as np
 import onnx
@@ -57,37 +58,35 @@ def stored_precision(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _float_types(model: onnx.ModelProto) -> Iterator[int]:
     """Every floating element type the model declares or creates (with repeats)."""
-    graph = model.graph
-    for value in (*graph.input, *graph.output, *graph.value_info):
-        elem = value.type.tensor_type.elem_type
-        if elem in _FLOAT_TYPES:
-            yield elem
-    for tensor in (*graph.initializer, *(s.values for s in graph.sparse_initializer)):
-        if tensor.data_type in _FLOAT_TYPES:
-            yield tensor.data_type
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.name in _TYPE_ATTRS and attr.type == onnx.AttributeProto.INT and attr.i in _FLOAT_TYPES:
-                yield attr.i
-            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type in _FLOAT_TYPES:
-                yield attr.t.data_type
+    return (elem for elem, _set in _typed_places(model) if elem in _FLOAT_TYPES)
 
 
 def _convert(model: onnx.ModelProto, source: int, target: int) -> None:
     """Replace floating element type ``source`` by ``target`` everywhere in the graph."""
+    for elem, set_type in list(_typed_places(model)):
+        if elem == source:
+            set_type(target)
+
+
+def _typed_places(model: onnx.ModelProto) -> Iterator[tuple[int, Callable[[int], None]]]:
+    """Each place that states an element type (graph values, initializers, ``to``/``dtype`` attributes,
+    tensor attributes), with the function that changes it; one walk for reading and for converting."""
     graph = model.graph
     for value in (*graph.input, *graph.output, *graph.value_info):
-        if value.type.tensor_type.elem_type == source:
-            value.type.tensor_type.elem_type = target
+        tensor_type = value.type.tensor_type
+        yield tensor_type.elem_type, partial(setattr, tensor_type, "elem_type")
     for tensor in (*graph.initializer, *(s.values for s in graph.sparse_initializer)):
-        if tensor.data_type == source:
-            tensor.CopyFrom(_cast_tensor(tensor, target))
+        yield tensor.data_type, partial(_cast_in_place, tensor)
     for node in graph.node:
         for attr in node.attribute:
-            if attr.name in _TYPE_ATTRS and attr.type == onnx.AttributeProto.INT and attr.i == source:
-                attr.i = target
-            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == source:
-                attr.t.CopyFrom(_cast_tensor(attr.t, target))
+            if attr.name in _TYPE_ATTRS and attr.type == onnx.AttributeProto.INT:
+                yield attr.i, partial(setattr, attr, "i")
+            elif attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t.data_type, partial(_cast_in_place, attr.t)
+
+
+def _cast_in_place(tensor: onnx.TensorProto, target: int) -> None:
+    tensor.CopyFrom(_cast_tensor(tensor, target))
 
 
 def _cast_tensor(tensor: onnx.TensorProto, target: int) -> onnx.TensorProto:
