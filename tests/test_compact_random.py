@@ -477,44 +477,10 @@ def _check_family(family: str, data: st.DataObject) -> None:
         assert not compact(Network(compacted)).modified  # nothing removable is left behind
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @SETTINGS
 @given(data=st.data())
-def test_random_mlp(data: st.DataObject) -> None:
-    _check_family("mlp", data)
-
-
-@SETTINGS
-@given(data=st.data())
-def test_random_conv_stack_and_flatten(data: st.DataObject) -> None:
-    _check_family("conv_stack", data)
-
-
-@SETTINGS
-@given(data=st.data())
-def test_random_residual_blocks(data: st.DataObject) -> None:
-    _check_family("residual", data)
-
-
-@SETTINGS
-@given(data=st.data())
-def test_random_concat_and_split_branches(data: st.DataObject) -> None:
-    _check_family("concat", data)
-
-
-@SETTINGS
-@given(data=st.data())
-def test_random_depthwise_separable(data: st.DataObject) -> None:
-    _check_family("depthwise", data)
-
-
-@SETTINGS
-@given(data=st.data())
-def test_random_concatenation_added_to_its_source(data: st.DataObject) -> None:
-    _check_family("concat_residual", data)
-
-
-@SETTINGS
-@given(data=st.data())
-def test_random_grouped_convolutions(data: st.DataObject) -> None:
-    """Channel ``j`` of every group goes or stays together; groups stay equal and ``group`` unchanged."""
-    _check_family("grouped", data)
+def test_random_networks_compact_exactly(family: str, data: st.DataObject) -> None:
+    """Every family (see its builder's docstring): in grouped networks channel ``j`` of every group goes
+    or stays together, so groups stay equal and ``group`` unchanged."""
+    _check_family(family, data)
