@@ -190,10 +190,8 @@ def _activation_axis(analysis: ChannelAnalysis, tensor: str, layout: Layout) -> 
     They are equal, except for a grouped convolution: its weight holds one group's channels, its input
     every group's, the same layout repeated once per group.
     """
-    norm = analysis.table.normalise(layout)
-    for (name, axis), found in analysis.layouts.items():
-        found = analysis.table.normalise(found)
-        if name == tensor and norm and len(found) % len(norm) == 0 and found == norm * (len(found) // len(norm)):
+    for (name, axis), found in analysis.layouts.items():  # analyse_channels leaves every layout normalised
+        if name == tensor and layout and found == layout * (len(found) // len(layout)):
             return axis, found
     return None
 
