@@ -197,6 +197,19 @@ def test_stalled_pruning_regrows_and_keeps_the_smallest_network(trained_mlp: Pat
     assert nestc.inspect(tmp_path / "out.onnx").nonzero_params == min(kept)
 
 
+def test_no_cycle_starts_without_epochs_to_prune_after_it(trained_mlp: Path, tmp_path: Path) -> None:
+    """A cycle's regrown network pays only through the pruning steps after it: when its training and
+    one retraining no longer fit in the epoch budget, the run ends where pruning stalled instead."""
+    config = NestConfig(max_acc_drop=3, prune_fraction=0.5, min_prune_fraction=0.3, grow_prune_cycles=1,
+                        max_epochs=12, retrain_epochs=0.5, recovery_epochs=0, grow_epochs=11.8)
+    result = nestc.compress(trained_mlp, tmp_path / "out.onnx", "embedded", config,
+                            TrainConfig(device="cpu", quiet=True), log=lambda _line: None)
+    history = result.report["history"]
+    assert not [h for h in history if h["phase"] == "regrow"], [h["action"] for h in history]
+    assert not history[-1]["accepted"], "pruning stalled on an undone step"
+    assert history[-1]["epochs_used"] < config.max_epochs, "the run ended before the budget did"
+
+
 def _step_percent(action: str) -> int:
     """The step size a pruning row names: ``prune 15% (1,234 connections)`` -> 15."""
     return int(re.match(r"prune (\d+)%", action).group(1))

@@ -52,8 +52,9 @@ class NestConfig:
             step (scaled down with the step when a step is undone); narrower layers run faster in a
             dense runtime than sparse wide ones.
         grow_prune_cycles: when pruning stalls (the step size fell below ``min_prune_fraction``) and
-            epochs remain, the smallest network within budget regrows ``cycle_growth`` x its active
-            connections by gradient, trains ``grow_epochs``, and pruning starts over from it; at most
+            epochs remain (``grow_epochs`` plus one ``retrain_epochs``), the smallest network within
+            budget regrows ``cycle_growth`` x its active connections by gradient, trains
+            ``grow_epochs``, and pruning starts over from it; at most
             this many times. NeST's grow-and-prune applied to a trained model: the connections
             magnitude pruning left are re-chosen by the loss.
         cycle_growth: connections regrown per cycle, relative to the active count.

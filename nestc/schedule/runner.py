@@ -315,10 +315,16 @@ class NestRun:
         while not (self._out_of_budget() or self._target_reached()):
             if self.state["fraction"] >= cfg.min_prune_fraction:
                 self._prune_step()
-            elif self.state["cycles"] < cfg.grow_prune_cycles and self.state["met"]:
+            elif self.state["cycles"] < cfg.grow_prune_cycles and self.state["met"] and self._cycle_fits():
                 self._regrow_cycle()
             else:
                 break
+
+    def _cycle_fits(self) -> bool:
+        """A cycle pays only through the pruning steps after it: it needs the epochs for its own training
+        and at least one step's retraining, or it only spends wall time on a network nothing prunes."""
+        cfg = self.config
+        return self.state["epochs_used"] + cfg.grow_epochs + cfg.retrain_epochs <= cfg.max_epochs
 
     def _prune_step(self) -> None:
         """Prune one step, retrain, and keep it or undo it (halving the step size)."""
