@@ -81,6 +81,8 @@ class NestConfig:
             split, held out from training. ``test``: the data set's test split (the only data a model
             trained elsewhere on the whole training split has not seen). ``auto``: ``test`` when the
             original model is a trained classifier, ``train`` for seeds (nestc trains those itself).
+            With ``train``, a network is kept as the result only when the test split keeps the budget
+            too (against the reference network's test accuracy): the report's drop is the test split's.
         val_fraction: share of the training split held out when validating on it.
     """
 
