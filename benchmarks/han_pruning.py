@@ -65,8 +65,8 @@ def han_pruning(model: str, output: str, data: str, train_config: TrainConfig, m
                 give_up: float = 1.0, limit: int | None = None) -> HanResult:
     """Prune ``model`` round by round and write the sparsest round within ``max_acc_drop`` points.
 
-    Decisions use the test split, as ``nestc compress`` does for a trained model (``validation=auto``),
-    so the two rows are judged on the same data; ``limit`` takes the same share of the training split.
+    Decisions use the test split, as ``nestc compress`` does by default (``validation="test"``), so the
+    two rows are judged on the same data; ``limit`` takes the same share of the training split.
     """
     view = trainable_view(load_network(model), label=model)
     dataset = data_for_model(view, data, limit=limit, label=model)

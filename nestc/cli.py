@@ -178,7 +178,7 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--report", default=None, help="JSON report path.")
 @click.option("--plot", default=None, help="PNG of the network's evolution.")
 @click.option("--max-acc-drop", default=0.5, show_default=True, type=float,
-              help="Accuracy budget: percentage points below the original (held-out).")
+              help="Accuracy budget: percentage points below the original, on the --validation data.")
 @click.option("--target-params", default=None, type=int, help="Stop once non-zero parameters reach this.")
 @click.option("--max-epochs", default=40.0, show_default=True, type=float, help="Training epochs for the whole run.")
 @click.option("--time-budget", default=None, type=float, help="Seconds for the whole run.")
@@ -207,8 +207,8 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
               help="Fine-tune a copy of a trained model this long first; lower --lr while it loses accuracy. 0: off.")
 @click.option("--retrain-epochs", default=1.0, show_default=True, type=float)
 @click.option("--birth-strength", default=0.5, show_default=True, type=float)
-@click.option("--validation", default="auto", show_default=True, type=click.Choice(["auto", "test", "train"]),
-              help="Data for decisions: test split (trained models), held-out training part (seeds).")
+@click.option("--validation", default="test", show_default=True, type=click.Choice(["test", "train"]),
+              help="Data for decisions: the test split, or a held-out part of the training split.")
 @click.option("--sparse-format", default="dense", show_default=True, type=click.Choice(["dense", "coo"]))
 @click.option("--limit", default=None, type=int, help="Use at most this many training samples.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUTPUT.ckpt.")

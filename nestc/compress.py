@@ -152,8 +152,8 @@ def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: Nes
     """Training and validation tensors on the device, with teacher logits when distillation helps.
 
     A trained original model has usually seen the whole training split, so part of that split would
-    flatter it; with ``validation="auto"`` its accuracy budget is therefore judged on the test split,
-    and a seed's (which nestc trains itself) on a held-out part of the training split. The original
+    flatter it; decisions are therefore judged on the test split unless ``validation="train"`` holds
+    out part of the training split (the schedule then confirms results on the test split). The original
     teaches only when it is a trained classifier (``model_data.is_trained``); unlabeled data is
     always distilled and judged by agreement with the original model's predictions.
     """
@@ -168,7 +168,7 @@ def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: Nes
     if not trained:
         log(f"{label}: {accuracy:.1%} on the test split ({classes} classes): untrained (a seed, or trained "
             "on other data), so it is trained before pruning and the budget refers to the trained network")
-    source = config.validation if config.validation != "auto" else ("test" if trained else "train")
+    source = config.validation
     if source == "test":
         x_train, y_train, x_val, y_val = dataset.x_train, dataset.y_train, dataset.x_test, y_test
     else:

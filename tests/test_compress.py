@@ -299,7 +299,8 @@ def test_seed_result_keeps_the_budget_on_the_test_split(tmp_path: Path) -> None:
     accuracy); a step only the held-out part accepts goes on pruning but is no result. Training seed 2
     is one where, without that rule, the written network scored 1.4 points under the grown network."""
     nestc.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.2, density=0.1)
-    config = NestConfig(max_epochs=8, grow_epochs=1, grow_steps=2, retrain_epochs=1, neuron_growth=4)
+    config = NestConfig(max_epochs=8, grow_epochs=1, grow_steps=2, retrain_epochs=1, neuron_growth=4,
+                        validation="train")
     result = nestc.compress(tmp_path / "seed.onnx", tmp_path / "out.onnx", "embedded", config,
                             TrainConfig(device="cpu", quiet=True, seed=2), limit=1000, log=lambda _line: None)
     report = result.report

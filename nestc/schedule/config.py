@@ -16,7 +16,7 @@ STEP_GROWTH = 1.5
 """Factor by which a pruning step grows after a step that cost no held-out accuracy."""
 LR_CHECK_TRIES = 4
 """Rates the learning-rate check tries: the configured one and three steps of sqrt(10) below it."""
-VALIDATION_SOURCES = ("auto", "test", "train")
+VALIDATION_SOURCES = ("test", "train")
 
 
 @dataclass
@@ -77,12 +77,11 @@ class NestConfig:
         recovery_epochs: extra retraining for a step that misses the budget before it is undone.
         distill: distil from the original model when it is a trained classifier.
         probe_samples: samples used to measure gradients for growth decisions.
-        validation: which data every decision is judged on. ``train``: ``val_fraction`` of the training
-            split, held out from training. ``test``: the data set's test split (the only data a model
-            trained elsewhere on the whole training split has not seen). ``auto``: ``test`` when the
-            original model is a trained classifier, ``train`` for seeds (nestc trains those itself).
-            With ``train``, a network is kept as the result only when the test split keeps the budget
-            too (against the reference network's test accuracy): the report's drop is the test split's.
+        validation: which data every decision is judged on. ``test`` (the default): the data set's
+            test split, the only data a model trained elsewhere on the whole training split has not
+            seen, and the data the report's accuracy drop is measured on. ``train``: ``val_fraction``
+            of the training split, held out from training; a network is then kept as the result only
+            when the test split keeps the budget too (against the reference network's test accuracy).
         val_fraction: share of the training split held out when validating on it.
     """
 
@@ -114,7 +113,7 @@ class NestConfig:
     recovery_epochs: float = 1.0
     distill: bool = False
     probe_samples: int = 1024
-    validation: str = "auto"
+    validation: str = "test"
     val_fraction: float = 0.1
 
     def validate(self) -> None:
