@@ -312,11 +312,12 @@ class NestRun:
     def _test_confirms(self) -> bool:
         """Whether the test split keeps the budget too, when decisions are taken on held-out training data.
 
-        A seed is judged on a held-out part of the training split (6,000 Fashion-MNIST images): dozens
-        of steps each kept when that estimate clears the budget keep some by luck, and the network
-        written could score a point under the grown network on the test split (measured: LeNet-300-100
-        seed, 0.94 points at a 0.5-point budget). The report's drop is the test split's, so a result must
-        hold there as well; pruning still goes on from a network only the held-out data accepts.
+        With ``validation="train"`` steps are judged on a held-out part of the training split (6,000
+        Fashion-MNIST images): dozens of steps each kept when that estimate clears the budget keep some
+        by luck, and the network written could score a point under the reference on the test split
+        (measured: a LeNet-300-100 seed, 0.94 points at a 0.5-point budget). The report's drop is the
+        test split's, so a result must hold there as well; pruning still goes on from a network only
+        the held-out data accepts.
         """
         reference = self.state.get("reference_test")
         if self.data.validation == "test" or self.data.x_test is None or reference is None:
