@@ -183,8 +183,8 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--max-epochs", default=40.0, show_default=True, type=float, help="Training epochs for the whole run.")
 @click.option("--time-budget", default=None, type=float, help="Seconds for the whole run.")
 @click.option("--grow", default="auto", show_default=True, type=click.Choice(["auto", "on", "off"]),
-              help="Growth phase; auto: for seeds (sparse or untrained models). An untrained model is "
-                   "trained before pruning even with off.")
+              help="Growth phase; auto: for sparse seeds. An untrained model is trained before pruning "
+                   "either way.")
 @click.option("--prune-fraction", default=0.2, show_default=True, type=float,
               help="Share of active connections pruned per step (halved after an undone step).")
 @click.option("--max-prune-fraction", default=None, type=float,

@@ -29,9 +29,9 @@ class NestConfig:
         target_params: stop pruning once non-zero parameters are at or below this.
         max_epochs: total training epochs for the whole run (growth, retraining, recovery).
         time_budget: wall-clock seconds for the whole run; ``None`` for no limit.
-        grow: ``auto`` grows when the model is a seed: sparse (weight density below 50 %) or untrained
-            (held-out accuracy near chance, ``model_data.is_trained``). An untrained model is trained
-            before pruning even with ``off``, since its chance-level accuracy is no budget to keep.
+        grow: ``auto`` grows when the model is a NeST seed: sparse (weight density below 50 %). An
+            untrained model (accuracy near chance, ``model_data.is_trained``) is trained before pruning
+            whether it grows or not, since its chance-level accuracy is no budget to keep.
         grow_steps: most growth steps; growth also stops when held-out accuracy stops improving.
         grow_epochs: training epochs before each growth step.
         connection_growth: dormant connections activated per step, relative to the active count.

@@ -200,10 +200,13 @@ class NestRun:
         else:
             self.net.to(self.trainer.device)
             ensure_masks(self.net)
-            seed_like = layer_density(self.net) < SEED_DENSITY or not self.data.trained
-            self.state["grew"] = self.config.grow == "on" or (self.config.grow == "auto" and seed_like)
+            # growth selects among dormant connections: a sparse seed has them, a dense model (trained or
+            # not) has none, and its new units only widen an already full network (an untrained dense
+            # LeNet-5 ended 1.5x larger grown than only trained, docs/schedule.md)
+            sparse_seed = layer_density(self.net) < SEED_DENSITY
+            self.state["grew"] = self.config.grow == "on" or (self.config.grow == "auto" and sparse_seed)
             # an untrained model's accuracy is chance: it is no reference, so it is trained first (and
-            # grown unless growth is off); the budget is then judged against the trained network
+            # grown when it grows); the budget is then judged against the trained network
             self.state["phase"] = "grow" if self.state["grew"] or not self.data.trained else "prune"
             if self.state["phase"] == "prune":
                 self._set_reference()
