@@ -145,11 +145,7 @@ class Builder:
         (source, _), = layout
         per_in = self.spaces[source].width // groups
         within = self.space(per_in, self.spaces[source].relu)
-        for member in [m for m in self.members if m.space == source]:
-            self.members.remove(member)
-            self.members += [replace(member, space=within, offset=member.offset + g * per_in * member.block, lo=0,
-                                     hi=per_in) for g in range(groups)]
-        self.spaces[source].width = 0  # split into the groups' shared space
+        self.split(source, [(within, per_in)] * groups)
         w = self.weight("gw", (groups * per_group, per_in, k, k))
         b = self.const("gb", (0.1 * self.rng.standard_normal(groups * per_group)).astype(np.float32))
         self.read(w, 1, [(within, 1)], reader_foldable=k == 1)
@@ -158,6 +154,19 @@ class Builder:
                          for g in range(groups) for t, role in ((w, "producer"), (b, "bias"))]
         y = self.node("Conv", [x, w, b], kernel_shape=[k, k], pads=[k // 2] * 4, group=groups)
         return self.node("Relu", [y]), [(out, 1)] * groups
+
+    def split(self, source: int, parts: list[tuple[int, int]]) -> None:
+        """Replace a whole space by consecutive ``(space, width)`` parts: each of its members becomes one
+        member per part, at the positions that part's units hold (a grouped convolution or a Concat added
+        back to its source reads a space in parts)."""
+        members = [m for m in self.members if m.space == source]
+        self.members = [m for m in self.members if m.space != source]
+        start = 0
+        for space, width in parts:
+            self.members += [replace(m, space=space, offset=m.offset + start * m.block, lo=0, hi=width)
+                             for m in members]
+            start += width
+        self.spaces[source].width = 0
 
     def dense(self, x: str, layout: list, out: int, style: str, act: str | None,
               frozen: bool = False) -> tuple[str, list]:
@@ -313,11 +322,7 @@ def concat_residual(data: st.DataObject, b: Builder) -> Built:
     ya, (branch_a,) = b.conv(x, stem, first, data.draw(st.sampled_from([1, 3])), True, relu=False)
     yb, (branch_b,) = b.conv(x, stem, second, data.draw(st.sampled_from([1, 3])), True, relu=False)
     (source, _), = stem
-    for member in [m for m in b.members if m.space == source]:
-        b.members.remove(member)
-        b.members += [replace(member, space=branch_a[0], hi=first),
-                      replace(member, space=branch_b[0], offset=member.offset + first * member.block, hi=second)]
-    b.spaces[source].width = 0  # split between the branches
+    b.split(source, [(branch_a[0], first), (branch_b[0], second)])
     y = b.node("Relu", [b.node("Add", [b.node("Concat", [ya, yb], axis=1), x])])
     return [c0, 6, 6], _head(b, y, [branch_a, branch_b], 3), [3]
 
