@@ -28,10 +28,12 @@ MNIST_NAMES = {
 
 
 def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Make data lookup see only folders under ``tmp_path``; returns the (empty) user cache."""
+    """Make data lookup see only folders under ``tmp_path`` (also the working directory); returns the (empty)
+    user cache."""
     monkeypatch.delenv("NESTC_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(locate, "SYSTEM_ROOTS", ())
+    monkeypatch.chdir(tmp_path)  # ./data is searched too
     return tmp_path / "xdg" / "nestc"
 
 

@@ -81,6 +81,12 @@ def test_missing_fashion_mnist_suggests_the_debian_package(cache: Path, tmp_path
         load_dataset("fashion-mnist", data_dir=tmp_path)
 
 
+def test_torchvision_root_in_the_working_directory_is_found(cache: Path, tmp_path: Path) -> None:
+    """``torchvision.datasets.MNIST(root="data", download=True)`` next to the model: found as it is."""
+    write_mnist(tmp_path / "data" / "MNIST" / "raw", n_train=13)
+    assert len(load_dataset("mnist").x_train) == 13
+
+
 def test_system_folders_are_searched_last(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from nestc.data import locate
 

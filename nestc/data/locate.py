@@ -1,8 +1,9 @@
 """Where named data sets are searched for, in order, and the error when they are nowhere.
 
-Roots: the ``data_dir`` argument, ``$NESTC_DATA`` (``os.pathsep``-separated), the user cache
-(``$XDG_CACHE_HOME/nestc`` or ``~/.cache/nestc``, where downloads go) and the system folders that
-Debian's ``dataset-*`` packages fill. Under each root the data set's bases (``mnist/``,
+Roots: the ``data_dir`` argument, ``$NESTC_DATA`` (``os.pathsep``-separated), ``./data`` (the
+``root="data"`` of torchvision's tutorials, so a download made for a training script next to the model
+is found), the user cache (``$XDG_CACHE_HOME/nestc`` or ``~/.cache/nestc``, where downloads go) and the
+system folders that Debian's ``dataset-*`` packages fill. Under each root the data set's bases (``mnist/``,
 ``MNIST/raw/`` ...) are tried, so torchvision and Debian layouts are found without configuration.
 """
 
@@ -28,7 +29,7 @@ def search_roots(data_dir: str | os.PathLike | None) -> list[Path]:
     """The roots to search, in order, without duplicates."""
     roots = [Path(data_dir).expanduser()] if data_dir is not None else []
     roots += [Path(p).expanduser() for p in os.environ.get("NESTC_DATA", "").split(os.pathsep) if p]
-    roots += [cache_dir(), *SYSTEM_ROOTS]
+    roots += [Path.cwd() / "data", cache_dir(), *SYSTEM_ROOTS]
     return list(dict.fromkeys(roots))
 
 
