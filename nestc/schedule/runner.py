@@ -78,6 +78,15 @@ class StepRecord:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """A network judged against the budget: ``within`` it on the decision data (pruning goes on from it);
+    ``test_miss``: the test split's accuracy when that split missed the budget, so it is no result."""
+
+    within: bool
+    test_miss: float | None = None
+
+
 @dataclass
 class NestOutcome:
     """The chosen network and the run's history."""
@@ -116,7 +125,6 @@ class NestRun:
                             "history": [], "best_accuracy": None, "reference": None, "grow_best": None,
                             "patience": 0, "grew": False, "met": False, "attempt_accuracy": -1.0, "cycles": 0}
         self.best: Network | None = None
-        self.unconfirmed_test: float | None = None  # the last step's test accuracy when it missed the budget
         self.trainer = Trainer(train_config)
 
     @property
@@ -295,25 +303,26 @@ class NestRun:
     def _budget(self) -> float:
         return self.state["reference"] - self.config.max_acc_drop / 100
 
-    def _accept(self, accuracy: float) -> bool:
+    def _accept(self, accuracy: float) -> Verdict:
         """Whether the current network meets the budget on the decision data (pruning goes on from it);
         keep it as the best when the test split confirms that too and it is the smallest yet (or, while
         none has met the budget, when it is the best attempt)."""
         within = accuracy >= self._budget() - 1e-12
-        if within and self._test_confirms():
+        test_miss = self._test_miss() if within else None
+        if within and test_miss is None:
             if self.state["met"] and self.best is not None and \
                     active_connections(self.net) > active_connections(self.best):
-                return True  # within budget but larger than the best (after a regrow cycle)
+                return Verdict(True)  # within budget but larger than the best (after a regrow cycle)
             self.best = copy.deepcopy(self.net)
             self.state["met"] = True
-            return True
+            return Verdict(True)
         if not self.state["met"] and accuracy > self.state["attempt_accuracy"]:
             self.best = copy.deepcopy(self.net)
             self.state["attempt_accuracy"] = accuracy
-        return within
+        return Verdict(within, test_miss)
 
-    def _test_confirms(self) -> bool:
-        """Whether the test split keeps the budget too, when decisions are taken on held-out training data.
+    def _test_miss(self) -> float | None:
+        """The test accuracy when the test split misses the budget that held-out training data met, else None.
 
         With ``validation="train"`` steps are judged on a held-out part of the training split (6,000
         Fashion-MNIST images): dozens of steps each kept when that estimate clears the budget keep some
@@ -324,11 +333,9 @@ class NestRun:
         """
         reference = self.state.get("reference_test")
         if self.data.validation == "test" or self.data.x_test is None or reference is None:
-            return True
+            return None
         test = float(self.trainer.evaluate(self.view, self.data.x_test, self.data.y_test)[1])
-        confirmed = test >= reference - self.config.max_acc_drop / 100 - 1e-12
-        self.unconfirmed_test = None if confirmed else test
-        return confirmed
+        return None if test >= reference - self.config.max_acc_drop / 100 - 1e-12 else test
 
     def _target_reached(self) -> bool:
         cfg = self.config
@@ -371,12 +378,12 @@ class NestRun:
         if trained and accuracy < self._budget() and cfg.recovery_epochs > 0 and not self._out_of_budget():
             trained = self._fit(cfg.recovery_epochs)
             accuracy = self._accuracy()
-        self.unconfirmed_test = None
-        accepted = trained and self._accept(accuracy)
+        verdict = self._accept(accuracy) if trained else Verdict(False)
+        accepted = verdict.within
         action = (f"prune {fraction:.0%} ({pruned:,} connections" + (f", {units} units)" if units else ")")
                   + ("" if trained else " (loss diverged)"))
-        if accepted and self.unconfirmed_test is not None:
-            action += f" (test {self.unconfirmed_test:.2%}: under budget, not a result)"
+        if verdict.test_miss is not None:
+            action += f" (test {verdict.test_miss:.2%}: under budget, not a result)"
         self._record("prune", action, accepted, accuracy)
         if not accepted:
             self.view.net = before
