@@ -231,6 +231,7 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     Returns:
         Test accuracy before and after, measured by onnxruntime on the written files.
     """
+    from nestc.input_record import record_input
     from nestc.ir.classifier import trainable_view
     from nestc.model_data import data_for_model
     from nestc.training import TrainConfig, Trainer, init_from_env
@@ -246,6 +247,7 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     if dataset.y_train is None:
         raise OptionError(f"data '{data}' has no labels; `nestc train` needs labels (compress can distil)")
     Trainer(config).fit(view, dataset.x_train, dataset.y_train, checkpoint=checkpoint, resume=resume)  # type: ignore[arg-type]
+    record_input(net.template, dataset)
     if dist.is_main:
         save_network(net, output)
     before = evaluate(model, data, data_dir, output_name=output_name).accuracy

@@ -22,9 +22,10 @@ import torch
 
 from nestc import runtime
 from nestc.errors import OptionError, PassError, about
-from nestc.fileio import atomic_write_bytes, check_output_path
+from nestc.fileio import atomic_write_bytes, check_distinct_outputs, check_output_path
 from nestc.frontends import load_model
 from nestc.frontends.precision import stored_precision
+from nestc.input_record import record_input
 from nestc.ir.classifier import ClassifierView, trainable_view
 from nestc.ir.emit import SPARSE_FORMATS, emit_model
 from nestc.ir.network import Network
@@ -72,9 +73,11 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
         raise OptionError(f"--limit {limit}: must be at least 1")
     if sparse_format not in SPARSE_FORMATS:
         raise OptionError(f"--sparse-format {sparse_format}: use one of {', '.join(SPARSE_FORMATS)}")
-    for option, path in (("-o", output), ("--report", report), ("--plot", plot)):
+    outputs = {"-o": output, "--report": report, "--plot": plot}
+    for option, path in outputs.items():
         if path is not None:
             check_output_path(path, model, option=option)
+    check_distinct_outputs(outputs)
     started = time.perf_counter()
     normalised = load_model(model)
     stored = stored_precision(normalised)  # what onnxruntime runs: the input file's own float type
@@ -101,6 +104,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     run.state["identity"] = identity  # saved in every checkpoint; a resumed run keeps the original's
     outcome = run.run()
     final = outcome.network
+    record_input(final.template, dataset)  # the output keeps the inputs it was trained on (eval reads them)
     emitted = stored_precision(emit_model(final, sparse_format))
     onnx.checker.check_model(emitted)
     _check_equivalence(final, emitted, dataset.x_test[:256], str(output))

@@ -63,3 +63,16 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike, opt
     except OSError as exc:
         raise OptionError(f"{option} {out}: folder {folder} is not writable ({exc.strerror or exc})") from exc
     return out
+
+
+def check_distinct_outputs(outputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse two outputs of one command on the same path: the later write would replace the earlier
+    (``-o m.onnx --report m.onnx`` left a JSON report where the model should be)."""
+    seen: dict[Path, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise OptionError(f"{option} {path}: same path as {seen[resolved]}; choose another name")
+        seen[resolved] = option

@@ -4,7 +4,8 @@ A model exported elsewhere was trained on inputs normalised in a way its file do
 torchvision's ``ToTensor`` alone ([0, 1]), ``Normalize(0.5, 0.5)`` ([-1, 1]), the data set's own
 statistics, ImageNet's. Feeding it another one costs accuracy silently, and retraining under it
 would change what the emitted model expects. So unless ``mean``/``std`` are given, the
-normalisation is the candidate under which the model classifies a sample of the test split best;
+normalisation is the one recorded in a file nestc wrote (:mod:`nestc.input_record`), else the
+candidate under which the model classifies a sample of the test split best;
 the data set's own statistics are kept unless another is clearly better (a random seed is equally
 bad under all of them). Images of another size than the model's input are fitted the same way: centred
 padding or resizing (``nestc.data.fit.SPATIAL_FITS``), whichever the model classifies clearly better
@@ -22,6 +23,7 @@ import torch
 from nestc.data import Dataset, fit_to_input, load_dataset
 from nestc.data.fit import SPATIAL_FITS, default_spatial_fit, spatial_target
 from nestc.errors import DataError
+from nestc.input_record import recorded_input
 from nestc.ir.classifier import ClassifierView
 from nestc.training.data import place
 from nestc.training.inference import predict_logits
@@ -37,7 +39,8 @@ def data_for_model(view: ClassifierView, spec: str, data_dir: str | os.PathLike 
     raw = load_dataset(spec, data_dir=data_dir, download=download, limit=limit)
     spatial = None
     if mean is None and std is None:
-        spatial, mean, std = choose_input_fit(view, raw, ["N", *dims[1:]], label)
+        recorded = recorded_input(net.template, raw.x_test.shape[1])
+        spatial, mean, std = recorded or choose_input_fit(view, raw, ["N", *dims[1:]], label)
     dataset = fit_to_input(raw, ["N", *dims[1:]], mean, std, model_label=label, spatial=spatial)
     classes = output_classes(view, dataset.x_test[:2])
     for split, labels in (("train", dataset.y_train), ("test", dataset.y_test)):

@@ -278,6 +278,22 @@ def test_learning_rate_check_keeps_a_rate_the_model_takes(trained_mlp: Path, tmp
     assert result.report["history"][1]["epochs_used"] == pytest.approx(0.25 + 1.0), "the check's epochs count"
 
 
+def test_growing_a_trained_model_keeps_it_as_the_reference(trained_mlp: Path, tmp_path: Path) -> None:
+    """``grow="on"`` on a trained model: growth starts from it (no seed training), at a rate the check
+    found it can take, and the budget stays the original's. Before, growth retrained it at a rate that
+    wrecked it and took the wrecked network as the reference: 72.8 % -> 10 %, reported as within budget."""
+    config = NestConfig(grow="on", grow_steps=1, grow_epochs=0.5, neuron_growth=4, max_epochs=3, max_acc_drop=2)
+    result = nestc.compress(trained_mlp, tmp_path / "out.onnx", "embedded", config,
+                            TrainConfig(device="cpu", quiet=True, lr=1.0), log=lambda _line: None)
+    report, history = result.report, result.report["history"]
+    assert history[0]["action"] == "original model"
+    assert any(h["action"].startswith("fine-tune check") for h in history), "the rate was checked before growth"
+    grown = [h for h in history if h["phase"] == "grow"]
+    assert grown and all(h["action"].startswith("grow ") for h in grown), [h["action"] for h in grown]
+    assert report["reference_test_accuracy"] == pytest.approx(report["accuracy"]["before"], abs=0.002)
+    assert result.met_budget and report["accuracy"]["after"] >= report["accuracy"]["before"] - 0.02 - 0.002
+
+
 def test_compress_seed_grows_then_prunes(tmp_path: Path) -> None:
     nestc.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.2, density=0.1)
     config = NestConfig(max_epochs=8, grow_epochs=1, grow_steps=2, retrain_epochs=1, neuron_growth=4)

@@ -57,6 +57,9 @@ CASES = [
          ("output path equals the input",)),
     Case("output is a link to the input", _symlink_to_input, ("link.onnx", "output path equals the input")),
     Case("--report equals input", _compress("--report", "{model}"), ("--report", "output path equals the input")),
+    Case("--report equals -o", _compress("--report", "{out}"), ("--report", "same path as -o")),
+    Case("--plot equals --report", _compress("--report", "{out}.json", "--plot", "{out}.json"),
+         ("--plot", "same path as --report")),
     Case("unwritable output folder", _unwritable, ("out.onnx", "is not writable")),
     Case("output folder missing", lambda folder, model, out: ["seed", "lenet-5", "-o", str(folder / "no" / "m.onnx")],
          ("-o", "m.onnx", "does not exist")),
@@ -117,7 +120,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
         api.seed("lenet-300-100", model, width_ratio=0.1, density=0.3)
         args = case.args(folder, model, out)
         if args is not None:
-            argvs.append([a.replace("{model}", str(model)) for a in args])
+            argvs.append([a.replace("{model}", str(model)).replace("{out}", str(out)) for a in args])
         results[case.id] = Outcome(None if args is None else Run(-1, "", ""), out, model,
                                    hashlib.sha256(model.read_bytes()).hexdigest())
     runs = iter(run_cli_many(argvs))

@@ -373,3 +373,16 @@ def test_shared_reshape_target_is_freed_per_node(tmp_path) -> None:
     model = load_model(path)
     x = rng.standard_normal((4, 3, 4)).astype(np.float32)
     models.assert_close(models.ort_run(model, x), models.ort_run(path, x, static_batch=True))
+
+
+def test_a_named_free_batch_keeps_its_name(tmp_path) -> None:
+    """Callers address the batch by the name their exporter gave it (``dynamic_axes={"x": {0: "batch"}}``);
+    only fixed batches get nestc's ``N``."""
+    weight = numpy_helper.from_array(np.ones((3, 4), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    model = load_model(tmp_path / "m.onnx")
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert model.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "N"

@@ -35,6 +35,8 @@ class Dataset:
     std: tuple[float, ...]
     input_fit: str = ""
     """How :func:`nestc.data.fit_to_input` changed the image size for a model (empty: it did not)."""
+    spatial_fit: str | None = None
+    """The fit (one of ``nestc.data.fit.SPATIAL_FITS``) that changed it, None when none did."""
 
 
 @dataclass

@@ -69,6 +69,7 @@ def fit_to_input(
         mean=tuple(float(v) for v in m.ravel()),
         std=tuple(float(v) for v in s.ravel()),
         input_fit="" if size is None else f"{_size(ds.x_train.shape[2:])} -> {_size(size)} ({how})",
+        spatial_fit=None if size is None else how,
     )
 
 

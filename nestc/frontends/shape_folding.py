@@ -61,7 +61,7 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
     # arithmetic (a channel shuffle's Reshape -> Transpose -> Reshape built from Shape and Div)
     shapes = _static_shapes(folded)
     _explicit_splits(folded, shapes)
-    _free_batch(folded, original_batches | {FOLD_BATCH}, shapes)
+    _free_batch(folded, original_batches | {FOLD_BATCH}, shapes, _batch_names(model))
     return folded
 
 
@@ -268,8 +268,20 @@ def _evaluate(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opset: dict[st
         return None
 
 
-def _free_batch(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tuple[int, ...]]) -> None:
-    """Make dimension 0 symbolic on inputs/outputs and rewrite batch entries of Reshape targets."""
+def _batch_names(model: onnx.ModelProto) -> dict[str, str]:
+    """The names inputs and outputs already give a free batch (``dynamic_axes={"x": {0: "batch"}}``)."""
+    names = {}
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_param") and dims[0].dim_param:
+            names[value.name] = dims[0].dim_param
+    return names
+
+
+def _free_batch(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tuple[int, ...]],
+                names: dict[str, str]) -> None:
+    """Make dimension 0 symbolic on inputs/outputs (keeping the ``names`` they had, else ``N``) and
+    rewrite batch entries of Reshape targets."""
     graph = model.graph
     init_names = {t.name for t in graph.initializer}
     for value in [*graph.input, *graph.output]:
@@ -277,7 +289,7 @@ def _free_batch(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tup
             continue
         dim = value.type.tensor_type.shape.dim[0]
         dim.Clear()
-        dim.dim_param = "N"
+        dim.dim_param = names.get(value.name, "N")
     del graph.value_info[:]
     inits = {t.name: t for t in graph.initializer}
     taken = graph_names(graph)

@@ -214,13 +214,17 @@ class NestRun:
             sparse_seed = layer_density(self.net) < SEED_DENSITY
             self.state["grew"] = self.config.grow == "on" or (self.config.grow == "auto" and sparse_seed)
             # an untrained model's accuracy is chance: it is no reference, so it is trained first (and
-            # grown when it grows); the budget is then judged against the trained network
+            # grown when it grows); the budget is then judged against the trained network. A trained model
+            # is its own reference even when it grows: growth retrains it, and a retrained network that
+            # lost accuracy is no measure of what the user's model could do
             self.state["phase"] = "grow" if self.state["grew"] or not self.data.trained else "prune"
-            if self.state["phase"] == "prune":
+            if self.data.trained:
                 self._set_reference()
                 self._record("start", "original model", True, self.state["reference"])
                 self._accept(self.state["reference"])
                 self._check_learning_rate()
+                if self.state["grew"]:  # it is trained already: growth starts from it, not from training
+                    self.state["grow_best"] = self.state["reference"]
             self._save()
         self.train_config = replace(self.train_config, lr=self.state.get("lr", self.train_config.lr))
         if self.state["phase"] == "grow":
@@ -270,9 +274,14 @@ class NestRun:
             if self.state["grow_best"] is not None and (growth_steps > cfg.grow_steps or self._out_of_budget()
                                                         or self.state["patience"] >= 2 or self.state.get("diverged")):
                 self.state["phase"] = "prune"
-                # the grown network, as it stands, is what pruning starts from and is judged against
-                self._set_reference()
-                self._accept(self.state["reference"])
+                # the grown network, as it stands, is what pruning starts from; a seed's budget is judged
+                # against it, a trained model's against the original (which stays the result unless a
+                # smaller network keeps its budget)
+                if self.data.trained:
+                    self._accept(self._accuracy())
+                else:
+                    self._set_reference()
+                    self._accept(self.state["reference"])
                 self._save()
                 break
             action = "train seed" if self.state["grow_best"] is None else "train"

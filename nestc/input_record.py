@@ -1,0 +1,49 @@
+"""The input convention a model was trained under, kept in the metadata of the file nestc writes.
+
+nestc picks a model's input normalisation and image fit by trying the usual candidates on test data
+(:func:`nestc.model_data.choose_input_fit`), because exported files do not say how their inputs were
+prepared. A file nestc wrote was trained under one of them. Choosing again when that file is
+evaluated or compressed once more can pick another (a network near chance is as bad under all of
+them: a compressed model reported at 10.0 % scored 6.0 % in ``nestc eval``), so the choice is written
+into the model (``metadata_props`` key :data:`KEY`) and read back before any new choice is made.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import onnx
+
+from nestc.data import Dataset
+from nestc.data.fit import SPATIAL_FITS
+
+KEY = "nestc.input"
+
+
+def record_input(model: onnx.ModelProto, dataset: Dataset) -> None:
+    """Store ``dataset``'s applied normalisation and image fit in ``model``, replacing an older record."""
+    value = json.dumps({"mean": list(dataset.mean), "std": list(dataset.std), "spatial_fit": dataset.spatial_fit})
+    kept = [p for p in model.metadata_props if p.key != KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = KEY, value
+
+
+def recorded_input(model: onnx.ModelProto, channels: int
+                   ) -> tuple[str | None, Sequence[float], Sequence[float]] | None:
+    """``(spatial fit, mean, std)`` recorded in ``model`` when they apply to data with ``channels``
+    channels (or features); None when there is no usable record (then the choice is made afresh)."""
+    stored = {p.key: p.value for p in model.metadata_props}.get(KEY)
+    if stored is None:
+        return None
+    try:
+        record = json.loads(stored)
+        mean, std, spatial = list(record["mean"]), list(record["std"]), record.get("spatial_fit")
+        numbers = all(isinstance(v, int | float) for v in mean + std)
+    except (ValueError, KeyError, TypeError):
+        return None  # a record this version cannot read is no reason to refuse the model
+    if not numbers or len(mean) != len(std) or len(mean) not in (1, channels) or min(std, default=0) <= 0:
+        return None
+    return (spatial if spatial in SPATIAL_FITS else None), mean, std

@@ -1,0 +1,66 @@
+"""The input normalisation a model was trained under travels in the file nestc writes, and is what
+``evaluate`` (and a second ``compress``) apply to it, instead of a fresh guess."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import nestc
+from nestc import runtime
+from nestc.data import load_dataset
+from nestc.input_record import KEY, recorded_input
+from nestc.schedule.config import NestConfig
+from nestc.training import TrainConfig
+
+
+def _record(path: Path) -> dict:
+    return json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}[KEY])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("record")
+    nestc.seed("lenet-300-100", folder / "seed.onnx", width_ratio=0.2)
+    nestc.train(folder / "seed.onnx", folder / "trained.onnx", "embedded",
+                TrainConfig(epochs=2, device="cpu", quiet=True))
+    return folder / "trained.onnx"
+
+
+def test_train_and_compress_record_the_inputs_they_trained_on(trained: Path, tmp_path: Path) -> None:
+    stats = load_dataset("embedded")
+    record = _record(trained)
+    assert record["mean"] == pytest.approx(stats.mean) and record["std"] == pytest.approx(stats.std)
+    assert record["spatial_fit"] is None
+    result = nestc.compress(trained, tmp_path / "out.onnx", "embedded", NestConfig(max_epochs=1),
+                            TrainConfig(device="cpu", quiet=True), log=lambda _line: None)
+    chosen = result.report["input_normalisation"]
+    assert _record(tmp_path / "out.onnx") == {**chosen, "spatial_fit": None}
+
+
+def test_evaluate_applies_the_recorded_normalisation(trained: Path, tmp_path: Path) -> None:
+    """A record of [-1, 1] inputs (mean 0.5, std 0.5) is applied as it is, though the data set's own
+    statistics would be the fresh choice for this model; checked against onnxruntime run by hand."""
+    model = onnx.load(str(trained))
+    entry = next(p for p in model.metadata_props if p.key == KEY)
+    entry.value = json.dumps({"mean": [0.5], "std": [0.5], "spatial_fit": None})
+    onnx.save(model, str(tmp_path / "recorded.onnx"))
+    raw = load_dataset("embedded")
+    scores = runtime.run(runtime.session(model), [((raw.x_test - 0.5) / 0.5).astype(np.float32)])[0]
+    expected = float((scores.argmax(1) == raw.y_test).mean())
+    assert nestc.evaluate(tmp_path / "recorded.onnx", "embedded").accuracy == pytest.approx(expected, abs=1e-12)
+    assert nestc.evaluate(trained, "embedded").accuracy != pytest.approx(expected, abs=1e-3), \
+        "the record must make a difference here, or this test checks nothing"
+
+
+@pytest.mark.parametrize("value", ["not json", '{"mean": [0.5]}', '{"mean": ["a"], "std": [1]}',
+                                   '{"mean": [0.1, 0.2], "std": [1, 1]}', '{"mean": [0.1], "std": [0]}'])
+def test_a_record_that_does_not_apply_is_ignored(value: str) -> None:
+    model = onnx.ModelProto()
+    entry = model.metadata_props.add()
+    entry.key, entry.value = KEY, value
+    assert recorded_input(model, channels=3) is None
