@@ -114,12 +114,13 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
              rtol: float = 1e-4, samples: int = 64, data_dir: PathLike | None = None,
              seed: int = 0) -> ValidationReport:
     """Run both models in onnxruntime on the same inputs and compare every output."""
-    if atol < 0 or rtol < 0:
-        raise OptionError("--atol/--rtol must be non-negative")
+    if not (atol >= 0 and rtol >= 0):  # NaN too: every comparison with it fails
+        raise OptionError(f"--atol {atol} / --rtol {rtol}: must be non-negative numbers")
     if samples < 1:
         raise OptionError(f"--samples {samples}: must be at least 1")
     models = [load_model(original), load_model(candidate)]
     sessions = [runtime.session(onnx.load(str(p)).SerializeToString(), str(p)) for p in (original, candidate)]
+    _check_same_inputs(sessions, str(original), str(candidate))
     x, y = _validation_inputs(models[0], data, samples, data_dir, seed)
     outs = [runtime.run_batched(s, x) for s in sessions]
     if len(outs[0]) != len(outs[1]):
@@ -139,6 +140,21 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
         report.accuracy_original = float((outs[0][index].argmax(1) == y).mean())
         report.accuracy_candidate = float((outs[1][index].argmax(1) == y).mean())
     return report
+
+
+def _check_same_inputs(sessions: list, original: str, candidate: str) -> None:
+    """Refuse two models that cannot take the same inputs: comparing them means nothing, and
+    onnxruntime would only say so in a stack trace."""
+    wanted, given = (session.get_inputs() for session in sessions)
+    if len(wanted) != len(given):
+        raise ModelError(f"{candidate}: takes {len(given)} inputs, {original} takes {len(wanted)}; "
+                         "the two models cannot be compared")
+    for a, b in zip(wanted, given, strict=True):
+        clash = len(a.shape) != len(b.shape) or any(
+            isinstance(m, int) and isinstance(n, int) and m != n for m, n in zip(a.shape, b.shape, strict=True))
+        if a.type != b.type or clash:
+            raise ModelError(f"{candidate}: input '{b.name}' is {b.type} {b.shape}, but {original}'s input '{a.name}' "
+                             f"is {a.type} {a.shape}; the two models cannot be compared")
 
 
 def _compare(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> OutputDiff:
@@ -236,8 +252,10 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     from nestc.model_data import data_for_model
     from nestc.training import TrainConfig, Trainer, init_from_env
 
-    config = config or TrainConfig()
-    config.validate()  # type: ignore[attr-defined]
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise OptionError(f"config must be a nestc.TrainConfig, got {type(config).__name__}")
+    config.validate()
     check_output_path(output, model)
     dist = init_from_env()
     with about(model):

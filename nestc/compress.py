@@ -65,8 +65,11 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
              limit: int | None = None, output_name: str | None = None, resume: bool = False,
              log=print) -> CompressResult:
     """Compress ``model`` with the NeST flow on ``data`` and write the result to ``output``."""
-    config = config or NestConfig()
-    train_config = train_config or TrainConfig(quiet=True)
+    config = NestConfig() if config is None else config
+    train_config = TrainConfig(quiet=True) if train_config is None else train_config
+    for name, value, kind in (("config", config, NestConfig), ("train_config", train_config, TrainConfig)):
+        if not isinstance(value, kind):
+            raise OptionError(f"{name} must be a nestc.{kind.__name__}, got {type(value).__name__}")
     config.validate()
     train_config.validate()
     if limit is not None and limit < 1:

@@ -87,6 +87,18 @@ def test_torchvision_root_in_the_working_directory_is_found(cache: Path, tmp_pat
     assert len(load_dataset("mnist").x_train) == 13
 
 
+def test_flat_files_count_only_in_a_folder_the_user_named(cache: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """MNIST, Fashion-MNIST and KMNIST share file names: four IDX files at the top of ./data could be any
+    of them, so they are read only from --data-dir or $NESTC_DATA, where the user said what they are."""
+    write_mnist(tmp_path / "data", n_train=17)
+    with pytest.raises(DataError, match="not found"):
+        load_dataset("fashion-mnist")
+    assert len(load_dataset("fashion-mnist", data_dir=tmp_path / "data").x_train) == 17
+    monkeypatch.setenv("NESTC_DATA", str(tmp_path / "data"))
+    assert len(load_dataset("kmnist").x_train) == 17
+
+
 def test_system_folders_are_searched_last(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from nestc.data import locate
 

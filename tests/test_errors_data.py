@@ -210,7 +210,8 @@ def outcomes(setup: tuple[Path, dict[str, str]], tmp_path_factory: pytest.TempPa
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_bad_data_is_one_line_exit_2_and_no_output(case: Case, outcomes: dict[str, Outcome]) -> None:
-    if case.id.startswith("named data set") and locate.locate(CATALOG[ABSENT], list(locate.SYSTEM_ROOTS)):
+    system = [locate.Root(root, named=False) for root in locate.SYSTEM_ROOTS]
+    if case.id.startswith("named data set") and locate.locate(CATALOG[ABSENT], system):
         pytest.skip(f"{ABSENT} is installed system-wide here")
     outcome = outcomes[case.id]
     assert_clean_failure(outcome.run, *case.mentions, outputs=(outcome.out, Path(f"{outcome.out}.ckpt")))

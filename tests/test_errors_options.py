@@ -7,6 +7,7 @@ training would log its steps on stdout, so stdout must stay empty, and no checkp
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from errors_helpers import Run, assert_clean_failure, run_cli, run_cli_many
 
 from nestc import api
+from nestc.errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,11 @@ def _symlink_to_input(folder: Path, model: Path, out: Path) -> list[str]:
     link = folder / "link.onnx"
     link.symlink_to(model)
     return ["compact", str(model), "-o", str(link)]
+
+
+def _validate_other_inputs(folder: Path, model: Path, out: Path) -> list[str]:
+    api.seed("resnet18", folder / "other.onnx", width_ratio=0.1)  # 3x32x32 images, the MLP takes 1x28x28
+    return ["validate", str(model), str(folder / "other.onnx")]
 
 
 CASES = [
@@ -95,6 +102,12 @@ CASES = [
          ("--width-ratio 0",)),
     Case("--samples 0", lambda folder, model, out: ["validate", str(model), str(model), "--samples", "0"],
          ("--samples 0",)),
+    Case("--atol nan", lambda folder, model, out: ["validate", str(model), str(model), "--atol", "nan"],
+         ("--atol nan",)),
+    Case("validate models with other inputs", _validate_other_inputs, ("other.onnx", "cannot be compared")),
+    Case("--seed -1 (seed)", lambda folder, model, out: ["seed", "lenet-5", "-o", str(out), "--seed", "-1"],
+         ("--seed -1",)),
+    Case("--birth-strength -5", _compress("--birth-strength", "-5"), ("--birth-strength -5",)),
     Case("unknown option", _compress("--frobnicate"), ("--frobnicate",)),
     Case("--resume with a garbage checkpoint", _garbage_checkpoint, ("--resume", "out.onnx.ckpt", "unreadable")),
 ]
@@ -150,3 +163,33 @@ def test_console_entry_point_refuses_output_equal_to_input(tmp_path: Path) -> No
     run = run_cli("compress", model, "-o", model, "--device", "cpu")
     assert_clean_failure(run, str(model), "output path equals the input")
     assert model.read_bytes() == before
+
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"max_epochs": "1"}, "--max-epochs '1': must be a number"),
+    ({"target_params": "100"}, "--target-params '100': must be an integer or None"),
+    ({"distill": 1}, "--distill 1: must be True or False"),
+    ({"max_epochs": True}, "--max-epochs True: must be a number"),
+])
+def test_api_config_of_the_wrong_type_is_named(overrides: dict, message: str) -> None:
+    """From Python, a string where a number belongs is refused by name before any work, not by a
+    TypeError deep inside the run."""
+    from nestc import NestConfig
+
+    with pytest.raises(OptionError, match=re.escape(message)):
+        NestConfig(**overrides).validate()
+
+
+def test_api_compress_refuses_a_config_of_another_kind(tmp_path: Path) -> None:
+    from nestc import NestConfig, compress
+
+    api.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.1, density=0.3)
+    with pytest.raises(OptionError, match=r"config must be a nestc\.NestConfig, got dict"):
+        compress(tmp_path / "seed.onnx", tmp_path / "out.onnx", "embedded", {"max_epochs": 1})
+    with pytest.raises(OptionError, match=r"train_config must be a nestc\.TrainConfig, got NestConfig"):
+        compress(tmp_path / "seed.onnx", tmp_path / "out.onnx", "embedded", NestConfig(), NestConfig())
+    assert not (tmp_path / "out.onnx").exists()
+    with pytest.raises(OptionError, match=r"config must be a nestc\.TrainConfig, got NestConfig"):
+        api.train(tmp_path / "seed.onnx", tmp_path / "out.onnx", "embedded", NestConfig())
+

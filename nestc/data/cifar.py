@@ -62,8 +62,11 @@ def read_cifar_folder(
         xs, ys = [], []
         for name in names:
             x, y = read(folder / name)
-            if y.max() >= num_classes:
-                raise DataError(f"{folder / name}: label {int(y.max())} is out of range for {num_classes} classes")
+            if not len(y):
+                raise DataError(f"{folder / name}: the batch holds no images")
+            if y.min() < 0 or y.max() >= num_classes:  # checked per file, so the error names the file at fault
+                bad = int(y.min()) if y.min() < 0 else int(y.max())
+                raise DataError(f"{folder / name}: label {bad} is out of range for {num_classes} classes")
             xs.append(x)
             ys.append(y)
         splits.append(Split(np.concatenate(xs), np.concatenate(ys), str(folder / names[0])))

@@ -5,12 +5,17 @@ Roots: the ``data_dir`` argument, ``$NESTC_DATA`` (``os.pathsep``-separated), ``
 is found), the user cache (``$XDG_CACHE_HOME/nestc`` or ``~/.cache/nestc``, where downloads go) and the
 system folders that Debian's ``dataset-*`` packages fill. Under each root the data set's bases (``mnist/``,
 ``MNIST/raw/`` ...) are tried, so torchvision and Debian layouts are found without configuration.
+Files lying directly in a root are taken only from the roots a user named (``data_dir``,
+``$NESTC_DATA``): MNIST, Fashion-MNIST and KMNIST share their file names, so MNIST files at the top of
+``./data`` would otherwise be read as Fashion-MNIST without a word.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from nestc.data.catalog import Layout, Named
 from nestc.errors import DataError
@@ -25,41 +30,51 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "nestc"
 
 
-def search_roots(data_dir: str | os.PathLike | None) -> list[Path]:
+class Root(NamedTuple):
+    """A folder to search; ``named``: the user pointed at it, so files lying directly in it count."""
+
+    path: Path
+    named: bool
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def search_roots(data_dir: str | os.PathLike | None) -> list[Root]:
     """The roots to search, in order, without duplicates."""
-    roots = [Path(data_dir).expanduser()] if data_dir is not None else []
-    roots += [Path(p).expanduser() for p in os.environ.get("NESTC_DATA", "").split(os.pathsep) if p]
-    roots += [Path.cwd() / "data", cache_dir(), *SYSTEM_ROOTS]
-    return list(dict.fromkeys(roots))
+    named = [Path(data_dir).expanduser()] if data_dir is not None else []
+    named += [Path(p).expanduser() for p in os.environ.get("NESTC_DATA", "").split(os.pathsep) if p]
+    implicit = [Path.cwd() / "data", cache_dir(), *SYSTEM_ROOTS]
+    roots = [Root(path, True) for path in dict.fromkeys(named)]
+    return roots + [Root(path, False) for path in dict.fromkeys(implicit) if path not in named]
 
 
-def locate(entry: Named, roots: list[Path]) -> tuple[Path, Layout] | None:
-    """The first folder (and its layout) that holds ``entry``, or None."""
+def _candidates(entry: Named, roots: list[Root]) -> Iterator[tuple[Path, Layout]]:
+    """Every folder that may hold ``entry`` in one of its layouts, in search order."""
     for root in roots:
         for base in entry.bases:
             for layout in entry.layouts:
                 for folder in layout.folders:
-                    candidate = root / base / folder
-                    if layout.holds(candidate):
-                        return candidate, layout
-    return None
+                    if base or folder or root.named:
+                        yield root.path / base / folder, layout
 
 
-def incomplete(entry: Named, roots: list[Path]) -> DataError | None:
+def locate(entry: Named, roots: list[Root]) -> tuple[Path, Layout] | None:
+    """The first folder (and its layout) that holds ``entry``, or None."""
+    return next(((folder, layout) for folder, layout in _candidates(entry, roots) if layout.holds(folder)), None)
+
+
+def incomplete(entry: Named, roots: list[Root]) -> DataError | None:
     """The error for a folder that holds some but not all files of a layout (a partial copy), or None.
 
     Without it a half-copied data set would be reported as "not found", hiding the missing file.
     """
-    for root in roots:
-        for base in entry.bases:
-            for layout in entry.layouts:
-                for folder in layout.folders:
-                    candidate = root / base / folder
-                    missing = [name for name in layout.files if not _has(candidate, name, layout.gzip_ok)]
-                    if len(missing) < len(layout.files):
-                        suffix = "[.gz]" if layout.gzip_ok else ""
-                        return DataError(f"{candidate}: data set '{entry.name}' is incomplete: missing "
-                                         f"{', '.join(name + suffix for name in missing)}")
+    for candidate, layout in _candidates(entry, roots):
+        missing = [name for name in layout.files if not _has(candidate, name, layout.gzip_ok)]
+        if len(missing) < len(layout.files):
+            suffix = "[.gz]" if layout.gzip_ok else ""
+            return DataError(f"{candidate}: data set '{entry.name}' is incomplete: missing "
+                             f"{', '.join(name + suffix for name in missing)}")
     return None
 
 
@@ -67,7 +82,7 @@ def _has(folder: Path, name: str, gzip_ok: bool) -> bool:
     return (folder / name).is_file() or (gzip_ok and (folder / f"{name}.gz").is_file())
 
 
-def not_found(entry: Named, roots: list[Path]) -> DataError:
+def not_found(entry: Named, roots: list[Root]) -> DataError:
     """The one-line error naming what was looked for, where, and how to get it."""
     wanted = " or ".join(layout.describe() for layout in entry.layouts)
     subfolders = ", ".join(f"{base}/" for base in entry.bases if base)

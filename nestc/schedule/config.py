@@ -7,7 +7,7 @@ LeNet seeds and on trained LeNets (Fashion-MNIST), and every one can be changed 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from nestc.errors import OptionError
 
@@ -118,6 +118,7 @@ class NestConfig:
 
     def validate(self) -> None:
         """Raise :class:`OptionError` naming the first option that cannot work."""
+        _check_types(self)
         _check(0 <= self.max_acc_drop <= 100, "--max-acc-drop", self.max_acc_drop, "a number in [0, 100]")
         if self.target_params is not None:
             _check(self.target_params >= 1, "--target-params", self.target_params, "an integer >= 1")
@@ -148,6 +149,25 @@ class NestConfig:
         _check(self.round_to >= 1, "--round-to", self.round_to, "an integer >= 1")
         _check(self.map_candidates >= 1, "--map-candidates", self.map_candidates, "an integer >= 1")
         _check(self.probe_samples >= 1, "--probe-samples", self.probe_samples, "an integer >= 1")
+        _check(0 < self.birth_strength <= 10, "--birth-strength", self.birth_strength, "a number in (0, 10]")
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,)}
+_TYPE_WORDS = {"float": "a number", "int": "an integer", "bool": "True or False", "str": "a string", "None": "None"}
+
+
+def _check_types(config: NestConfig) -> None:
+    """Every field holds a value of its declared type, so that the range checks below compare numbers
+    (``NestConfig(max_epochs="1")`` from Python would otherwise fail deep inside the run)."""
+    for item in fields(config):
+        value = getattr(config, item.name)
+        kinds = [kind.strip() for kind in str(item.type).split("|")]
+        if value is None and "None" in kinds:
+            continue
+        numeric_bool = isinstance(value, bool) and "bool" not in kinds
+        if numeric_bool or not any(isinstance(value, _TYPES[kind]) for kind in kinds if kind in _TYPES):
+            accepted = " or ".join(_TYPE_WORDS.get(kind, kind) for kind in kinds)
+            raise OptionError(f"--{item.name.replace('_', '-')} {value!r}: must be {accepted}")
 
 
 def _check(ok: bool, option: str, value: object, accepted: str) -> None:

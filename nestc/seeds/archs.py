@@ -83,6 +83,8 @@ def build_seed(arch: str, width_ratio: float = 1.0, density: float = 1.0, classe
         raise OptionError(f"--density {density}: must be in (0, 1]")
     if classes < 2:
         raise OptionError(f"--classes {classes}: must be at least 2")
+    if not 0 <= seed < 2**32:
+        raise OptionError(f"--seed {seed}: must be in [0, 2**32)")
     body, input_shape = ARCHITECTURES[arch]
     builder = GraphBuilder(arch, input_shape, seed=seed, density=density)
     return builder.build(body(builder, width_ratio, classes), classes)
