@@ -181,7 +181,9 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
               help="Accuracy budget: percentage points below the original, on the --validation data.")
 @click.option("--target-params", default=None, type=int, help="Stop once non-zero parameters reach this.")
 @click.option("--max-epochs", default=40.0, show_default=True, type=float, help="Training epochs for the whole run.")
-@click.option("--time-budget", default=None, type=float, help="Seconds for the whole run.")
+@click.option("--time-budget", default=None, type=float,
+              help="Seconds for the whole run, loading included; checked between steps (the step in progress "
+                   "finishes).")
 @click.option("--grow", default="auto", show_default=True, type=click.Choice(["auto", "on", "off"]),
               help="Growth phase; auto: for sparse seeds. An untrained model is trained before pruning "
                    "either way.")
@@ -255,6 +257,10 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
         _print_summary(result.report)
     if not result.met_budget:
         click.echo(f"nestc: no model met the accuracy budget; wrote the best attempt to {output}", err=True)
+    target = result.report["target_params"]
+    if target is not None and not target["reached"]:
+        click.echo(f"nestc: --target-params {target['requested']:,} not reached: the smallest model within the "
+                   f"accuracy budget has {result.report['nonzero_params']['after']:,} non-zero parameters", err=True)
     sys.exit(result.exit_code)
 
 

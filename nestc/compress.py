@@ -103,7 +103,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
                         train_config.seed, str(model), log)
     tc = train_config if split.teacher is None else replace(
         train_config, distill_weight=1.0 if split.y_train is None else 0.5)
-    run = NestRun(net, output_name, split, config, tc, checkpoint=checkpoint, resume=resume, log=log)
+    run = NestRun(net, output_name, split, config, tc, checkpoint=checkpoint, resume=resume, log=log, started=started)
     run.state["identity"] = identity  # saved in every checkpoint; a resumed run keeps the original's
     outcome = run.run()
     final = outcome.network
@@ -113,7 +113,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     _check_equivalence(final, emitted, dataset.x_test[:256], str(output))
     after_ort = runtime.session(emitted, str(output))
     payload = _report(model, output, stored, before_stats, emitted, final, outcome, dataset, before_ort, after_ort,
-                      time.perf_counter() - started, view.output, split.validation)
+                      time.perf_counter() - started, view.output, split.validation, config.target_params)
     serialized = emitted.SerializeToString()
     payload["file_bytes"]["after"] = len(serialized)
     if trainer.dist.is_main:  # under torchrun every rank ends with the same model; one writes it
@@ -219,7 +219,7 @@ def _accuracy_ort(sess, output_index: int, x: np.ndarray, y: np.ndarray | None) 
 
 def _report(model, output, before_model: onnx.ModelProto, before_stats: ModelStats, after_model: onnx.ModelProto,
             final: Network, outcome, dataset, before_sess, after_sess, seconds: float, output_name: str,
-            validation: str) -> dict:
+            validation: str, target_params: int | None) -> dict:
     after_stats = model_stats(final)
     index = [o.name for o in after_model.graph.output].index(output_name)
     x_test, y_test = dataset.x_test, dataset.y_test
@@ -240,6 +240,8 @@ def _report(model, output, before_model: onnx.ModelProto, before_stats: ModelSta
         "grew": outcome.grew, "validation": validation, "reference_val_accuracy": outcome.reference_accuracy,
         "reference_test_accuracy": outcome.reference_test_accuracy,
         "budget_val_accuracy": outcome.budget_accuracy, "learning_rate": outcome.learning_rate,
+        "target_params": None if target_params is None else {
+            "requested": target_params, "reached": after_stats.nonzero_params <= target_params},
         "accuracy": {"before": before_acc, "after": after_acc, "measured_by": "onnxruntime", "split": "test"},
         "params": {"before": before_stats.params, "after": after_stats.params},
         "nonzero_params": {"before": before_stats.nonzero_params, "after": after_stats.nonzero_params},

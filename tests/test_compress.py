@@ -294,6 +294,30 @@ def test_growing_a_trained_model_keeps_it_as_the_reference(trained_mlp: Path, tm
     assert result.met_budget and report["accuracy"]["after"] >= report["accuracy"]["before"] - 0.02 - 0.002
 
 
+def test_max_epochs_caps_every_fit(tmp_path: Path) -> None:
+    """--max-epochs is a cap, not a point after which no new step starts: a seed's first training (2 epochs
+    by default) under a 0.5-epoch budget trains 0.5 epochs (it trained 2)."""
+    nestc.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.2, density=0.1)
+    result = nestc.compress(tmp_path / "seed.onnx", tmp_path / "out.onnx", "embedded", NestConfig(max_epochs=0.5),
+                            TrainConfig(device="cpu", quiet=True), limit=500, log=lambda _line: None)
+    assert max(h["epochs_used"] for h in result.report["history"]) == pytest.approx(0.5)
+
+
+def test_target_params_stops_the_run_or_says_it_was_missed(trained_mlp: Path, tmp_path: Path) -> None:
+    """A reached target ends the run at once; a missed one is a line on stderr and a report field, while
+    the exit code stays the accuracy budget's."""
+    reached = nestc.compress(trained_mlp, tmp_path / "reached.onnx", "embedded",
+                             NestConfig(max_epochs=2, target_params=10**9), TrainConfig(device="cpu", quiet=True),
+                             log=lambda _line: None)
+    assert reached.report["target_params"] == {"requested": 10**9, "reached": True}
+    assert [h["phase"] for h in reached.report["history"]] == ["start"], "nothing trained after the target"
+    run = _cli("compress", str(trained_mlp), "--data", "embedded", "--max-epochs", "1", "--target-params", "10",
+               "--quiet", "--device", "cpu", "-o", "missed.onnx", "--report", "missed.json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "--target-params 10 not reached" in run.stderr and "Traceback" not in run.stderr
+    assert json.loads((tmp_path / "missed.json").read_text())["target_params"] == {"requested": 10, "reached": False}
+
+
 def test_compress_seed_grows_then_prunes(tmp_path: Path) -> None:
     nestc.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.2, density=0.1)
     config = NestConfig(max_epochs=8, grow_epochs=1, grow_steps=2, retrain_epochs=1, neuron_growth=4)

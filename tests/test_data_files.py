@@ -124,6 +124,22 @@ def test_image_folder_without_splits_is_split_80_20_per_class(tmp_path: Path) ->
     assert np.array_equal(load_dataset(str(tmp_path)).x_test, ds.x_test)  # same split every time
 
 
+def test_sixteen_bit_grey_images_are_scaled_not_clipped(tmp_path: Path) -> None:
+    """16-bit PNGs (medical and microscope images) keep their contrast: 1,000 and 60,000 out of 65,535
+    become 4 and 233 out of 255 (Pillow's own conversion clips both to 255)."""
+    for cls, value in (("dark", 1000), ("bright", 60000)):
+        for i in range(5):
+            path = tmp_path / cls / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((4, 6), value, np.uint16)).save(path)
+            assert Image.open(path).mode.startswith("I"), "the file really is 16-bit"
+    ds = load_dataset(str(tmp_path))
+    pixels = np.concatenate([ds.x_train, ds.x_test])
+    labels = np.concatenate([ds.y_train, ds.y_test])
+    bright = 0  # classes are numbered in sorted folder order: bright, dark
+    assert np.allclose(pixels[labels == bright], 233 / 255) and np.allclose(pixels[labels != bright], 4 / 255)
+
+
 def test_image_folder_errors(tmp_path: Path) -> None:
     _image(tmp_path / "train" / "a" / "0.png", 0)
     _image(tmp_path / "test" / "b" / "0.png", 0)

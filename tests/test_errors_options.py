@@ -192,4 +192,3 @@ def test_api_compress_refuses_a_config_of_another_kind(tmp_path: Path) -> None:
     assert not (tmp_path / "out.onnx").exists()
     with pytest.raises(OptionError, match=r"config must be a nestc\.TrainConfig, got NestConfig"):
         api.train(tmp_path / "seed.onnx", tmp_path / "out.onnx", "embedded", NestConfig())
-

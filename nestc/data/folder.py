@@ -97,13 +97,26 @@ def _read(items: list[tuple[Path, int]], mode: str, size: tuple[int, int], root:
     pixels = []
     for path, _ in items:
         with _image(path) as img:
-            pic = img.convert(mode)
+            pic = _eight_bit(img).convert(mode)
             if pic.size != size:
                 pic = pic.resize(size, Image.Resampling.BILINEAR)
             pixels.append(np.asarray(pic, dtype=np.uint8))
     x = np.stack(pixels)
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
     return Split(np.ascontiguousarray(x), np.array([label for _, label in items], dtype=np.int64), str(root))
+
+
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I")
+"""Pillow's modes for 16-bit (and 32-bit integer) grey images. ``convert`` clips them at 255 instead of
+scaling them: 16-bit PNGs of pixel values 1,000 and 60,000 both became white."""
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """``img`` with 16-bit grey values scaled to 8 bits (0..65535 -> 0..255); other images as they are."""
+    if img.mode not in WIDE_GREY_MODES:
+        return img
+    wide = np.asarray(img, dtype=np.float64)
+    return Image.fromarray(np.clip(np.rint(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8), mode="L")
 
 
 @contextmanager

@@ -28,7 +28,8 @@ class NestConfig:
             held-out accuracy, or the grown seed's).
         target_params: stop pruning once non-zero parameters are at or below this.
         max_epochs: total training epochs for the whole run (growth, retraining, recovery).
-        time_budget: wall-clock seconds for the whole run; ``None`` for no limit.
+        time_budget: wall-clock seconds for the whole run (from the start of ``compress``), checked between
+            steps: the step in progress finishes. ``None`` for no limit.
         grow: ``auto`` grows when the model is a NeST seed: sparse (weight density below 50 %). An
             untrained model (accuracy near chance, ``model_data.is_trained``) is trained before pruning
             whether it grows or not, since its chance-level accuracy is no budget to keep.

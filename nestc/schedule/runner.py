@@ -112,7 +112,7 @@ class NestRun:
 
     def __init__(self, net: Network, view_output: str | None, data: SplitData, config: NestConfig,
                  train_config: TrainConfig, checkpoint: str | None = None, resume: bool = False,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, started: float | None = None) -> None:
         self.view = ClassifierView(net, view_output)
         self.data = data
         self.config = config
@@ -120,7 +120,7 @@ class NestRun:
         self.checkpoint = checkpoint
         self.resume = resume
         self.log = log
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() if started is None else started  # --time-budget counts from here
         self.state: dict = {"step": 0, "epochs_used": 0.0, "fraction": config.prune_fraction, "phase": "start",
                             "history": [], "best_accuracy": None, "reference": None, "grow_best": None,
                             "patience": 0, "grew": False, "met": False, "attempt_accuracy": -1.0, "cycles": 0}
@@ -134,12 +134,17 @@ class NestRun:
 
     # ------------------------------------------------------------------------------------ helpers
     def _fit(self, epochs: float) -> bool:
-        """Train for ``epochs``; False when the loss diverged, and the caller must undo its step.
+        """Train for ``epochs`` (at most what the epoch budget has left); False when the loss diverged or no
+        epochs were left, and the caller must undo its step.
 
         The trainer already retries a NaN epoch at lower rates; when that fails too, the network holds
         finite weights from before the failing epoch, but the step as a whole is not trusted.
         """
         seed = epoch_seed(self.train_config.seed, self.state["step"], int(self.state["epochs_used"] * 1000)) % 2**31
+        # --max-epochs is a cap: the last fit gets what is left (the same on every rank, unlike wall time)
+        epochs = min(epochs, self.config.max_epochs - self.state["epochs_used"])
+        if epochs <= 1e-9:
+            return False
         try:
             Trainer(replace(self.train_config, seed=seed)).fit(self.view, self.data.x_train, self.data.y_train,
                                                                 teacher_logits=self.data.teacher, epochs=epochs)
