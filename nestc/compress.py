@@ -35,7 +35,7 @@ from nestc.schedule.config import NestConfig
 from nestc.schedule.runner import NestRun, SplitData
 from nestc.schedule.state import read_state
 from nestc.stats import ModelStats, model_stats
-from nestc.training import TrainConfig, Trainer
+from nestc.training import TrainConfig, Trainer, init_from_env
 
 EXIT_BUDGET_MISSED = 3
 HALF_TOLERANCE = 2e-2
@@ -76,6 +76,8 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
         raise OptionError(f"--limit {limit}: must be at least 1")
     if sparse_format not in SPARSE_FORMATS:
         raise OptionError(f"--sparse-format {sparse_format}: use one of {', '.join(SPARSE_FORMATS)}")
+    if not init_from_env().is_main:  # under torchrun every rank runs this; one speaks
+        log = _silent
     outputs = {"-o": output, "--report": report, "--plot": plot}
     for option, path in outputs.items():
         if path is not None:
@@ -125,6 +127,10 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
         if os.path.exists(checkpoint):
             os.unlink(checkpoint)
     return CompressResult(str(output), outcome.met_budget, payload)
+
+
+def _silent(_line: str) -> None:
+    """The log of every rank but the first."""
 
 
 def _rounded(values: tuple[float, ...]) -> str:

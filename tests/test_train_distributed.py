@@ -90,3 +90,23 @@ def test_helpers_are_no_ops_in_one_process():
     assert all_reduce_mean(t) is t and t.tolist() == [2.0, 4.0]
     assert broadcast_object({"a": 1}) == {"a": 1}
     assert not dist.is_initialized()
+
+
+def test_compress_under_torchrun_writes_once_and_speaks_once(tmp_path):
+    """``torchrun -m nestc compress`` with two CPU processes: every rank takes the same decisions, rank 0
+    alone writes the model and report and prints the run's messages."""
+    import subprocess
+    import sys
+
+    from nestc import api
+
+    api.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.2, density=0.2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "nestc", "compress", "seed.onnx", "--data", "embedded", "--limit", "300",
+                          "--max-epochs", "0.5", "--device", "cpu", "-o", "out.onnx", "--report", "report.json"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("input normalisation") == 1, run.stdout
+    assert api.inspect(tmp_path / "out.onnx").nonzero_params > 0 and (tmp_path / "report.json").is_file()
+    assert not (tmp_path / "out.onnx.ckpt").exists()

@@ -2,8 +2,9 @@
 
 Unpickling runs whatever callables the file names, so a data file off the internet could run
 ``os.system``. The official batches only hold dicts, lists, bytes/str, ints and one uint8 array;
-the array is the only thing that needs globals (``_reconstruct``, ``ndarray``, ``dtype``). Those
-are the whole allow-list: any other global is refused before it is ever called.
+the array is the only thing that needs globals (``_reconstruct``, ``ndarray``, ``dtype``; ``_frombuffer``
+in protocol 5), and batches re-pickled by Python 3 at protocol 2 store bytes through
+``_codecs.encode``. Those are the whole allow-list: any other global is refused before it is called.
 """
 
 from __future__ import annotations
@@ -16,13 +17,26 @@ import numpy as np
 from nestc.errors import DataError
 
 _RECONSTRUCT = np.empty(0).__reduce__()[0]  # numpy's _reconstruct, without importing a private module
+_FROMBUFFER = np.empty(0).__reduce_ex__(5)[0]  # numpy's _frombuffer: protocol-5 pickles build arrays with it
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """What ``_codecs.encode`` does in a protocol-2 pickle written by Python 3 (its way of storing
+    ``bytes``), limited to that use: no other codec runs."""
+    if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1":
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r}: only latin1 text is accepted")
+    return text.encode("latin1")
+
 
 #: (module, name) pairs a data file may load; numpy 1 pickles say ``numpy.core``, numpy 2 ``numpy._core``.
 ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy.core.numeric", "_frombuffer"): _FROMBUFFER,
+    ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes,
 }
 
 
