@@ -283,7 +283,8 @@ class NestRun:
                 # against it, a trained model's against the original (which stays the result unless a
                 # smaller network keeps its budget)
                 if self.data.trained:
-                    self._accept(self._accuracy())
+                    if not self._accept(self._accuracy()).within:  # growth cost the budget: prune the original
+                        self.view.net = copy.deepcopy(self.best)
                 else:
                     self._set_reference()
                     self._accept(self.state["reference"])
