@@ -29,7 +29,7 @@ from nestc.input_record import record_input
 from nestc.ir.classifier import ClassifierView, trainable_view
 from nestc.ir.emit import SPARSE_FORMATS, emit_model
 from nestc.ir.network import Network
-from nestc.model_data import data_for_model, is_trained, split_validation
+from nestc.model_data import data_for_model, is_trained, output_classes, split_validation
 from nestc.report import plot_history, write_json
 from nestc.schedule.config import NestConfig
 from nestc.schedule.runner import NestRun, SplitData
@@ -100,6 +100,10 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
         "(the output expects the same)")
     if dataset.input_fit:
         log(f"input images fitted to the model: {dataset.input_fit} (the output expects the same)")
+    scores = output_classes(view, dataset.x_test[:2])
+    if dataset.num_classes is not None and scores > dataset.num_classes:  # e.g. --output-name on a feature output
+        log(f"note: output '{view.output}' has {scores} scores, data '{dataset.name}' has {dataset.num_classes} "
+            f"classes: the other {scores - dataset.num_classes} are trained toward no label")
     trainer = Trainer(train_config)
     split = _split_data(trainer, ClassifierView(copy.deepcopy(net), output_name, str(model)), dataset, config,
                         train_config.seed, str(model), log)

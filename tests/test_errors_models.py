@@ -180,3 +180,14 @@ def test_old_opset_and_chosen_head_work(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert chosen.code == 0, chosen.stderr
     assert '"samples": 20' in chosen.stdout
+
+
+def test_an_output_wider_than_the_classes_is_pointed_out(tmp_path: Path) -> None:
+    """``--output-name`` may pick an output that is no class-score head (a feature vector, say): it is
+    trained all the same, so the user is told how many of its scores no label asks for."""
+    heads = save(h.two_outputs(), tmp_path / "two_outputs.onnx")
+    data = h.image_npz(tmp_path / "features.npz", shape=(4,), classes=2, dtype=np.float32)
+    lines: list[str] = []
+    compress(heads, tmp_path / "out.onnx", data, NestConfig(max_epochs=0.5, max_acc_drop=100),
+             TrainConfig(device="cpu", quiet=True), output_name="aux_logits", log=lines.append)
+    assert any("'aux_logits' has 3 scores" in line and "2 classes" in line for line in lines), lines

@@ -121,6 +121,10 @@ def _pixels(split: Split) -> np.ndarray:
     return x[:, None] if x.ndim == 3 else x
 
 
+MAX_CLASSES = 2**31
+"""Labels at or above this are no class index (and would wrap when cast to int64 from uint64)."""
+
+
 def _labels(split: Split, num_classes: int | None) -> np.ndarray | None:
     """int64 labels, one per sample, whole and non-negative (and below ``num_classes`` if known)."""
     if split.y is None:
@@ -133,9 +137,11 @@ def _labels(split: Split, num_classes: int | None) -> np.ndarray | None:
             raise DataError(f"{source}: labels must be whole numbers (class indices)")
     elif y.dtype.kind not in "iu":
         raise DataError(f"{source}: labels have dtype {y.dtype}; expected integer class indices")
-    y = y.astype(np.int64)
-    if y.min() < 0:
+    if len(y) and y.min() < 0:  # checked in the file's own type: a cast first would wrap huge values
         raise DataError(f"{source}: labels must be non-negative class indices; found {int(y.min())}")
-    if num_classes is not None and y.max() >= num_classes:
+    if len(y) and y.max() >= MAX_CLASSES:
+        raise DataError(f"{source}: label {int(y.max())} is too large for a class index")
+    y = y.astype(np.int64)
+    if num_classes is not None and len(y) and y.max() >= num_classes:
         raise DataError(f"{source}: label {int(y.max())} is out of range for {num_classes} classes")
     return y
