@@ -362,6 +362,7 @@ def test_compress_trains_an_untrained_dense_model_before_judging_it(tmp_path: Pa
     result = nestc.compress(tmp_path / "dense.onnx", tmp_path / "out.onnx", "embedded", config,
                             TrainConfig(device="cpu", quiet=True), limit=1000, log=lines.append)
     assert any("dense.onnx" in line and "untrained" in line for line in lines), "the user is told why"
+    assert any("trained, not grown" in line for line in lines) == (grow == "auto"), "and why it does not grow"
     history = result.report["history"]
     assert history[0]["phase"] == phase and history[0]["action"] == "train seed"
     assert result.report["reference_val_accuracy"] > 0.3, "the reference is the trained network's accuracy"

@@ -218,6 +218,9 @@ class NestRun:
             # LeNet-5 ended 1.5x larger grown than only trained, docs/schedule.md)
             sparse_seed = layer_density(self.net) < SEED_DENSITY
             self.state["grew"] = self.config.grow == "on" or (self.config.grow == "auto" and sparse_seed)
+            if self.config.grow == "auto" and not sparse_seed and not self.data.trained and self.trainer.dist.is_main:
+                self.log(f"weights {layer_density(self.net):.0%} dense: trained, not grown (growth chooses among "
+                         "dormant connections of a sparse seed, `nestc seed --density`; --grow on grows it anyway)")
             # an untrained model's accuracy is chance: it is no reference, so it is trained first (and
             # grown when it grows); the budget is then judged against the trained network. A trained model
             # is its own reference even when it grows: growth retrains it, and a retrained network that
