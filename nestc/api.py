@@ -22,6 +22,8 @@ from nestc.fileio import atomic_write_bytes, check_output_path
 from nestc.frontends import load_model
 from nestc.frontends.onnx_loader import graph_inputs
 from nestc.frontends.precision import stored_precision
+from nestc.input_record import inherit_record
+from nestc.ir.classifier import ClassifierView
 from nestc.ir.emit import SPARSE_FORMATS, emit_model
 from nestc.ir.network import Network
 from nestc.passes.compact import CompactResult
@@ -121,7 +123,9 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
     models = [load_model(original), load_model(candidate)]
     sessions = [runtime.session(onnx.load(str(p)).SerializeToString(), str(p)) for p in (original, candidate)]
     _check_same_inputs(sessions, str(original), str(candidate))
-    x, y = _validation_inputs(models[0], data, samples, data_dir, seed)
+    inherit_record(models[0], models[1])  # a user's export compared with nestc's output of it: same inputs
+    view = _classifier_view(models[0], str(original))
+    x, y = _validation_inputs(models[0], view, data, samples, data_dir, seed)
     outs = [runtime.run_batched(s, x) for s in sessions]
     if len(outs[0]) != len(outs[1]):
         raise OptionError(f"{candidate}: has {len(outs[1])} outputs, {original} has {len(outs[0])}")
@@ -129,17 +133,19 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
     for meta, a, b in zip(sessions[0].get_outputs(), outs[0], outs[1], strict=True):
         diffs.append(_compare(meta.name, a, b, atol, rtol))
     report = ValidationReport(diffs, len(x))
-    if y is not None:
-        from nestc.ir.classifier import choose_output
-
-        net = Network(models[0])
-        try:
-            index = net.output_names.index(choose_output(net, label=str(original)))
-        except ModelError:  # no single class-score output: the per-output comparison above still stands
-            return report
+    if y is not None and view is not None:  # without a single class-score output the comparison above stands
+        index = view.net.output_names.index(view.output)
         report.accuracy_original = float((outs[0][index].argmax(1) == y).mean())
         report.accuracy_candidate = float((outs[1][index].argmax(1) == y).mean())
     return report
+
+
+def _classifier_view(model: onnx.ModelProto, label: str) -> ClassifierView | None:
+    """The model as a classifier, or None when it has no single class-score output."""
+    try:
+        return ClassifierView(Network(model), None, label)
+    except ModelError:
+        return None
 
 
 def _check_same_inputs(sessions: list, original: str, candidate: str) -> None:
@@ -170,20 +176,26 @@ def _compare(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) 
     return OutputDiff(name, max_abs, max_rel, bool(np.all(diff <= atol + rtol * np.abs(a64))))
 
 
-def _validation_inputs(model: onnx.ModelProto, data: str | None, samples: int, data_dir: PathLike | None,
-                       seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _validation_inputs(model: onnx.ModelProto, view: ClassifierView | None, data: str | None, samples: int,
+                       data_dir: PathLike | None, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Random inputs without ``data``; else its test split, prepared as ``evaluate`` prepares it for a
+    classifier (the recorded or chosen normalisation and image fit), with the data set's own statistics
+    for other models."""
     value = graph_inputs(model)[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
     if data is None:
         shape = [samples] + [d or 1 for d in dims[1:]]
         return np.random.default_rng(seed).standard_normal(shape).astype(np.float32), None
     from nestc.data import fit_to_input, load_dataset
+    from nestc.model_data import data_for_model
 
-    dataset = fit_to_input(load_dataset(data, data_dir=data_dir), ["N", *dims[1:]], model_label=value.name)
+    if view is not None:
+        dataset = data_for_model(view, data, data_dir)
+    else:
+        dataset = fit_to_input(load_dataset(data, data_dir=data_dir), ["N", *dims[1:]], model_label=value.name)
     x = dataset.x_test[:samples]
     y = None if dataset.y_test is None else dataset.y_test[:samples]
     return x, y
-
 
 
 def seed(arch: str, output: PathLike, width_ratio: float = 1.0, density: float = 1.0, classes: int = 10,
@@ -211,7 +223,7 @@ class EvalReport:
 def evaluate(model: PathLike, data: str = "embedded", data_dir: PathLike | None = None, download: bool = False,
              batch_size: int = 256, output_name: str | None = None) -> EvalReport:
     """Top-1 accuracy, cross-entropy and latency of ``model`` on the test split, all by onnxruntime."""
-    from nestc.ir.classifier import ClassifierView, score_normaliser
+    from nestc.ir.classifier import score_normaliser
     from nestc.model_data import data_for_model
 
     if batch_size < 1:

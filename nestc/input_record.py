@@ -47,3 +47,13 @@ def recorded_input(model: onnx.ModelProto, channels: int
     if not numbers or len(mean) != len(std) or len(mean) not in (1, channels) or min(std, default=0) <= 0:
         return None
     return (spatial if spatial in SPATIAL_FITS else None), mean, std
+
+
+def inherit_record(target: onnx.ModelProto, source: onnx.ModelProto) -> None:
+    """Give ``target`` the record of ``source`` when it has none (a user's export compared with nestc's
+    output of it must be fed the inputs that output was trained on)."""
+    if any(p.key == KEY for p in target.metadata_props):
+        return
+    for entry in source.metadata_props:
+        if entry.key == KEY:
+            target.metadata_props.add().CopyFrom(entry)

@@ -64,3 +64,18 @@ def test_a_record_that_does_not_apply_is_ignored(value: str) -> None:
     entry = model.metadata_props.add()
     entry.key, entry.value = KEY, value
     assert recorded_input(model, channels=3) is None
+
+
+def test_validate_feeds_the_inputs_the_output_was_trained_on(trained: Path, tmp_path: Path) -> None:
+    """``validate`` scores with the record too, also when only the candidate carries it (a user's export
+    compared with nestc's output of it): its accuracy is the one ``evaluate`` gives the recorded file."""
+    model = onnx.load(str(trained))
+    entry = next(p for p in model.metadata_props if p.key == KEY)
+    entry.value = json.dumps({"mean": [0.5], "std": [0.5], "spatial_fit": None})
+    onnx.save(model, str(tmp_path / "recorded.onnx"))
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "bare.onnx"))
+    expected = nestc.evaluate(tmp_path / "recorded.onnx", "embedded").accuracy
+    report = nestc.validate(tmp_path / "bare.onnx", tmp_path / "recorded.onnx", data="embedded", samples=100_000)
+    assert report.accuracy_original == pytest.approx(expected, abs=1e-12)
+    assert report.accuracy_candidate == pytest.approx(expected, abs=1e-12)
