@@ -42,10 +42,13 @@ def inspect(model: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("original", type=MODEL)
 @click.argument("candidate", type=MODEL)
-@click.option("--data", default=None, help="Data set to feed (default: seeded random inputs).")
-@click.option("--data-dir", default=None, help="Folder to look for data sets in.")
-@click.option("--atol", default=1e-5, show_default=True, type=float)
-@click.option("--rtol", default=1e-4, show_default=True, type=float)
+@click.option("--data", default=None,
+              help="Test split to feed, as for eval (mnist, fashion-mnist, kmnist, cifar10, cifar100, embedded, a "
+                   ".npz file or an image folder) [default: seeded random inputs].")
+@click.option("--data-dir", default=None, help="Folder holding data sets (also $NESTC_DATA).")
+@click.option("--atol", default=1e-5, show_default=True, type=float,
+              help="Outputs agree where |a - b| <= atol + rtol * |a| (a: the original's).")
+@click.option("--rtol", default=1e-4, show_default=True, type=float, help="See --atol.")
 @click.option("--samples", default=64, show_default=True, type=int, help="Number of inputs to compare on.")
 def validate(original: str, candidate: str, data: str | None, data_dir: str | None, atol: float, rtol: float,
              samples: int) -> None:
@@ -93,14 +96,19 @@ def _train_options(func):
     """Optimiser and device options, shared by train and compress."""
     for decorator in reversed([
         click.option("--epochs", default=None, type=POSITIVE,
-                     help="Training epochs (train) / growth epochs."),
-        click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1)),
-        click.option("--lr", default=0.05, show_default=True, type=POSITIVE),
+                     help="train: epochs [default: 10]. compress: epochs of each growth step, of a seed's or "
+                          "untrained model's training steps and of each grow-and-prune cycle [default: 2]."),
+        click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1),
+                     help="Global batch (split over torchrun processes)."),
+        click.option("--lr", default=0.05, show_default=True, type=POSITIVE,
+                     help="Learning rate at the start of every fit (cosine decay inside it)."),
         click.option("--weight-decay", default=5e-4, show_default=True, type=click.FloatRange(0)),
-        click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"])),
+        click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]),
+                     help="sgd: SGD with Nesterov momentum 0.9; adam: AdamW."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option("--seed", "seed_value", default=0, show_default=True, type=int),
-        click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--seed", "seed_value", default=0, show_default=True, type=int,
+                     help="Seed of data order, initialisation of grown units and every random choice."),
+        click.option("--quiet", is_flag=True, help="No progress bars and no log lines (errors still print)."),
         click.option("--output-name", default=None, help="Graph output to train on (default: first [N, C])."),
     ]):
         func = decorator(func)
@@ -140,7 +148,8 @@ def train(model: str, output: str, data: str, data_dir: str | None, download: bo
 @cli.command(name="eval")
 @click.argument("model", type=MODEL)
 @_data_options
-@click.option("--batch-size", default=256, show_default=True, type=int)
+@click.option("--batch-size", default=256, show_default=True, type=int,
+              help="Inference batch, and the batch whose latency is measured.")
 @click.option("--output-name", default=None, help="Graph output holding class scores.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def eval_(model: str, data: str, data_dir: str | None, download: bool, batch_size: int, output_name: str | None,
@@ -158,11 +167,14 @@ def eval_(model: str, data: str, data_dir: str | None, download: bool, batch_siz
 
 @cli.command()
 @click.argument("arch", type=click.Choice(["lenet-300-100", "lenet-5", "vgg16", "resnet18"]))
-@click.option("-o", "--output", required=True)
-@click.option("--width-ratio", default=1.0, show_default=True, type=float, help="Scale of hidden widths.")
-@click.option("--density", default=1.0, show_default=True, type=float, help="Share of connections kept.")
-@click.option("--classes", default=10, show_default=True, type=int)
-@click.option("--seed", "seed_value", default=0, show_default=True, type=int)
+@click.option("-o", "--output", required=True, help="Where to write the seed.")
+@click.option("--width-ratio", default=1.0, show_default=True, type=float,
+              help="Scale of hidden widths, in (0, 4]; a NeST seed is narrow (0.4-0.5).")
+@click.option("--density", default=1.0, show_default=True, type=float,
+              help="Share of connections kept, in (0, 1]; below 0.5 compress grows the seed (0.1 in the paper).")
+@click.option("--classes", default=10, show_default=True, type=int, help="Width of the class-score output.")
+@click.option("--seed", "seed_value", default=0, show_default=True, type=int,
+              help="Seed of the random weights and connections.")
 def seed(arch: str, output: str, width_ratio: float, density: float, classes: int, seed_value: int) -> None:
     """Write a seed architecture (the NeST paper's) as ONNX."""
     stats = api.seed(arch, output, width_ratio, density, classes, seed_value)
@@ -178,7 +190,8 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--report", default=None, help="JSON report path.")
 @click.option("--plot", default=None, help="PNG of the network's evolution.")
 @click.option("--max-acc-drop", default=0.5, show_default=True, type=float,
-              help="Accuracy budget: percentage points below the original, on the --validation data.")
+              help="Accuracy budget: percentage points below the reference (a trained original; else the "
+                   "network nestc trained or grew from it), on the --validation data.")
 @click.option("--target-params", default=None, type=int, help="Stop once non-zero parameters reach this.")
 @click.option("--max-epochs", default=40.0, show_default=True, type=float, help="Training epochs for the whole run.")
 @click.option("--time-budget", default=None, type=float,
@@ -207,11 +220,14 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
               help="Widths of N units or more shrink only to multiples of N (fast runtime kernels); 1: no rounding.")
 @click.option("--lr-check-epochs", default=0.25, show_default=True, type=float,
               help="Fine-tune a copy of a trained model this long first; lower --lr while it loses accuracy. 0: off.")
-@click.option("--retrain-epochs", default=1.0, show_default=True, type=float)
-@click.option("--birth-strength", default=0.5, show_default=True, type=float)
+@click.option("--retrain-epochs", default=1.0, show_default=True, type=float,
+              help="Retraining after every pruning step (one more before a step that missed is undone).")
+@click.option("--birth-strength", default=0.5, show_default=True, type=float,
+              help="The paper's alpha: scale of a grown neuron's weights (growth only).")
 @click.option("--validation", default="test", show_default=True, type=click.Choice(["test", "train"]),
               help="Data for decisions: the test split, or a held-out part of the training split.")
-@click.option("--sparse-format", default="dense", show_default=True, type=click.Choice(["dense", "coo"]))
+@click.option("--sparse-format", default="dense", show_default=True, type=click.Choice(["dense", "coo"]),
+              help="coo: store mostly-zero weights as sparse initializers (smaller file, same speed).")
 @click.option("--limit", default=None, type=int, help="Use at most this many training samples.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUTPUT.ckpt.")
 def compress(model: str, output: str, data: str, data_dir: str | None, download: bool, epochs: float | None,
@@ -233,9 +249,7 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
                         regrow_fraction=regrow_fraction, unit_prune_fraction=unit_prune_fraction, distill=distill,
                         partial_area_gamma=partial_area_gamma, round_to=round_to, lr_check_epochs=lr_check_epochs,
                         retrain_epochs=retrain_epochs, birth_strength=birth_strength, validation=validation,
-                        min_prune_fraction=min(0.03, prune_fraction),
-                        max_prune_fraction=max(0.5, prune_fraction) if max_prune_fraction is None
-                        else max_prune_fraction)
+                        max_prune_fraction=max_prune_fraction)
     if epochs is not None:
         config.grow_epochs = epochs
     train_config = _train_config(batch_size, lr, weight_decay, optimizer, device, seed_value, quiet)
@@ -288,8 +302,9 @@ def _print_summary(report: dict) -> None:
 
 
 @cli.command()
-@click.option("-o", "--output", default="lenet-300-100.nest.onnx", show_default=True)
-@click.option("--quiet", is_flag=True)
+@click.option("-o", "--output", default="lenet-300-100.nest.onnx", show_default=True,
+              help="Where to write the compressed model.")
+@click.option("--quiet", is_flag=True, help="No step log: the seed line and the before/after table only.")
 def demo(output: str, quiet: bool) -> None:
     """Seed LeNet-300-100, compress it on the embedded Fashion-MNIST subset (CPU), print the table."""
     import os

@@ -192,3 +192,38 @@ def test_api_compress_refuses_a_config_of_another_kind(tmp_path: Path) -> None:
     assert not (tmp_path / "out.onnx").exists()
     with pytest.raises(OptionError, match=r"config must be a nestc\.TrainConfig, got NestConfig"):
         api.train(tmp_path / "seed.onnx", tmp_path / "out.onnx", "embedded", NestConfig())
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.6])
+def test_api_step_bounds_follow_a_prune_fraction_outside_the_defaults(fraction: float) -> None:
+    """As on the command line, a prune fraction below the default minimum step or above the default
+    maximum works alone (it used to fail validation from Python)."""
+    from nestc import NestConfig
+
+    config = NestConfig(prune_fraction=fraction)
+    config.validate()
+    assert config.min_prune_fraction <= fraction <= config.max_prune_fraction
+
+
+def test_config_errors_name_the_option_a_user_can_type() -> None:
+    """Errors name ``--option`` for what ``nestc compress`` sets and ``NestConfig.<field>`` otherwise; the
+    table behind that must list exactly the compress command's options."""
+    from dataclasses import fields
+
+    import click
+
+    from nestc import NestConfig, cli
+    from nestc.schedule.config import CLI_OPTIONS
+
+    command = cli.cli.commands["compress"]
+    flags = {opt for param in command.params if isinstance(param, click.Option) for opt in param.opts}
+    for item in fields(NestConfig):
+        typed = "--" + item.name.replace("_", "-")
+        if item.name in CLI_OPTIONS:
+            assert CLI_OPTIONS[item.name] in flags, item.name
+        else:
+            assert typed not in flags, f"{item.name} is a compress option: add it to CLI_OPTIONS"
+    with pytest.raises(OptionError, match=r"NestConfig\.probe_samples 0: must be an integer >= 1"):
+        NestConfig(probe_samples=0).validate()
+    with pytest.raises(OptionError, match=r"--epochs 0: must be a number > 0"):
+        NestConfig(grow_epochs=0).validate()

@@ -86,8 +86,12 @@ def not_found(entry: Named, roots: list[Root]) -> DataError:
     """The one-line error naming what was looked for, where, and how to get it."""
     wanted = " or ".join(layout.describe() for layout in entry.layouts)
     subfolders = ", ".join(f"{base}/" for base in entry.bases if base)
+    loose = [root.path for root in roots if not root.named
+             and any("" in layout.folders and layout.holds(root.path) for layout in entry.layouts)]
+    unread = (f"; the files lying directly in {loose[0]} are not read unless named: pass --data-dir {loose[0]}"
+              if loose else "")
     return DataError(
         f"data set '{entry.name}' not found: looked for {wanted} in {', '.join(map(str, roots))} "
-        f"(and their subfolders {subfolders}); get it with --download (needs network){entry.hint}, "
+        f"(and their subfolders {subfolders}){unread}; get it with --download (needs network){entry.hint}, "
         "or pass --data-dir (or set NESTC_DATA) to the folder that holds it"
     )

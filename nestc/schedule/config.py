@@ -14,6 +14,9 @@ from nestc.errors import OptionError
 GROW_MODES = ("auto", "on", "off")
 STEP_GROWTH = 1.5
 """Factor by which a pruning step grows after a step that cost no held-out accuracy."""
+DEFAULT_MAX_PRUNE_FRACTION = 0.5
+DEFAULT_MIN_PRUNE_FRACTION = 0.03
+"""Step bounds of a ``NestConfig`` that leaves them unset (each widened to hold ``prune_fraction``)."""
 LR_CHECK_TRIES = 4
 """Rates the learning-rate check tries: the configured one and three steps of sqrt(10) below it."""
 VALIDATION_SOURCES = ("test", "train")
@@ -45,8 +48,9 @@ class NestConfig:
             the reference or better) makes the next one ``STEP_GROWTH`` times larger, up to this.
             Far from its limit a trained network loses nothing to pruning, and 20 % steps spent about
             15 of a 40-epoch budget getting there (docs/schedule.md). Equal to ``prune_fraction``:
-            fixed steps.
-        min_prune_fraction: pruning stops when the step size falls below this.
+            fixed steps. Unset: 0.5, or ``prune_fraction`` when that is larger.
+        min_prune_fraction: pruning stops when the step size falls below this. Unset: 0.03, or
+            ``prune_fraction`` when that is smaller.
         regrow_fraction: after pruning, this share of the pruned count is regrown by gradient, so
             pruning mistakes can be undone (grow-and-prune inside the pruning phase).
         unit_prune_fraction: share of live neurons and feature maps removed by magnitude per pruning
@@ -100,8 +104,8 @@ class NestConfig:
     birth_strength: float = 0.5
     map_candidates: int = 4
     prune_fraction: float = 0.2
-    max_prune_fraction: float = 0.5
-    min_prune_fraction: float = 0.03
+    max_prune_fraction: float | None = None  # None: max(0.5, prune_fraction)
+    min_prune_fraction: float | None = None  # None: min(0.03, prune_fraction)
     regrow_fraction: float = 0.0
     unit_prune_fraction: float = 0.0
     grow_prune_cycles: int = 3
@@ -117,40 +121,62 @@ class NestConfig:
     validation: str = "test"
     val_fraction: float = 0.1
 
+    def __post_init__(self) -> None:
+        """Step bounds left unset follow the step size, so that any valid ``prune_fraction`` works alone."""
+        if self.max_prune_fraction is None and isinstance(self.prune_fraction, int | float):
+            self.max_prune_fraction = max(DEFAULT_MAX_PRUNE_FRACTION, self.prune_fraction)
+        if self.min_prune_fraction is None and isinstance(self.prune_fraction, int | float):
+            self.min_prune_fraction = min(DEFAULT_MIN_PRUNE_FRACTION, self.prune_fraction)
+
     def validate(self) -> None:
         """Raise :class:`OptionError` naming the first option that cannot work."""
         _check_types(self)
-        _check(0 <= self.max_acc_drop <= 100, "--max-acc-drop", self.max_acc_drop, "a number in [0, 100]")
+        _check(0 <= self.max_acc_drop <= 100, "max_acc_drop", self.max_acc_drop, "a number in [0, 100]")
         if self.target_params is not None:
-            _check(self.target_params >= 1, "--target-params", self.target_params, "an integer >= 1")
-        _check(self.max_epochs > 0, "--max-epochs", self.max_epochs, "a number > 0")
+            _check(self.target_params >= 1, "target_params", self.target_params, "an integer >= 1")
+        _check(self.max_epochs > 0, "max_epochs", self.max_epochs, "a number > 0")
         if self.time_budget is not None:
-            _check(self.time_budget > 0, "--time-budget", self.time_budget, "seconds > 0")
+            _check(self.time_budget > 0, "time_budget", self.time_budget, "seconds > 0")
         if self.grow not in GROW_MODES:
             raise OptionError(f"--grow {self.grow}: use one of {', '.join(GROW_MODES)}")
         for name in ("grow_epochs", "retrain_epochs"):
-            _check(getattr(self, name) > 0, f"--{name.replace('_', '-')}", getattr(self, name), "a number > 0")
-        _check(self.lr_check_epochs >= 0, "--lr-check-epochs", self.lr_check_epochs, "a number >= 0")
-        _check(self.lr_check_tolerance >= 0, "--lr-check-tolerance", self.lr_check_tolerance, "a number >= 0")
-        _check(self.recovery_epochs >= 0, "--recovery-epochs", self.recovery_epochs, "a number >= 0")
-        _check(0 < self.prune_fraction < 1, "--prune-fraction", self.prune_fraction, "a number in (0, 1)")
-        _check(self.prune_fraction <= self.max_prune_fraction < 1, "--max-prune-fraction",
+            _check(getattr(self, name) > 0, name, getattr(self, name), "a number > 0")
+        _check(self.lr_check_epochs >= 0, "lr_check_epochs", self.lr_check_epochs, "a number >= 0")
+        _check(self.lr_check_tolerance >= 0, "lr_check_tolerance", self.lr_check_tolerance, "a number >= 0")
+        _check(self.recovery_epochs >= 0, "recovery_epochs", self.recovery_epochs, "a number >= 0")
+        _check(0 < self.prune_fraction < 1, "prune_fraction", self.prune_fraction, "a number in (0, 1)")
+        _check(self.prune_fraction <= self.max_prune_fraction < 1, "max_prune_fraction",
                self.max_prune_fraction, "a number in [prune fraction, 1)")
-        _check(0 < self.min_prune_fraction <= self.prune_fraction, "--min-prune-fraction",
+        _check(0 < self.min_prune_fraction <= self.prune_fraction, "min_prune_fraction",
                self.min_prune_fraction, "a number in (0, prune fraction]")
         for name in ("regrow_fraction", "unit_prune_fraction", "partial_area_gamma", "neuron_beta"):
-            _check(0 <= getattr(self, name) < 1, f"--{name.replace('_', '-')}", getattr(self, name),
-                   "a number in [0, 1)")
+            _check(0 <= getattr(self, name) < 1, name, getattr(self, name), "a number in [0, 1)")
         if self.validation not in VALIDATION_SOURCES:
             raise OptionError(f"--validation {self.validation}: use one of {', '.join(VALIDATION_SOURCES)}")
-        _check(0 < self.val_fraction < 1, "--val-fraction", self.val_fraction, "a number in (0, 1)")
-        _check(0 < self.cycle_growth <= 10, "--cycle-growth", self.cycle_growth, "a number in (0, 10]")
+        _check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "a number in (0, 1)")
+        _check(0 < self.cycle_growth <= 10, "cycle_growth", self.cycle_growth, "a number in (0, 10]")
+        _check(0 < self.connection_growth <= 10, "connection_growth", self.connection_growth, "a number in (0, 10]")
         for name in ("grow_steps", "neuron_growth", "feature_map_growth", "grow_prune_cycles"):
-            _check(getattr(self, name) >= 0, f"--{name.replace('_', '-')}", getattr(self, name), "an integer >= 0")
-        _check(self.round_to >= 1, "--round-to", self.round_to, "an integer >= 1")
-        _check(self.map_candidates >= 1, "--map-candidates", self.map_candidates, "an integer >= 1")
-        _check(self.probe_samples >= 1, "--probe-samples", self.probe_samples, "an integer >= 1")
-        _check(0 < self.birth_strength <= 10, "--birth-strength", self.birth_strength, "a number in (0, 10]")
+            _check(getattr(self, name) >= 0, name, getattr(self, name), "an integer >= 0")
+        _check(self.round_to >= 1, "round_to", self.round_to, "an integer >= 1")
+        _check(self.map_candidates >= 1, "map_candidates", self.map_candidates, "an integer >= 1")
+        _check(self.probe_samples >= 1, "probe_samples", self.probe_samples, "an integer >= 1")
+        _check(0 < self.birth_strength <= 10, "birth_strength", self.birth_strength, "a number in (0, 10]")
+
+
+CLI_OPTIONS = {
+    **{name: "--" + name.replace("_", "-") for name in (
+        "birth_strength", "cycle_growth", "distill", "grow", "grow_prune_cycles", "lr_check_epochs", "max_acc_drop",
+        "max_epochs", "max_prune_fraction", "partial_area_gamma", "prune_fraction", "regrow_fraction",
+        "retrain_epochs", "round_to", "target_params", "time_budget", "unit_prune_fraction", "validation")},
+    "grow_epochs": "--epochs",
+}
+"""The ``NestConfig`` fields ``nestc compress`` sets, by option; errors name the option a user typed."""
+
+
+def option_name(field: str) -> str:
+    """How an error names ``field``: its command-line option, else ``NestConfig.<field>``."""
+    return CLI_OPTIONS.get(field, f"NestConfig.{field}")
 
 
 _TYPES: dict[str, tuple[type, ...]] = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,)}
@@ -168,9 +194,9 @@ def _check_types(config: NestConfig) -> None:
         numeric_bool = isinstance(value, bool) and "bool" not in kinds
         if numeric_bool or not any(isinstance(value, _TYPES[kind]) for kind in kinds if kind in _TYPES):
             accepted = " or ".join(_TYPE_WORDS.get(kind, kind) for kind in kinds)
-            raise OptionError(f"--{item.name.replace('_', '-')} {value!r}: must be {accepted}")
+            raise OptionError(f"{option_name(item.name)} {value!r}: must be {accepted}")
 
 
-def _check(ok: bool, option: str, value: object, accepted: str) -> None:
+def _check(ok: bool, field: str, value: object, accepted: str) -> None:
     if (isinstance(value, float) and not math.isfinite(value)) or not ok:
-        raise OptionError(f"{option} {value}: must be {accepted}")
+        raise OptionError(f"{option_name(field)} {value}: must be {accepted}")

@@ -278,8 +278,8 @@ class NestRun:
         cfg = self.config
         label = "grow" if self.state["grew"] else "train"
         while self.state["phase"] == "grow":
-            growth_steps = sum(1 for h in self.state["history"] if h["phase"] == label)
-            if self.state["grow_best"] is not None and (growth_steps > cfg.grow_steps or self._out_of_budget()
+            growth_steps = sum(1 for h in self.state["history"] if h["phase"] == label and h["action"] != "train seed")
+            if self.state["grow_best"] is not None and (growth_steps >= cfg.grow_steps or self._out_of_budget()
                                                         or self.state["patience"] >= 2 or self.state.get("diverged")):
                 self.state["phase"] = "prune"
                 # the grown network, as it stands, is what pruning starts from; a seed's budget is judged
