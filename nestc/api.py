@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from nestc import runtime
-from nestc.errors import ModelError, OptionError, about
+from nestc.errors import NUMBER, ModelError, OptionError, about, require
 from nestc.fileio import atomic_write_bytes, check_output_path
 from nestc.frontends import load_model
 from nestc.frontends.onnx_loader import graph_inputs
@@ -74,6 +74,7 @@ class CompactReport:
 
 def compact(model: PathLike, output: PathLike, round_to: int = 1, sparse_format: str = "dense") -> CompactReport:
     """Remove every provably dead neuron and channel of ``model`` and write the result to ``output``."""
+    require(round_to, (int,), "--round-to", "an integer >= 1")
     if round_to < 1:
         raise OptionError(f"--round-to {round_to}: must be at least 1")
     if sparse_format not in SPARSE_FORMATS:
@@ -116,6 +117,9 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
              rtol: float = 1e-4, samples: int = 64, data_dir: PathLike | None = None,
              seed: int = 0) -> ValidationReport:
     """Run both models in onnxruntime on the same inputs and compare every output."""
+    require(atol, NUMBER, "--atol", "a number >= 0")
+    require(rtol, NUMBER, "--rtol", "a number >= 0")
+    require(samples, (int,), "--samples", "an integer >= 1")
     if not (atol >= 0 and rtol >= 0):  # NaN too: every comparison with it fails
         raise OptionError(f"--atol {atol} / --rtol {rtol}: must be non-negative numbers")
     if samples < 1:
@@ -226,6 +230,7 @@ def evaluate(model: PathLike, data: str = "embedded", data_dir: PathLike | None 
     from nestc.ir.classifier import score_normaliser
     from nestc.model_data import data_for_model
 
+    require(batch_size, (int,), "--batch-size", "an integer >= 1")
     if batch_size < 1:
         raise OptionError(f"--batch-size {batch_size}: must be at least 1")
     normalised = load_model(model)

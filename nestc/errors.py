@@ -78,3 +78,17 @@ def about(path: str | os.PathLike) -> Iterator[None]:
         if str(path) not in str(exc):
             exc.args = (f"{path}: {exc}",)
         raise
+
+
+NUMBER = (int, float)
+PATH = (str, os.PathLike)
+
+
+def require(value: object, kinds: tuple[type, ...], option: str, accepted: str) -> None:
+    """Refuse ``value`` by ``option``'s name unless it is one of ``kinds`` (a bool is no number).
+
+    The Python API takes what the command line would have converted: without this, ``batch_size="8"``
+    fails in a comparison deep inside and ``inspect(None)`` in ``pathlib``.
+    """
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        raise OptionError(f"{option} {value!r}: must be {accepted}")

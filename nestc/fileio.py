@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from nestc.errors import OptionError, OutputError
+from nestc.errors import PATH, OptionError, OutputError, require
 
 
 def _umask() -> int:
@@ -46,6 +46,7 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike, opt
     Writability is probed by creating (and removing) a temporary file in the folder: permission bits
     alone say nothing for root or for read-only mounts.
     """
+    require(output, PATH, option, "a file path")
     out = Path(output)
     for source in inputs:
         src = Path(source)

@@ -227,3 +227,21 @@ def test_config_errors_name_the_option_a_user_can_type() -> None:
         NestConfig(probe_samples=0).validate()
     with pytest.raises(OptionError, match=r"--epochs 0: must be a number > 0"):
         NestConfig(grow_epochs=0).validate()
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda tmp: api.inspect(None), "model None: must be a file path"),
+    (lambda tmp: api.compact(tmp / "m.onnx", tmp / "o.onnx", round_to="4"), "--round-to '4': must be an integer"),
+    (lambda tmp: api.evaluate(tmp / "m.onnx", "embedded", batch_size=2.5), "--batch-size 2.5: must be an integer"),
+    (lambda tmp: api.evaluate(tmp / "m.onnx", data=123), "--data 123: must be a data set name or path"),
+    (lambda tmp: api.validate(tmp / "m.onnx", tmp / "m.onnx", atol="x"), "--atol 'x': must be a number"),
+    (lambda tmp: api.seed("lenet-5", tmp / "s.onnx", width_ratio="0.5"), "--width-ratio '0.5': must be a number"),
+    (lambda tmp: api.seed("lenet-5", tmp / "s.onnx", classes=2.5), "--classes 2.5: must be an integer"),
+    (lambda tmp: api.seed("lenet-5", 42), "-o 42: must be a file path"),
+], ids=["inspect-none", "round-to-str", "batch-float", "data-int", "atol-str", "width-str", "classes-float",
+        "output-int"])
+def test_api_arguments_of_the_wrong_type_are_named(tmp_path: Path, call: Callable, message: str) -> None:
+    """The Python API refuses what the command line would have refused at parsing, by the option's name."""
+    api.seed("lenet-300-100", tmp_path / "m.onnx", width_ratio=0.1)
+    with pytest.raises(OptionError, match=re.escape(message)):
+        call(tmp_path)

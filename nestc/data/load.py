@@ -16,7 +16,7 @@ from nestc.data.download import download_named
 from nestc.data.embedded import embedded_path
 from nestc.data.locate import Root, cache_dir, incomplete, locate, not_found, search_roots
 from nestc.data.npz import read_npz
-from nestc.errors import DataError, OptionError
+from nestc.errors import PATH, DataError, OptionError, require
 
 #: Fashion-MNIST's default normalisation, also used for the embedded subset of it.
 _FASHION = CATALOG["fashion-mnist"]
@@ -46,6 +46,11 @@ def load_dataset(
         DataError: unknown name, data set not found, or a corrupt / unusable file (named).
         OptionError: ``limit`` below 1.
     """
+    require(spec, PATH, "--data", "a data set name or path")
+    if data_dir is not None:
+        require(data_dir, PATH, "--data-dir", "a folder path")
+    if limit is not None:
+        require(limit, (int,), "--limit", "an integer")
     if limit is not None and limit < 1:
         raise OptionError(f"limit must be at least 1; got {limit}")
     spec = os.fspath(spec)

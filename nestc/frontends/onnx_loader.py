@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, version_converter
 
-from nestc.errors import ModelError, UnsupportedOpError, first_line
+from nestc.errors import PATH, ModelError, UnsupportedOpError, first_line, require
 from nestc.frontends.files import read_model_file
 from nestc.frontends.precision import widen_to_float32
 from nestc.frontends.shape_folding import fold_shape_subgraphs
@@ -46,6 +46,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     Raises:
         ModelError: for a missing, empty, unreadable, invalid or unsupported model.
     """
+    require(path, PATH, "model", "a file path")
     file = Path(path)
     model = read_model_file(file)
     _densify_sparse_initializers(model)

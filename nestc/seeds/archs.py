@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import onnx
 
-from nestc.errors import OptionError
+from nestc.errors import NUMBER, OptionError, require
 from nestc.seeds.builder import GraphBuilder
 
 _VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
@@ -77,6 +77,10 @@ def build_seed(arch: str, width_ratio: float = 1.0, density: float = 1.0, classe
     """
     if arch not in ARCHITECTURES:
         raise OptionError(f"unknown architecture '{arch}'; choose one of {', '.join(ARCHITECTURES)}")
+    require(width_ratio, NUMBER, "--width-ratio", "a number in (0, 4]")
+    require(density, NUMBER, "--density", "a number in (0, 1]")
+    require(classes, (int,), "--classes", "an integer >= 2")
+    require(seed, (int,), "--seed", "an integer in [0, 2**32)")
     if not 0 < width_ratio <= 4:
         raise OptionError(f"--width-ratio {width_ratio}: must be in (0, 4]")
     if not 0 < density <= 1:
