@@ -21,7 +21,7 @@ import onnx
 import torch
 
 from nestc import runtime
-from nestc.errors import OptionError, PassError, about
+from nestc.errors import OptionError, PassError, about, require
 from nestc.fileio import atomic_write_bytes, check_distinct_outputs, check_output_path
 from nestc.frontends import load_model
 from nestc.frontends.precision import stored_precision
@@ -72,6 +72,8 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
             raise OptionError(f"{name} must be a nestc.{kind.__name__}, got {type(value).__name__}")
     config.validate()
     train_config.validate()
+    if limit is not None:
+        require(limit, (int,), "--limit", "an integer >= 1")
     if limit is not None and limit < 1:
         raise OptionError(f"--limit {limit}: must be at least 1")
     if sparse_format not in SPARSE_FORMATS:

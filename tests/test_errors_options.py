@@ -17,6 +17,7 @@ import pytest
 from errors_helpers import Run, assert_clean_failure, run_cli, run_cli_many
 
 from nestc import api
+from nestc.compress import compress
 from nestc.errors import OptionError
 
 
@@ -238,8 +239,9 @@ def test_config_errors_name_the_option_a_user_can_type() -> None:
     (lambda tmp: api.seed("lenet-5", tmp / "s.onnx", width_ratio="0.5"), "--width-ratio '0.5': must be a number"),
     (lambda tmp: api.seed("lenet-5", tmp / "s.onnx", classes=2.5), "--classes 2.5: must be an integer"),
     (lambda tmp: api.seed("lenet-5", 42), "-o 42: must be a file path"),
+    (lambda tmp: compress(tmp / "m.onnx", tmp / "o.onnx", limit="100"), "--limit '100': must be an integer"),
 ], ids=["inspect-none", "round-to-str", "batch-float", "data-int", "atol-str", "width-str", "classes-float",
-        "output-int"])
+        "output-int", "limit-str"])
 def test_api_arguments_of_the_wrong_type_are_named(tmp_path: Path, call: Callable, message: str) -> None:
     """The Python API refuses what the command line would have refused at parsing, by the option's name."""
     api.seed("lenet-300-100", tmp_path / "m.onnx", width_ratio=0.1)
