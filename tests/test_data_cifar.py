@@ -103,24 +103,18 @@ def test_out_of_range_label_names_the_file(tmp_path: Path) -> None:
     assert str(path) in str(err.value)
 
 
-def test_empty_python_batch_is_named(tmp_path: Path) -> None:
-    folder = tmp_path / "cifar-10-batches-py"
-    write_cifar(folder, "python", 10, py2=False)
-    path = folder / "data_batch_2"
-    with open(path, "wb") as handle:
-        pickle.dump({"data": np.zeros((0, 3072), np.uint8), "labels": []}, handle)
-    with pytest.raises(DataError, match="holds no images") as err:
-        load_dataset("cifar10", data_dir=tmp_path)
-    assert str(path) in str(err.value)
-
-
-def test_negative_label_names_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("images", "labels", "problem"), [
+    (0, [], "holds no images"),
+    (2, [3, -5], "label -5 is out of range"),
+], ids=["empty", "negative-label"])
+def test_bad_python_batch_is_named(tmp_path: Path, images: int, labels: list[int], problem: str) -> None:
+    """A batch after the first is at fault: the error names that file, not the split's first."""
     folder = tmp_path / "cifar-10-batches-py"
     write_cifar(folder, "python", 10, py2=False)
     path = folder / "data_batch_4"
     with open(path, "wb") as handle:
-        pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [3, -5]}, handle)
-    with pytest.raises(DataError, match="label -5 is out of range") as err:
+        pickle.dump({"data": np.zeros((images, 3072), np.uint8), "labels": labels}, handle)
+    with pytest.raises(DataError, match=problem) as err:
         load_dataset("cifar10", data_dir=tmp_path)
     assert str(path) in str(err.value)
 
