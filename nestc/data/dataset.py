@@ -137,11 +137,13 @@ def _labels(split: Split, num_classes: int | None) -> np.ndarray | None:
             raise DataError(f"{source}: labels must be whole numbers (class indices)")
     elif y.dtype.kind not in "iu":
         raise DataError(f"{source}: labels have dtype {y.dtype}; expected integer class indices")
-    if len(y) and y.min() < 0:  # checked in the file's own type: a cast first would wrap huge values
+    # splits are never empty here (assemble refuses them first); checked in the file's own type, since a
+    # cast first would wrap huge values
+    if y.min() < 0:
         raise DataError(f"{source}: labels must be non-negative class indices; found {int(y.min())}")
-    if len(y) and y.max() >= MAX_CLASSES:
+    if y.max() >= MAX_CLASSES:
         raise DataError(f"{source}: label {int(y.max())} is too large for a class index")
     y = y.astype(np.int64)
-    if num_classes is not None and len(y) and y.max() >= num_classes:
+    if num_classes is not None and y.max() >= num_classes:
         raise DataError(f"{source}: label {int(y.max())} is out of range for {num_classes} classes")
     return y
