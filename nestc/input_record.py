@@ -17,6 +17,7 @@ import onnx
 
 from nestc.data import Dataset
 from nestc.data.fit import SPATIAL_FITS
+from nestc.metadata import metadata_value, set_metadata
 
 KEY = "nestc.input"
 
@@ -24,18 +25,14 @@ KEY = "nestc.input"
 def record_input(model: onnx.ModelProto, dataset: Dataset) -> None:
     """Store ``dataset``'s applied normalisation and image fit in ``model``, replacing an older record."""
     value = json.dumps({"mean": list(dataset.mean), "std": list(dataset.std), "spatial_fit": dataset.spatial_fit})
-    kept = [p for p in model.metadata_props if p.key != KEY]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = KEY, value
+    set_metadata(model, KEY, value)
 
 
 def recorded_input(model: onnx.ModelProto, channels: int
                    ) -> tuple[str | None, Sequence[float], Sequence[float]] | None:
     """``(spatial fit, mean, std)`` recorded in ``model`` when they apply to data with ``channels``
     channels (or features); None when there is no usable record (then the choice is made afresh)."""
-    stored = {p.key: p.value for p in model.metadata_props}.get(KEY)
+    stored = metadata_value(model, KEY)
     if stored is None:
         return None
     try:
@@ -52,8 +49,6 @@ def recorded_input(model: onnx.ModelProto, channels: int
 def inherit_record(target: onnx.ModelProto, source: onnx.ModelProto) -> None:
     """Give ``target`` the record of ``source`` when it has none (a user's export compared with nestc's
     output of it must be fed the inputs that output was trained on)."""
-    if any(p.key == KEY for p in target.metadata_props):
-        return
-    for entry in source.metadata_props:
-        if entry.key == KEY:
-            target.metadata_props.add().CopyFrom(entry)
+    stored = metadata_value(source, KEY)
+    if metadata_value(target, KEY) is None and stored is not None:
+        set_metadata(target, KEY, stored)

@@ -14,6 +14,7 @@ import nestc
 from nestc import runtime
 from nestc.data import load_dataset
 from nestc.input_record import KEY, recorded_input
+from nestc.metadata import drop_metadata, metadata_value, set_metadata
 from nestc.schedule.config import NestConfig
 from nestc.training import TrainConfig
 
@@ -79,3 +80,13 @@ def test_validate_feeds_the_inputs_the_output_was_trained_on(trained: Path, tmp_
     report = nestc.validate(tmp_path / "bare.onnx", tmp_path / "recorded.onnx", data="embedded", samples=100_000)
     assert report.accuracy_original == pytest.approx(expected, abs=1e-12)
     assert report.accuracy_candidate == pytest.approx(expected, abs=1e-12)
+
+
+def test_metadata_entry_replaced_once_and_user_entries_kept() -> None:
+    """A second record replaces the first without touching what the exporter wrote around it."""
+    model = onnx.ModelProto()
+    onnx.helper.set_model_props(model, {"author": "someone", KEY: "old"})
+    set_metadata(model, KEY, "new")
+    assert [(p.key, p.value) for p in model.metadata_props] == [("author", "someone"), (KEY, "new")]
+    drop_metadata(model, KEY)
+    assert metadata_value(model, KEY) is None and metadata_value(model, "author") == "someone"

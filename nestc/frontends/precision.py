@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from nestc.metadata import drop_metadata, metadata_value, set_metadata
+
 PRECISION_KEY = "nestc.stored_float_type"
 """Metadata entry of a widened model: the floating element type its file used (an int, as text)."""
 
@@ -37,21 +39,18 @@ def widen_to_float32(model: onnx.ModelProto) -> None:
         return
     stored = found.pop()
     _convert(model, stored, TensorProto.FLOAT)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = PRECISION_KEY, str(stored)
+    set_metadata(model, PRECISION_KEY, str(stored))
 
 
 def stored_precision(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` in the floating type its source file used (the model itself when that was
     float32), without the metadata entry that recorded it."""
-    stored = {p.key: p.value for p in model.metadata_props}.get(PRECISION_KEY)
+    stored = metadata_value(model, PRECISION_KEY)
     if stored is None:
         return model
     narrowed = onnx.ModelProto()
     narrowed.CopyFrom(model)
-    kept = [p for p in narrowed.metadata_props if p.key != PRECISION_KEY]
-    del narrowed.metadata_props[:]
-    narrowed.metadata_props.extend(kept)
+    drop_metadata(narrowed, PRECISION_KEY)
     _convert(narrowed, TensorProto.FLOAT, int(stored))
     return narrowed
 
