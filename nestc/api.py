@@ -125,7 +125,8 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
     if samples < 1:
         raise OptionError(f"--samples {samples}: must be at least 1")
     models = [load_model(original), load_model(candidate)]
-    sessions = [runtime.session(onnx.load(str(p)).SerializeToString(), str(p)) for p in (original, candidate)]
+    sessions = [runtime.session(onnx.load(str(p)).SerializeToString(), str(p), exact=True)
+                for p in (original, candidate)]
     _check_same_inputs(sessions, str(original), str(candidate))
     inherit_record(models[0], models[1])  # a user's export compared with nestc's output of it: same inputs
     view = _classifier_view(models[0], str(original))
@@ -267,24 +268,26 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     from nestc.input_record import record_input
     from nestc.ir.classifier import trainable_view
     from nestc.model_data import data_for_model
-    from nestc.training import TrainConfig, Trainer, init_from_env
+    from nestc.training import TrainConfig, Trainer
 
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
         raise OptionError(f"config must be a nestc.TrainConfig, got {type(config).__name__}")
     config.validate()
     check_output_path(output, model)
-    dist = init_from_env()
+    # before any loading: it refuses a device this machine lacks, and joins torchrun's process group with
+    # the backend its device needs (nccl cannot reduce the CPU tensors of --device cpu)
+    trainer = Trainer(config)
     with about(model):
         net = Network(load_runnable(model))
         view = trainable_view(net, output_name, str(model))
     dataset = data_for_model(view, data, data_dir, download, label=str(model))
     if dataset.y_train is None:
         raise OptionError(f"data '{data}' has no labels; `nestc train` needs labels (compress can distil)")
-    Trainer(config).fit(view, dataset.x_train, dataset.y_train, checkpoint=checkpoint, resume=resume)  # type: ignore[arg-type]
+    trainer.fit(view, dataset.x_train, dataset.y_train, checkpoint=checkpoint, resume=resume)  # type: ignore[arg-type]
     record_input(net.template, dataset)
-    if dist.is_main:
+    if trainer.dist.is_main:
         save_network(net, output)
     before = evaluate(model, data, data_dir, output_name=output_name).accuracy
-    after = evaluate(output, data, data_dir, output_name=output_name).accuracy if dist.is_main else None
+    after = evaluate(output, data, data_dir, output_name=output_name).accuracy if trainer.dist.is_main else None
     return before, after

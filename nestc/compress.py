@@ -35,7 +35,7 @@ from nestc.schedule.config import NestConfig
 from nestc.schedule.runner import NestRun, SplitData
 from nestc.schedule.state import read_state
 from nestc.stats import ModelStats, model_stats
-from nestc.training import TrainConfig, Trainer, init_from_env
+from nestc.training import TrainConfig, Trainer
 
 EXIT_BUDGET_MISSED = 3
 HALF_TOLERANCE = 2e-2
@@ -78,7 +78,10 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
         raise OptionError(f"--limit {limit}: must be at least 1")
     if sparse_format not in SPARSE_FORMATS:
         raise OptionError(f"--sparse-format {sparse_format}: use one of {', '.join(SPARSE_FORMATS)}")
-    if not init_from_env().is_main:  # under torchrun every rank runs this; one speaks
+    # first: it refuses a device this machine lacks before any loading, and joins torchrun's process
+    # group with the backend its device needs (nccl cannot reduce the CPU tensors of --device cpu)
+    trainer = Trainer(train_config)
+    if not trainer.dist.is_main:  # under torchrun every rank runs this; one speaks
         log = _silent
     outputs = {"-o": output, "--report": report, "--plot": plot}
     for option, path in outputs.items():
@@ -106,7 +109,6 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     if dataset.num_classes is not None and scores > dataset.num_classes:  # e.g. --output-name on a feature output
         log(f"note: output '{view.output}' has {scores} scores, data '{dataset.name}' has {dataset.num_classes} "
             f"classes: the other {scores - dataset.num_classes} are trained toward no label")
-    trainer = Trainer(train_config)
     split = _split_data(trainer, ClassifierView(copy.deepcopy(net), output_name, str(model)), dataset, config,
                         train_config.seed, str(model), log)
     tc = train_config if split.teacher is None else replace(
@@ -212,7 +214,7 @@ def _check_equivalence(net: Network, emitted: onnx.ModelProto, x: np.ndarray, la
     The network computes in float32; a file stored in float16 is held to float16's precision
     (``HALF_TOLERANCE``), anything else to 1e-4.
     """
-    sess = runtime.session(emitted, label)
+    sess = runtime.session(emitted, label, exact=True)
     expected = net.run_numpy(x)
     actual = runtime.run_batched(sess, x, 256)
     for want, got in zip(expected, actual, strict=True):

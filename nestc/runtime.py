@@ -16,22 +16,32 @@ import onnxruntime as ort
 from nestc.errors import ModelError, first_line
 
 
-def providers() -> list[str]:
-    """Execution providers to use, best first."""
+def providers(exact: bool = False) -> list[str | tuple[str, dict[str, str]]]:
+    """Execution providers to use, best first.
+
+    ``exact`` keeps the CUDA provider in float32 proper: by default it runs float32 convolutions and
+    products in TF32 on Ampere and newer GPUs, whose 10-bit mantissa moves outputs by about 1e-3, ten
+    times what a comparison of two computations of one function allows.
+    """
     available = ort.get_available_providers()
-    preferred = [p for p in ("CUDAExecutionProvider",) if p in available]
+    cuda = ("CUDAExecutionProvider", {"use_tf32": "0"}) if exact else "CUDAExecutionProvider"
+    preferred = [cuda] if "CUDAExecutionProvider" in available else []
     return [*preferred, "CPUExecutionProvider"]
 
 
-def session(model: onnx.ModelProto | bytes, label: str = "model", threads: int | None = None) -> ort.InferenceSession:
-    """An inference session for ``model``; a load failure is a :class:`ModelError` naming ``label``."""
+def session(model: onnx.ModelProto | bytes, label: str = "model", threads: int | None = None,
+            exact: bool = False) -> ort.InferenceSession:
+    """An inference session for ``model``; a load failure is a :class:`ModelError` naming ``label``.
+
+    ``exact``: computed in float32 throughout, for comparisons (see :func:`providers`).
+    """
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
     data = model if isinstance(model, bytes) else model.SerializeToString()
     try:
-        return ort.InferenceSession(data, options, providers=providers())
+        return ort.InferenceSession(data, options, providers=providers(exact))
     except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
         raise ModelError(f"{label}: onnxruntime cannot load it ({first_line(exc)})") from exc
 

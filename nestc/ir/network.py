@@ -14,7 +14,8 @@ growth signal NeST needs for dormant connections; :meth:`Network.forward` can ke
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import onnx
@@ -50,6 +51,21 @@ def node_from_proto(proto: onnx.NodeProto, index: int) -> Node:
     name = proto.name or f"{proto.op_type}_{index}"
     domain = "" if proto.domain == "ai.onnx" else proto.domain  # two spellings of the default domain
     return Node(name, proto.op_type, list(proto.input), list(proto.output), attrs, domain)
+
+
+@contextmanager
+def exact_float32() -> Iterator[None]:
+    """Float32 convolutions and matrix products without TF32 inside the block.
+
+    PyTorch lets cuDNN run float32 convolutions in TF32 on Ampere and newer GPUs by default; its 10-bit
+    mantissa moves a network's outputs by about 1e-3, ten times what a comparison with onnxruntime allows.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 class _TensorStore(nn.Module):
@@ -137,6 +153,8 @@ class Network(nn.Module):
         key = f"t{len(self._keys)}"
         self._keys[name] = key
         tensor = torch.from_numpy(np.array(array, copy=True))
+        if tensor.is_floating_point():  # a constant added to a network on a GPU (insert_node) joins it there
+            tensor = tensor.to(self.device)
         if trainable:
             self.weights[key] = nn.Parameter(tensor)
         elif tensor.is_floating_point():
@@ -320,11 +338,14 @@ class Network(nn.Module):
         raise ModelError(f"tensor '{name}' is used before any node produces it")
 
     def run_numpy(self, *arrays: np.ndarray) -> list[np.ndarray]:
-        """Evaluate in inference mode on numpy inputs; used to compare with onnxruntime."""
+        """Evaluate in inference mode on numpy inputs; used to compare with onnxruntime.
+
+        Computed in float32 proper (:func:`exact_float32`), as the runtime it is compared with computes.
+        """
         was_training = self.training
         self.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), exact_float32():
                 dev = self.device
                 outs = self(*(torch.from_numpy(np.asarray(a)).to(dev) for a in arrays))
             return [o.detach().cpu().numpy() for o in outs]

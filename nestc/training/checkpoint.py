@@ -37,12 +37,17 @@ def save_atomic(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
         raise
 
 
-def load(path: str | os.PathLike[str], device: torch.device) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` with tensors on ``device``, or ``None`` when there is no file."""
+def load(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` with tensors on the CPU, or ``None`` when there is no file.
+
+    Loading the state into the model and optimizer moves each tensor to its parameter's device, except
+    Adam's step counts, which stay where they are loaded and belong on the CPU: on a GPU every step
+    would read each one back, a device sync per parameter.
+    """
     if not Path(path).exists():
         return None
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
         raise OptionError(f"cannot read checkpoint {os.fspath(path)!r}: {exc}".splitlines()[0]) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

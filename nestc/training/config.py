@@ -135,12 +135,15 @@ def resolve_amp(mode: str, device: torch.device) -> bool:
 
     ``"auto"`` turns it on only on GPUs with native bf16 (Ampere or newer): there it roughly halves
     memory traffic at no accuracy cost for this kind of training, while on CPUs it is usually slower.
+    The test is ``device``'s compute capability: ``torch.cuda.is_bf16_supported()`` asks about the
+    current GPU instead, and says yes to older GPUs that only emulate bf16, slowly.
     """
     if mode == "off":
         return False
-    supported = device.type == "cpu" or torch.cuda.is_bf16_supported()
+    supported = device.type == "cpu" or torch.cuda.get_device_capability(device) >= (8, 0)
     if mode == "bf16":
         if not supported:
-            raise OptionError(f"amp=bf16 needs a GPU with bfloat16 support; {device} has none, use amp=off")
+            raise OptionError(f"amp=bf16 needs a GPU with native bfloat16 (compute capability 8.0, Ampere, or "
+                              f"newer); {device} has none, use amp=off")
         return True
     return device.type == "cuda" and supported

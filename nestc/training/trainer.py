@@ -139,7 +139,7 @@ class Trainer:
         fit_index, self._fits = self._fits, self._fits + 1
         with self._private_rng(), training_mode(model, True):
             self._seed(epoch_seed(cfg.seed, fit_index, self.dist.rank))
-            state = ckpt.load(checkpoint, self.device) if resume else None  # type: ignore[arg-type]
+            state = ckpt.load(checkpoint) if resume else None  # type: ignore[arg-type]
             start_epoch, rolled_back, last = 0, 0, {"loss": float("nan"), "accuracy": None}
             if state is not None:
                 fit_index, start_epoch, rolled_back, last = self._resume(state, plan, model, optimizer, schedule)

@@ -1,0 +1,115 @@
+"""What running on a GPU changes, checked on any machine: process-group backends, device errors, bf16,
+TF32 in comparisons, and where tensors are created (the ``meta`` device stands in for a GPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from onnx import helper
+
+import nestc
+from nestc import runtime
+from nestc.compress import _check_equivalence
+from nestc.errors import OptionError
+from nestc.ir.emit import emit_model
+from nestc.ir.network import Network
+from nestc.seeds import build_seed
+from nestc.training import TrainConfig
+from nestc.training.config import resolve_amp
+
+
+class _Joined(Exception):
+    """Raised in place of joining a process group, once the backend is known."""
+
+
+def _run(command: str, folder: Path, config: TrainConfig, data: str = "embedded") -> None:
+    nestc.seed("lenet-300-100", folder / "seed.onnx", width_ratio=0.25)
+    if command == "compress":
+        nestc.compress(folder / "seed.onnx", folder / "out.onnx", data, train_config=config)
+    else:
+        nestc.train(folder / "seed.onnx", folder / "out.onnx", data, config)
+
+
+@pytest.mark.parametrize("command", ["compress", "train"])
+def test_torchrun_with_device_cpu_on_a_gpu_machine_joins_over_gloo(command, tmp_path, monkeypatch):
+    """nccl cannot reduce the CPU tensors that ``--device cpu`` trains with, whether or not a GPU is there."""
+    backends: list[str] = []
+
+    def join(backend: str, **_options) -> None:
+        backends.append(backend)
+        raise _Joined
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda _device: None)
+    monkeypatch.setattr(dist, "init_process_group", join)
+    with pytest.raises(_Joined):
+        _run(command, tmp_path, TrainConfig(device="cpu", quiet=True))
+    assert backends == ["gloo"]
+
+
+@pytest.mark.parametrize("command", ["compress", "train"])
+def test_a_missing_gpu_is_refused_before_any_loading(command, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(OptionError, match="sees no CUDA GPU"):  # not the unknown data set, read later
+        _run(command, tmp_path, TrainConfig(device="cuda", quiet=True), data="no-such-data")
+
+
+def test_auto_amp_needs_native_bf16_on_the_chosen_gpu(monkeypatch):
+    """Pre-Ampere GPUs emulate bf16 (``is_bf16_supported`` says yes); the current GPU is not the one asked about."""
+    capabilities = {0: (7, 5), 1: (9, 0)}
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_args, **_kwargs: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capabilities[torch.device(device).index])
+    assert resolve_amp("auto", torch.device("cuda", 0)) is False
+    assert resolve_amp("auto", torch.device("cuda", 1)) is True
+    assert resolve_amp("bf16", torch.device("cuda", 1)) is True
+    with pytest.raises(OptionError, match=r"compute capability 8\.0"):
+        resolve_amp("bf16", torch.device("cuda", 0))
+
+
+def test_run_numpy_computes_without_tf32(monkeypatch):
+    """TF32 convolutions (PyTorch's default on Ampere and newer) differ from onnxruntime by ~1e-3."""
+    net = Network(build_seed("lenet-5", width_ratio=0.25))
+    flags: list[tuple[bool, bool]] = []
+    forward = Network.forward
+
+    def spy(self, *inputs, **options):
+        flags.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return forward(self, *inputs, **options)
+
+    monkeypatch.setattr(Network, "forward", spy)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    net.run_numpy(np.zeros((2, 1, 28, 28), dtype=np.float32))
+    assert flags == [(False, False)]
+    assert torch.backends.cudnn.allow_tf32 is True  # restored
+
+
+def test_comparisons_run_onnxruntime_without_tf32(tmp_path, monkeypatch):
+    """The CUDA provider computes float32 in TF32 by default; compress's check and validate compare exactly."""
+    both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: both)
+    assert runtime.providers() == both
+    assert runtime.providers(exact=True) == [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
+    asked: list[bool] = []
+    monkeypatch.setattr(runtime, "providers", lambda exact=False: asked.append(exact) or ["CPUExecutionProvider"])
+    nestc.seed("lenet-300-100", tmp_path / "a.onnx", width_ratio=0.25)
+    nestc.validate(tmp_path / "a.onnx", tmp_path / "a.onnx", samples=4)
+    net = Network(build_seed("lenet-300-100", width_ratio=0.25))
+    _check_equivalence(net, emit_model(net), np.zeros((4, 1, 28, 28), dtype=np.float32), "out")
+    assert asked == [True, True, True]
+
+
+def test_constants_added_later_join_the_network_on_its_device():
+    net = Network(build_seed("lenet-5", width_ratio=0.25)).to("meta")
+    conv = next(i for i, n in enumerate(net.nodes) if n.op_type == "Conv")
+    source = net.nodes[conv].inputs[0]
+    proto = helper.make_node("Mul", [source, "area_mask"], ["masked"], name="mask")
+    net.insert_node(conv, proto, {"area_mask": np.ones((1, 1, 28, 28), dtype=np.float32)})
+    assert net.tensor("area_mask").device == torch.device("meta")
