@@ -36,6 +36,7 @@ from nestc.schedule.runner import NestRun, SplitData
 from nestc.schedule.state import read_state
 from nestc.stats import ModelStats, model_stats
 from nestc.training import TrainConfig, Trainer
+from nestc.training.data import stage
 
 EXIT_BUDGET_MISSED = 3
 HALF_TOLERANCE = 2e-2
@@ -200,12 +201,12 @@ def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: Nes
         y_train = None
     teacher = trainer.predict_logits(original, x_train) if unlabeled or (config.distill and trained) else None
 
-    def on_device(array: np.ndarray | None) -> torch.Tensor | None:
-        return None if array is None else torch.as_tensor(np.ascontiguousarray(array), device=trainer.device)
-
-    test = (None, None) if source == "test" or y_test is None else (on_device(dataset.x_test), on_device(y_test))
-    return SplitData(on_device(x_train), on_device(y_train), on_device(x_val), on_device(y_val),  # type: ignore[arg-type]
-                     None if teacher is None else teacher.to(trainer.device), source, trained, *test)
+    confirm = (None, None) if source == "test" or y_test is None else (dataset.x_test, y_test)
+    arrays = [x_train, y_train, x_val, y_val, teacher, *confirm]
+    # moved once for the whole run (every fit and evaluation reuses them), or pinned when the GPU lacks room
+    staged, _ = stage([None if a is None else torch.as_tensor(np.ascontiguousarray(a)) for a in arrays],
+                      trainer.device)
+    return SplitData(*staged[:5], source, trained, *staged[5:])  # type: ignore[arg-type]
 
 
 def _check_equivalence(net: Network, emitted: onnx.ModelProto, x: np.ndarray, label: str) -> None:

@@ -172,9 +172,10 @@ class NestRun:
         generator = torch.Generator().manual_seed(epoch_seed(self.train_config.seed, self.state["step"], 7) % 2**31)
         n = min(self.config.probe_samples, len(self.data.x_train))
         index = torch.randperm(len(self.data.x_train), generator=generator)[:n].to(self.data.x_train.device)
-        y = None if self.data.y_train is None else self.data.y_train[index]
-        teacher = None if self.data.teacher is None else self.data.teacher[index]
-        return Probe(self.view, self.data.x_train[index], y, teacher)
+        device = self.trainer.device  # the data stay in host memory when they do not fit on the GPU
+        y = None if self.data.y_train is None else self.data.y_train[index].to(device)
+        teacher = None if self.data.teacher is None else self.data.teacher[index].to(device)
+        return Probe(self.view, self.data.x_train[index].to(device), y, teacher)
 
     def _out_of_budget(self) -> bool:
         cfg = self.config

@@ -10,6 +10,7 @@ stay in pinned host memory and travel one batch at a time.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,13 +128,21 @@ def place(x: ArrayLike, y: ArrayLike | None, teacher: ArrayLike | None, device: 
     if inputs.is_floating_point() and not _finite(inputs):
         raise DataError("the input data contain NaN or Inf")
     parts = [inputs, None if y is None else _labels(y, n), None if teacher is None else _teacher(teacher, n)]
-    moving = sum(t.nbytes for t in parts if t is not None and t.device != device)
+    placed, resident = stage(parts, device)
+    return DeviceData(placed[0], placed[1], placed[2], device, resident)  # type: ignore[arg-type]
+
+
+def stage(tensors: Sequence[torch.Tensor | None], device: torch.device) -> tuple[list[torch.Tensor | None], bool]:
+    """``tensors`` on ``device`` when they fit there together, else in pinned host memory; and which it was.
+
+    A data set too large for the GPU still trains: batches are gathered on the host and copied
+    asynchronously, which pinned memory allows.
+    """
+    moving = sum(t.nbytes for t in tensors if t is not None and t.device != device)
     resident = _fits(device, moving)
     if resident:
-        parts = [None if t is None else t.to(device) for t in parts]
-    else:
-        parts = [None if t is None else (t.cpu() if t.is_pinned() else t.cpu().pin_memory()) for t in parts]
-    return DeviceData(parts[0], parts[1], parts[2], device, resident)  # type: ignore[arg-type]
+        return [None if t is None else t.to(device) for t in tensors], True
+    return [None if t is None else (t.cpu() if t.is_pinned() else t.cpu().pin_memory()) for t in tensors], False
 
 
 def epoch_seed(*parts: int) -> int:
