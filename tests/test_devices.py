@@ -18,7 +18,7 @@ from nestc.errors import OptionError
 from nestc.ir.emit import emit_model
 from nestc.ir.network import Network
 from nestc.seeds import build_seed
-from nestc.training import TrainConfig
+from nestc.training import TrainConfig, Trainer
 from nestc.training.config import resolve_amp
 
 
@@ -113,3 +113,17 @@ def test_constants_added_later_join_the_network_on_its_device():
     proto = helper.make_node("Mul", [source, "area_mask"], ["masked"], name="mask")
     net.insert_node(conv, proto, {"area_mask": np.ones((1, 1, 28, 28), dtype=np.float32)})
     assert net.tensor("area_mask").device == torch.device("meta")
+
+
+@pytest.mark.parametrize(("device", "local_rank", "named"),
+                         [("cuda:0", "0", "LOCAL_RANK"), ("cuda", "1", "--nproc-per-node")])
+def test_torchrun_processes_sharing_a_gpu_are_refused_before_joining(device, local_rank, named, monkeypatch):
+    """nccl fails on two processes of one GPU: a fixed cuda:N, or more processes than GPUs, is named first."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", local_rank)
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(dist, "init_process_group", lambda *_a, **_k: pytest.fail("joined the process group"))
+    with pytest.raises(OptionError, match=named):
+        Trainer(TrainConfig(device=device, quiet=True))

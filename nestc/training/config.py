@@ -127,7 +127,26 @@ def resolve_device(spec: str, local_rank: int) -> torch.device:
         if device.index >= torch.cuda.device_count():
             raise OptionError(f"device {spec!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
         return device
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cuda", local_rank)
+
+
+def check_gpu_per_process(spec: str, world_size: int, local_rank: int) -> None:
+    """Refuse GPU settings under which torchrun's processes would share a GPU.
+
+    Each process trains on the GPU of its ``LOCAL_RANK``, and nccl, which their gradients are reduced
+    with, fails on two processes of one GPU: so a fixed ``cuda:N``, and more processes on a machine
+    than it has GPUs, are user mistakes to name before the process group is joined.
+    """
+    if world_size <= 1 or resolve_device_type(spec) != "cuda":
+        return
+    device = _parse_device(spec)
+    if device is not None and device.index is not None:
+        raise OptionError(f"device {spec!r}: under torchrun every process trains on the GPU of its LOCAL_RANK; "
+                          "use device=cuda")
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise OptionError(f"torchrun started a process with LOCAL_RANK {local_rank} on a machine with {count} GPU(s); "
+                          f"start at most {count} per machine (--nproc-per-node)")
 
 
 def resolve_amp(mode: str, device: torch.device) -> bool:

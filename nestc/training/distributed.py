@@ -43,6 +43,11 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value.strip() else default
 
 
+def launched_as() -> tuple[int, int]:
+    """``(world size, local rank)`` as torchrun's environment gives them (``(1, 0)`` outside torchrun)."""
+    return _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0)
+
+
 def init_from_env(backend: str | None = None) -> DistInfo:
     """Join the process group described by ``torchrun``'s environment, if any.
 
@@ -57,10 +62,9 @@ def init_from_env(backend: str | None = None) -> DistInfo:
         rank, world = dist.get_rank(), dist.get_world_size()
         count = torch.cuda.device_count() or 1
         return DistInfo(rank, world, _env_int("LOCAL_RANK", rank % count))
-    world = _env_int("WORLD_SIZE", 1)
+    world, local_rank = launched_as()
     if world <= 1 or not dist.is_available():
         return DistInfo()
-    local_rank = _env_int("LOCAL_RANK", 0)
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":

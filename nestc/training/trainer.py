@@ -24,7 +24,14 @@ from torch.nn.parallel import DistributedDataParallel
 from nestc.errors import OptionError, TrainingDiverged
 from nestc.training import checkpoint as ckpt
 from nestc.training import distributed, inference
-from nestc.training.config import TrainConfig, check_epochs, resolve_amp, resolve_device, resolve_device_type
+from nestc.training.config import (
+    TrainConfig,
+    check_epochs,
+    check_gpu_per_process,
+    resolve_amp,
+    resolve_device,
+    resolve_device_type,
+)
 from nestc.training.data import ArrayLike, DeviceData, FitPlan, epoch_seed, place, shard_order
 from nestc.training.objective import Objective
 from nestc.training.progress import UPDATE_EVERY, Progress, wanted
@@ -92,6 +99,7 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         config.validate()
         self.config = config
+        check_gpu_per_process(config.device, *distributed.launched_as())
         backend = "nccl" if resolve_device_type(config.device) == "cuda" else "gloo"
         self.dist = distributed.init_from_env(backend)
         self.device: torch.device = resolve_device(config.device, self.dist.local_rank)
