@@ -106,7 +106,6 @@ class Trainer:
         self.amp = resolve_amp(config.amp, self.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-            torch.backends.cudnn.benchmark = True
         self._fits = 0
 
     # ------------------------------------------------------------------------------------ fitting
@@ -123,7 +122,8 @@ class Trainer:
             epochs: overrides ``config.epochs`` for this fit; fractions are fine.
             checkpoint: file rewritten atomically at the end of every epoch (rank 0 only).
             resume: continue from ``checkpoint`` if it exists, ending bit-identical to a fit that was
-                never interrupted; without the file the fit starts from scratch.
+                never interrupted (on the CPU; GPU kernels may sum in another order from run to run);
+                without the file the fit starts from scratch.
             on_batch: called with the (unwrapped) model after every optimizer step, e.g. to
                 re-apply connection masks. It runs in the hot loop: keep it cheap.
 
