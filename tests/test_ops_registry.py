@@ -229,6 +229,19 @@ def test_batchnorm_training_updates_running_stats() -> None:
     assert net.tensor("scale").grad is not None
 
 
+
+def test_batchnorm_statistics_of_bf16_activations_are_float32() -> None:
+    """Under bf16 autocast a convolution hands BatchNormalization bf16 activations; the running statistics
+    must still be computed in float32 (bf16's 8-bit mantissa rounds a mean of 100 to steps of 0.5)."""
+    net = Network(_bn_model(momentum=0.0))  # the running statistics become the batch's own
+    x = torch.randn(64, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 3 + 100
+    net.train()
+    net(x.bfloat16())
+    reference = x.bfloat16().double()
+    torch.testing.assert_close(net.tensor("mean").double(), reference.mean(dim=(0, 2, 3)), atol=1e-4, rtol=0)
+    torch.testing.assert_close(net.tensor("var").double(), reference.var(dim=(0, 2, 3), unbiased=False),
+                               atol=1e-3, rtol=1e-5)
+
 def _digits(kind: str = "multiclass") -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 

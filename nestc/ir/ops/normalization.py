@@ -41,7 +41,8 @@ class BatchNormalization(OpHandler):
         momentum = node.attr("momentum", 0.9)
         with torch.no_grad():
             dims = [d for d in range(x.dim()) if d != 1]
-            batch_var, batch_mean = torch.var_mean(x.detach(), dim=dims, correction=0)
+            # in float32 even under bf16 autocast: the running statistics outlive the batch they come from
+            batch_var, batch_mean = torch.var_mean(x.detach().float(), dim=dims, correction=0)
             new_mean = mean * momentum + batch_mean.to(mean.dtype) * (1 - momentum)
             new_var = var * momentum + batch_var.to(var.dtype) * (1 - momentum)
             if training:
