@@ -106,6 +106,8 @@ def _train_options(func):
         click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]),
                      help="sgd: SGD with Nesterov momentum 0.9; adam: AdamW."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--amp", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "off"]),
+                     help="bf16 autocast of forward passes; auto: on GPUs with native bf16 (Ampere or newer)."),
         click.option("--seed", "seed_value", default=0, show_default=True, type=int,
                      help="Seed of data order, initialisation of grown units and every random choice."),
         click.option("--quiet", is_flag=True, help="No progress bars and no log lines (errors still print)."),
@@ -115,11 +117,11 @@ def _train_options(func):
     return func
 
 
-def _train_config(batch_size: int, lr: float, weight_decay: float, optimizer: str, device: str, seed_value: int,
-                  quiet: bool, epochs: float | None = None):
+def _train_config(batch_size: int, lr: float, weight_decay: float, optimizer: str, device: str, amp: str,
+                  seed_value: int, quiet: bool, epochs: float | None = None):
     from nestc.training import TrainConfig
 
-    config = TrainConfig(batch_size=batch_size, lr=lr, optimizer=optimizer, device=device, seed=seed_value,
+    config = TrainConfig(batch_size=batch_size, lr=lr, optimizer=optimizer, device=device, amp=amp, seed=seed_value,
                          quiet=quiet, weight_decay=weight_decay)
     if epochs is not None:
         config.epochs = epochs
@@ -135,10 +137,10 @@ def _train_config(batch_size: int, lr: float, weight_decay: float, optimizer: st
 @click.option("--checkpoint", default=None, help="Checkpoint file written every epoch.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint.")
 def train(model: str, output: str, data: str, data_dir: str | None, download: bool, epochs: float | None,
-          batch_size: int, lr: float, weight_decay: float, optimizer: str, device: str, seed_value: int, quiet: bool,
-          output_name: str | None, checkpoint: str | None, resume: bool) -> None:
+          batch_size: int, lr: float, weight_decay: float, optimizer: str, device: str, amp: str, seed_value: int,
+          quiet: bool, output_name: str | None, checkpoint: str | None, resume: bool) -> None:
     """Train all weights of MODEL on --data and write it to -o."""
-    config = _train_config(batch_size, lr, weight_decay, optimizer, device, seed_value, quiet,
+    config = _train_config(batch_size, lr, weight_decay, optimizer, device, amp, seed_value, quiet,
                            10 if epochs is None else epochs)
     before, after = api.train(model, output, data, config, data_dir, download, output_name, checkpoint, resume)
     if after is not None:
@@ -231,8 +233,8 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--limit", default=None, type=int, help="Use at most this many training samples.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUTPUT.ckpt.")
 def compress(model: str, output: str, data: str, data_dir: str | None, download: bool, epochs: float | None,
-             batch_size: int, lr: float, weight_decay: float, optimizer: str, device: str, seed_value: int, quiet: bool,
-             output_name: str | None, report: str | None, plot: str | None, max_acc_drop: float,
+             batch_size: int, lr: float, weight_decay: float, optimizer: str, device: str, amp: str, seed_value: int,
+             quiet: bool, output_name: str | None, report: str | None, plot: str | None, max_acc_drop: float,
              target_params: int | None, max_epochs: float, time_budget: float | None, grow: str,
              prune_fraction: float, max_prune_fraction: float | None, grow_prune_cycles: int, cycle_growth: float,
              regrow_fraction: float,
@@ -252,7 +254,7 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
                         max_prune_fraction=max_prune_fraction)
     if epochs is not None:
         config.grow_epochs = epochs
-    train_config = _train_config(batch_size, lr, weight_decay, optimizer, device, seed_value, quiet)
+    train_config = _train_config(batch_size, lr, weight_decay, optimizer, device, amp, seed_value, quiet)
     log = (lambda _line: None) if quiet else click.echo
     try:
         result = run_compress(model, output, data, config, train_config, report, plot, sparse_format, data_dir,

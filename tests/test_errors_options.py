@@ -83,6 +83,7 @@ CASES = [
     Case("--batch-size 0 (eval)", lambda folder, model, out: ["eval", str(model), "--batch-size", "0"],
          ("--batch-size 0",)),
     Case("--lr -1", _compress("--lr", "-1"), ("--lr", "-1")),
+    Case("--amp fp16", _compress("--amp", "fp16"), ("--amp", "fp16")),
     Case("--max-epochs 0", _compress("--max-epochs", "0"), ("--max-epochs 0",)),
     Case("--prune-fraction 1.5", _compress("--prune-fraction", "1.5"), ("--prune-fraction 1.5",)),
     Case("--unit-prune-fraction 1", _compress("--unit-prune-fraction", "1"), ("--unit-prune-fraction 1",)),
