@@ -5,7 +5,8 @@ torchvision's ``ToTensor`` alone ([0, 1]), ``Normalize(0.5, 0.5)`` ([-1, 1]), th
 statistics, ImageNet's. Feeding it another one costs accuracy silently, and retraining under it
 would change what the emitted model expects. So unless ``mean``/``std`` are given, the
 normalisation is the one recorded in a file nestc wrote (:mod:`nestc.input_record`), else the
-candidate under which the model classifies a sample of the test split best;
+candidate (those above, or the raw [0, 255] pixels) under which the model classifies a sample of the
+test split best;
 the data set's own statistics are kept unless another is clearly better (a random seed is equally
 bad under all of them). Images of another size than the model's input are fitted the same way: centred
 padding or resizing (``nestc.data.fit.SPATIAL_FITS``), whichever the model classifies clearly better
@@ -25,6 +26,7 @@ from nestc.data.fit import SPATIAL_FITS, default_spatial_fit, spatial_target
 from nestc.errors import DataError
 from nestc.input_record import recorded_input
 from nestc.ir.classifier import ClassifierView
+from nestc.ir.network import Network
 from nestc.training.data import place
 from nestc.training.inference import predict_logits
 
@@ -59,13 +61,20 @@ differ by a few points between candidates by chance."""
 
 
 def normalisation_candidates(raw: Dataset) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
-    """Per-channel ``(mean, std)`` pairs in common use for ``raw``; the data set's own come first."""
+    """Per-channel ``(mean, std)`` pairs in common use for ``raw``; the data set's own come first.
+
+    Images at nestc's [0, 1] pixel scale also get ``std`` 1/255, which gives back the stored [0, 255]
+    values: a model trained on raw pixels (``torch.from_numpy(images).float()``, or one that divides by
+    255 inside its graph) sees nothing but near-zero inputs under every other candidate.
+    """
     channels = raw.x_test.shape[1]
     found = [(raw.mean, raw.std), ((0.0,), (1.0,))]
     if raw.x_test.ndim == 4:
         found.append(((0.5,), (0.5,)))
         if channels == 3:
             found.append(((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+        if float(raw.x_test.max(initial=0.0)) <= 1.0:
+            found.append(((0.0,), (1.0 / 255,)))
     unique: list[tuple[tuple[float, ...], tuple[float, ...]]] = []
     for mean, std in found:
         pair = (tuple(float(v) for v in np.broadcast_to(mean, channels)),
@@ -86,17 +95,44 @@ def choose_input_fit(view: ClassifierView, raw: Dataset, input_shape: list, labe
     if size is not None:
         first = default_spatial_fit(raw.x_test.shape[1:], size)
         fits = [first, *(fit for fit in SPATIAL_FITS if fit != first)]
-    candidates = [(fit, mean, std) for fit in fits for mean, std in normalisation_candidates(raw)]
+    norms = normalisation_candidates(raw)
+    if normalises_inside(view.net):
+        norms.sort(key=lambda pair: pair != ((0.0,) * len(pair[0]), (1.0,) * len(pair[0])))  # stable: [0, 1] first
+    candidates = [(fit, mean, std) for fit in fits for mean, std in norms]
     if raw.y_test is None or not len(raw.y_test) or len(candidates) == 1:
         return candidates[0]
     keep = np.random.default_rng(0).permutation(len(raw.x_test))[:PROBE_SAMPLES]
     probe = replace(raw, x_train=raw.x_train[:1], y_train=None, x_test=raw.x_test[keep], y_test=raw.y_test[keep])
     scores = [_accuracy(view, fit_to_input(probe, input_shape, mean, std, model_label=label, spatial=fit))
               for fit, mean, std in candidates]
-    best = int(np.argmax(scores))
     classes = max(int(raw.y_test.max()) + 1, 2)
-    clearly = scores[best] > scores[0] + CLEARLY_BETTER and is_trained(scores[best], classes)  # a seed never switches
-    return candidates[best] if clearly else candidates[0]
+    chosen = 0
+    for index, score in enumerate(scores):  # a later, rarer candidate must beat the one kept clearly
+        if score > scores[chosen] + CLEARLY_BETTER and is_trained(score, classes):  # a seed never switches
+            chosen = index
+    return candidates[chosen]
+
+
+_LAYOUT_OPS = frozenset({"Identity", "Cast", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze"})
+_SCALING_OPS = frozenset({"Sub", "Div", "Mul", "Add"})
+
+
+def normalises_inside(net: Network) -> bool:
+    """Whether the first input reaches, through layout ops only, arithmetic with a constant (``x - mean``,
+    ``x / 255``): such a model scales its inputs itself, so it was fed them unnormalised, and the data set's
+    statistics would normalise twice."""
+    constants = {o for n in net.nodes if n.op_type == "Constant" for o in n.outputs}
+    tensor = net.input_names[0]
+    while True:
+        readers = [n for n in net.nodes if tensor in n.inputs]
+        if len(readers) != 1:
+            return False
+        node = readers[0]
+        if node.op_type in _LAYOUT_OPS and node.inputs[0] == tensor:
+            tensor = node.outputs[0]
+            continue
+        return node.op_type in _SCALING_OPS and any(net.has_tensor(i) or i in constants
+                                                    for i in node.inputs if i != tensor)
 
 
 def is_trained(accuracy: float, classes: int) -> bool:

@@ -63,14 +63,24 @@ def test_evaluate_loss_is_the_cross_entropy_of_any_score_head(trained_mlp: Path,
     assert report.loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
-def _train_mlp_elsewhere(x_train: np.ndarray, y_train: np.ndarray, path: Path) -> None:
-    """A small MLP trained in plain PyTorch on exactly ``x_train`` (as a user's own pipeline prepared it)."""
+def _train_mlp_elsewhere(x_train: np.ndarray, y_train: np.ndarray, path: Path,
+                         inside: tuple[float, float] | None = None) -> None:
+    """A small MLP trained in plain PyTorch on exactly ``x_train`` (as a user's own pipeline prepared it);
+    ``inside``: ``(mean, std)`` the model's graph applies to its inputs itself."""
     import torch
 
     torch.manual_seed(0)
     features = int(np.prod(x_train.shape[1:]))
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(features, 64), torch.nn.ReLU(),
                                 torch.nn.Linear(64, 10))
+    if inside is not None:
+        mean, std = inside
+
+        class Normalise(torch.nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return (x - mean) / std
+
+        model = torch.nn.Sequential(Normalise(), model)
     x, y = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
     optimiser = torch.optim.Adam(model.parameters(), 1e-3)
     for _ in range(8):
@@ -100,6 +110,45 @@ def test_foreign_normalisation_is_detected_and_kept(tmp_path: Path) -> None:
                             log=lambda _line: None)
     assert result.report["input_normalisation"] == {"mean": [0.0], "std": [1.0]}
     assert result.report["accuracy"]["before"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_raw_pixel_model_is_fed_raw_pixels(tmp_path: Path) -> None:
+    """A model trained on the stored [0, 255] pixels (``torch.from_numpy(images).float()``) sees near-zero
+    inputs under every normalisation of [0, 1] pixels; nestc must find that it wants raw pixels, report
+    its true accuracy and write a model that keeps it on raw pixels."""
+    raw = load_dataset("embedded")
+    _train_mlp_elsewhere(raw.x_train * 255, raw.y_train, tmp_path / "pixels.onnx")
+
+    def ort_accuracy(path: Path) -> float:
+        sess = runtime.session(onnx.load(str(path)))
+        return float((runtime.run_batched(sess, raw.x_test * 255, 256)[0].argmax(1) == raw.y_test).mean())
+
+    expected = ort_accuracy(tmp_path / "pixels.onnx")
+    assert expected > 0.7
+    assert nestc.evaluate(tmp_path / "pixels.onnx", "embedded").accuracy == pytest.approx(expected, abs=1e-9)
+    result = nestc.compress(tmp_path / "pixels.onnx", tmp_path / "small.onnx", "embedded",
+                            NestConfig(max_epochs=1, max_acc_drop=2), TrainConfig(device="cpu", quiet=True),
+                            log=lambda _line: None)
+    assert result.report["input_normalisation"] == {"mean": [0.0], "std": [pytest.approx(1 / 255)]}
+    assert result.report["accuracy"]["before"] == pytest.approx(expected, abs=1e-9)
+    assert result.report["accuracy"]["after"] == pytest.approx(ort_accuracy(tmp_path / "small.onnx"), abs=1e-9)
+
+
+def test_model_that_normalises_its_own_inputs_is_fed_unnormalised_pixels(tmp_path: Path) -> None:
+    """A model whose graph starts with ``(x - mean) / std`` was fed [0, 1] pixels. Normalising them
+    once more costs it less than the 5 points that make nestc leave the data set's statistics (3.8
+    here), so the model's own arithmetic must decide, not the margin."""
+    raw = load_dataset("embedded")
+    _train_mlp_elsewhere(raw.x_train, raw.y_train, tmp_path / "inside.onnx", inside=(raw.mean[0], raw.std[0]))
+    sess = runtime.session(onnx.load(str(tmp_path / "inside.onnx")))
+
+    def ort_accuracy(mean: float, std: float) -> float:
+        scores = runtime.run_batched(sess, ((raw.x_test - mean) / std).astype(np.float32), 256)[0]
+        return float((scores.argmax(1) == raw.y_test).mean())
+
+    expected = ort_accuracy(0.0, 1.0)
+    assert expected > ort_accuracy(raw.mean[0], raw.std[0]), "normalising twice must cost accuracy"
+    assert nestc.evaluate(tmp_path / "inside.onnx", "embedded").accuracy == pytest.approx(expected, abs=1e-9)
 
 
 @pytest.mark.parametrize("trained_on", ["pad", "resize"])

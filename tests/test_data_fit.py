@@ -86,15 +86,21 @@ def test_bad_normalisation_is_an_option_error(mean: tuple | None, std: tuple | N
 
 
 def test_normalisation_candidates_per_layout() -> None:
-    """Grey images: own statistics, [0, 1], [-1, 1]; RGB adds ImageNet's; duplicates appear once."""
+    """Grey images: own statistics, [0, 1], [-1, 1], then the stored [0, 255] pixels; RGB adds ImageNet's
+    before those; duplicates appear once; images not at the [0, 1] scale have no raw-pixel candidate."""
     from nestc.model_data import normalisation_candidates
 
+    pixels = ((0.0,), (1 / 255,))
     grey = normalisation_candidates(_images())
-    assert grey == [((0.5,), (0.25,)), ((0.0,), (1.0,)), ((0.5,), (0.5,))]
+    assert grey == [((0.5,), (0.25,)), ((0.0,), (1.0,)), ((0.5,), (0.5,)), pixels]
     rgb = normalisation_candidates(_images(channels=3))
-    assert rgb[-1] == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) and len(rgb) == 4
+    assert rgb[-2:] == [((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ((0.0,) * 3, (1 / 255,) * 3)]
+    assert len(rgb) == 5
     halves = dataclasses.replace(_images(), mean=(0.5,), std=(0.5,))
-    assert normalisation_candidates(halves) == [((0.5,), (0.5,)), ((0.0,), (1.0,))]
+    assert normalisation_candidates(halves) == [((0.5,), (0.5,)), ((0.0,), (1.0,)), pixels]
+    scaled = _images()
+    scaled = dataclasses.replace(scaled, x_test=scaled.x_test * 255)
+    assert pixels not in normalisation_candidates(scaled)
 
 
 def test_smaller_images_are_padded_in_the_centre_with_background() -> None:

@@ -126,6 +126,20 @@ def test_opset_11_export_is_converted_and_still_matches(zoo_export) -> None:
     models.assert_close(models.ort_run(emit_model(net), x), reference)
 
 
+def test_opset_13_training_mode_batch_norm_uses_batch_statistics(zoo_export) -> None:
+    """A legacy export in ``TrainingMode.TRAINING`` at opset 13 has no ``training_mode`` attribute: its
+    BatchNormalization declares the running-statistics outputs, and onnxruntime normalises with the
+    batch's statistics. nestc must compute the same, or compress refuses its own output."""
+    exp = zoo_export("ConvBN", "legacy", keep_bn=True, train=True, opset=13)
+    bns = [n for n in onnx.load(exp.path).graph.node if n.op_type == "BatchNormalization"]
+    assert bns and all(len(n.output) > 1 and all(a.name != "training_mode" for a in n.attribute) for n in bns)
+    net = api.load_network(exp.path)
+    x = exp.module.sample(7, seed=1).numpy()
+    reference = models.ort_run(exp.path, x)
+    models.assert_close(net.run_numpy(x)[0], reference)
+    models.assert_close(models.ort_run(emit_model(net), x), reference)
+
+
 def test_untransposed_weights_are_parameters(zoo_export) -> None:
     """Without constant folding the legacy exporter feeds MatMul with ``Transpose(fc1.weight)``."""
     exp = zoo_export("TokenMLP", "legacy", keep_bn=True, plants=models.PLANTS["TokenMLP"])

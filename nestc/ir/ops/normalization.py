@@ -35,7 +35,7 @@ class BatchNormalization(OpHandler):
         x, scale, bias = required(inputs, 0), optional(inputs, 1), optional(inputs, 2)
         mean, var = required(inputs, 3), required(inputs, 4)
         eps = node.attr("epsilon", 1e-5)
-        if not training and not node.attr("training_mode", 0):
+        if not training and not uses_batch_statistics(node):
             return [F.batch_norm(x, mean, var, scale, bias, training=False, eps=eps), mean, var][: len(node.outputs)]
         y = F.batch_norm(x, None, None, scale, bias, training=True, eps=eps)
         momentum = node.attr("momentum", 0.9)
@@ -49,6 +49,17 @@ class BatchNormalization(OpHandler):
                 mean.copy_(new_mean)
                 var.copy_(new_var)
         return [y, new_mean, new_var][: len(node.outputs)]
+
+
+def uses_batch_statistics(node: Node) -> bool:
+    """Whether the node normalises with batch statistics at inference too, as onnxruntime runs it.
+
+    Opset 14 says so with ``training_mode=1``; opsets 9-13 have no such attribute and mean it by
+    declaring the running-statistics outputs (a legacy ``torch.onnx.export`` with
+    ``TrainingMode.TRAINING`` writes five). Opset 14 and later allow those outputs only in training
+    mode, so declaring them means batch statistics in every opset.
+    """
+    return bool(node.attr("training_mode", 0)) or len([o for o in node.outputs if o]) > 1
 
 
 @register
