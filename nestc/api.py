@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,8 +116,12 @@ class ValidationReport:
 
 def validate(original: PathLike, candidate: PathLike, data: str | None = None, atol: float = 1e-5,
              rtol: float = 1e-4, samples: int = 64, data_dir: PathLike | None = None,
-             seed: int = 0) -> ValidationReport:
-    """Run both models in onnxruntime on the same inputs and compare every output."""
+             seed: int = 0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+             ) -> ValidationReport:
+    """Run both models in onnxruntime on the same inputs and compare every output.
+
+    ``mean``/``std``: the input normalisation for ``data`` (else recorded or chosen, as ``evaluate``).
+    """
     require(atol, NUMBER, "--atol", "a number >= 0")
     require(rtol, NUMBER, "--rtol", "a number >= 0")
     require(samples, (int,), "--samples", "an integer >= 1")
@@ -130,7 +135,7 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
     _check_same_inputs(sessions, str(original), str(candidate))
     inherit_record(models[0], models[1])  # a user's export compared with nestc's output of it: same inputs
     view = _classifier_view(models[0], str(original))
-    x, y = _validation_inputs(models[0], view, data, samples, data_dir, seed)
+    x, y = _validation_inputs(models[0], view, data, samples, data_dir, seed, mean, std)
     outs = [runtime.run_batched(s, x) for s in sessions]
     if len(outs[0]) != len(outs[1]):
         raise OptionError(f"{candidate}: has {len(outs[1])} outputs, {original} has {len(outs[0])}")
@@ -182,7 +187,8 @@ def _compare(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) 
 
 
 def _validation_inputs(model: onnx.ModelProto, view: ClassifierView | None, data: str | None, samples: int,
-                       data_dir: PathLike | None, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+                       data_dir: PathLike | None, seed: int, mean: Sequence[float] | None,
+                       std: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Random inputs without ``data``; else its test split, prepared as ``evaluate`` prepares it for a
     classifier (the recorded or chosen normalisation and image fit), with the data set's own statistics
     for other models."""
@@ -192,12 +198,14 @@ def _validation_inputs(model: onnx.ModelProto, view: ClassifierView | None, data
         shape = [samples] + [d or 1 for d in dims[1:]]
         return np.random.default_rng(seed).standard_normal(shape).astype(np.float32), None
     from nestc.data import fit_to_input, load_dataset
-    from nestc.model_data import data_for_model
+    from nestc.model_data import check_normalisation, data_for_model
 
     if view is not None:
-        dataset = data_for_model(view, data, data_dir)
+        dataset = data_for_model(view, data, data_dir, mean=mean, std=std)
     else:
-        dataset = fit_to_input(load_dataset(data, data_dir=data_dir), ["N", *dims[1:]], model_label=value.name)
+        mean, std = check_normalisation(mean, std)
+        dataset = fit_to_input(load_dataset(data, data_dir=data_dir), ["N", *dims[1:]], mean, std,
+                               model_label=value.name)
     x = dataset.x_test[:samples]
     y = None if dataset.y_test is None else dataset.y_test[:samples]
     return x, y
@@ -226,8 +234,13 @@ class EvalReport:
 
 
 def evaluate(model: PathLike, data: str = "embedded", data_dir: PathLike | None = None, download: bool = False,
-             batch_size: int = 256, output_name: str | None = None) -> EvalReport:
-    """Top-1 accuracy, cross-entropy and latency of ``model`` on the test split, all by onnxruntime."""
+             batch_size: int = 256, output_name: str | None = None, mean: Sequence[float] | None = None,
+             std: Sequence[float] | None = None) -> EvalReport:
+    """Top-1 accuracy, cross-entropy and latency of ``model`` on the test split, all by onnxruntime.
+
+    ``mean``/``std``: the input normalisation (per channel, on the [0, 1] pixel scale); by default the one
+    recorded in a file nestc wrote, else the candidate the model classifies best under.
+    """
     from nestc.ir.classifier import score_normaliser
     from nestc.model_data import data_for_model
 
@@ -237,7 +250,7 @@ def evaluate(model: PathLike, data: str = "embedded", data_dir: PathLike | None 
     normalised = load_model(model)
     with about(model):
         view = ClassifierView(Network(normalised), output_name, str(model))
-    dataset = data_for_model(view, data, data_dir, download, label=str(model))
+    dataset = data_for_model(view, data, data_dir, download, mean, std, label=str(model))
     sess = runtime.session(stored_precision(normalised), str(model))
     names = [o.name for o in sess.get_outputs()]
     outputs = runtime.run_batched(sess, dataset.x_test, batch_size)
@@ -259,8 +272,11 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def train(model: PathLike, output: PathLike, data: str = "embedded", config: object | None = None,
           data_dir: PathLike | None = None, download: bool = False, output_name: str | None = None,
-          checkpoint: PathLike | None = None, resume: bool = False) -> tuple[float | None, float | None]:
+          checkpoint: PathLike | None = None, resume: bool = False, mean: Sequence[float] | None = None,
+          std: Sequence[float] | None = None) -> tuple[float | None, float | None]:
     """Train every weight of ``model`` on ``data`` and write it to ``output``.
+
+    ``mean``/``std``: the input normalisation to train under (see :func:`evaluate`); the output records it.
 
     Returns:
         Test accuracy before and after, measured by onnxruntime on the written files.
@@ -281,13 +297,13 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     with about(model):
         net = Network(load_runnable(model))
         view = trainable_view(net, output_name, str(model))
-    dataset = data_for_model(view, data, data_dir, download, label=str(model))
+    dataset = data_for_model(view, data, data_dir, download, mean, std, label=str(model))
     if dataset.y_train is None:
         raise OptionError(f"data '{data}' has no labels; `nestc train` needs labels (compress can distil)")
     trainer.fit(view, dataset.x_train, dataset.y_train, checkpoint=checkpoint, resume=resume)  # type: ignore[arg-type]
     record_input(net.template, dataset)
     if trainer.dist.is_main:
         save_network(net, output)
-    before = evaluate(model, data, data_dir, output_name=output_name).accuracy
+    before = evaluate(model, data, data_dir, output_name=output_name, mean=mean, std=std).accuracy
     after = evaluate(output, data, data_dir, output_name=output_name).accuracy if trainer.dist.is_main else None
     return before, after

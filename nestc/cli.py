@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from dataclasses import asdict
+from fractions import Fraction
 
 import click
 
@@ -22,6 +23,34 @@ MODEL = click.Path(dir_okay=True, path_type=str)
 
 POSITIVE = click.FloatRange(0, min_open=True)
 POSITIVE.name = "float"  # click would say "'abc' is not a valid float range"
+
+
+class _Numbers(click.ParamType):
+    """Comma-separated finite numbers; fractions such as ``1/255`` are allowed (raw-pixel models)."""
+
+    name = "numbers"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(float(Fraction(part.strip())) for part in str(value).split(","))
+        except (ValueError, ZeroDivisionError):
+            self.fail(f"{value!r}: give numbers separated by commas, e.g. 0.5 or 0.485,0.456,0.406 or 1/255",
+                      param, ctx)
+
+
+NUMBERS = _Numbers()
+
+
+def _normalisation_options(func):
+    """--mean and --std: the input normalisation a model was trained under, when nestc should not choose."""
+    func = click.option("--std", type=NUMBERS, default=None,
+                        help="Per-channel std the model's inputs were divided by; goes with --mean.")(func)
+    return click.option("--mean", type=NUMBERS, default=None,
+                        help="Per-channel mean subtracted from the model's inputs, on the [0, 1] pixel scale "
+                             "(0.485,0.456,0.406; raw 0-255 pixels: --mean 0 --std 1/255) [default: recorded "
+                             "in a file nestc wrote, else the candidate the model scores best under].")(func)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,10 +79,11 @@ def inspect(model: str, as_json: bool) -> None:
               help="Outputs agree where |a - b| <= atol + rtol * |a| (a: the original's).")
 @click.option("--rtol", default=1e-4, show_default=True, type=float, help="See --atol.")
 @click.option("--samples", default=64, show_default=True, type=int, help="Number of inputs to compare on.")
+@_normalisation_options
 def validate(original: str, candidate: str, data: str | None, data_dir: str | None, atol: float, rtol: float,
-             samples: int) -> None:
+             samples: int, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> None:
     """Run ORIGINAL and CANDIDATE in onnxruntime on the same inputs; exit 1 when they differ."""
-    report = api.validate(original, candidate, data, atol, rtol, samples, data_dir)
+    report = api.validate(original, candidate, data, atol, rtol, samples, data_dir, mean=mean, std=std)
     for diff in report.outputs:
         status = "ok" if diff.within else "DIFFERS"
         click.echo(f"{diff.name}: max abs diff {diff.max_abs:.3g}, max rel diff {diff.max_rel:.3g} [{status}]")
@@ -133,16 +163,19 @@ def _train_config(batch_size: int, lr: float, weight_decay: float, optimizer: st
 @click.argument("model", type=MODEL)
 @click.option("-o", "--output", required=True, help="Where to write the trained model.")
 @_data_options
+@_normalisation_options
 @_train_options
 @click.option("--checkpoint", default=None, help="Checkpoint file written every epoch.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint.")
-def train(model: str, output: str, data: str, data_dir: str | None, download: bool, epochs: float | None,
-          batch_size: int, lr: float, weight_decay: float, optimizer: str, device: str, amp: str, seed_value: int,
-          quiet: bool, output_name: str | None, checkpoint: str | None, resume: bool) -> None:
+def train(model: str, output: str, data: str, data_dir: str | None, download: bool, mean: tuple[float, ...] | None,
+          std: tuple[float, ...] | None, epochs: float | None, batch_size: int, lr: float, weight_decay: float,
+          optimizer: str, device: str, amp: str, seed_value: int, quiet: bool, output_name: str | None,
+          checkpoint: str | None, resume: bool) -> None:
     """Train all weights of MODEL on --data and write it to -o."""
     config = _train_config(batch_size, lr, weight_decay, optimizer, device, amp, seed_value, quiet,
                            10 if epochs is None else epochs)
-    before, after = api.train(model, output, data, config, data_dir, download, output_name, checkpoint, resume)
+    before, after = api.train(model, output, data, config, data_dir, download, output_name, checkpoint, resume,
+                              mean=mean, std=std)
     if after is not None:
         click.echo(f"test accuracy (onnxruntime): {before:.2%} -> {after:.2%}; wrote {output}")
 
@@ -150,14 +183,15 @@ def train(model: str, output: str, data: str, data_dir: str | None, download: bo
 @cli.command(name="eval")
 @click.argument("model", type=MODEL)
 @_data_options
+@_normalisation_options
 @click.option("--batch-size", default=256, show_default=True, type=int,
               help="Inference batch, and the batch whose latency is measured.")
 @click.option("--output-name", default=None, help="Graph output holding class scores.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def eval_(model: str, data: str, data_dir: str | None, download: bool, batch_size: int, output_name: str | None,
-          as_json: bool) -> None:
+def eval_(model: str, data: str, data_dir: str | None, download: bool, mean: tuple[float, ...] | None,
+          std: tuple[float, ...] | None, batch_size: int, output_name: str | None, as_json: bool) -> None:
     """Accuracy, loss and latency of MODEL on the test split, measured by onnxruntime."""
-    report = api.evaluate(model, data, data_dir, download, batch_size, output_name)
+    report = api.evaluate(model, data, data_dir, download, batch_size, output_name, mean, std)
     if as_json:
         click.echo(json.dumps(asdict(report), indent=2))
         return
@@ -188,6 +222,7 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.argument("model", type=MODEL)
 @click.option("-o", "--output", required=True, help="Where to write the compressed model.")
 @_data_options
+@_normalisation_options
 @_train_options
 @click.option("--report", default=None, help="JSON report path.")
 @click.option("--plot", default=None, help="PNG of the network's evolution.")
@@ -232,7 +267,8 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
               help="coo: store mostly-zero weights as sparse initializers (smaller file, same speed).")
 @click.option("--limit", default=None, type=int, help="Use at most this many training samples.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUTPUT.ckpt.")
-def compress(model: str, output: str, data: str, data_dir: str | None, download: bool, epochs: float | None,
+def compress(model: str, output: str, data: str, data_dir: str | None, download: bool,
+             mean: tuple[float, ...] | None, std: tuple[float, ...] | None, epochs: float | None,
              batch_size: int, lr: float, weight_decay: float, optimizer: str, device: str, amp: str, seed_value: int,
              quiet: bool, output_name: str | None, report: str | None, plot: str | None, max_acc_drop: float,
              target_params: int | None, max_epochs: float, time_budget: float | None, grow: str,
@@ -258,7 +294,7 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
     log = (lambda _line: None) if quiet else click.echo
     try:
         result = run_compress(model, output, data, config, train_config, report, plot, sparse_format, data_dir,
-                              download, limit, output_name, resume, log=log)
+                              download, limit, output_name, resume, log=log, mean=mean, std=std)
     except KeyboardInterrupt:
         checkpoint = f"{output}.ckpt"
         if os.path.exists(checkpoint):

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from nestc.input_record import record_input
 from nestc.ir.classifier import ClassifierView, trainable_view
 from nestc.ir.emit import SPARSE_FORMATS, emit_model
 from nestc.ir.network import Network
-from nestc.model_data import data_for_model, is_trained, output_classes, split_validation
+from nestc.model_data import check_normalisation, data_for_model, is_trained, output_classes, split_validation
 from nestc.report import plot_history, write_json
 from nestc.schedule.config import NestConfig
 from nestc.schedule.runner import NestRun, SplitData
@@ -64,8 +65,13 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
              report: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
              sparse_format: str = "dense", data_dir: str | os.PathLike | None = None, download: bool = False,
              limit: int | None = None, output_name: str | None = None, resume: bool = False,
-             log=print) -> CompressResult:
-    """Compress ``model`` with the NeST flow on ``data`` and write the result to ``output``."""
+             log=print, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> CompressResult:
+    """Compress ``model`` with the NeST flow on ``data`` and write the result to ``output``.
+
+    ``mean``/``std``: the input normalisation the model was trained under (per channel, on the [0, 1]
+    pixel scale); by default the one recorded in a file nestc wrote, else the candidate the model
+    classifies best under (:mod:`nestc.model_data`). The output expects the same.
+    """
     config = NestConfig() if config is None else config
     train_config = TrainConfig(quiet=True) if train_config is None else train_config
     for name, value, kind in (("config", config, NestConfig), ("train_config", train_config, TrainConfig)):
@@ -94,14 +100,15 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     stored = stored_precision(normalised)  # what onnxruntime runs: the input file's own float type
     before_ort = runtime.session(stored, str(model))  # a model onnxruntime refuses fails before training
     checkpoint = f"{output}.ckpt"
-    identity = _run_identity(model, data, limit, output_name, train_config.seed)
+    mean, std = check_normalisation(mean, std)
+    identity = _run_identity(model, data, limit, output_name, train_config.seed, mean, std)
     if resume and os.path.exists(checkpoint):
         _check_resumable(checkpoint, identity)
     with about(model):
         net = Network(normalised)
         view = trainable_view(net, output_name, str(model))
     before_stats = model_stats(net)  # the network is trained in place from here on
-    dataset = data_for_model(view, data, data_dir, download, limit=limit, label=str(model))
+    dataset = data_for_model(view, data, data_dir, download, mean, std, limit=limit, label=str(model))
     log(f"input normalisation: mean {_rounded(dataset.mean)}, std {_rounded(dataset.std)} "
         "(the output expects the same)")
     if dataset.input_fit:
@@ -146,8 +153,10 @@ def _rounded(values: tuple[float, ...]) -> str:
     return ", ".join(f"{v:.4g}" for v in values)
 
 
-def _run_identity(model: str | os.PathLike, data: str, limit: int | None, output_name: str | None, seed: int) -> str:
-    """What a checkpoint must have been made from to be resumed: the model's bytes, data and seed.
+def _run_identity(model: str | os.PathLike, data: str, limit: int | None, output_name: str | None, seed: int,
+                  mean: Sequence[float] | None, std: Sequence[float] | None) -> str:
+    """What a checkpoint must have been made from to be resumed: the model's bytes, data (and its
+    normalisation) and seed.
 
     Other options may change on ``--resume`` (a longer ``--max-epochs``, say); these may not, since
     the saved networks and counters would then describe a different run.
@@ -156,7 +165,8 @@ def _run_identity(model: str | os.PathLike, data: str, limit: int | None, output
     with open(model, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    digest.update(json.dumps([str(data), limit, output_name, seed]).encode())
+    given = [] if mean is None else [mean, std]  # absent when not given: older checkpoints stay resumable
+    digest.update(json.dumps([str(data), limit, output_name, seed, *given]).encode())
     return digest.hexdigest()
 
 
@@ -165,8 +175,8 @@ def _check_resumable(checkpoint: str, identity: str) -> None:
     saved = read_state(checkpoint).get("identity")
     if saved is not None and saved != identity:
         raise OptionError(f"--resume: {checkpoint} was written by a run with another model, data, --limit, "
-                          "--output-name or --seed; rerun that command with --resume, or delete the checkpoint "
-                          "to start over")
+                          "--output-name, --seed, --mean or --std; rerun that command with --resume, or delete the "
+                          "checkpoint to start over")
 
 
 def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: NestConfig, seed: int,

@@ -15,7 +15,9 @@ under, padding (resizing when the images are larger) otherwise.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -23,7 +25,7 @@ import torch
 
 from nestc.data import Dataset, fit_to_input, load_dataset
 from nestc.data.fit import SPATIAL_FITS, default_spatial_fit, spatial_target
-from nestc.errors import DataError
+from nestc.errors import DataError, OptionError
 from nestc.input_record import recorded_input
 from nestc.ir.classifier import ClassifierView
 from nestc.ir.network import Network
@@ -32,9 +34,10 @@ from nestc.training.inference import predict_logits
 
 
 def data_for_model(view: ClassifierView, spec: str, data_dir: str | os.PathLike | None = None,
-                   download: bool = False, mean: list[float] | None = None, std: list[float] | None = None,
+                   download: bool = False, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                    limit: int | None = None, label: str = "model") -> Dataset:
     """Load ``spec`` shaped for ``view``'s input, and check its labels fit the model's classes."""
+    mean, std = check_normalisation(mean, std)
     net = view.net
     value = next(v for v in net.template.graph.input if v.name == net.input_names[0])
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
@@ -50,6 +53,28 @@ def data_for_model(view: ClassifierView, spec: str, data_dir: str | os.PathLike 
             raise DataError(f"data '{spec}' has labels up to {int(labels.max())} in its {split} split, but "
                             f"{label} output '{view.output}' has {classes} classes")
     return dataset
+
+
+def check_normalisation(mean: Sequence[float] | None, std: Sequence[float] | None
+                        ) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """``mean``/``std`` as tuples of floats, both or neither: a user's normalisation replaces nestc's
+    choice as a whole (half of one and half of the data set's statistics would match no training)."""
+    if (mean is None) != (std is None):
+        raise OptionError("--mean and --std go together: give both (on the [0, 1] pixel scale) or neither")
+    if mean is None or std is None:
+        return None, None
+    values = {}
+    for option, given in (("--mean", mean), ("--std", std)):
+        try:
+            numbers = tuple(float(v) for v in (given if isinstance(given, Sequence) else [given]))
+        except (TypeError, ValueError):
+            numbers = ()
+        if not numbers or not all(math.isfinite(v) for v in numbers):
+            raise OptionError(f"{option} {given!r}: give finite numbers, one or one per channel")
+        values[option] = numbers
+    if min(values["--std"]) <= 0:
+        raise OptionError(f"--std {','.join(f'{v:g}' for v in values['--std'])}: every value must be positive")
+    return values["--mean"], values["--std"]
 
 
 PROBE_SAMPLES = 2000

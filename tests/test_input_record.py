@@ -90,3 +90,19 @@ def test_metadata_entry_replaced_once_and_user_entries_kept() -> None:
     assert [(p.key, p.value) for p in model.metadata_props] == [("author", "someone"), (KEY, "new")]
     drop_metadata(model, KEY)
     assert metadata_value(model, KEY) is None and metadata_value(model, "author") == "someone"
+
+
+def test_given_normalisation_overrides_record_and_choice(trained: Path, tmp_path: Path) -> None:
+    """``--mean``/``--std`` are applied as given by eval (checked against onnxruntime run by hand), and
+    compress trains under them and records them for the output."""
+    raw = load_dataset("embedded")
+    scores = runtime.run(runtime.session(onnx.load(str(trained))), [((raw.x_test - 0.5) / 0.5).astype(np.float32)])[0]
+    expected = float((scores.argmax(1) == raw.y_test).mean())
+    given = nestc.evaluate(trained, "embedded", mean=[0.5], std=[0.5]).accuracy
+    assert given == pytest.approx(expected, abs=1e-12)
+    assert nestc.evaluate(trained, "embedded").accuracy != pytest.approx(expected, abs=1e-3), \
+        "the record must differ from what is given here, or this test checks nothing"
+    result = nestc.compress(trained, tmp_path / "out.onnx", "embedded", NestConfig(max_epochs=0.5),
+                            TrainConfig(device="cpu", quiet=True), log=lambda _line: None, mean=(0.5,), std=(0.5,))
+    assert result.report["input_normalisation"] == {"mean": [0.5], "std": [0.5]}
+    assert _record(tmp_path / "out.onnx") == {"mean": [0.5], "std": [0.5], "spatial_fit": None}

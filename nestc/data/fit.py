@@ -44,10 +44,10 @@ def fit_to_input(
     model's input, else ``resize``), and ``input_fit`` says how.
     """
     channels = ds.x_train.shape[1]
-    m = _per_channel("mean", ds.mean if mean is None else mean, channels, ds.name)
-    s = _per_channel("std", ds.std if std is None else std, channels, ds.name)
+    m = _per_channel("--mean", ds.mean if mean is None else mean, channels, ds.name)
+    s = _per_channel("--std", ds.std if std is None else std, channels, ds.name)
     if not (s > 0).all():
-        raise OptionError(f"std must be positive; got {tuple(float(v) for v in s)}")
+        raise OptionError(f"--std must be positive; got {tuple(float(v) for v in s)}")
     size = spatial_target(ds.x_train.shape[1:], tuple(input_shape))
     how = spatial or default_spatial_fit(ds.x_train.shape[1:], size)
     if how not in SPATIAL_FITS:
