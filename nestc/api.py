@@ -231,6 +231,10 @@ class EvalReport:
     loss: float | None
     latency_ms_per_batch: float
     batch_size: int
+    input_normalisation: dict[str, list[float]]
+    """The ``mean``/``std`` the inputs were prepared with (given, recorded or chosen)."""
+    input_fit: str | None
+    """How images of another size were fitted to the model's input (None: same size)."""
 
 
 def evaluate(model: PathLike, data: str = "embedded", data_dir: PathLike | None = None, download: bool = False,
@@ -262,7 +266,8 @@ def evaluate(model: PathLike, data: str = "embedded", data_dir: PathLike | None 
                      None: _log_softmax}[score_normaliser(view.net, view.output)](scores)
         loss = float(-log_probs[np.arange(len(scores)), dataset.y_test].mean())
     latency = runtime.latency_ms(sess, dataset.x_test[:batch_size], repeats=10)
-    return EvalReport(len(dataset.x_test), accuracy, loss, latency, min(batch_size, len(dataset.x_test)))
+    return EvalReport(len(dataset.x_test), accuracy, loss, latency, min(batch_size, len(dataset.x_test)),
+                      {"mean": list(dataset.mean), "std": list(dataset.std)}, dataset.input_fit or None)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -199,6 +199,10 @@ def eval_(model: str, data: str, data_dir: str | None, download: bool, mean: tup
     loss = "n/a" if report.loss is None else f"{report.loss:.4f}"
     click.echo(f"{report.samples} samples: accuracy {accuracy}, loss {loss}, "
                f"{report.latency_ms_per_batch:.3f} ms per batch of {report.batch_size} (onnxruntime)")
+    norm = report.input_normalisation
+    fitted = f"; images fitted to the model: {report.input_fit}" if report.input_fit else ""
+    click.echo(f"inputs: mean {', '.join(f'{v:.4g}' for v in norm['mean'])}, "
+               f"std {', '.join(f'{v:.4g}' for v in norm['std'])}{fitted}")
 
 
 @cli.command()

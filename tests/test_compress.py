@@ -166,7 +166,9 @@ def test_image_size_fit_is_the_one_the_model_was_trained_with(tmp_path: Path, tr
 
     expected = ort_accuracy(fitted)
     assert expected > ort_accuracy(other) + 0.05, "the other fit must cost accuracy"
-    assert nestc.evaluate(tmp_path / "m32.onnx", "embedded").accuracy == pytest.approx(expected, abs=1e-9)
+    evaluated = nestc.evaluate(tmp_path / "m32.onnx", "embedded")
+    assert evaluated.accuracy == pytest.approx(expected, abs=1e-9)
+    assert evaluated.input_fit == f"28x28 -> 32x32 ({trained_on})"
     result = nestc.compress(tmp_path / "m32.onnx", tmp_path / "small.onnx", "embedded",
                             NestConfig(max_epochs=1, max_acc_drop=2), TrainConfig(device="cpu", quiet=True),
                             log=lambda _line: None)

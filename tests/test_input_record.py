@@ -98,8 +98,9 @@ def test_given_normalisation_overrides_record_and_choice(trained: Path, tmp_path
     raw = load_dataset("embedded")
     scores = runtime.run(runtime.session(onnx.load(str(trained))), [((raw.x_test - 0.5) / 0.5).astype(np.float32)])[0]
     expected = float((scores.argmax(1) == raw.y_test).mean())
-    given = nestc.evaluate(trained, "embedded", mean=[0.5], std=[0.5]).accuracy
-    assert given == pytest.approx(expected, abs=1e-12)
+    given = nestc.evaluate(trained, "embedded", mean=[0.5], std=[0.5])
+    assert given.accuracy == pytest.approx(expected, abs=1e-12)
+    assert given.input_normalisation == {"mean": [0.5], "std": [0.5]} and given.input_fit is None
     assert nestc.evaluate(trained, "embedded").accuracy != pytest.approx(expected, abs=1e-3), \
         "the record must differ from what is given here, or this test checks nothing"
     result = nestc.compress(trained, tmp_path / "out.onnx", "embedded", NestConfig(max_epochs=0.5),
