@@ -30,7 +30,7 @@ from nestc.input_record import recorded_input
 from nestc.ir.classifier import ClassifierView
 from nestc.ir.network import Network
 from nestc.training.data import place
-from nestc.training.inference import predict_logits
+from nestc.training.inference import eval_batch_size, predict_logits
 
 
 def data_for_model(view: ClassifierView, spec: str, data_dir: str | os.PathLike | None = None,
@@ -168,7 +168,7 @@ def is_trained(accuracy: float, classes: int) -> bool:
 
 def _accuracy(view: ClassifierView, dataset: Dataset) -> float:
     data = place(dataset.x_test, None, None, view.net.device)
-    predicted = predict_logits(view, data, batch_size=1024, amp=False).argmax(1).numpy()
+    predicted = predict_logits(view, data, batch_size=eval_batch_size(data.device), amp=False).argmax(1).numpy()
     return float((predicted == dataset.y_test).mean())
 
 

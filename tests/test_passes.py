@@ -10,7 +10,7 @@ import torch
 
 from nestc import runtime
 from nestc.api import load_network
-from nestc.channels.analysis import analyse_channels
+from nestc.channels.analysis import analyse_channels, sample_inputs
 from nestc.data import fit_to_input, load_dataset
 from nestc.ir.classifier import ClassifierView
 from nestc.ir.emit import emit_model
@@ -303,6 +303,22 @@ def test_grow_feature_maps_adds_maps_through_flatten(images) -> None:
     assert net.tensor(layers(net)[2].weight).shape[1] == fc_inputs + 2 * 16, "each map feeds a 4x4 block"
     assert analyse_channels(net) is not None
     _assert_emitted_matches(net, images[0])
+
+
+@pytest.mark.parametrize("arch", ["lenet-5", "resnet18"])
+def test_probe_loss_from_a_node_is_the_full_loss_after_later_weights_change(arch: str) -> None:
+    """Growth scores candidates by a loss that reuses the values before the first changed layer; it must
+    equal a full forward pass exactly, also where residual connections cross the cut."""
+    torch.manual_seed(0)
+    net = Network(build_seed(arch, width_ratio=0.125, density=0.3))
+    ensure_masks(net)
+    (x,) = sample_inputs(net, batch=24)
+    probe = Probe(ClassifierView(net), x, torch.randint(0, 10, (24,)), batch_size=10)
+    for layer in layers(net)[::3]:
+        start = next(i for i, node in enumerate(net.nodes) if layer.weight in node.inputs)
+        score = probe.loss_from(start)
+        net.set_tensor(layer.weight, net.tensor(layer.weight).detach() * 0.5)
+        assert score() == probe.mean_loss()
 
 
 def test_grown_feature_maps_round_widths_up_to_multiples(images) -> None:

@@ -306,12 +306,38 @@ class Network(nn.Module):
             until: stop as soon as this tensor is computed and return only it (a classifier's logits
                 sit before its Softmax and ZipMap; nothing after them is needed for training).
         """
-        if len(inputs) != len(self.input_names):
-            raise ValueError(f"model takes {len(self.input_names)} input(s), got {len(inputs)}")
-        env: dict[str, torch.Tensor] = dict(zip(self.input_names, inputs))
+        env = self._feed(inputs)
         taps = set(taps)
         self.tapped = {name: env[name] for name in self.input_names if name in taps}
-        for node, handler in zip(self.nodes, self.handlers):
+        return self._run(env, 0, len(self.nodes), taps, until) or self._outputs(env)
+
+    def run_prefix(self, inputs: Sequence[torch.Tensor], stop: int) -> dict[str, torch.Tensor]:
+        """Run the nodes before ``stop``; returns only the values that later nodes or graph outputs read.
+
+        A caller that changes no tensor read before node ``stop`` and runs the graph many times (growth
+        scores candidates this way) computes this once and goes on with :meth:`run_from`, getting what
+        :meth:`forward` would, bit for bit, without recomputing the unchanged part.
+        """
+        env = self._feed(inputs)
+        self._run(env, 0, stop, set(), None)
+        needed = {name for node in self.nodes[stop:] for name in node.inputs} | set(self.output_names)
+        return {name: value for name, value in env.items() if name in needed}
+
+    def run_from(self, prefix: dict[str, torch.Tensor], start: int, until: str | None = None
+                 ) -> tuple[torch.Tensor, ...]:
+        """:meth:`forward` from node ``start`` on, given :meth:`run_prefix`'s values for ``start``."""
+        env = dict(prefix)
+        return self._run(env, start, len(self.nodes), set(), until) or self._outputs(env)
+
+    def _feed(self, inputs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        if len(inputs) != len(self.input_names):
+            raise ValueError(f"model takes {len(self.input_names)} input(s), got {len(inputs)}")
+        return dict(zip(self.input_names, inputs))
+
+    def _run(self, env: dict[str, torch.Tensor], start: int, stop: int, taps: set[str],
+             until: str | None) -> tuple[torch.Tensor] | None:
+        """Run nodes ``start`` to ``stop`` into ``env``; ``(until,)`` as soon as a node computes it, else None."""
+        for node, handler in zip(self.nodes[start:stop], self.handlers[start:stop]):
             args = [self._fetch(name, env) for name in node.inputs]
             try:
                 outs = handler.forward(node, args, self.training)
@@ -326,6 +352,9 @@ class Network(nn.Module):
                         self.tapped[out_name] = value
             if until is not None and until in node.outputs:
                 return (env[until],)
+        return None
+
+    def _outputs(self, env: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         return tuple(env[name] if name in env else self._value(name) for name in self.output_names)
 
     def _fetch(self, name: str, env: dict[str, torch.Tensor]) -> torch.Tensor | None:

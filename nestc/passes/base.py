@@ -6,6 +6,7 @@ Connection passes act on its 0/1 mask; unit passes act on the channel spaces bet
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from nestc.ir.classifier import ClassifierView
 from nestc.ir.network import WEIGHT_OPS, Network
 from nestc.ir.registry import Node
+from nestc.training.state import training_mode
 
 
 @dataclass
@@ -109,14 +111,26 @@ class Probe:
 
     def mean_loss(self) -> float:
         """Loss over all probe batches, no gradients, eval mode."""
+        return self._mean_loss(lambda k, part: self.view(self.x[part]))
+
+    def loss_from(self, start: int) -> Callable[[], float]:
+        """:meth:`mean_loss` for a caller that changes no tensor read before node ``start`` between calls.
+
+        Feature-map growth scores every candidate by the probe loss, and a candidate changes only the
+        layers from its producer on: the values before it are computed here once, each call runs the
+        rest of the graph (the same losses, bit for bit, as :meth:`mean_loss`).
+        """
         net = self.view.net
-        was_training = net.training
-        net.eval()
+        with training_mode(net, False), torch.no_grad():
+            prefixes = [net.run_prefix([self.x[part]], start) for part in self.batches()]
+        return lambda: self._mean_loss(lambda k, part: net.run_from(prefixes[k], start, self.view.logits_name)[0])
+
+    def _mean_loss(self, logits: Callable[[int, slice], torch.Tensor]) -> float:
+        """Sample-weighted mean of the loss of ``logits(batch number, batch)`` over the probe batches."""
         total = 0.0
-        with torch.no_grad():
-            for part in self.batches():
-                total += float(self.loss(self.view(self.x[part]), part)) * (part.stop - part.start)
-        net.train(was_training)
+        with training_mode(self.view.net, False), torch.no_grad():
+            for k, part in enumerate(self.batches()):
+                total += float(self.loss(logits(k, part), part)) * (part.stop - part.start)
         return total / len(self.x)
 
 

@@ -12,6 +12,8 @@ Guarantees: every member of the space grows by ``count`` units (or a few more, u
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from nestc.channels.analysis import ChannelAnalysis, analyse_channels
@@ -19,7 +21,7 @@ from nestc.channels.layout import Member, unit_positions
 from nestc.channels.resize import SpaceChange, aligned_width, apply_resize
 from nestc.ir.network import Network
 from nestc.passes.base import PassResult, Probe
-from nestc.passes.unit_spaces import UnitSpace, conv_spaces, write_units
+from nestc.passes.unit_spaces import conv_spaces, write_units
 
 
 def grow_feature_maps(probe: Probe, count: int, candidates: int = 4, seed: int = 0, round_to: int = 1) -> PassResult:
@@ -36,33 +38,47 @@ def grow_feature_maps(probe: Probe, count: int, candidates: int = 4, seed: int =
                                  for s in spaces})
     analysis = analyse_channels(net, probe.x[:2])
     generator = torch.Generator().manual_seed(seed)
-    improvement = 0.0
+    improvement, loss = 0.0, None
     for space in conv_spaces(net, analysis):
         if space.producer.weight not in widths:
             continue
+        members = [space.producer_member] + [m for _, m in space.readers]
+        score = probe.loss_from(_first_reader(net, {m.tensor for m in members}))
+        loss = score() if loss is None else loss
         first = widths[space.producer.weight]
         for unit in range(first, first + grown[space.producer.weight]):
-            improvement += _best_candidate(probe, analysis, space, unit, candidates, generator)
+            best_loss = _best_candidate(score, net, analysis, space.space, members, unit, candidates, generator)
+            improvement += loss - best_loss
+            loss = best_loss
     return PassResult("grow_feature_maps", True, {"spaces": len(widths), "grown": sum(grown.values()),
                                                   "loss_drop": round(improvement, 6)})
 
 
-def _best_candidate(probe: Probe, analysis: ChannelAnalysis, space: UnitSpace, unit: int, candidates: int,
-                    generator: torch.Generator) -> float:
-    net = probe.view.net
-    members = [space.producer_member] + [m for _, m in space.readers]
-    baseline = probe.mean_loss()
-    best_loss, best = baseline, None
+def _first_reader(net: Network, tensors: set[str]) -> int:
+    """Index of the first node that reads any of ``tensors``: the nodes before it compute the same for every
+    candidate."""
+    return next(i for i, node in enumerate(net.nodes) if tensors.intersection(node.inputs))
+
+
+def _best_candidate(score: Callable[[], float], net: Network, analysis: ChannelAnalysis, space: int,
+                    members: list[Member], unit: int, candidates: int, generator: torch.Generator) -> float:
+    """Write the lowest-loss of ``candidates`` random draws into ``unit``; returns that loss.
+
+    The first draw is kept even when it does not beat the loss before (a grown unit needs weights), so
+    the network ends exactly as it was when the returned loss was measured: it is the next unit's
+    starting loss, and no forward pass measures it again.
+    """
+    best_loss, best = float("inf"), None
     for _ in range(candidates):
-        draw = [_random_slice(net, analysis, m, space.space, unit, generator) for m in members]
+        draw = [_random_slice(net, analysis, m, space, unit, generator) for m in members]
         for member, values in zip(members, draw, strict=True):
-            write_units(net, analysis, member, space.space, [unit], values)
-        loss = probe.mean_loss()
+            write_units(net, analysis, member, space, [unit], values)
+        loss = score()
         if loss < best_loss or best is None:
             best_loss, best = loss, draw
     for member, values in zip(members, best, strict=True):
-        write_units(net, analysis, member, space.space, [unit], values)
-    return baseline - best_loss
+        write_units(net, analysis, member, space, [unit], values)
+    return best_loss
 
 
 def _random_slice(net: Network, analysis: ChannelAnalysis, member: Member, space: int, unit: int,

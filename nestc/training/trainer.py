@@ -221,22 +221,27 @@ class Trainer:
 
     # --------------------------------------------------------------------------------- evaluation
     def evaluate(self, model: nn.Module, x: ArrayLike, y: ArrayLike | None,
-                 batch_size: int = 1024) -> tuple[float, float]:
+                 batch_size: int | None = None) -> tuple[float, float]:
         """Mean cross-entropy and top-1 accuracy of ``model`` on ``(x, y)``.
 
         Runs in eval mode without gradients and restores every submodule's previous mode. Every rank
-        evaluates the whole set, so all ranks get the same numbers without communicating.
+        evaluates the whole set, so all ranks get the same numbers without communicating. The default
+        batch size suits the device (:func:`inference.eval_batch_size`).
         """
         if y is None:
             raise OptionError("evaluate needs labels; for unlabeled data pass the original model's predicted "
                               "classes, e.g. predict_logits(original, x).argmax(1)")
-        return inference.evaluate(model, place(x, y, None, self.device), batch_size, self.amp)
+        return inference.evaluate(model, place(x, y, None, self.device), self._eval_batch(batch_size), self.amp)
 
-    def predict_logits(self, model: nn.Module, x: ArrayLike, batch_size: int = 1024) -> torch.Tensor:
+    def predict_logits(self, model: nn.Module, x: ArrayLike, batch_size: int | None = None) -> torch.Tensor:
         """``model``'s float32 logits for ``x``, on the CPU (e.g. teacher logits for distillation)."""
-        return inference.predict_logits(model, place(x, None, None, self.device), batch_size, self.amp)
+        return inference.predict_logits(model, place(x, None, None, self.device), self._eval_batch(batch_size),
+                                        self.amp)
 
     # ------------------------------------------------------------------------------------ helpers
+    def _eval_batch(self, batch_size: int | None) -> int:
+        return inference.eval_batch_size(self.device) if batch_size is None else batch_size
+
     def _private_rng(self) -> contextlib.AbstractContextManager[Any]:
         """Fork the global RNGs a fit touches, so that training leaves the caller's streams alone."""
         return torch.random.fork_rng(devices=[self.device.index] if self.device.type == "cuda" else [])
