@@ -129,6 +129,12 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
         raise OptionError(f"--atol {atol} / --rtol {rtol}: must be non-negative numbers")
     if samples < 1:
         raise OptionError(f"--samples {samples}: must be at least 1")
+    from nestc.model_data import check_normalisation
+
+    mean, std = check_normalisation(mean, std)
+    if data is None and mean is not None:
+        raise OptionError("--mean/--std: they describe --data's inputs, and without --data validate feeds random "
+                          "inputs; give --data too, or leave them out")
     models = [load_model(original), load_model(candidate)]
     sessions = [runtime.session(onnx.load(str(p)).SerializeToString(), str(p), exact=True)
                 for p in (original, candidate)]

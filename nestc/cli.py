@@ -17,6 +17,7 @@ import click
 
 from nestc import api
 from nestc.errors import NestcError, one_line
+from nestc.input_record import describe_values
 from nestc.stats import format_table
 
 MODEL = click.Path(dir_okay=True, path_type=str)
@@ -201,8 +202,7 @@ def eval_(model: str, data: str, data_dir: str | None, download: bool, mean: tup
                f"{report.latency_ms_per_batch:.3f} ms per batch of {report.batch_size} (onnxruntime)")
     norm = report.input_normalisation
     fitted = f"; images fitted to the model: {report.input_fit}" if report.input_fit else ""
-    click.echo(f"inputs: mean {', '.join(f'{v:.4g}' for v in norm['mean'])}, "
-               f"std {', '.join(f'{v:.4g}' for v in norm['std'])}{fitted}")
+    click.echo(f"inputs: mean {describe_values(norm['mean'])}, std {describe_values(norm['std'])}{fitted}")
 
 
 @cli.command()

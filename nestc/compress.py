@@ -26,7 +26,7 @@ from nestc.errors import OptionError, PassError, about, require
 from nestc.fileio import atomic_write_bytes, check_distinct_outputs, check_output_path
 from nestc.frontends import load_model
 from nestc.frontends.precision import stored_precision
-from nestc.input_record import record_input
+from nestc.input_record import describe_values, record_input
 from nestc.ir.classifier import ClassifierView, trainable_view
 from nestc.ir.emit import SPARSE_FORMATS, emit_model
 from nestc.ir.network import Network
@@ -109,7 +109,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
         view = trainable_view(net, output_name, str(model))
     before_stats = model_stats(net)  # the network is trained in place from here on
     dataset = data_for_model(view, data, data_dir, download, mean, std, limit=limit, label=str(model))
-    log(f"input normalisation: mean {_rounded(dataset.mean)}, std {_rounded(dataset.std)} "
+    log(f"input normalisation: mean {describe_values(dataset.mean)}, std {describe_values(dataset.std)} "
         "(the output expects the same)")
     if dataset.input_fit:
         log(f"input images fitted to the model: {dataset.input_fit} (the output expects the same)")
@@ -147,10 +147,6 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
 
 def _silent(_line: str) -> None:
     """The log of every rank but the first."""
-
-
-def _rounded(values: tuple[float, ...]) -> str:
-    return ", ".join(f"{v:.4g}" for v in values)
 
 
 def _run_identity(model: str | os.PathLike, data: str, limit: int | None, output_name: str | None, seed: int,

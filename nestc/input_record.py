@@ -52,3 +52,14 @@ def inherit_record(target: onnx.ModelProto, source: onnx.ModelProto) -> None:
     stored = metadata_value(source, KEY)
     if metadata_value(target, KEY) is None and stored is not None:
         set_metadata(target, KEY, stored)
+
+
+def describe_values(values: Sequence[float]) -> str:
+    """A normalisation's ``mean`` or ``std`` for one line of output: one number when every channel has
+    the same (a single value broadcast over channels or features), the range when there are many (the
+    per-feature statistics of tabular data: hundreds of numbers), else each value."""
+    if len(set(values)) <= 1:
+        return ", ".join(f"{v:.4g}" for v in values[:1])
+    if len(values) > 4:
+        return f"{min(values):.4g} to {max(values):.4g} ({len(values)} values)"
+    return ", ".join(f"{v:.4g}" for v in values)

@@ -85,6 +85,14 @@ def test_bad_normalisation_is_an_option_error(mean: tuple | None, std: tuple | N
         fit_to_input(_images(channels=3, size=4), ["N", 3, 4, 4], mean=mean, std=std)
 
 
+def test_wrong_channel_count_message_shows_the_values_as_given() -> None:
+    """The values as typed, not their float32 expansions, and no "1 or 1" for grey images."""
+    with pytest.raises(OptionError) as err:
+        fit_to_input(_images(), ["N", 1, 28, 28], mean=(0.485, 0.456, 0.406), std=(0.5,))
+    assert str(err.value) == ("--mean has 3 value(s) (0.485, 0.456, 0.406); data 'fashion-mnist' has 1 channel(s): "
+                              "give 1 finite value")
+
+
 def test_normalisation_candidates_per_layout() -> None:
     """Grey images: own statistics, [0, 1], [-1, 1], then the stored [0, 255] pixels; RGB adds ImageNet's
     before those; duplicates appear once; images not at the [0, 1] scale have no raw-pixel candidate."""

@@ -107,3 +107,26 @@ def test_given_normalisation_overrides_record_and_choice(trained: Path, tmp_path
                             TrainConfig(device="cpu", quiet=True), log=lambda _line: None, mean=(0.5,), std=(0.5,))
     assert result.report["input_normalisation"] == {"mean": [0.5], "std": [0.5]}
     assert _record(tmp_path / "out.onnx") == {"mean": [0.5], "std": [0.5], "spatial_fit": None}
+
+
+def test_eval_prints_a_normalisation_in_one_short_line(trained: Path, tmp_path: Path) -> None:
+    """Tabular data have one mean and std per feature (784 here): eval's line gives their range, not
+    every number; a value broadcast over the features is one number."""
+    from click.testing import CliRunner
+
+    from nestc.cli import cli
+    from nestc.input_record import describe_values
+
+    assert describe_values([0.286] * 784) == "0.286"
+    assert describe_values([0.485, 0.456, 0.406]) == "0.485, 0.456, 0.406"
+    assert describe_values([float(v) for v in range(784)]) == "0 to 783 (784 values)"
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(5, 2, (300, 784)).astype(np.float32), rng.integers(0, 10, 300)
+    np.savez(tmp_path / "tab.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:])
+    for model, expected in ((trained, "inputs: mean 0.286, std 0.353"), (tmp_path / "fresh.onnx", "(784 values)")):
+        if not model.exists():
+            nestc.seed("lenet-300-100", model, width_ratio=0.2)  # no record: the data set's own statistics
+        run = CliRunner().invoke(cli, ["eval", str(model), "--data", str(tmp_path / "tab.npz")])
+        assert run.exit_code == 0, run.output
+        line = run.output.splitlines()[-1]
+        assert expected in line and len(line) < 120, line

@@ -126,9 +126,10 @@ def _per_channel(what: str, values: Sequence[float], channels: int, name: str) -
     """``values`` broadcast to one float32 per channel; any other length is an OptionError."""
     arr = np.asarray(values, dtype=np.float32).ravel()
     if arr.size not in (1, channels) or not np.isfinite(arr).all():
+        accepted = "1 finite value" if channels == 1 else f"1 finite value or {channels}"
         raise OptionError(
-            f"{what} has {arr.size} value(s) {tuple(float(v) for v in arr)}; data '{name}' has {channels} "
-            f"channel(s): give 1 finite value or {channels}"
+            f"{what} has {arr.size} value(s) ({', '.join(f'{float(v):.6g}' for v in arr)}); data '{name}' has "
+            f"{channels} channel(s): give {accepted}"
         )
     return np.broadcast_to(arr, (channels,)).copy()
 
