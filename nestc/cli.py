@@ -22,6 +22,10 @@ from nestc.stats import format_table
 
 MODEL = click.Path(dir_okay=True, path_type=str)
 
+LOST_ACCURACY = 0.02
+"""Test accuracy ``train`` may lose before it says so: retraining a trained model at a rate meant for a
+fresh one, or on raw-pixel inputs, can wreck it while the loss stays finite."""
+
 POSITIVE = click.FloatRange(0, min_open=True)
 POSITIVE.name = "float"  # click would say "'abc' is not a valid float range"
 
@@ -179,6 +183,10 @@ def train(model: str, output: str, data: str, data_dir: str | None, download: bo
                               mean=mean, std=std)
     if after is not None:
         click.echo(f"test accuracy (onnxruntime): {before:.2%} -> {after:.2%}; wrote {output}")
+        if before is not None and after < before - LOST_ACCURACY:
+            click.echo(f"note: training lost {100 * (before - after):.1f} points of test accuracy at --lr {lr:g}; "
+                       "a trained model, or inputs on a larger scale (raw 0-255 pixels), usually needs a lower "
+                       "rate (e.g. --lr 0.005)", err=True)
 
 
 @cli.command(name="eval")

@@ -43,6 +43,16 @@ def test_train_reaches_real_accuracy(trained_mlp: Path) -> None:
     assert report.accuracy is not None and report.accuracy > 0.7, "4 epochs on 2,000 Fashion-MNIST images"
 
 
+def test_train_says_when_it_lost_accuracy(trained_mlp: Path) -> None:
+    """Retraining a trained model at a destructive rate writes what came out, and says so on stderr."""
+    run = _cli("train", "trained.onnx", "--data", "embedded", "--epochs", "0.5", "--lr", "20", "--quiet",
+               "--device", "cpu", "-o", "wrecked.onnx", cwd=trained_mlp.parent)
+    assert run.returncode == 0, run.stderr
+    before, after = (float(v.rstrip("%")) for v in re.search(r"([\d.]+%) -> ([\d.]+%)", run.stdout).groups())
+    assert after < before - 2, "a rate of 20 must wreck the network, or this test checks nothing"
+    assert "note: training lost" in run.stderr and "--lr 20" in run.stderr
+
+
 @pytest.mark.parametrize("head", [None, "Softmax", "LogSoftmax"])
 def test_evaluate_loss_is_the_cross_entropy_of_any_score_head(trained_mlp: Path, tmp_path: Path,
                                                               head: str | None) -> None:
