@@ -196,20 +196,19 @@ def _validation_inputs(model: onnx.ModelProto, view: ClassifierView | None, data
                        data_dir: PathLike | None, seed: int, mean: Sequence[float] | None,
                        std: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Random inputs without ``data``; else its test split, prepared as ``evaluate`` prepares it for a
-    classifier (the recorded or chosen normalisation and image fit), with the data set's own statistics
-    for other models."""
+    classifier (given, recorded or chosen normalisation and image fit), with the given or the data set's
+    own statistics for other models."""
     value = graph_inputs(model)[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
     if data is None:
         shape = [samples] + [d or 1 for d in dims[1:]]
         return np.random.default_rng(seed).standard_normal(shape).astype(np.float32), None
     from nestc.data import fit_to_input, load_dataset
-    from nestc.model_data import check_normalisation, data_for_model
+    from nestc.model_data import data_for_model
 
     if view is not None:
         dataset = data_for_model(view, data, data_dir, mean=mean, std=std)
-    else:
-        mean, std = check_normalisation(mean, std)
+    else:  # validate checked mean and std already
         dataset = fit_to_input(load_dataset(data, data_dir=data_dir), ["N", *dims[1:]], mean, std,
                                model_label=value.name)
     x = dataset.x_test[:samples]

@@ -81,8 +81,8 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     train_config.validate()
     if limit is not None:
         require(limit, (int,), "--limit", "an integer >= 1")
-    if limit is not None and limit < 1:
-        raise OptionError(f"--limit {limit}: must be at least 1")
+        if limit < 1:
+            raise OptionError(f"--limit {limit}: must be at least 1")
     if sparse_format not in SPARSE_FORMATS:
         raise OptionError(f"--sparse-format {sparse_format}: use one of {', '.join(SPARSE_FORMATS)}")
     # first: it refuses a device this machine lacks before any loading, and joins torchrun's process
