@@ -21,6 +21,7 @@ from nestc import runtime
 from nestc.errors import NUMBER, ModelError, OptionError, about, require
 from nestc.fileio import atomic_write_bytes, check_output_path
 from nestc.frontends import load_model
+from nestc.frontends.files import model_files
 from nestc.frontends.onnx_loader import graph_inputs
 from nestc.frontends.precision import stored_precision
 from nestc.input_record import inherit_record
@@ -80,7 +81,7 @@ def compact(model: PathLike, output: PathLike, round_to: int = 1, sparse_format:
         raise OptionError(f"--round-to {round_to}: must be at least 1")
     if sparse_format not in SPARSE_FORMATS:
         raise OptionError(f"--sparse-format {sparse_format}: use one of {', '.join(SPARSE_FORMATS)}")
-    check_output_path(output, model)
+    check_output_path(output, *model_files(model))
     with about(model):
         net = Network(load_runnable(model))
         before = model_stats(net)
@@ -291,6 +292,7 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     Returns:
         Test accuracy before and after, measured by onnxruntime on the written files.
     """
+    from nestc.data.load import data_files
     from nestc.input_record import record_input
     from nestc.ir.classifier import trainable_view
     from nestc.model_data import data_for_model
@@ -300,7 +302,7 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     if not isinstance(config, TrainConfig):
         raise OptionError(f"config must be a nestc.TrainConfig, got {type(config).__name__}")
     config.validate()
-    check_output_path(output, model)
+    check_output_path(output, *model_files(model), *data_files(data))
     # before any loading: it refuses a device this machine lacks, and joins torchrun's process group with
     # the backend its device needs (nccl cannot reduce the CPU tensors of --device cpu)
     trainer = Trainer(config)

@@ -22,9 +22,11 @@ import onnx
 import torch
 
 from nestc import runtime
+from nestc.data.load import data_files
 from nestc.errors import OptionError, PassError, about, require
-from nestc.fileio import atomic_write_bytes, check_distinct_outputs, check_output_path
+from nestc.fileio import atomic_write_bytes, check_outputs
 from nestc.frontends import load_model
+from nestc.frontends.files import model_files
 from nestc.frontends.precision import stored_precision
 from nestc.input_record import describe_values, record_input
 from nestc.ir.classifier import ClassifierView, trainable_view
@@ -90,11 +92,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     trainer = Trainer(train_config)
     if not trainer.dist.is_main:  # under torchrun every rank runs this; one speaks
         log = _silent
-    outputs = {"-o": output, "--report": report, "--plot": plot}
-    for option, path in outputs.items():
-        if path is not None:
-            check_output_path(path, model, option=option)
-    check_distinct_outputs(outputs)
+    check_outputs({"-o": output, "--report": report, "--plot": plot}, *model_files(model), *data_files(data))
     started = time.perf_counter()
     normalised = load_model(model)
     stored = stored_precision(normalised)  # what onnxruntime runs: the input file's own float type

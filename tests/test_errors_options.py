@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import errors_helpers as h
+import onnx
 import pytest
 from errors_helpers import Run, assert_clean_failure, run_cli, run_cli_many
 
@@ -51,6 +52,22 @@ def _symlink_to_input(folder: Path, model: Path, out: Path) -> list[str]:
     return ["compact", str(model), "-o", str(link)]
 
 
+def _onto_data(command: str, option: str) -> Callable[[Path, Path, Path], list[str]]:
+    """``command`` reading a ``.npz`` data set, with ``option`` naming that same file as an output."""
+    def args(folder: Path, model: Path, out: Path) -> list[str]:
+        data = str(h.image_npz(folder / "d.npz"))
+        outputs = {"-o": str(out), option: data}
+        return [command, str(model), *[a for pair in outputs.items() for a in pair], "--data", data, "--device", "cpu"]
+    return args
+
+
+def _onto_external_data(folder: Path, model: Path, out: Path) -> list[str]:
+    """The model's weights live in ``weights.bin``; ``-o`` names that file."""
+    external = folder / "external.onnx"
+    onnx.save_model(onnx.load(model), external, save_as_external_data=True, location="weights.bin")
+    return ["compact", str(external), "-o", str(folder / "weights.bin")]
+
+
 def _validate_other_inputs(folder: Path, model: Path, out: Path) -> list[str]:
     api.seed("resnet18", folder / "other.onnx", width_ratio=0.1)  # 3x32x32 images, the MLP takes 1x28x28
     return ["validate", str(model), str(folder / "other.onnx")]
@@ -66,6 +83,13 @@ CASES = [
     Case("output is a link to the input", _symlink_to_input, ("link.onnx", "output path equals the input")),
     Case("--report equals input", _compress("--report", "{model}"), ("--report", "output path equals the input")),
     Case("--report equals -o", _compress("--report", "{out}"), ("--report", "same path as -o")),
+    Case("-o equals the --data file", _onto_data("compress", "-o"), ("-o", "d.npz", "output path equals the input")),
+    Case("--report equals the --data file", _onto_data("compress", "--report"),
+         ("--report", "d.npz", "output path equals the input")),
+    Case("-o equals the --data file (train)", _onto_data("train", "-o"),
+         ("-o", "d.npz", "output path equals the input")),
+    Case("-o equals the model's external data", _onto_external_data,
+         ("-o", "weights.bin", "output path equals the input")),
     Case("--plot equals --report", _compress("--report", "{out}.json", "--plot", "{out}.json"),
          ("--plot", "same path as --report")),
     Case("unwritable output folder", _unwritable, ("out.onnx", "is not writable")),
@@ -130,8 +154,13 @@ CASES = [
 class Outcome:
     run: Run | None
     out: Path
-    model: Path
-    digest: str
+    folder: Path
+    digests: dict[Path, str]
+    """Every file of the case's folder before the run: inputs, and files an option named."""
+
+
+def _digests(folder: Path) -> dict[Path, str]:
+    return {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.rglob("*") if path.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +176,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
         args = case.args(folder, model, out)
         if args is not None:
             argvs.append([a.replace("{model}", str(model)).replace("{out}", str(out)) for a in args])
-        results[case.id] = Outcome(None if args is None else Run(-1, "", ""), out, model,
-                                   hashlib.sha256(model.read_bytes()).hexdigest())
+        results[case.id] = Outcome(None if args is None else Run(-1, "", ""), out, folder, _digests(folder))
     runs = iter(run_cli_many(argvs))
     for outcome in results.values():
         if outcome.run is not None:
@@ -163,7 +191,7 @@ def test_bad_option_is_one_line_exit_2_before_any_work(case: Case, outcomes: dic
         pytest.skip("no unwritable folder on this machine (root without a read-only file system)")
     assert_clean_failure(outcome.run, *case.mentions, outputs=(outcome.out,))
     assert outcome.run.stdout == "", "work started before the option was checked"
-    assert hashlib.sha256(outcome.model.read_bytes()).hexdigest() == outcome.digest, "the input was modified"
+    assert _digests(outcome.folder) == outcome.digests, "a file was written or modified"
     if "--resume" not in case.id:
         assert not Path(f"{outcome.out}.ckpt").exists()
 
