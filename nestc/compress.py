@@ -92,12 +92,13 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     trainer = Trainer(train_config)
     if not trainer.dist.is_main:  # under torchrun every rank runs this; one speaks
         log = _silent
-    check_outputs({"-o": output, "--report": report, "--plot": plot}, *model_files(model), *data_files(data))
+    checkpoint = f"{output}.ckpt"  # written after every step, deleted once the output is: an output too
+    check_outputs({"-o": output, "--report": report, "--plot": plot, "-o's checkpoint": checkpoint},
+                  *model_files(model), *data_files(data))
     started = time.perf_counter()
     normalised = load_model(model)
     stored = stored_precision(normalised)  # what onnxruntime runs: the input file's own float type
     before_ort = runtime.session(stored, str(model))  # a model onnxruntime refuses fails before training
-    checkpoint = f"{output}.ckpt"
     mean, std = check_normalisation(mean, std)
     identity = _run_identity(model, data, limit, output_name, train_config.seed, mean, std)
     if resume and os.path.exists(checkpoint):
