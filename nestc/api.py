@@ -19,7 +19,7 @@ import onnx
 
 from nestc import runtime
 from nestc.errors import NUMBER, ModelError, OptionError, about, require
-from nestc.fileio import atomic_write_bytes, check_output_path
+from nestc.fileio import atomic_write_bytes, check_output_path, check_outputs
 from nestc.frontends import load_model
 from nestc.frontends.files import model_files
 from nestc.frontends.onnx_loader import graph_inputs
@@ -302,7 +302,7 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     if not isinstance(config, TrainConfig):
         raise OptionError(f"config must be a nestc.TrainConfig, got {type(config).__name__}")
     config.validate()
-    check_output_path(output, *model_files(model), *data_files(data))
+    check_outputs({"-o": output, "--checkpoint": checkpoint}, *model_files(model), *data_files(data))
     # before any loading: it refuses a device this machine lacks, and joins torchrun's process group with
     # the backend its device needs (nccl cannot reduce the CPU tensors of --device cpu)
     trainer = Trainer(config)

@@ -69,6 +69,10 @@ def _onto_external_data(folder: Path, model: Path, out: Path) -> list[str]:
     return ["compact", str(external), "-o", str(folder / "weights.bin")]
 
 
+def _train(*extra: str) -> Callable[[Path, Path, Path], list[str]]:
+    return lambda folder, model, out: ["train", str(model), "-o", str(out), "--device", "cpu", *extra]
+
+
 def _checkpoint_is_input(folder: Path, model: Path, out: Path) -> list[str]:
     """The model is called ``out.onnx.ckpt``: the name ``-o out.onnx`` gives its checkpoint."""
     renamed = model.rename(folder / "out.onnx.ckpt")
@@ -101,6 +105,13 @@ CASES = [
                                                                  "output path equals the input")),
     Case("--report equals -o's checkpoint", _compress("--report", "{out}.ckpt"),
          ("-o's checkpoint", "same path as --report")),
+    Case("--checkpoint equals input (train)", _train("--checkpoint", "{model}"),
+         ("--checkpoint", "output path equals the input")),
+    Case("--checkpoint equals -o (train)", _train("--checkpoint", "{out}"), ("--checkpoint", "same path as -o")),
+    Case("--checkpoint is a directory (train)", lambda folder, model, out: _train("--checkpoint", str(folder))(
+        folder, model, out), ("--checkpoint", "is a directory")),
+    Case("--checkpoint folder missing (train)", _train("--checkpoint", "{out}.d/run.ckpt"),
+         ("--checkpoint", "does not exist")),
     Case("--plot equals --report", _compress("--report", "{out}.json", "--plot", "{out}.json"),
          ("--plot", "same path as --report")),
     Case("unwritable output folder", _unwritable, ("out.onnx", "is not writable")),
