@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from nestc.errors import OptionError, TrainingDiverged
+from nestc.errors import OptionError, TrainingDiverged, first_line
 from nestc.training import checkpoint as ckpt
 from nestc.training import distributed, inference
 from nestc.training.config import (
@@ -150,7 +150,8 @@ class Trainer:
             state = ckpt.load(checkpoint) if resume else None  # type: ignore[arg-type]
             start_epoch, rolled_back, last = 0, 0, {"loss": float("nan"), "accuracy": None}
             if state is not None:
-                fit_index, start_epoch, rolled_back, last = self._resume(state, plan, model, optimizer, schedule)
+                fit_index, start_epoch, rolled_back, last = self._resume(
+                    state, checkpoint, plan, model, optimizer, schedule)  # type: ignore[arg-type]
                 self._fits = fit_index + 1
             run = _Run(self._wrap(model), model, data, plan, objective, optimizer, schedule, fit_index, on_batch,
                        Progress(plan.total_steps, wanted(cfg.quiet, self.dist.is_main)), time.perf_counter())
@@ -267,16 +268,18 @@ class Trainer:
                           "fit_index": run.fit_index, "rolled_back": rolled_back, "plan": _plan_key(run.plan),
                           "rng": rng, "last": last}, path)
 
-    def _resume(self, state: dict[str, Any], plan: FitPlan, model: nn.Module, optimizer: torch.optim.Optimizer,
-                schedule: LRSchedule) -> tuple[int, int, int, dict[str, Any]]:
-        """Load a checkpoint into the live objects; returns (fit index, next epoch, rollbacks, last stats)."""
+    def _resume(self, state: dict[str, Any], path: str | os.PathLike[str], plan: FitPlan, model: nn.Module,
+                optimizer: torch.optim.Optimizer, schedule: LRSchedule) -> tuple[int, int, int, dict[str, Any]]:
+        """Load the checkpoint at ``path`` into the live objects; returns (fit index, next epoch, rollbacks,
+        last stats). A refusal names the file and what differs (torch's first line only says that loading
+        failed; the mismatched tensors and shapes come after it)."""
         if state["plan"] != _plan_key(plan):
-            raise OptionError(f"the checkpoint was written by a different fit ({state['plan']}); this one is "
-                              f"{_plan_key(plan)}. Delete it or pass resume=False")
+            raise OptionError(f"checkpoint {os.fspath(path)}: written by a different fit ({state['plan']}); this "
+                              f"one is {_plan_key(plan)}. Delete it or pass resume=False")
         try:
             restore(state, model, optimizer, schedule)
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise OptionError(f"the checkpoint does not fit this model: {str(exc).splitlines()[0]}") from exc
+            raise OptionError(f"checkpoint {os.fspath(path)}: does not fit this model ({first_line(exc)})") from exc
         ckpt.set_rng_state(state["rng"], self.dist.rank, self.device)
         return int(state["fit_index"]), int(state["epoch"]), int(state["rolled_back"]), state["last"]
 
