@@ -381,12 +381,16 @@ def main() -> None:
     """Console entry point: one line and an exit code for user errors, 130 on Ctrl-C.
 
     Usage mistakes that click catches (an unknown option, ``--batch-size 0``) are printed as one
-    ``nestc: error:`` line too, so CI logs and scripts see the same shape for every user error.
+    ``nestc: error:`` line too, so CI logs and scripts see the same shape for every user error. A bare
+    ``nestc`` is no such mistake: it gets the help, as it is, not squeezed into that line.
     """
     try:
         cli.main(standalone_mode=False)
     except NestcError as exc:
         click.echo(f"nestc: error: {one_line(str(exc), limit=2000)}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("nestc: interrupted", err=True)

@@ -226,6 +226,14 @@ def test_console_entry_point_refuses_output_equal_to_input(tmp_path: Path) -> No
     assert model.read_bytes() == before
 
 
+def test_bare_command_prints_the_help_as_it_is() -> None:
+    """``nestc`` alone asks for the commands: the help, not a 1,000-character ``nestc: error:`` line."""
+    run = run_cli()
+    assert run.code == 2, run.stderr
+    assert "nestc: error:" not in run.stderr
+    assert run.stderr.startswith("Usage: ")
+    assert "\n  compress " in run.stderr and "\n  validate " in run.stderr, run.stderr
+
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"max_epochs": "1"}, "--max-epochs '1': must be a number"),
