@@ -106,7 +106,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     with about(model):
         net = Network(normalised)
         view = trainable_view(net, output_name, str(model))
-    before_stats = model_stats(net)  # the network is trained in place from here on
+        before_stats = model_stats(net)  # the network is trained in place from here on
     dataset = data_for_model(view, data, data_dir, download, mean, std, limit=limit, label=str(model))
     log(f"input normalisation: mean {describe_values(dataset.mean)}, std {describe_values(dataset.std)} "
         "(the output expects the same)")
@@ -122,7 +122,8 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
         train_config, distill_weight=1.0 if split.y_train is None else 0.5)
     run = NestRun(net, output_name, split, config, tc, checkpoint=checkpoint, resume=resume, log=log, started=started)
     run.state["identity"] = identity  # saved in every checkpoint; a resumed run keeps the original's
-    outcome = run.run()
+    with about(model):  # the passes run the graph without knowing its file
+        outcome = run.run()
     final = outcome.network
     record_input(final.template, dataset)  # the output keeps the inputs it was trained on (eval reads them)
     emitted = stored_precision(emit_model(final, sparse_format))

@@ -259,6 +259,25 @@ def integer_input() -> onnx.ModelProto:
     return make_model(graph)
 
 
+def open_cnn(channels: int | str = 1) -> onnx.ModelProto:
+    """``x [N, channels, H, W] -> Conv -> Relu -> MaxPool -> MaxPool -> GlobalAveragePool -> Gemm``: height and
+    width (and the channels, given a name) left open, as exporters write them with dynamic axes."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(_weights(rng, 4, 1, 3, 3), "conv_w"),
+             numpy_helper.from_array(_weights(rng, 3, 4), "fc_w"), numpy_helper.from_array(_weights(rng, 3), "fc_b")]
+    nodes = [helper.make_node("Conv", ["x", "conv_w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("MaxPool", ["p1"], ["p2"], name="pool2", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("GlobalAveragePool", ["p2"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "open_cnn",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, "H", "W"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], inits)
+    return make_model(graph)
+
+
 def external_data(location: str, features: int = 4) -> onnx.ModelProto:
     """The MLP with ``w1`` stored outside the file at ``location`` (nothing is written there)."""
     model = small_model(features=features)

@@ -87,6 +87,10 @@ CASES = [
     Case("unknown --output-name", _file("two_outputs.onnx", h.two_outputs), ("no output named 'scores'",), "compress",
          (*COMPRESS, "--output-name", "scores")),
     Case("integer input", _file("ids.onnx", h.integer_input), ("input 'ids'", "not a float"), "compress", COMPRESS),
+    *[Case(f"open channel dimension ({command})", _file("open_channels.onnx", lambda: h.open_cnn("C")),
+           ("input 'x' is declared [N, C, H, W], so nestc ran it as [1, 32, 32, 32]", "node 'conv' (Conv)",
+            "export the model with fixed input dimensions"), command, extra) for command, extra in
+      (("compact", ()), ("compress", COMPRESS))],
     Case("external data missing", _beside("ext.onnx", lambda: h.external_data("w1.bin")),
          ("external data file 'w1.bin'", "missing")),
     Case("external data ../../etc/passwd", _beside("ext.onnx", lambda: h.external_data("../../etc/passwd")),
@@ -180,6 +184,19 @@ def test_old_opset_and_chosen_head_work(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert chosen.code == 0, chosen.stderr
     assert '"samples": 20' in chosen.stdout
+
+
+def test_open_height_and_width_work(tmp_path: Path) -> None:
+    """A CNN exported with a free height and width is inspected and compacted (its poolings once left
+    nothing of a 1x1 probe), and the compacted file still takes any size and computes what the input does."""
+    model = save(h.open_cnn(), tmp_path / "open.onnx")
+    assert api.inspect(model).params == 4 * 9 + 3 * 4 + 3
+    api.compact(model, tmp_path / "out.onnx")
+    for side in (8, 20):
+        x = np.random.default_rng(side).standard_normal((2, 1, side, side)).astype(np.float32)
+        want = ort.InferenceSession(str(model)).run(None, {"x": x})[0]
+        got = ort.InferenceSession(str(tmp_path / "out.onnx")).run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_an_output_wider_than_the_classes_is_pointed_out(tmp_path: Path) -> None:

@@ -398,10 +398,34 @@ class Network(nn.Module):
         found, self.tapped = self.tapped, {}
         return found
 
+    def _open_inputs(self, inputs: Sequence[torch.Tensor]) -> str:
+        """"input 'x' is declared [N, C, H, W], so nestc ran it as [1, 32, 32, 32]" for every input whose
+        dimensions after the batch are not all fixed in the file ("" when there is none)."""
+        declared = {value.name: value.type.tensor_type.shape.dim for value in self.template.graph.input}
+        found = []
+        for name, tensor in zip(self.input_names, inputs):
+            dims = declared[name]
+            if any(not d.HasField("dim_value") for d in list(dims)[1:]):
+                shown = ", ".join(str(d.dim_value) if d.HasField("dim_value") else d.dim_param or "?" for d in dims)
+                found.append(f"input '{name}' is declared [{shown}], so nestc ran it as {list(tensor.shape)}")
+        return "; ".join(found)
+
     def tensor_shapes(self, *inputs: torch.Tensor) -> dict[str, tuple[int, ...]]:
-        """Shapes of every tensor in the graph for the given inputs (one inference pass)."""
+        """Shapes of every tensor in the graph for the given inputs (one inference pass).
+
+        Where the file leaves an input's size open, the caller chose it (to learn the shapes), not the
+        user: a failure then says so, or the user would wonder where ``input[8, 8, 8, 8]`` came from.
+        """
         names = [o for n in self.nodes for o in n.outputs if o]
-        shapes = {name: tuple(t.shape) for name, t in self.activations(inputs, names).items()}
+        try:
+            activations = self.activations(inputs, names)
+        except ModelError as exc:
+            open_inputs = self._open_inputs(inputs)
+            if not open_inputs:
+                raise
+            raise ModelError(f"{open_inputs}, and failed {exc}; export the model with fixed input dimensions"
+                             ) from exc
+        shapes = {name: tuple(t.shape) for name, t in activations.items()}
         shapes.update({name: tuple(self.tensor(name).shape) for name in self._keys})
         shapes.update({name: tuple(t.shape) for name, t in zip(self.input_names, inputs)})
         return shapes
