@@ -126,10 +126,13 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
     require(atol, NUMBER, "--atol", "a number >= 0")
     require(rtol, NUMBER, "--rtol", "a number >= 0")
     require(samples, (int,), "--samples", "an integer >= 1")
+    require(seed, (int,), "seed", "an integer >= 0")
     if not (atol >= 0 and rtol >= 0):  # NaN too: every comparison with it fails
         raise OptionError(f"--atol {atol} / --rtol {rtol}: must be non-negative numbers")
     if samples < 1:
         raise OptionError(f"--samples {samples}: must be at least 1")
+    if seed < 0:
+        raise OptionError(f"seed {seed}: must be at least 0")
     from nestc.model_data import check_normalisation
 
     mean, std = check_normalisation(mean, std)
@@ -142,7 +145,7 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
     _check_same_inputs(sessions, str(original), str(candidate))
     inherit_record(models[0], models[1])  # a user's export compared with nestc's output of it: same inputs
     view = _classifier_view(models[0], str(original))
-    x, y = _validation_inputs(models[0], view, data, samples, data_dir, seed, mean, std)
+    x, y = _validation_inputs(models[0], view, data, samples, data_dir, seed, mean, std, str(original))
     outs = [runtime.run_batched(s, x) for s in sessions]
     if len(outs[0]) != len(outs[1]):
         raise OptionError(f"{candidate}: has {len(outs[1])} outputs, {original} has {len(outs[0])}")
@@ -195,10 +198,10 @@ def _compare(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) 
 
 def _validation_inputs(model: onnx.ModelProto, view: ClassifierView | None, data: str | None, samples: int,
                        data_dir: PathLike | None, seed: int, mean: Sequence[float] | None,
-                       std: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray | None]:
+                       std: Sequence[float] | None, label: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Random inputs without ``data``; else its test split, prepared as ``evaluate`` prepares it for a
     classifier (given, recorded or chosen normalisation and image fit), with the given or the data set's
-    own statistics for other models."""
+    own statistics for other models. Data that do not fit are blamed on ``label`` (the original's file)."""
     value = graph_inputs(model)[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
     if data is None:
@@ -208,10 +211,10 @@ def _validation_inputs(model: onnx.ModelProto, view: ClassifierView | None, data
     from nestc.model_data import data_for_model
 
     if view is not None:
-        dataset = data_for_model(view, data, data_dir, mean=mean, std=std)
+        dataset = data_for_model(view, data, data_dir, mean=mean, std=std, label=label)
     else:  # validate checked mean and std already
         dataset = fit_to_input(load_dataset(data, data_dir=data_dir), ["N", *dims[1:]], mean, std,
-                               model_label=value.name)
+                               model_label=label)
     x = dataset.x_test[:samples]
     y = None if dataset.y_test is None else dataset.y_test[:samples]
     return x, y

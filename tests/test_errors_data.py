@@ -9,6 +9,7 @@ pickle cases carry a payload that would create a marker file if it were ever unp
 from __future__ import annotations
 
 import gzip
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,12 @@ import errors_helpers as h
 import numpy as np
 import pytest
 from errors_helpers import Run, assert_clean_failure, nestc_env, run_cli, run_cli_many
+from onnx import TensorProto, helper
 
 from nestc import api
 from nestc.data import locate
 from nestc.data.catalog import CATALOG
+from nestc.errors import DataError
 
 MARKER = "PAYLOAD_RAN"
 
@@ -216,6 +219,25 @@ def test_bad_data_is_one_line_exit_2_and_no_output(case: Case, outcomes: dict[st
     outcome = outcomes[case.id]
     assert_clean_failure(outcome.run, *case.mentions, outputs=(outcome.out, Path(f"{outcome.out}.ckpt")))
     assert not (outcome.folder / MARKER).exists(), "a pickle payload in a data file was executed"
+
+
+def _labels_out(folder: Path) -> Path:
+    """An MLP on 4 features that outputs ArgMax labels: no class scores, so validate compares it as is."""
+    graph = h.mlp_graph()
+    graph.node.append(helper.make_node("ArgMax", ["logits"], ["label"], name="argmax", axis=1, keepdims=0))
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]))
+    return h.save(h.make_model(graph), folder / "labels_out.onnx")
+
+
+@pytest.mark.parametrize("classifier", [True, False], ids=["classifier", "other model"])
+def test_validate_blames_the_original_model_for_data_that_do_not_fit(setup: tuple[Path, dict[str, str]],
+                                                                    tmp_path: Path, classifier: bool) -> None:
+    """validate names the model file, as eval and compress do (it said "model", or the input's name)."""
+    model = setup[0] if classifier else _labels_out(tmp_path)
+    data = h.image_npz(tmp_path / "rgb.npz", shape=(3, 32, 32))
+    with pytest.raises(DataError, match=re.escape(f"{model} input expects [N, ")):
+        api.validate(model, model, data=str(data))
 
 
 def test_console_entry_point_refuses_the_pickle_payload(setup: tuple[Path, dict[str, str]], tmp_path: Path) -> None:

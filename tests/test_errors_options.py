@@ -304,11 +304,14 @@ def test_config_errors_name_the_option_a_user_can_type() -> None:
     (lambda tmp: api.evaluate(tmp / "m.onnx", "embedded", batch_size=2.5), "--batch-size 2.5: must be an integer"),
     (lambda tmp: api.evaluate(tmp / "m.onnx", data=123), "--data 123: must be a data set name or path"),
     (lambda tmp: api.validate(tmp / "m.onnx", tmp / "m.onnx", atol="x"), "--atol 'x': must be a number"),
+    (lambda tmp: api.validate(tmp / "m.onnx", tmp / "m.onnx", seed="x"), "seed 'x': must be an integer"),
+    (lambda tmp: api.validate(tmp / "m.onnx", tmp / "m.onnx", seed=-1), "seed -1: must be at least 0"),
     (lambda tmp: api.seed("lenet-5", tmp / "s.onnx", width_ratio="0.5"), "--width-ratio '0.5': must be a number"),
     (lambda tmp: api.seed("lenet-5", tmp / "s.onnx", classes=2.5), "--classes 2.5: must be an integer"),
     (lambda tmp: api.seed("lenet-5", 42), "-o 42: must be a file path"),
     (lambda tmp: compress(tmp / "m.onnx", tmp / "o.onnx", limit="100"), "--limit '100': must be an integer"),
-], ids=["inspect-none", "round-to-str", "batch-float", "data-int", "atol-str", "width-str", "classes-float",
+], ids=["inspect-none", "round-to-str", "batch-float", "data-int", "atol-str", "seed-str", "seed-negative",
+        "width-str", "classes-float",
         "output-int", "limit-str"])
 def test_api_arguments_of_the_wrong_type_are_named(tmp_path: Path, call: Callable, message: str) -> None:
     """The Python API refuses what the command line would have refused at parsing, by the option's name."""
