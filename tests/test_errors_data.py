@@ -147,6 +147,7 @@ def _truncated_npz(folder: Path) -> list[str]:
 
 CASES = [
     Case("unknown data name", lambda folder: ["--data", "imagenet-42"], ("unknown data set 'imagenet-42'", "mnist")),
+    Case("empty --data", lambda folder: ["--data", ""], ("--data ''", "give a data set name")),
     Case("named data set not found", _not_found, (f"'{ABSENT}' not found", "empty", "--download", "--data-dir")),
     Case("named data set missing a file", _mnist(lambda f: (f / "t10k-labels-idx1-ubyte.gz").unlink(), name=ABSENT),
          (f"{ABSENT}: data set '{ABSENT}' is incomplete", "missing t10k-labels-idx1-ubyte[.gz]")),

@@ -54,6 +54,8 @@ def load_dataset(
     if limit is not None and limit < 1:
         raise OptionError(f"limit must be at least 1; got {limit}")
     spec = os.fspath(spec)
+    if not spec.strip():  # Path("") is the current folder, which would be read as an image folder
+        raise OptionError(f"--data {spec!r}: give a data set name ({', '.join(NAMES)}), a .npz file or an image folder")
     key = _key(spec)
     if key == "embedded":
         train, test = read_npz(embedded_path())
