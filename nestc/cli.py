@@ -382,7 +382,9 @@ def main() -> None:
 
     Usage mistakes that click catches (an unknown option, ``--batch-size 0``) are printed as one
     ``nestc: error:`` line too, so CI logs and scripts see the same shape for every user error. A bare
-    ``nestc`` is no such mistake: it gets the help, as it is, not squeezed into that line.
+    ``nestc`` is no such mistake: it gets the help, as it is, not squeezed into that line. Running out
+    of memory is one too (exit 2): nestc's own allocations are small, the ones that fail are sized by
+    the user's options, data and model.
     """
     try:
         cli.main(standalone_mode=False)
@@ -403,3 +405,7 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("nestc: interrupted; no output was written", err=True)
         sys.exit(130)
+    except MemoryError as exc:  # what was asked for (--samples 10**12, say) does not fit: no bug to trace
+        click.echo(f"nestc: error: out of memory ({one_line(str(exc)) or 'MemoryError'}); ask for less: fewer "
+                   "--samples, a smaller --batch-size or --limit, a smaller model", err=True)
+        sys.exit(NestcError.exit_code)
