@@ -231,6 +231,15 @@ def no_float_weights() -> onnx.ModelProto:
     return make_model(graph)
 
 
+def nan_weights() -> onnx.ModelProto:
+    """The MLP with one NaN in ``w1``."""
+    model = small_model()
+    weights = numpy_helper.to_array(model.graph.initializer[0]).copy()
+    weights[0, 0] = np.nan
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(weights, "w1"))
+    return model
+
+
 def two_inputs() -> onnx.ModelProto:
     """``a + b`` feeds the MLP: two data tensors."""
     graph = mlp_graph()

@@ -80,6 +80,8 @@ CASES = [
     *[Case(f"control flow {op}", _file(f"{op}.onnx", lambda op=op: h.control_flow(op)),
            ("control flow is not supported", f"'my_{op}' ({op})")) for op in ("If", "Loop", "Scan")],
     Case("no float weights", _file("plain.onnx", h.no_float_weights), ("no float weights",), "compress", COMPRESS),
+    *[Case(f"NaN weights ({command})", _file("nan.onnx", h.nan_weights), ("weight(s) w1 hold NaN or Inf",), command,
+           extra) for command, extra in (("compress", COMPRESS), ("train", ("--data", "embedded", "--device", "cpu")))],
     Case("two inputs", _file("two_inputs.onnx", h.two_inputs), ("2 inputs (a, b)", "one data tensor"), "compress",
          COMPRESS),
     Case("two outputs", _file("two_outputs.onnx", h.two_outputs), ("logits, aux_logits", "--output-name"), "compress",
@@ -155,6 +157,8 @@ def test_bad_model_raises_a_typed_error_in_the_api(case: Case, tmp_path: Path) -
     out = tmp_path / "out.onnx"
     if case.command == "compact":
         call = lambda: api.compact(model, out)  # noqa: E731
+    elif case.command == "train":
+        call = lambda: api.train(model, out, "embedded", TrainConfig(device="cpu", quiet=True))  # noqa: E731
     else:
         output_name = case.extra[case.extra.index("--output-name") + 1] if "--output-name" in case.extra else None
         call = lambda: compress(model, out, "embedded", NestConfig(max_epochs=1),  # noqa: E731

@@ -95,7 +95,12 @@ class ClassifierView(nn.Module):
 
 
 def trainable_view(net: Network, output: str | None = None, label: str = "model") -> ClassifierView:
-    """A :class:`ClassifierView` for training; a model without float weights is an error."""
+    """A :class:`ClassifierView` for training; a model without float weights, or with NaN or Inf among
+    them, is an error (the first would train nothing, the second trains into NaN everywhere, and
+    compress then failed with "onnxruntime output differs from the trained network by nan")."""
     if not net.trainable_names():
         raise ModelError(f"{label}: has no float weights to train")
+    broken = [name for name in net.trainable_names() if not bool(torch.isfinite(net.tensor(name)).all())]
+    if broken:
+        raise ModelError(f"{label}: weight(s) {', '.join(broken)} hold NaN or Inf values; nestc cannot train them")
     return ClassifierView(net, output, label)
