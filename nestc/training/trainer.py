@@ -181,8 +181,9 @@ class Trainer:
             restore(snapshot, run.model, run.optimizer, run.schedule)
             run.schedule.scale *= 0.5 ** (retries + 1)
         raise TrainingDiverged(
-            f"training diverged: the loss became NaN or Inf in epoch {epoch + 1} and stayed so after {MAX_RETRIES} "
-            f"rollbacks that halved the learning rate each time; lower lr (now {self.config.lr:g}) or set grad_clip")
+            f"training diverged: the loss or the outputs became NaN or Inf in epoch {epoch + 1} and stayed so after "
+            f"{MAX_RETRIES} rollbacks that halved the learning rate each time; lower lr (now {self.config.lr:g}) or "
+            "set grad_clip")
 
     def _epoch(self, run: _Run, epoch: int) -> _EpochOutcome:
         """One pass over this rank's shard; the only device sync is at the end (and for the bar)."""
@@ -214,7 +215,7 @@ class Trainer:
                 run.progress.advance(run.schedule.step, loss_total / seen,
                                      correct_total / seen if yb is not None else None,
                                      (run.samples + seen) * self.dist.world_size / (time.perf_counter() - run.started))
-        bad = ~(tally.loss.isfinite() & all_finite(run.model).to(self.device))
+        bad = ~(tally.loss.isfinite() & all_finite(run.model).to(self.device) & _computes_finite(run.model, xb))
         loss_total, correct_total, bad_ranks = distributed.all_reduce_sum(tally.totals(bad)).tolist()
         samples = seen * self.dist.world_size
         accuracy = correct_total / samples if data.y is not None else None
@@ -282,6 +283,17 @@ class Trainer:
             raise OptionError(f"checkpoint {os.fspath(path)}: does not fit this model ({first_line(exc)})") from exc
         ckpt.set_rng_state(state["rng"], self.dist.rank, self.device)
         return int(state["fit_index"]), int(state["epoch"]), int(state["rolled_back"]), state["last"]
+
+
+def _computes_finite(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A 0-dim bool tensor: whether ``model``, as the epoch left it, gives finite outputs on the batch ``x``.
+
+    Finite weights and losses are not enough: the last step can leave weights near 1e30 (one step at a
+    learning rate of 1e30 did), every later forward pass overflows to NaN, and the fit looked fine.
+    Evaluated in inference mode, so batch-norm statistics are not updated by the check.
+    """
+    with torch.no_grad(), training_mode(model, False):
+        return model(x).isfinite().all()
 
 
 def _plan_key(plan: FitPlan) -> dict[str, int]:
