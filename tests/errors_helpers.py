@@ -231,6 +231,15 @@ def no_float_weights() -> onnx.ModelProto:
     return make_model(graph)
 
 
+def labels_output() -> onnx.ModelProto:
+    """The MLP ending in ``ArgMax``: its one output holds labels ``int64 [N]``, not class scores."""
+    graph = mlp_graph()
+    graph.node.append(helper.make_node("ArgMax", ["logits"], ["label"], name="argmax", axis=1, keepdims=0))
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]))
+    return make_model(graph)
+
+
 def nan_weights() -> onnx.ModelProto:
     """The MLP with one NaN in ``w1``."""
     model = small_model()

@@ -18,7 +18,6 @@ import errors_helpers as h
 import numpy as np
 import pytest
 from errors_helpers import Run, assert_clean_failure, nestc_env, run_cli, run_cli_many
-from onnx import TensorProto, helper
 
 from nestc import api
 from nestc.data import locate
@@ -222,20 +221,11 @@ def test_bad_data_is_one_line_exit_2_and_no_output(case: Case, outcomes: dict[st
     assert not (outcome.folder / MARKER).exists(), "a pickle payload in a data file was executed"
 
 
-def _labels_out(folder: Path) -> Path:
-    """An MLP on 4 features that outputs ArgMax labels: no class scores, so validate compares it as is."""
-    graph = h.mlp_graph()
-    graph.node.append(helper.make_node("ArgMax", ["logits"], ["label"], name="argmax", axis=1, keepdims=0))
-    del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]))
-    return h.save(h.make_model(graph), folder / "labels_out.onnx")
-
-
 @pytest.mark.parametrize("classifier", [True, False], ids=["classifier", "other model"])
 def test_validate_blames_the_original_model_for_data_that_do_not_fit(setup: tuple[Path, dict[str, str]],
                                                                     tmp_path: Path, classifier: bool) -> None:
     """validate names the model file, as eval and compress do (it said "model", or the input's name)."""
-    model = setup[0] if classifier else _labels_out(tmp_path)
+    model = setup[0] if classifier else h.save(h.labels_output(), tmp_path / "labels.onnx")
     data = h.image_npz(tmp_path / "rgb.npz", shape=(3, 32, 32))
     with pytest.raises(DataError, match=re.escape(f"{model} input expects [N, ")):
         api.validate(model, model, data=str(data))

@@ -53,6 +53,11 @@ def node_from_proto(proto: onnx.NodeProto, index: int) -> Node:
     return Node(name, proto.op_type, list(proto.input), list(proto.output), attrs, domain)
 
 
+def declared_shape(shape: onnx.TensorShapeProto) -> str:
+    """``[N, 3, H, W]``: a shape as a file declares it, open dimensions by their name (``?`` unnamed)."""
+    return "[" + ", ".join(str(d.dim_value) if d.HasField("dim_value") else d.dim_param or "?" for d in shape.dim) + "]"
+
+
 @contextmanager
 def exact_float32() -> Iterator[None]:
     """Float32 convolutions and matrix products without TF32 inside the block.
@@ -401,13 +406,13 @@ class Network(nn.Module):
     def _open_inputs(self, inputs: Sequence[torch.Tensor]) -> str:
         """"input 'x' is declared [N, C, H, W], so nestc ran it as [1, 32, 32, 32]" for every input whose
         dimensions after the batch are not all fixed in the file ("" when there is none)."""
-        declared = {value.name: value.type.tensor_type.shape.dim for value in self.template.graph.input}
+        declared = {value.name: value.type.tensor_type.shape for value in self.template.graph.input}
         found = []
         for name, tensor in zip(self.input_names, inputs):
-            dims = declared[name]
-            if any(not d.HasField("dim_value") for d in list(dims)[1:]):
-                shown = ", ".join(str(d.dim_value) if d.HasField("dim_value") else d.dim_param or "?" for d in dims)
-                found.append(f"input '{name}' is declared [{shown}], so nestc ran it as {list(tensor.shape)}")
+            shape = declared[name]
+            if any(not d.HasField("dim_value") for d in list(shape.dim)[1:]):
+                found.append(f"input '{name}' is declared {declared_shape(shape)}, so nestc ran it as "
+                             f"{list(tensor.shape)}")
         return "; ".join(found)
 
     def tensor_shapes(self, *inputs: torch.Tensor) -> dict[str, tuple[int, ...]]:
