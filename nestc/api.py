@@ -143,6 +143,7 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
     sessions = [runtime.session(onnx.load(str(p)).SerializeToString(), str(p), exact=True)
                 for p in (original, candidate)]
     _check_same_inputs(sessions, str(original), str(candidate))
+    _check_feedable(sessions[0], str(original))
     inherit_record(models[0], models[1])  # a user's export compared with nestc's output of it: same inputs
     view = _classifier_view(models[0], str(original))
     x, y = _validation_inputs(models[0], view, data, samples, data_dir, seed, mean, std, str(original))
@@ -181,6 +182,17 @@ def _check_same_inputs(sessions: list, original: str, candidate: str) -> None:
         if a.type != b.type or clash:
             raise ModelError(f"{candidate}: input '{b.name}' is {b.type} {b.shape}, but {original}'s input '{a.name}' "
                              f"is {a.type} {a.shape}; the two models cannot be compared")
+
+
+def _check_feedable(session, label: str) -> None:
+    """Refuse a model validate cannot feed: it feeds one float tensor (random, or ``data``'s test split),
+    and onnxruntime would refuse anything else in a stack trace."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelError(f"{label}: takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); validate "
+                         "feeds one data tensor")
+    if inputs[0].type not in runtime.FLOAT_FEEDS:
+        raise ModelError(f"{label}: input '{inputs[0].name}' is {inputs[0].type}; validate feeds float data")
 
 
 def _compare(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> OutputDiff:

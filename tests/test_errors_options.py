@@ -84,6 +84,12 @@ def _validate_other_inputs(folder: Path, model: Path, out: Path) -> list[str]:
     return ["validate", str(model), str(folder / "other.onnx")]
 
 
+def _validate(make: Callable[[], onnx.ModelProto]) -> Callable[[Path, Path, Path], list[str]]:
+    """validate on two copies of the model ``make`` builds."""
+    return lambda folder, model, out: ["validate", str(h.save(make(), folder / "a.onnx")),
+                                       str(h.save(make(), folder / "b.onnx"))]
+
+
 CASES = [
     Case("output equals input", lambda folder, model, out: ["compress", str(model), "-o", str(model)],
          ("-o", "output path equals the input")),
@@ -167,6 +173,10 @@ CASES = [
     Case("--atol nan", lambda folder, model, out: ["validate", str(model), str(model), "--atol", "nan"],
          ("--atol nan",)),
     Case("validate models with other inputs", _validate_other_inputs, ("other.onnx", "cannot be compared")),
+    Case("validate two-input models", _validate(h.two_inputs), ("a.onnx", "takes 2 inputs (a, b)",
+                                                                "validate feeds one data tensor")),
+    Case("validate integer-input models", _validate(h.integer_input), ("a.onnx", "input 'ids' is tensor(int64)",
+                                                                       "validate feeds float data")),
     Case("--seed -1 (seed)", lambda folder, model, out: ["seed", "lenet-5", "-o", str(out), "--seed", "-1"],
          ("--seed -1",)),
     Case("--birth-strength -5", _compress("--birth-strength", "-5"), ("--birth-strength -5",)),
