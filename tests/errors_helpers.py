@@ -249,6 +249,13 @@ def nan_weights() -> onnx.ModelProto:
     return model
 
 
+def mismatched_weights() -> onnx.ModelProto:
+    """The MLP with a ``w1`` of 5 inputs for its 4 features: onnx.checker passes it, running it fails."""
+    graph = mlp_graph()
+    graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones((6, 5), np.float32), "w1"))
+    return make_model(graph)
+
+
 def two_inputs() -> onnx.ModelProto:
     """``a + b`` feeds the MLP: two data tensors."""
     graph = mlp_graph()

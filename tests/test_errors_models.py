@@ -9,6 +9,7 @@ input, ambiguous outputs, nothing to train) run ``compress``; it must stop befor
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,15 @@ def test_bad_model_raises_a_typed_error_in_the_api(case: Case, tmp_path: Path) -
         call()
     assert "\n" not in str(err.value)
     assert not out.exists()
+
+
+def test_a_model_that_fails_on_the_data_is_named(tmp_path: Path) -> None:
+    """eval runs the model on the data (to choose the input normalisation) before onnxruntime sees it; an
+    error there names the file as every other does (it began "while executing node 'fc1'")."""
+    model = save(h.mismatched_weights(), tmp_path / "mismatched.onnx")
+    data = h.image_npz(tmp_path / "features.npz", shape=(4,), classes=3, dtype=np.float32)
+    with pytest.raises(ModelError, match=re.escape(f"{model}: while executing node 'fc1' (Gemm)")):
+        api.evaluate(model, str(data))
 
 
 def test_old_opset_and_chosen_head_work(tmp_path: Path) -> None:
