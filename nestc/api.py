@@ -317,6 +317,8 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     if not isinstance(config, TrainConfig):
         raise OptionError(f"config must be a nestc.TrainConfig, got {type(config).__name__}")
     config.validate()
+    if resume and checkpoint is None:  # said before any work, and in the command line's words
+        raise OptionError("--resume needs --checkpoint, the file to resume from")
     check_outputs({"-o": output, "--checkpoint": checkpoint}, *model_files(model), *data_files(data))
     # before any loading: it refuses a device this machine lacks, and joins torchrun's process group with
     # the backend its device needs (nccl cannot reduce the CPU tensors of --device cpu)

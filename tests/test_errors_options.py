@@ -118,6 +118,7 @@ CASES = [
         folder, model, out), ("--checkpoint", "is a directory")),
     Case("--checkpoint folder missing (train)", _train("--checkpoint", "{out}.d/run.ckpt"),
          ("--checkpoint", "does not exist")),
+    Case("--resume without --checkpoint (train)", _train("--resume"), ("--resume needs --checkpoint",)),
     Case("--plot equals --report", _compress("--report", "{out}.json", "--plot", "{out}.json"),
          ("--plot", "same path as --report")),
     Case("unwritable output folder", _unwritable, ("out.onnx", "is not writable")),
