@@ -19,8 +19,9 @@ import onnx
 
 from nestc import runtime
 from nestc.errors import NUMBER, ModelError, OptionError, about, require
-from nestc.fileio import atomic_write_bytes, check_output_path
+from nestc.fileio import atomic_write_bytes, check_output_path, check_outputs
 from nestc.frontends import load_model
+from nestc.frontends.files import model_files
 from nestc.frontends.onnx_loader import graph_inputs
 from nestc.frontends.precision import stored_precision
 from nestc.input_record import inherit_record
@@ -80,7 +81,7 @@ def compact(model: PathLike, output: PathLike, round_to: int = 1, sparse_format:
         raise OptionError(f"--round-to {round_to}: must be at least 1")
     if sparse_format not in SPARSE_FORMATS:
         raise OptionError(f"--sparse-format {sparse_format}: use one of {', '.join(SPARSE_FORMATS)}")
-    check_output_path(output, model)
+    check_output_path(output, *model_files(model))
     with about(model):
         net = Network(load_runnable(model))
         before = model_stats(net)
@@ -125,10 +126,13 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
     require(atol, NUMBER, "--atol", "a number >= 0")
     require(rtol, NUMBER, "--rtol", "a number >= 0")
     require(samples, (int,), "--samples", "an integer >= 1")
+    require(seed, (int,), "seed", "an integer >= 0")
     if not (atol >= 0 and rtol >= 0):  # NaN too: every comparison with it fails
         raise OptionError(f"--atol {atol} / --rtol {rtol}: must be non-negative numbers")
     if samples < 1:
         raise OptionError(f"--samples {samples}: must be at least 1")
+    if seed < 0:
+        raise OptionError(f"seed {seed}: must be at least 0")
     from nestc.model_data import check_normalisation
 
     mean, std = check_normalisation(mean, std)
@@ -139,9 +143,10 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
     sessions = [runtime.session(onnx.load(str(p)).SerializeToString(), str(p), exact=True)
                 for p in (original, candidate)]
     _check_same_inputs(sessions, str(original), str(candidate))
+    _check_feedable(sessions[0], str(original))
     inherit_record(models[0], models[1])  # a user's export compared with nestc's output of it: same inputs
     view = _classifier_view(models[0], str(original))
-    x, y = _validation_inputs(models[0], view, data, samples, data_dir, seed, mean, std)
+    x, y = _validation_inputs(models[0], view, data, samples, data_dir, seed, mean, std, str(original))
     outs = [runtime.run_batched(s, x) for s in sessions]
     if len(outs[0]) != len(outs[1]):
         raise OptionError(f"{candidate}: has {len(outs[1])} outputs, {original} has {len(outs[0])}")
@@ -179,6 +184,17 @@ def _check_same_inputs(sessions: list, original: str, candidate: str) -> None:
                              f"is {a.type} {a.shape}; the two models cannot be compared")
 
 
+def _check_feedable(session, label: str) -> None:
+    """Refuse a model validate cannot feed: it feeds one float tensor (random, or ``data``'s test split),
+    and onnxruntime would refuse anything else in a stack trace."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelError(f"{label}: takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); validate "
+                         "feeds one data tensor")
+    if inputs[0].type not in runtime.FLOAT_FEEDS:
+        raise ModelError(f"{label}: input '{inputs[0].name}' is {inputs[0].type}; validate feeds float data")
+
+
 def _compare(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> OutputDiff:
     if a.shape != b.shape:
         return OutputDiff(name, float("inf"), float("inf"), False)
@@ -194,10 +210,10 @@ def _compare(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) 
 
 def _validation_inputs(model: onnx.ModelProto, view: ClassifierView | None, data: str | None, samples: int,
                        data_dir: PathLike | None, seed: int, mean: Sequence[float] | None,
-                       std: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray | None]:
+                       std: Sequence[float] | None, label: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Random inputs without ``data``; else its test split, prepared as ``evaluate`` prepares it for a
     classifier (given, recorded or chosen normalisation and image fit), with the given or the data set's
-    own statistics for other models."""
+    own statistics for other models. Data that do not fit are blamed on ``label`` (the original's file)."""
     value = graph_inputs(model)[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
     if data is None:
@@ -207,10 +223,10 @@ def _validation_inputs(model: onnx.ModelProto, view: ClassifierView | None, data
     from nestc.model_data import data_for_model
 
     if view is not None:
-        dataset = data_for_model(view, data, data_dir, mean=mean, std=std)
+        dataset = data_for_model(view, data, data_dir, mean=mean, std=std, label=label)
     else:  # validate checked mean and std already
         dataset = fit_to_input(load_dataset(data, data_dir=data_dir), ["N", *dims[1:]], mean, std,
-                               model_label=value.name)
+                               model_label=label)
     x = dataset.x_test[:samples]
     y = None if dataset.y_test is None else dataset.y_test[:samples]
     return x, y
@@ -291,6 +307,7 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     Returns:
         Test accuracy before and after, measured by onnxruntime on the written files.
     """
+    from nestc.data.load import data_files
     from nestc.input_record import record_input
     from nestc.ir.classifier import trainable_view
     from nestc.model_data import data_for_model
@@ -300,7 +317,9 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     if not isinstance(config, TrainConfig):
         raise OptionError(f"config must be a nestc.TrainConfig, got {type(config).__name__}")
     config.validate()
-    check_output_path(output, model)
+    if resume and checkpoint is None:  # said before any work, and in the command line's words
+        raise OptionError("--resume needs --checkpoint, the file to resume from")
+    check_outputs({"-o": output, "--checkpoint": checkpoint}, *model_files(model), *data_files(data))
     # before any loading: it refuses a device this machine lacks, and joins torchrun's process group with
     # the backend its device needs (nccl cannot reduce the CPU tensors of --device cpu)
     trainer = Trainer(config)

@@ -12,6 +12,7 @@ import os
 import sys
 from dataclasses import asdict
 from fractions import Fraction
+from typing import NoReturn
 
 import click
 
@@ -180,8 +181,11 @@ def train(model: str, output: str, data: str, data_dir: str | None, download: bo
     """Train all weights of MODEL on --data and write it to -o."""
     config = _train_config(batch_size, lr, weight_decay, optimizer, device, amp, seed_value, quiet,
                            10 if epochs is None else epochs)
-    before, after = api.train(model, output, data, config, data_dir, download, output_name, checkpoint, resume,
-                              mean=mean, std=std)
+    try:
+        before, after = api.train(model, output, data, config, data_dir, download, output_name, checkpoint, resume,
+                                  mean=mean, std=std)
+    except KeyboardInterrupt:
+        _interrupted(checkpoint, "epoch")
     if after is not None:
         click.echo(f"test accuracy (onnxruntime): {before:.2%} -> {after:.2%}; wrote {output}")
         if before is not None and after < before - LOST_ACCURACY:
@@ -309,13 +313,7 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
         result = run_compress(model, output, data, config, train_config, report, plot, sparse_format, data_dir,
                               download, limit, output_name, resume, log=log, mean=mean, std=std)
     except KeyboardInterrupt:
-        checkpoint = f"{output}.ckpt"
-        if os.path.exists(checkpoint):
-            click.echo(f"nestc: interrupted; no output was written. The last finished step is kept in {checkpoint}: "
-                       "run the same command with --resume to continue", err=True)
-        else:
-            click.echo("nestc: interrupted before the first step finished; no output was written", err=True)
-        sys.exit(130)
+        _interrupted(f"{output}.ckpt", "step")
     from nestc.training import init_from_env
 
     if init_from_env().is_main:  # under torchrun every rank has the result; one prints it
@@ -327,6 +325,19 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
         click.echo(f"nestc: --target-params {target['requested']:,} not reached: the smallest model within the "
                    f"accuracy budget has {result.report['nonzero_params']['after']:,} non-zero parameters", err=True)
     sys.exit(result.exit_code)
+
+
+def _interrupted(checkpoint: str | None, unit: str) -> NoReturn:
+    """Ctrl-C in a training command: exit 130 with one line that says no output was written and, when the
+    run's checkpoint is on disk, how to go on from it (a bare "interrupted" left the user guessing)."""
+    if checkpoint is None:
+        click.echo("nestc: interrupted; no output was written", err=True)
+    elif os.path.exists(checkpoint):
+        click.echo(f"nestc: interrupted; no output was written. The last finished {unit} is kept in {checkpoint}: "
+                   "run the same command with --resume to continue", err=True)
+    else:
+        click.echo(f"nestc: interrupted before the first {unit} finished; no output was written", err=True)
+    sys.exit(130)
 
 
 def _print_summary(report: dict) -> None:
@@ -381,12 +392,18 @@ def main() -> None:
     """Console entry point: one line and an exit code for user errors, 130 on Ctrl-C.
 
     Usage mistakes that click catches (an unknown option, ``--batch-size 0``) are printed as one
-    ``nestc: error:`` line too, so CI logs and scripts see the same shape for every user error.
+    ``nestc: error:`` line too, so CI logs and scripts see the same shape for every user error. A bare
+    ``nestc`` is no such mistake: it gets the help, as it is, not squeezed into that line. Running out
+    of memory is one too (exit 2): nestc's own allocations are small, the ones that fail are sized by
+    the user's options, data and model.
     """
     try:
         cli.main(standalone_mode=False)
     except NestcError as exc:
         click.echo(f"nestc: error: {one_line(str(exc), limit=2000)}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("nestc: interrupted", err=True)
@@ -399,3 +416,7 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("nestc: interrupted; no output was written", err=True)
         sys.exit(130)
+    except MemoryError as exc:  # what was asked for (--samples 10**12, say) does not fit: no bug to trace
+        click.echo(f"nestc: error: out of memory ({one_line(str(exc)) or 'MemoryError'}); ask for less: fewer "
+                   "--samples, a smaller --batch-size or --limit, a smaller model", err=True)
+        sys.exit(NestcError.exit_code)

@@ -22,9 +22,11 @@ import onnx
 import torch
 
 from nestc import runtime
+from nestc.data.load import data_files
 from nestc.errors import OptionError, PassError, about, require
-from nestc.fileio import atomic_write_bytes, check_distinct_outputs, check_output_path
+from nestc.fileio import atomic_write_bytes, check_outputs
 from nestc.frontends import load_model
+from nestc.frontends.files import model_files
 from nestc.frontends.precision import stored_precision
 from nestc.input_record import describe_values, record_input
 from nestc.ir.classifier import ClassifierView, trainable_view
@@ -90,16 +92,13 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     trainer = Trainer(train_config)
     if not trainer.dist.is_main:  # under torchrun every rank runs this; one speaks
         log = _silent
-    outputs = {"-o": output, "--report": report, "--plot": plot}
-    for option, path in outputs.items():
-        if path is not None:
-            check_output_path(path, model, option=option)
-    check_distinct_outputs(outputs)
+    checkpoint = f"{output}.ckpt"  # written after every step, deleted once the output is: an output too
+    check_outputs({"-o": output, "--report": report, "--plot": plot, "-o's checkpoint": checkpoint},
+                  *model_files(model), *data_files(data))
     started = time.perf_counter()
     normalised = load_model(model)
     stored = stored_precision(normalised)  # what onnxruntime runs: the input file's own float type
     before_ort = runtime.session(stored, str(model))  # a model onnxruntime refuses fails before training
-    checkpoint = f"{output}.ckpt"
     mean, std = check_normalisation(mean, std)
     identity = _run_identity(model, data, limit, output_name, train_config.seed, mean, std)
     if resume and os.path.exists(checkpoint):
@@ -107,7 +106,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     with about(model):
         net = Network(normalised)
         view = trainable_view(net, output_name, str(model))
-    before_stats = model_stats(net)  # the network is trained in place from here on
+        before_stats = model_stats(net)  # the network is trained in place from here on
     dataset = data_for_model(view, data, data_dir, download, mean, std, limit=limit, label=str(model))
     log(f"input normalisation: mean {describe_values(dataset.mean)}, std {describe_values(dataset.std)} "
         "(the output expects the same)")
@@ -123,7 +122,8 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
         train_config, distill_weight=1.0 if split.y_train is None else 0.5)
     run = NestRun(net, output_name, split, config, tc, checkpoint=checkpoint, resume=resume, log=log, started=started)
     run.state["identity"] = identity  # saved in every checkpoint; a resumed run keeps the original's
-    outcome = run.run()
+    with about(model):  # the passes run the graph without knowing its file
+        outcome = run.run()
     final = outcome.network
     record_input(final.template, dataset)  # the output keeps the inputs it was trained on (eval reads them)
     emitted = stored_precision(emit_model(final, sparse_format))

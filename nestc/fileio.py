@@ -51,7 +51,8 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike, opt
     for source in inputs:
         src = Path(source)
         if src.resolve() == out.resolve() or (src.exists() and out.exists() and os.path.samefile(src, out)):
-            raise OptionError(f"{option} {out}: output path equals the input file; choose another name")
+            named = "" if str(src) == str(out) else f" {src}"
+            raise OptionError(f"{option} {out}: output path equals the input file{named}; choose another name")
     folder = out.resolve().parent
     if out.is_dir():
         raise OptionError(f"{option} {out}: is a directory, expected a file path")
@@ -64,6 +65,15 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike, opt
     except OSError as exc:
         raise OptionError(f"{option} {out}: folder {folder} is not writable ({exc.strerror or exc})") from exc
     return out
+
+
+def check_outputs(outputs: dict[str, str | os.PathLike | None], *inputs: str | os.PathLike) -> None:
+    """Check every output of one command before any work: each one writable and none of ``inputs``
+    (:func:`check_output_path`), and no two on one path (:func:`check_distinct_outputs`)."""
+    for option, path in outputs.items():
+        if path is not None:
+            check_output_path(path, *inputs, option=option)
+    check_distinct_outputs(outputs)
 
 
 def check_distinct_outputs(outputs: dict[str, str | os.PathLike | None]) -> None:

@@ -11,6 +11,7 @@ into the model (``metadata_props`` key :data:`KEY`) and read back before any new
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 
 import onnx
@@ -38,7 +39,7 @@ def recorded_input(model: onnx.ModelProto, channels: int
     try:
         record = json.loads(stored)
         mean, std, spatial = list(record["mean"]), list(record["std"]), record.get("spatial_fit")
-        numbers = all(isinstance(v, int | float) for v in mean + std)
+        numbers = all(isinstance(v, int | float) and math.isfinite(v) for v in mean + std)  # json reads NaN
     except (ValueError, KeyError, TypeError):
         return None  # a record this version cannot read is no reason to refuse the model
     if not numbers or len(mean) != len(std) or len(mean) not in (1, channels) or min(std, default=0) <= 0:

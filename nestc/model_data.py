@@ -25,7 +25,7 @@ import torch
 
 from nestc.data import Dataset, fit_to_input, load_dataset
 from nestc.data.fit import SPATIAL_FITS, default_spatial_fit, spatial_target
-from nestc.errors import DataError, OptionError
+from nestc.errors import DataError, OptionError, about
 from nestc.input_record import recorded_input
 from nestc.ir.classifier import ClassifierView
 from nestc.ir.network import Network
@@ -36,18 +36,22 @@ from nestc.training.inference import eval_batch_size, predict_logits
 def data_for_model(view: ClassifierView, spec: str, data_dir: str | os.PathLike | None = None,
                    download: bool = False, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                    limit: int | None = None, label: str = "model") -> Dataset:
-    """Load ``spec`` shaped for ``view``'s input, and check its labels fit the model's classes."""
+    """Load ``spec`` shaped for ``view``'s input, and check its labels fit the model's classes.
+
+    ``label`` names the model (its file) in errors, those of running it on the data included.
+    """
     mean, std = check_normalisation(mean, std)
     net = view.net
     value = next(v for v in net.template.graph.input if v.name == net.input_names[0])
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
     raw = load_dataset(spec, data_dir=data_dir, download=download, limit=limit)
     spatial = None
-    if mean is None and std is None:
-        recorded = recorded_input(net.template, raw.x_test.shape[1])
-        spatial, mean, std = recorded or choose_input_fit(view, raw, ["N", *dims[1:]], label)
-    dataset = fit_to_input(raw, ["N", *dims[1:]], mean, std, model_label=label, spatial=spatial)
-    classes = output_classes(view, dataset.x_test[:2])
+    with about(label):  # choosing the normalisation and counting classes run the model, which knows no file
+        if mean is None and std is None:
+            recorded = recorded_input(net.template, raw.x_test.shape[1])
+            spatial, mean, std = recorded or choose_input_fit(view, raw, ["N", *dims[1:]], label)
+        dataset = fit_to_input(raw, ["N", *dims[1:]], mean, std, model_label=label, spatial=spatial)
+        classes = output_classes(view, dataset.x_test[:2])
     for split, labels in (("train", dataset.y_train), ("test", dataset.y_test)):
         if labels is not None and len(labels) and int(labels.max()) >= classes:
             raise DataError(f"data '{spec}' has labels up to {int(labels.max())} in its {split} split, but "

@@ -46,7 +46,8 @@ def session(model: onnx.ModelProto | bytes, label: str = "model", threads: int |
         raise ModelError(f"{label}: onnxruntime cannot load it ({first_line(exc)})") from exc
 
 
-_FLOAT_FEEDS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+FLOAT_FEEDS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+"""Input types nestc can feed its (float32) data to, and the numpy type each is fed in."""
 
 
 def run(sess: ort.InferenceSession, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -94,7 +95,7 @@ def interleaved_latency_ms(sessions: dict[str, ort.InferenceSession], x: np.ndar
 
 
 def _as_declared(value: np.ndarray, declared: str) -> np.ndarray:
-    dtype = _FLOAT_FEEDS.get(declared)
+    dtype = FLOAT_FEEDS.get(declared)
     return value.astype(dtype) if dtype is not None and value.dtype.kind == "f" and value.dtype != dtype else value
 
 

@@ -231,6 +231,31 @@ def no_float_weights() -> onnx.ModelProto:
     return make_model(graph)
 
 
+def labels_output() -> onnx.ModelProto:
+    """The MLP ending in ``ArgMax``: its one output holds labels ``int64 [N]``, not class scores."""
+    graph = mlp_graph()
+    graph.node.append(helper.make_node("ArgMax", ["logits"], ["label"], name="argmax", axis=1, keepdims=0))
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]))
+    return make_model(graph)
+
+
+def nan_weights() -> onnx.ModelProto:
+    """The MLP with one NaN in ``w1``."""
+    model = small_model()
+    weights = numpy_helper.to_array(model.graph.initializer[0]).copy()
+    weights[0, 0] = np.nan
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(weights, "w1"))
+    return model
+
+
+def mismatched_weights() -> onnx.ModelProto:
+    """The MLP with a ``w1`` of 5 inputs for its 4 features: onnx.checker passes it, running it fails."""
+    graph = mlp_graph()
+    graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones((6, 5), np.float32), "w1"))
+    return make_model(graph)
+
+
 def two_inputs() -> onnx.ModelProto:
     """``a + b`` feeds the MLP: two data tensors."""
     graph = mlp_graph()
@@ -256,6 +281,25 @@ def integer_input() -> onnx.ModelProto:
     graph = mlp_graph()
     graph.node.insert(0, helper.make_node("Cast", ["ids"], ["x"], name="cast_ids", to=TensorProto.FLOAT))
     graph.input[0].CopyFrom(helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 4]))
+    return make_model(graph)
+
+
+def open_cnn(channels: int | str = 1) -> onnx.ModelProto:
+    """``x [N, channels, H, W] -> Conv -> Relu -> MaxPool -> MaxPool -> GlobalAveragePool -> Gemm``: height and
+    width (and the channels, given a name) left open, as exporters write them with dynamic axes."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(_weights(rng, 4, 1, 3, 3), "conv_w"),
+             numpy_helper.from_array(_weights(rng, 3, 4), "fc_w"), numpy_helper.from_array(_weights(rng, 3), "fc_b")]
+    nodes = [helper.make_node("Conv", ["x", "conv_w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("MaxPool", ["p1"], ["p2"], name="pool2", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("GlobalAveragePool", ["p2"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "open_cnn",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, "H", "W"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], inits)
     return make_model(graph)
 
 

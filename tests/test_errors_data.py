@@ -9,6 +9,7 @@ pickle cases carry a payload that would create a marker file if it were ever unp
 from __future__ import annotations
 
 import gzip
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from errors_helpers import Run, assert_clean_failure, nestc_env, run_cli, run_cl
 from nestc import api
 from nestc.data import locate
 from nestc.data.catalog import CATALOG
+from nestc.errors import DataError
 
 MARKER = "PAYLOAD_RAN"
 
@@ -144,6 +146,7 @@ def _truncated_npz(folder: Path) -> list[str]:
 
 CASES = [
     Case("unknown data name", lambda folder: ["--data", "imagenet-42"], ("unknown data set 'imagenet-42'", "mnist")),
+    Case("empty --data", lambda folder: ["--data", ""], ("--data ''", "give a data set name")),
     Case("named data set not found", _not_found, (f"'{ABSENT}' not found", "empty", "--download", "--data-dir")),
     Case("named data set missing a file", _mnist(lambda f: (f / "t10k-labels-idx1-ubyte.gz").unlink(), name=ABSENT),
          (f"{ABSENT}: data set '{ABSENT}' is incomplete", "missing t10k-labels-idx1-ubyte[.gz]")),
@@ -216,6 +219,16 @@ def test_bad_data_is_one_line_exit_2_and_no_output(case: Case, outcomes: dict[st
     outcome = outcomes[case.id]
     assert_clean_failure(outcome.run, *case.mentions, outputs=(outcome.out, Path(f"{outcome.out}.ckpt")))
     assert not (outcome.folder / MARKER).exists(), "a pickle payload in a data file was executed"
+
+
+@pytest.mark.parametrize("classifier", [True, False], ids=["classifier", "other model"])
+def test_validate_blames_the_original_model_for_data_that_do_not_fit(setup: tuple[Path, dict[str, str]],
+                                                                    tmp_path: Path, classifier: bool) -> None:
+    """validate names the model file, as eval and compress do (it said "model", or the input's name)."""
+    model = setup[0] if classifier else h.save(h.labels_output(), tmp_path / "labels.onnx")
+    data = h.image_npz(tmp_path / "rgb.npz", shape=(3, 32, 32))
+    with pytest.raises(DataError, match=re.escape(f"{model} input expects [N, ")):
+        api.validate(model, model, data=str(data))
 
 
 def test_console_entry_point_refuses_the_pickle_payload(setup: tuple[Path, dict[str, str]], tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ input, ambiguous outputs, nothing to train) run ``compress``; it must stop befor
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,13 +81,22 @@ CASES = [
     *[Case(f"control flow {op}", _file(f"{op}.onnx", lambda op=op: h.control_flow(op)),
            ("control flow is not supported", f"'my_{op}' ({op})")) for op in ("If", "Loop", "Scan")],
     Case("no float weights", _file("plain.onnx", h.no_float_weights), ("no float weights",), "compress", COMPRESS),
+    *[Case(f"NaN weights ({command})", _file("nan.onnx", h.nan_weights), ("weight(s) w1 hold NaN or Inf",), command,
+           extra) for command, extra in (("compress", COMPRESS), ("train", ("--data", "embedded", "--device", "cpu")))],
     Case("two inputs", _file("two_inputs.onnx", h.two_inputs), ("2 inputs (a, b)", "one data tensor"), "compress",
          COMPRESS),
     Case("two outputs", _file("two_outputs.onnx", h.two_outputs), ("logits, aux_logits", "--output-name"), "compress",
          COMPRESS),
     Case("unknown --output-name", _file("two_outputs.onnx", h.two_outputs), ("no output named 'scores'",), "compress",
          (*COMPRESS, "--output-name", "scores")),
+    Case("--output-name of labels", _file("labels.onnx", h.labels_output),
+         ("output 'label' is int64 [N], not class scores [N, classes]",), "compress",
+         (*COMPRESS, "--output-name", "label")),
     Case("integer input", _file("ids.onnx", h.integer_input), ("input 'ids'", "not a float"), "compress", COMPRESS),
+    *[Case(f"open channel dimension ({command})", _file("open_channels.onnx", lambda: h.open_cnn("C")),
+           ("input 'x' is declared [N, C, H, W], so nestc ran it as [1, 32, 32, 32]", "node 'conv' (Conv)",
+            "export the model with fixed input dimensions"), command, extra) for command, extra in
+      (("compact", ()), ("compress", COMPRESS))],
     Case("external data missing", _beside("ext.onnx", lambda: h.external_data("w1.bin")),
          ("external data file 'w1.bin'", "missing")),
     Case("external data ../../etc/passwd", _beside("ext.onnx", lambda: h.external_data("../../etc/passwd")),
@@ -151,6 +161,8 @@ def test_bad_model_raises_a_typed_error_in_the_api(case: Case, tmp_path: Path) -
     out = tmp_path / "out.onnx"
     if case.command == "compact":
         call = lambda: api.compact(model, out)  # noqa: E731
+    elif case.command == "train":
+        call = lambda: api.train(model, out, "embedded", TrainConfig(device="cpu", quiet=True))  # noqa: E731
     else:
         output_name = case.extra[case.extra.index("--output-name") + 1] if "--output-name" in case.extra else None
         call = lambda: compress(model, out, "embedded", NestConfig(max_epochs=1),  # noqa: E731
@@ -160,6 +172,15 @@ def test_bad_model_raises_a_typed_error_in_the_api(case: Case, tmp_path: Path) -
         call()
     assert "\n" not in str(err.value)
     assert not out.exists()
+
+
+def test_a_model_that_fails_on_the_data_is_named(tmp_path: Path) -> None:
+    """eval runs the model on the data (to choose the input normalisation) before onnxruntime sees it; an
+    error there names the file as every other does (it began "while executing node 'fc1'")."""
+    model = save(h.mismatched_weights(), tmp_path / "mismatched.onnx")
+    data = h.image_npz(tmp_path / "features.npz", shape=(4,), classes=3, dtype=np.float32)
+    with pytest.raises(ModelError, match=re.escape(f"{model}: while executing node 'fc1' (Gemm)")):
+        api.evaluate(model, str(data))
 
 
 def test_old_opset_and_chosen_head_work(tmp_path: Path) -> None:
@@ -180,6 +201,19 @@ def test_old_opset_and_chosen_head_work(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert chosen.code == 0, chosen.stderr
     assert '"samples": 20' in chosen.stdout
+
+
+def test_open_height_and_width_work(tmp_path: Path) -> None:
+    """A CNN exported with a free height and width is inspected and compacted (its poolings once left
+    nothing of a 1x1 probe), and the compacted file still takes any size and computes what the input does."""
+    model = save(h.open_cnn(), tmp_path / "open.onnx")
+    assert api.inspect(model).params == 4 * 9 + 3 * 4 + 3
+    api.compact(model, tmp_path / "out.onnx")
+    for side in (8, 20):
+        x = np.random.default_rng(side).standard_normal((2, 1, side, side)).astype(np.float32)
+        want = ort.InferenceSession(str(model)).run(None, {"x": x})[0]
+        got = ort.InferenceSession(str(tmp_path / "out.onnx")).run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_an_output_wider_than_the_classes_is_pointed_out(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Bad options: refused with one line naming the option, exit 2, before any work starts.
 
 "Before any work" is checked by running ``compress`` without ``--quiet``: a run that got as far as
-training would log its steps on stdout, so stdout must stay empty, and no checkpoint may appear.
+training would log its steps on stdout, so stdout must stay empty; and no file of the case's folder may
+appear or change (a checkpoint, an input that an option named as an output).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import errors_helpers as h
+import onnx
 import pytest
 from errors_helpers import Run, assert_clean_failure, run_cli, run_cli_many
 
@@ -51,9 +53,41 @@ def _symlink_to_input(folder: Path, model: Path, out: Path) -> list[str]:
     return ["compact", str(model), "-o", str(link)]
 
 
+def _onto_data(command: str, option: str) -> Callable[[Path, Path, Path], list[str]]:
+    """``command`` reading a ``.npz`` data set, with ``option`` naming that same file as an output."""
+    def args(folder: Path, model: Path, out: Path) -> list[str]:
+        data = str(h.image_npz(folder / "d.npz"))
+        outputs = {"-o": str(out), option: data}
+        return [command, str(model), *[a for pair in outputs.items() for a in pair], "--data", data, "--device", "cpu"]
+    return args
+
+
+def _onto_external_data(folder: Path, model: Path, out: Path) -> list[str]:
+    """The model's weights live in ``weights.bin``; ``-o`` names that file."""
+    external = folder / "external.onnx"
+    onnx.save_model(onnx.load(model), external, save_as_external_data=True, location="weights.bin")
+    return ["compact", str(external), "-o", str(folder / "weights.bin")]
+
+
+def _train(*extra: str) -> Callable[[Path, Path, Path], list[str]]:
+    return lambda folder, model, out: ["train", str(model), "-o", str(out), "--device", "cpu", *extra]
+
+
+def _checkpoint_is_input(folder: Path, model: Path, out: Path) -> list[str]:
+    """The model is called ``out.onnx.ckpt``: the name ``-o out.onnx`` gives its checkpoint."""
+    renamed = model.rename(folder / "out.onnx.ckpt")
+    return _compress()(folder, renamed, out)
+
+
 def _validate_other_inputs(folder: Path, model: Path, out: Path) -> list[str]:
     api.seed("resnet18", folder / "other.onnx", width_ratio=0.1)  # 3x32x32 images, the MLP takes 1x28x28
     return ["validate", str(model), str(folder / "other.onnx")]
+
+
+def _validate(make: Callable[[], onnx.ModelProto]) -> Callable[[Path, Path, Path], list[str]]:
+    """validate on two copies of the model ``make`` builds."""
+    return lambda folder, model, out: ["validate", str(h.save(make(), folder / "a.onnx")),
+                                       str(h.save(make(), folder / "b.onnx"))]
 
 
 CASES = [
@@ -66,6 +100,25 @@ CASES = [
     Case("output is a link to the input", _symlink_to_input, ("link.onnx", "output path equals the input")),
     Case("--report equals input", _compress("--report", "{model}"), ("--report", "output path equals the input")),
     Case("--report equals -o", _compress("--report", "{out}"), ("--report", "same path as -o")),
+    Case("-o equals the --data file", _onto_data("compress", "-o"), ("-o", "d.npz", "output path equals the input")),
+    Case("--report equals the --data file", _onto_data("compress", "--report"),
+         ("--report", "d.npz", "output path equals the input")),
+    Case("-o equals the --data file (train)", _onto_data("train", "-o"),
+         ("-o", "d.npz", "output path equals the input")),
+    Case("-o equals the model's external data", _onto_external_data,
+         ("-o", "weights.bin", "output path equals the input")),
+    Case("-o's checkpoint is the input", _checkpoint_is_input, ("-o's checkpoint", "out.onnx.ckpt",
+                                                                 "output path equals the input")),
+    Case("--report equals -o's checkpoint", _compress("--report", "{out}.ckpt"),
+         ("-o's checkpoint", "same path as --report")),
+    Case("--checkpoint equals input (train)", _train("--checkpoint", "{model}"),
+         ("--checkpoint", "output path equals the input")),
+    Case("--checkpoint equals -o (train)", _train("--checkpoint", "{out}"), ("--checkpoint", "same path as -o")),
+    Case("--checkpoint is a directory (train)", lambda folder, model, out: _train("--checkpoint", str(folder))(
+        folder, model, out), ("--checkpoint", "is a directory")),
+    Case("--checkpoint folder missing (train)", _train("--checkpoint", "{out}.d/run.ckpt"),
+         ("--checkpoint", "does not exist")),
+    Case("--resume without --checkpoint (train)", _train("--resume"), ("--resume needs --checkpoint",)),
     Case("--plot equals --report", _compress("--report", "{out}.json", "--plot", "{out}.json"),
          ("--plot", "same path as --report")),
     Case("unwritable output folder", _unwritable, ("out.onnx", "is not writable")),
@@ -115,9 +168,16 @@ CASES = [
          ("--width-ratio 0",)),
     Case("--samples 0", lambda folder, model, out: ["validate", str(model), str(model), "--samples", "0"],
          ("--samples 0",)),
+    Case("--samples beyond any memory (validate)",
+         lambda folder, model, out: ["validate", str(model), str(model), "--samples", str(10**12)],
+         ("out of memory", f"({10**12}, 1, 28, 28)", "fewer --samples")),
     Case("--atol nan", lambda folder, model, out: ["validate", str(model), str(model), "--atol", "nan"],
          ("--atol nan",)),
     Case("validate models with other inputs", _validate_other_inputs, ("other.onnx", "cannot be compared")),
+    Case("validate two-input models", _validate(h.two_inputs), ("a.onnx", "takes 2 inputs (a, b)",
+                                                                "validate feeds one data tensor")),
+    Case("validate integer-input models", _validate(h.integer_input), ("a.onnx", "input 'ids' is tensor(int64)",
+                                                                       "validate feeds float data")),
     Case("--seed -1 (seed)", lambda folder, model, out: ["seed", "lenet-5", "-o", str(out), "--seed", "-1"],
          ("--seed -1",)),
     Case("--birth-strength -5", _compress("--birth-strength", "-5"), ("--birth-strength -5",)),
@@ -130,8 +190,13 @@ CASES = [
 class Outcome:
     run: Run | None
     out: Path
-    model: Path
-    digest: str
+    folder: Path
+    digests: dict[Path, str]
+    """Every file of the case's folder before the run: inputs, and files an option named."""
+
+
+def _digests(folder: Path) -> dict[Path, str]:
+    return {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.rglob("*") if path.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +212,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
         args = case.args(folder, model, out)
         if args is not None:
             argvs.append([a.replace("{model}", str(model)).replace("{out}", str(out)) for a in args])
-        results[case.id] = Outcome(None if args is None else Run(-1, "", ""), out, model,
-                                   hashlib.sha256(model.read_bytes()).hexdigest())
+        results[case.id] = Outcome(None if args is None else Run(-1, "", ""), out, folder, _digests(folder))
     runs = iter(run_cli_many(argvs))
     for outcome in results.values():
         if outcome.run is not None:
@@ -163,9 +227,7 @@ def test_bad_option_is_one_line_exit_2_before_any_work(case: Case, outcomes: dic
         pytest.skip("no unwritable folder on this machine (root without a read-only file system)")
     assert_clean_failure(outcome.run, *case.mentions, outputs=(outcome.out,))
     assert outcome.run.stdout == "", "work started before the option was checked"
-    assert hashlib.sha256(outcome.model.read_bytes()).hexdigest() == outcome.digest, "the input was modified"
-    if "--resume" not in case.id:
-        assert not Path(f"{outcome.out}.ckpt").exists()
+    assert _digests(outcome.folder) == outcome.digests, "a file (a checkpoint, say) was written or modified"
 
 
 def test_console_entry_point_refuses_output_equal_to_input(tmp_path: Path) -> None:
@@ -177,6 +239,14 @@ def test_console_entry_point_refuses_output_equal_to_input(tmp_path: Path) -> No
     assert_clean_failure(run, str(model), "output path equals the input")
     assert model.read_bytes() == before
 
+
+def test_bare_command_prints_the_help_as_it_is() -> None:
+    """``nestc`` alone asks for the commands: the help, not a 1,000-character ``nestc: error:`` line."""
+    run = run_cli()
+    assert run.code == 2, run.stderr
+    assert "nestc: error:" not in run.stderr
+    assert run.stderr.startswith("Usage: ")
+    assert "\n  compress " in run.stderr and "\n  validate " in run.stderr, run.stderr
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -248,11 +318,14 @@ def test_config_errors_name_the_option_a_user_can_type() -> None:
     (lambda tmp: api.evaluate(tmp / "m.onnx", "embedded", batch_size=2.5), "--batch-size 2.5: must be an integer"),
     (lambda tmp: api.evaluate(tmp / "m.onnx", data=123), "--data 123: must be a data set name or path"),
     (lambda tmp: api.validate(tmp / "m.onnx", tmp / "m.onnx", atol="x"), "--atol 'x': must be a number"),
+    (lambda tmp: api.validate(tmp / "m.onnx", tmp / "m.onnx", seed="x"), "seed 'x': must be an integer"),
+    (lambda tmp: api.validate(tmp / "m.onnx", tmp / "m.onnx", seed=-1), "seed -1: must be at least 0"),
     (lambda tmp: api.seed("lenet-5", tmp / "s.onnx", width_ratio="0.5"), "--width-ratio '0.5': must be a number"),
     (lambda tmp: api.seed("lenet-5", tmp / "s.onnx", classes=2.5), "--classes 2.5: must be an integer"),
     (lambda tmp: api.seed("lenet-5", 42), "-o 42: must be a file path"),
     (lambda tmp: compress(tmp / "m.onnx", tmp / "o.onnx", limit="100"), "--limit '100': must be an integer"),
-], ids=["inspect-none", "round-to-str", "batch-float", "data-int", "atol-str", "width-str", "classes-float",
+], ids=["inspect-none", "round-to-str", "batch-float", "data-int", "atol-str", "seed-str", "seed-negative",
+        "width-str", "classes-float",
         "output-int", "limit-str"])
 def test_api_arguments_of_the_wrong_type_are_named(tmp_path: Path, call: Callable, message: str) -> None:
     """The Python API refuses what the command line would have refused at parsing, by the option's name."""

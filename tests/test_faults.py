@@ -140,6 +140,23 @@ def test_ctrl_c_writes_nothing_says_how_to_resume_and_resumes(seed_model: Path, 
     assert out.exists() and not checkpoint.exists()
 
 
+def test_ctrl_c_in_train_says_where_the_checkpoint_is_and_resumes(seed_model: Path, tmp_path: Path) -> None:
+    """As compress: one line (it was a blank line and a bare "nestc: interrupted"), the checkpoint kept."""
+    out, checkpoint = tmp_path / "out.onnx", tmp_path / "train.ckpt"
+    data = h.image_npz(tmp_path / "small.npz", n_train=256, n_test=32)  # epochs of milliseconds
+    args = ("train", seed_model, "-o", out, "--data", data, "--mean", "0.5", "--std", "0.25", "--checkpoint",
+            checkpoint, "--epochs", "20", "--batch-size", "64", "--device", "cpu", "--quiet")
+    victim = _start(*args)
+    stderr = _interrupt_after(victim, checkpoint, writes=2, sig=signal.SIGINT)
+    assert victim.returncode == 130, stderr
+    assert stderr == (f"nestc: interrupted; no output was written. The last finished epoch is kept in {checkpoint}: "
+                      "run the same command with --resume to continue\n")
+    assert not out.exists() and checkpoint.exists()
+    config = TrainConfig(epochs=20, batch_size=64, device="cpu", quiet=True)  # the command's, resumed in process
+    api.train(seed_model, out, str(data), config, checkpoint=checkpoint, resume=True, mean=(0.5,), std=(0.25,))
+    assert out.exists()
+
+
 def _finite(path: Path) -> bool:
     return all(np.isfinite(w).all() for w in _weights(path).values())
 

@@ -59,7 +59,8 @@ def test_evaluate_applies_the_recorded_normalisation(trained: Path, tmp_path: Pa
 
 
 @pytest.mark.parametrize("value", ["not json", '{"mean": [0.5]}', '{"mean": ["a"], "std": [1]}',
-                                   '{"mean": [0.1, 0.2], "std": [1, 1]}', '{"mean": [0.1], "std": [0]}'])
+                                   '{"mean": [0.1, 0.2], "std": [1, 1]}', '{"mean": [0.1], "std": [0]}',
+                                   '{"mean": [NaN], "std": [1]}', '{"mean": [0], "std": [Infinity]}'])
 def test_a_record_that_does_not_apply_is_ignored(value: str) -> None:
     model = onnx.ModelProto()
     entry = model.metadata_props.add()

@@ -185,6 +185,17 @@ def test_persistent_nan_raises_and_leaves_the_last_good_weights():
     assert all(torch.equal(p, q) for p, q in zip(good, model.parameters()))
 
 
+def test_a_step_that_leaves_outputs_overflowing_counts_as_diverged():
+    """One step at lr 1e30 leaves finite weights near 1e30 and a finite loss (computed before the step),
+    but every output after it is NaN: that fit diverged (it passed as trained, and compress failed later)."""
+    x, y = separable_problem(samples=32)
+    model = mlp()
+    good = _params(model)
+    with pytest.raises(TrainingDiverged, match="the loss or the outputs became NaN or Inf"):
+        _trainer(lr=1e30, epochs=1).fit(model, x, y)
+    assert all(torch.equal(p, q) for p, q in zip(good, model.parameters()))
+
+
 def test_evaluate_on_a_hand_made_case_and_mode_restoration():
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [3.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
     labels = np.array([0, 1, 1, 1, 1])  # predictions 0, 1, 0, 1, 0: three right

@@ -197,9 +197,16 @@ def analyse_channels(net: Network, sample: torch.Tensor | None = None) -> Channe
     return ChannelAnalysis(ctx.table, ctx.members, layouts, ctx.fixups, ctx.member_nodes)
 
 
+OPEN_EXTENT = 32
+"""Size given to an input dimension the file leaves open (other than the batch). Exports with a free
+height and width are common; at the batch size (1 or 2) such a CNN's poolings had nothing left to pool,
+while 32 (CIFAR's side) passes the usual downsampling."""
+
+
 def sample_inputs(net: Network, sample: torch.Tensor | None = None, batch: int = 2) -> list[torch.Tensor]:
     """Inputs for analysis: ``sample`` for the first input, else seeded standard-normal floats (zeros
-    for integer inputs) of the declared shapes with a free batch of ``batch``.
+    for integer inputs) of the declared shapes with a free batch of ``batch`` (``OPEN_EXTENT`` for
+    the other dimensions the file leaves open).
 
     Random rather than zero inputs matter: dead-unit detection checks that a unit's value is the same
     for every sample, which zeros would make trivially true.
@@ -212,7 +219,7 @@ def sample_inputs(net: Network, sample: torch.Tensor | None = None, batch: int =
             tensors.append(sample.to(net.device))
             continue
         tensor_type = by_name[name].type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else batch for d in tensor_type.shape.dim]
+        dims = [d.dim_value if d.HasField("dim_value") else OPEN_EXTENT for d in tensor_type.shape.dim]
         if dims:
             dims[0] = batch
         dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)

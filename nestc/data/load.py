@@ -54,7 +54,9 @@ def load_dataset(
     if limit is not None and limit < 1:
         raise OptionError(f"limit must be at least 1; got {limit}")
     spec = os.fspath(spec)
-    key = spec.strip().lower().replace("_", "-")
+    if not spec.strip():  # Path("") is the current folder, which would be read as an image folder
+        raise OptionError(f"--data {spec!r}: give a data set name ({', '.join(NAMES)}), a .npz file or an image folder")
+    key = _key(spec)
     if key == "embedded":
         train, test = read_npz(embedded_path())
         return assemble("embedded", train, test, limit=limit, num_classes=10, mean=_FASHION.mean, std=_FASHION.std)
@@ -72,6 +74,21 @@ def load_dataset(
     raise DataError(
         f"unknown data set '{spec}': accepted names are {', '.join(NAMES)}, or a path to a .npz file or an image folder"
     )
+
+
+def data_files(spec: str | os.PathLike) -> list[Path]:
+    """The file ``spec`` names as data, which no output of the same command may replace: a ``.npz``.
+
+    Named data sets and image folders are read from folders, and an output path is never a folder.
+    """
+    require(spec, PATH, "--data", "a data set name or path")
+    path = Path(os.fspath(spec)).expanduser()
+    return [path] if _key(os.fspath(spec)) not in NAMES and path.suffix.lower() == ".npz" else []
+
+
+def _key(spec: str) -> str:
+    """A data set name as the catalog spells it (case and ``_`` for ``-`` forgiven)."""
+    return spec.strip().lower().replace("_", "-")
 
 
 def _load_named(name: str, data_dir: str | os.PathLike | None, download: bool, limit: int | None) -> Dataset:

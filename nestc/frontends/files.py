@@ -9,7 +9,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
-from nestc.errors import ModelError, first_line
+from nestc.errors import PATH, ModelError, first_line, require
 
 
 def read_model_file(path: str | os.PathLike) -> onnx.ModelProto:
@@ -19,6 +19,31 @@ def read_model_file(path: str | os.PathLike) -> onnx.ModelProto:
     absolute or climbs out with ``..`` (``../../etc/passwd``) is refused before anything is read.
     """
     file = Path(path)
+    model = _parse(file)
+    _load_external_data(model, file)
+    return model
+
+
+def model_files(path: str | os.PathLike) -> list[Path]:
+    """``path`` and the external data files it names: the files a command's outputs must not replace.
+
+    ``-o weights.bin`` beside a model whose tensors live in ``weights.bin`` would otherwise overwrite
+    them. A file that does not parse names no external data (loading it then says what is wrong).
+    """
+    require(path, PATH, "model", "a file path")
+    file = Path(path)
+    try:
+        model = _parse(file)
+    except ModelError:
+        return [file]
+    base = file.resolve().parent
+    locations = {_location(tensor) for tensor in _all_tensors(model.graph)
+                 if external_data_helper.uses_external_data(tensor)}
+    return [file, *(base / location for location in sorted(locations) if location)]
+
+
+def _parse(file: Path) -> onnx.ModelProto:
+    """The model proto in ``file``, its external data not loaded."""
     if not file.exists():
         raise ModelError(f"{file}: no such file")
     if file.is_dir():
@@ -33,8 +58,12 @@ def read_model_file(path: str | os.PathLike) -> onnx.ModelProto:
         raise ModelError(f"{file}: cannot read ({exc.strerror or exc})") from exc
     if not model.HasField("graph") or not model.opset_import or model.ir_version <= 0:
         raise ModelError(f"{file}: not an ONNX model (no graph, opset or IR version)")
-    _load_external_data(model, file)
     return model
+
+
+def _location(tensor: onnx.TensorProto) -> str:
+    """The ``location`` entry of a tensor stored as external data ("" when it has none)."""
+    return next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
 
 
 def _load_external_data(model: onnx.ModelProto, file: Path) -> None:
@@ -42,8 +71,7 @@ def _load_external_data(model: onnx.ModelProto, file: Path) -> None:
     for tensor in _all_tensors(model.graph):
         if not external_data_helper.uses_external_data(tensor):
             continue
-        info = {entry.key: entry.value for entry in tensor.external_data}
-        location = info.get("location", "")
+        location = _location(tensor)
         target = (base / location).resolve()
         if not location or os.path.isabs(location) or not target.is_relative_to(base):
             raise ModelError(f"{file}: external data of tensor '{tensor.name}' points outside the model's "

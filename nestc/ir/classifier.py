@@ -7,29 +7,36 @@ view returns that something, the logits, and the emitted graph is untouched.
 
 from __future__ import annotations
 
+import onnx
 import torch
 from torch import nn
 
 from nestc.errors import ModelError
-from nestc.ir.network import Network
+from nestc.ir.network import Network, declared_shape
 
 _TRANSPARENT = frozenset({"Identity", "ZipMap", "Cast"})
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                          onnx.TensorProto.BFLOAT16})
 _NORMALISERS = frozenset({"Softmax", "LogSoftmax"})
 
 
 def choose_output(net: Network, requested: str | None = None, label: str = "model") -> str:
-    """The graph output nestc trains on: ``requested``, else the float output of rank 2.
+    """The graph output nestc trains on: ``requested`` (if it can hold class scores), else the float output of
+    rank 2.
 
     Several such outputs are fine when they are views of one logits tensor (``logits`` and
     ``softmax(logits)``); independent heads (auxiliary classifiers) make the choice the user's.
     """
+    outputs = net.template.graph.output
     if requested is not None:
         if requested not in net.output_names:
             raise ModelError(f"{label}: no output named '{requested}'; outputs are {', '.join(net.output_names)}")
+        value = next(v for v in outputs if v.name == requested)
+        if not (_scores(value) or value.type.HasField("sequence_type")):  # nothing to take an argmax over
+            raise ModelError(f"{label}: output '{requested}' is {_describe(value)}, not class scores [N, classes]; "
+                             f"outputs are {', '.join(net.output_names)}")
         return requested
-    outputs = net.template.graph.output
-    scores = [value.name for value in outputs if value.type.tensor_type.elem_type in (1, 10, 11, 16)
-              and len(value.type.tensor_type.shape.dim) == 2]
+    scores = [value.name for value in outputs if _scores(value)]
     if len({logits_tensor(net, name) for name in scores}) > 1:
         raise ModelError(f"{label}: {len(scores)} outputs could be class scores ({', '.join(scores)}); "
                          "choose the one to train on with --output-name")
@@ -42,13 +49,27 @@ def choose_output(net: Network, requested: str | None = None, label: str = "mode
                      f"{', '.join(net.output_names)} (choose one with --output-name)")
 
 
+def _scores(value: onnx.ValueInfoProto) -> bool:
+    """Whether a graph output can hold class scores: a float tensor of rank 2."""
+    tensor = value.type.tensor_type
+    return tensor.elem_type in _FLOAT_TYPES and len(tensor.shape.dim) == 2
+
+
+def _describe(value: onnx.ValueInfoProto) -> str:
+    """``int64 [N]``: a graph output's declared type and shape, for messages."""
+    if not value.type.HasField("tensor_type"):
+        return value.type.WhichOneof("value")  # map_type, optional_type ...
+    tensor = value.type.tensor_type
+    return f"{onnx.TensorProto.DataType.Name(tensor.elem_type).lower()} {declared_shape(tensor.shape)}"
+
+
 def choose_input(net: Network, label: str = "model") -> str:
     """The single float graph input data is fed to; several inputs or an integer input are errors."""
     if len(net.input_names) != 1:
         raise ModelError(f"{label}: model has {len(net.input_names)} inputs ({', '.join(net.input_names)}); "
                          "nestc feeds one data tensor")
     value = next(v for v in net.template.graph.input if v.name == net.input_names[0])
-    if value.type.tensor_type.elem_type not in (1, 10, 11, 16):
+    if value.type.tensor_type.elem_type not in _FLOAT_TYPES:
         raise ModelError(f"{label}: input '{value.name}' is not a float tensor; nestc feeds float data")
     return value.name
 
@@ -95,7 +116,12 @@ class ClassifierView(nn.Module):
 
 
 def trainable_view(net: Network, output: str | None = None, label: str = "model") -> ClassifierView:
-    """A :class:`ClassifierView` for training; a model without float weights is an error."""
+    """A :class:`ClassifierView` for training; a model without float weights, or with NaN or Inf among
+    them, is an error (the first would train nothing, the second trains into NaN everywhere, and
+    compress then failed with "onnxruntime output differs from the trained network by nan")."""
     if not net.trainable_names():
         raise ModelError(f"{label}: has no float weights to train")
+    broken = [name for name in net.trainable_names() if not bool(torch.isfinite(net.tensor(name)).all())]
+    if broken:
+        raise ModelError(f"{label}: weight(s) {', '.join(broken)} hold NaN or Inf values; nestc cannot train them")
     return ClassifierView(net, output, label)

@@ -53,6 +53,11 @@ def node_from_proto(proto: onnx.NodeProto, index: int) -> Node:
     return Node(name, proto.op_type, list(proto.input), list(proto.output), attrs, domain)
 
 
+def declared_shape(shape: onnx.TensorShapeProto) -> str:
+    """``[N, 3, H, W]``: a shape as a file declares it, open dimensions by their name (``?`` unnamed)."""
+    return "[" + ", ".join(str(d.dim_value) if d.HasField("dim_value") else d.dim_param or "?" for d in shape.dim) + "]"
+
+
 @contextmanager
 def exact_float32() -> Iterator[None]:
     """Float32 convolutions and matrix products without TF32 inside the block.
@@ -398,10 +403,34 @@ class Network(nn.Module):
         found, self.tapped = self.tapped, {}
         return found
 
+    def _open_inputs(self, inputs: Sequence[torch.Tensor]) -> str:
+        """"input 'x' is declared [N, C, H, W], so nestc ran it as [1, 32, 32, 32]" for every input whose
+        dimensions after the batch are not all fixed in the file ("" when there is none)."""
+        declared = {value.name: value.type.tensor_type.shape for value in self.template.graph.input}
+        found = []
+        for name, tensor in zip(self.input_names, inputs):
+            shape = declared[name]
+            if any(not d.HasField("dim_value") for d in list(shape.dim)[1:]):
+                found.append(f"input '{name}' is declared {declared_shape(shape)}, so nestc ran it as "
+                             f"{list(tensor.shape)}")
+        return "; ".join(found)
+
     def tensor_shapes(self, *inputs: torch.Tensor) -> dict[str, tuple[int, ...]]:
-        """Shapes of every tensor in the graph for the given inputs (one inference pass)."""
+        """Shapes of every tensor in the graph for the given inputs (one inference pass).
+
+        Where the file leaves an input's size open, the caller chose it (to learn the shapes), not the
+        user: a failure then says so, or the user would wonder where ``input[8, 8, 8, 8]`` came from.
+        """
         names = [o for n in self.nodes for o in n.outputs if o]
-        shapes = {name: tuple(t.shape) for name, t in self.activations(inputs, names).items()}
+        try:
+            activations = self.activations(inputs, names)
+        except ModelError as exc:
+            open_inputs = self._open_inputs(inputs)
+            if not open_inputs:
+                raise
+            raise ModelError(f"{open_inputs}, and failed {exc}; export the model with fixed input dimensions"
+                             ) from exc
+        shapes = {name: tuple(t.shape) for name, t in activations.items()}
         shapes.update({name: tuple(self.tensor(name).shape) for name in self._keys})
         shapes.update({name: tuple(t.shape) for name, t in zip(self.input_names, inputs)})
         return shapes

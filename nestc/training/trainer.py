@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from nestc.errors import OptionError, TrainingDiverged
+from nestc.errors import OptionError, TrainingDiverged, first_line
 from nestc.training import checkpoint as ckpt
 from nestc.training import distributed, inference
 from nestc.training.config import (
@@ -150,7 +150,8 @@ class Trainer:
             state = ckpt.load(checkpoint) if resume else None  # type: ignore[arg-type]
             start_epoch, rolled_back, last = 0, 0, {"loss": float("nan"), "accuracy": None}
             if state is not None:
-                fit_index, start_epoch, rolled_back, last = self._resume(state, plan, model, optimizer, schedule)
+                fit_index, start_epoch, rolled_back, last = self._resume(
+                    state, checkpoint, plan, model, optimizer, schedule)  # type: ignore[arg-type]
                 self._fits = fit_index + 1
             run = _Run(self._wrap(model), model, data, plan, objective, optimizer, schedule, fit_index, on_batch,
                        Progress(plan.total_steps, wanted(cfg.quiet, self.dist.is_main)), time.perf_counter())
@@ -180,8 +181,9 @@ class Trainer:
             restore(snapshot, run.model, run.optimizer, run.schedule)
             run.schedule.scale *= 0.5 ** (retries + 1)
         raise TrainingDiverged(
-            f"training diverged: the loss became NaN or Inf in epoch {epoch + 1} and stayed so after {MAX_RETRIES} "
-            f"rollbacks that halved the learning rate each time; lower lr (now {self.config.lr:g}) or set grad_clip")
+            f"training diverged: the loss or the outputs became NaN or Inf in epoch {epoch + 1} and stayed so after "
+            f"{MAX_RETRIES} rollbacks that halved the learning rate each time; lower lr (now {self.config.lr:g}) or "
+            "set grad_clip")
 
     def _epoch(self, run: _Run, epoch: int) -> _EpochOutcome:
         """One pass over this rank's shard; the only device sync is at the end (and for the bar)."""
@@ -213,7 +215,7 @@ class Trainer:
                 run.progress.advance(run.schedule.step, loss_total / seen,
                                      correct_total / seen if yb is not None else None,
                                      (run.samples + seen) * self.dist.world_size / (time.perf_counter() - run.started))
-        bad = ~(tally.loss.isfinite() & all_finite(run.model).to(self.device))
+        bad = ~(tally.loss.isfinite() & all_finite(run.model).to(self.device) & _computes_finite(run.model, xb))
         loss_total, correct_total, bad_ranks = distributed.all_reduce_sum(tally.totals(bad)).tolist()
         samples = seen * self.dist.world_size
         accuracy = correct_total / samples if data.y is not None else None
@@ -267,18 +269,31 @@ class Trainer:
                           "fit_index": run.fit_index, "rolled_back": rolled_back, "plan": _plan_key(run.plan),
                           "rng": rng, "last": last}, path)
 
-    def _resume(self, state: dict[str, Any], plan: FitPlan, model: nn.Module, optimizer: torch.optim.Optimizer,
-                schedule: LRSchedule) -> tuple[int, int, int, dict[str, Any]]:
-        """Load a checkpoint into the live objects; returns (fit index, next epoch, rollbacks, last stats)."""
+    def _resume(self, state: dict[str, Any], path: str | os.PathLike[str], plan: FitPlan, model: nn.Module,
+                optimizer: torch.optim.Optimizer, schedule: LRSchedule) -> tuple[int, int, int, dict[str, Any]]:
+        """Load the checkpoint at ``path`` into the live objects; returns (fit index, next epoch, rollbacks,
+        last stats). A refusal names the file and what differs (torch's first line only says that loading
+        failed; the mismatched tensors and shapes come after it)."""
         if state["plan"] != _plan_key(plan):
-            raise OptionError(f"the checkpoint was written by a different fit ({state['plan']}); this one is "
-                              f"{_plan_key(plan)}. Delete it or pass resume=False")
+            raise OptionError(f"checkpoint {os.fspath(path)}: written by a different fit ({state['plan']}); this "
+                              f"one is {_plan_key(plan)}. Delete it or pass resume=False")
         try:
             restore(state, model, optimizer, schedule)
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise OptionError(f"the checkpoint does not fit this model: {str(exc).splitlines()[0]}") from exc
+            raise OptionError(f"checkpoint {os.fspath(path)}: does not fit this model ({first_line(exc)})") from exc
         ckpt.set_rng_state(state["rng"], self.dist.rank, self.device)
         return int(state["fit_index"]), int(state["epoch"]), int(state["rolled_back"]), state["last"]
+
+
+def _computes_finite(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A 0-dim bool tensor: whether ``model``, as the epoch left it, gives finite outputs on the batch ``x``.
+
+    Finite weights and losses are not enough: the last step can leave weights near 1e30 (one step at a
+    learning rate of 1e30 did), every later forward pass overflows to NaN, and the fit looked fine.
+    Evaluated in inference mode, so batch-norm statistics are not updated by the check.
+    """
+    with torch.no_grad(), training_mode(model, False):
+        return model(x).isfinite().all()
 
 
 def _plan_key(plan: FitPlan) -> dict[str, int]:
