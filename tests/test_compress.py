@@ -17,6 +17,7 @@ import pytest
 import nestc
 from nestc import runtime
 from nestc.data import fit_to_input, load_dataset
+from nestc.errors import DataError
 from nestc.schedule.config import NestConfig
 from nestc.training import TrainConfig
 
@@ -437,6 +438,30 @@ def test_compress_seed_grows_then_prunes(tmp_path: Path) -> None:
     sess = runtime.session(onnx.load(str(tmp_path / "out.onnx")))
     x = np.random.default_rng(0).standard_normal((5, 1, 28, 28)).astype(np.float32)
     assert runtime.run(sess, [x])[0].shape == (5, 10)
+
+
+def test_seed_for_colour_images_compresses_on_cifar_files(tmp_path: Path) -> None:
+    """A LeNet-5 seed with ``--input-shape 3,32,32 --classes 100`` takes CIFAR-100's binary files (Fashion-MNIST
+    images centred in 32x32 and given three equal planes); the default 1x28x28 seed is refused by name."""
+    raw = load_dataset("embedded")
+    folder = tmp_path / "cifar-100-binary"
+    folder.mkdir()
+    for name, x, y in (("train.bin", raw.x_train[:500], raw.y_train[:500]), ("test.bin", raw.x_test[:200],
+                                                                              raw.y_test[:200])):
+        planes = np.zeros((len(x), 3, 32, 32), np.uint8)
+        planes[:, :, 2:30, 2:30] = np.round(x * 255).astype(np.uint8)
+        labels = np.stack([y // 2, y], 1).astype(np.uint8)  # coarse, fine
+        (folder / name).write_bytes(np.concatenate([labels, planes.reshape(len(x), -1)], 1).tobytes())
+    nestc.seed("lenet-5", tmp_path / "colour.onnx", width_ratio=0.25, classes=100, input_shape=(3, 32, 32))
+    result = nestc.compress(tmp_path / "colour.onnx", tmp_path / "out.onnx", "cifar100",
+                            NestConfig(max_epochs=1), TrainConfig(device="cpu", quiet=True), data_dir=tmp_path,
+                            log=lambda _line: None)
+    assert result.report["accuracy"]["after"] > 0.15, "one epoch on 500 images: above chance (0.1 on 10 labels)"
+    x = fit_to_input(load_dataset("cifar100", data_dir=tmp_path), ["N", 3, 32, 32]).x_test[:5]
+    assert runtime.run(runtime.session(onnx.load(str(tmp_path / "out.onnx"))), [x])[0].shape == (5, 100)
+    nestc.seed("lenet-5", tmp_path / "grey.onnx")
+    with pytest.raises(DataError, match=r"shape \(3, 32, 32\); .*grey.onnx input expects \[N, 1, 28, 28\]"):
+        nestc.evaluate(tmp_path / "grey.onnx", "cifar100", data_dir=tmp_path)
 
 
 def test_seed_result_keeps_the_budget_on_the_test_split(tmp_path: Path) -> None:
