@@ -95,6 +95,9 @@ raw pixels, at 0.55 cross-entropy against 0.59 and 17), while a model a few poin
 its own normalisation than under another is not seen."""
 STATS_TOLERANCE = 0.005
 """Per-channel difference below which the files' own statistics count as the data set's published ones."""
+STATS_SAMPLES = 10_000
+"""Most training samples (evenly spaced) the files' own statistics are computed on: enough for three
+decimals, and CIFAR-10's whole training split took 3.8 s and 1.4 GB of float64 temporaries."""
 
 
 def normalisation_candidates(raw: Dataset) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
@@ -109,7 +112,7 @@ def normalisation_candidates(raw: Dataset) -> list[tuple[tuple[float, ...], tupl
     """
     channels = raw.x_test.shape[1]
     found = [(raw.mean, raw.std)]
-    own = channel_stats(raw.x_train)
+    own = channel_stats(raw.x_train[::max(1, len(raw.x_train) // STATS_SAMPLES)])
     if not np.allclose(np.array(own), np.broadcast_to(np.array([raw.mean, raw.std]), (2, channels)),
                        rtol=0, atol=STATS_TOLERANCE):
         found.append(own)
