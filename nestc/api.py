@@ -233,12 +233,15 @@ def _validation_inputs(model: onnx.ModelProto, view: ClassifierView | None, data
 
 
 def seed(arch: str, output: PathLike, width_ratio: float = 1.0, density: float = 1.0, classes: int = 10,
-         seed_value: int = 0) -> ModelStats:
-    """Write seed architecture ``arch`` (see :mod:`nestc.seeds`) to ``output``; returns its statistics."""
+         seed_value: int = 0, input_shape: Sequence[int] | None = None) -> ModelStats:
+    """Write seed architecture ``arch`` (see :mod:`nestc.seeds`) to ``output``; returns its statistics.
+
+    ``input_shape``: channels, height and width of the images it will take (default: the architecture's own).
+    """
     from nestc.seeds import build_seed
 
     check_output_path(output)
-    model = build_seed(arch, width_ratio, density, classes, seed_value)
+    model = build_seed(arch, width_ratio, density, classes, seed_value, input_shape)
     atomic_write_bytes(output, model.SerializeToString())
     return model_stats(Network(model))
 

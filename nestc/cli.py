@@ -49,6 +49,23 @@ class _Numbers(click.ParamType):
 NUMBERS = _Numbers()
 
 
+class _Sizes(click.ParamType):
+    """Whole sizes separated by commas or ``x`` (``3,32,32``, ``3x32x32``); their range is the API's to check."""
+
+    name = "sizes"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(int(part) for part in str(value).replace("x", ",").split(","))
+        except ValueError:
+            self.fail(f"{value!r}: give whole numbers separated by commas, e.g. 3,32,32", param, ctx)
+
+
+SIZES = _Sizes()
+
+
 def _normalisation_options(func):
     """--mean and --std: the input normalisation a model was trained under, when nestc should not choose."""
     func = click.option("--std", type=NUMBERS, default=None,
@@ -226,11 +243,15 @@ def eval_(model: str, data: str, data_dir: str | None, download: bool, mean: tup
 @click.option("--density", default=1.0, show_default=True, type=float,
               help="Share of connections kept, in (0, 1]; below 0.5 compress grows the seed (0.1 in the paper).")
 @click.option("--classes", default=10, show_default=True, type=int, help="Width of the class-score output.")
+@click.option("--input-shape", type=SIZES, default=None,
+              help="Channels, height and width of the input images, e.g. 3,32,32 for CIFAR [default: 1,28,28 "
+                   "for the LeNets, 3,32,32 for vgg16 and resnet18].")
 @click.option("--seed", "seed_value", default=0, show_default=True, type=int,
               help="Seed of the random weights and connections.")
-def seed(arch: str, output: str, width_ratio: float, density: float, classes: int, seed_value: int) -> None:
+def seed(arch: str, output: str, width_ratio: float, density: float, classes: int,
+         input_shape: tuple[int, ...] | None, seed_value: int) -> None:
     """Write a seed architecture (the NeST paper's) as ONNX."""
-    stats = api.seed(arch, output, width_ratio, density, classes, seed_value)
+    stats = api.seed(arch, output, width_ratio, density, classes, seed_value, input_shape)
     click.echo(f"{arch}: {stats.params:,} params ({stats.nonzero_params:,} non-zero), {stats.macs:,} MACs; "
                f"wrote {output}")
 

@@ -94,18 +94,25 @@ def test_wrong_channel_count_message_shows_the_values_as_given() -> None:
 
 
 def test_normalisation_candidates_per_layout() -> None:
-    """Grey images: own statistics, [0, 1], [-1, 1], then the stored [0, 255] pixels; RGB adds ImageNet's
-    before those; duplicates appear once; images not at the [0, 1] scale have no raw-pixel candidate."""
+    """Grey images: the data set's statistics, those of the images read where they differ, [0, 1], [-1, 1],
+    then the stored [0, 255] pixels; RGB adds ImageNet's before those; duplicates appear once; images not at
+    the [0, 1] scale have no raw-pixel candidate."""
+    from nestc.data.dataset import channel_stats
     from nestc.model_data import normalisation_candidates
 
     pixels = ((0.0,), (1 / 255,))
-    grey = normalisation_candidates(_images())
-    assert grey == [((0.5,), (0.25,)), ((0.0,), (1.0,)), ((0.5,), (0.5,)), pixels]
+    published = _images()
+    own = channel_stats(published.x_train)
+    assert abs(own[1][0] - 0.25) > 0.01, "uniform pixels have std 0.29, not the 0.25 the data set states"
+    grey = normalisation_candidates(published)
+    assert grey == [((0.5,), (0.25,)), own, ((0.0,), (1.0,)), ((0.5,), (0.5,)), pixels]
     rgb = normalisation_candidates(_images(channels=3))
     assert rgb[-2:] == [((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ((0.0,) * 3, (1 / 255,) * 3)]
-    assert len(rgb) == 5
+    assert len(rgb) == 6
     halves = dataclasses.replace(_images(), mean=(0.5,), std=(0.5,))
-    assert normalisation_candidates(halves) == [((0.5,), (0.5,)), ((0.0,), (1.0,)), pixels]
+    assert normalisation_candidates(halves)[2:] == [((0.0,), (1.0,)), pixels]
+    stated = dataclasses.replace(_images(), mean=(round(own[0][0], 3),), std=(round(own[1][0], 3),))
+    assert normalisation_candidates(stated)[:2] == [(stated.mean, stated.std), ((0.0,), (1.0,))]
     scaled = _images()
     scaled = dataclasses.replace(scaled, x_test=scaled.x_test * 255)
     assert pixels not in normalisation_candidates(scaled)

@@ -87,6 +87,16 @@ def test_torchvision_root_in_the_working_directory_is_found(cache: Path, tmp_pat
     assert len(load_dataset("mnist").x_train) == 13
 
 
+def test_data_dir_may_name_the_torchvision_data_set_folder(cache: Path, tmp_path: Path) -> None:
+    """``--data-dir datasets/MNIST`` (the folder torchvision made, holding ``raw/``) finds the files; an
+    unnamed ``./data/raw`` could be any of the MNIST-like sets and is not read."""
+    write_mnist(tmp_path / "datasets" / "MNIST" / "raw", n_train=19)
+    assert len(load_dataset("mnist", data_dir=tmp_path / "datasets" / "MNIST").x_train) == 19
+    write_mnist(tmp_path / "data" / "raw", n_train=7)
+    with pytest.raises(DataError, match="'kmnist' not found"):
+        load_dataset("kmnist")
+
+
 def test_flat_files_count_only_in_a_folder_the_user_named(cache: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """MNIST, Fashion-MNIST and KMNIST share file names: four IDX files at the top of ./data could be any

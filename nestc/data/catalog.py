@@ -82,7 +82,7 @@ def _mnist_like(
     resources = tuple(
         Resource(f"{f}.gz", md5, tuple(f"{m}{f}.gz" for m in mirrors)) for f, md5 in zip(files, md5s, strict=True)
     )
-    bases = ("", name, f"{torchvision}/raw", f"{name}/raw")
+    bases = ("", "raw", name, f"{torchvision}/raw", f"{name}/raw")  # "raw": --data-dir points at MNIST/
     return Named(name, bases, (layout,), resources, 10, (mean,), (std,), hint)
 
 

@@ -5,9 +5,10 @@ Roots: the ``data_dir`` argument, ``$NESTC_DATA`` (``os.pathsep``-separated), ``
 is found), the user cache (``$XDG_CACHE_HOME/nestc`` or ``~/.cache/nestc``, where downloads go) and the
 system folders that Debian's ``dataset-*`` packages fill. Under each root the data set's bases (``mnist/``,
 ``MNIST/raw/`` ...) are tried, so torchvision and Debian layouts are found without configuration.
-Files lying directly in a root are taken only from the roots a user named (``data_dir``,
-``$NESTC_DATA``): MNIST, Fashion-MNIST and KMNIST share their file names, so MNIST files at the top of
-``./data`` would otherwise be read as Fashion-MNIST without a word.
+Files lying directly in a root, or in its ``raw/`` (a ``data_dir`` naming torchvision's ``MNIST/``), are
+taken only from the roots a user named (``data_dir``, ``$NESTC_DATA``): MNIST, Fashion-MNIST and KMNIST
+share their file names, so MNIST files at the top of ``./data`` would otherwise be read as Fashion-MNIST
+without a word.
 """
 
 from __future__ import annotations
@@ -49,13 +50,18 @@ def search_roots(data_dir: str | os.PathLike | None) -> list[Root]:
     return roots + [Root(path, False) for path in dict.fromkeys(implicit) if path not in named]
 
 
+#: Bases that say nothing of which data set their files are (torchvision's ``MNIST/raw`` seen from inside
+#: ``MNIST/``): searched only in roots the user named, like files lying directly in a root.
+NAMED_ONLY_BASES = ("", "raw")
+
+
 def _candidates(entry: Named, roots: list[Root]) -> Iterator[tuple[Path, Layout]]:
     """Every folder that may hold ``entry`` in one of its layouts, in search order."""
     for root in roots:
         for base in entry.bases:
             for layout in entry.layouts:
                 for folder in layout.folders:
-                    if base or folder or root.named:
+                    if folder or root.named or base not in NAMED_ONLY_BASES:
                         yield root.path / base / folder, layout
 
 

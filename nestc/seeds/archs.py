@@ -7,7 +7,7 @@ LeNet-300-100) and ``density`` keeps that share of each weight's connections (th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import onnx
 
@@ -22,8 +22,8 @@ def _width(base: int, ratio: float) -> int:
 
 
 def lenet_300_100(g: GraphBuilder, r: float, classes: int) -> str:
-    """784 -> 300 -> 100 -> classes, ReLU between (the Caffe LeNet-300-100)."""
-    x = g.flatten("input", 784)
+    """784 (the input's size) -> 300 -> 100 -> classes, ReLU between (the Caffe LeNet-300-100)."""
+    x = g.flatten("input")
     x = g.relu(g.linear(x, _width(300, r)))
     x = g.relu(g.linear(x, _width(100, r)))
     return g.linear(x, classes)
@@ -33,7 +33,7 @@ def lenet_5(g: GraphBuilder, r: float, classes: int) -> str:
     """Caffe LeNet-5: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, fc classes (431K params at r = 1)."""
     x = g.max_pool(g.relu(g.conv("input", _width(20, r), 5)))
     x = g.max_pool(g.relu(g.conv(x, _width(50, r), 5)))
-    x = g.flatten(x, g.channels[x] * 16)
+    x = g.flatten(x)
     x = g.relu(g.linear(x, _width(500, r)))
     return g.linear(x, classes)
 
@@ -43,7 +43,7 @@ def vgg16(g: GraphBuilder, r: float, classes: int) -> str:
     x = "input"
     for item in _VGG16:
         x = g.max_pool(x) if item == "M" else g.relu(g.batch_norm(g.conv(x, _width(int(item), r), 3, pad=1)))
-    return g.linear(g.flatten(x, g.channels[x]), classes)
+    return g.linear(g.flatten(x), classes)
 
 
 def resnet18(g: GraphBuilder, r: float, classes: int) -> str:
@@ -57,7 +57,7 @@ def resnet18(g: GraphBuilder, r: float, classes: int) -> str:
             y = g.batch_norm(g.conv(y, width, 3, 1, 1))
             shortcut = x if stride == 1 and g.channels[x] == width else g.batch_norm(g.conv(x, width, 1, stride))
             x = g.relu(g.add(y, shortcut))
-    return g.linear(g.flatten(g.global_avg_pool(x), g.channels[x]), classes)
+    return g.linear(g.flatten(g.global_avg_pool(x)), classes)
 
 
 ARCHITECTURES: dict[str, tuple[Callable[[GraphBuilder, float, int], str], list[int]]] = {
@@ -69,11 +69,16 @@ ARCHITECTURES: dict[str, tuple[Callable[[GraphBuilder, float, int], str], list[i
 
 
 def build_seed(arch: str, width_ratio: float = 1.0, density: float = 1.0, classes: int = 10,
-               seed: int = 0) -> onnx.ModelProto:
+               seed: int = 0, input_shape: Sequence[int] | None = None) -> onnx.ModelProto:
     """Build architecture ``arch`` as an ONNX model.
 
+    ``input_shape`` (channels, height, width) defaults to the architecture's data set's (:data:`ARCHITECTURES`):
+    the same seed serves colour or larger images (a LeNet-5 for CIFAR-10), since data are never given
+    channels they do not have.
+
     Raises:
-        OptionError: for an unknown architecture or out-of-range ratio/density/classes.
+        OptionError: for an unknown architecture, out-of-range ratio/density/classes, or an input shape
+            that is not three positive sizes or too small for the architecture's layers.
     """
     if arch not in ARCHITECTURES:
         raise OptionError(f"unknown architecture '{arch}'; choose one of {', '.join(ARCHITECTURES)}")
@@ -89,6 +94,22 @@ def build_seed(arch: str, width_ratio: float = 1.0, density: float = 1.0, classe
         raise OptionError(f"--classes {classes}: must be at least 2")
     if not 0 <= seed < 2**32:
         raise OptionError(f"--seed {seed}: must be in [0, 2**32)")
-    body, input_shape = ARCHITECTURES[arch]
-    builder = GraphBuilder(arch, input_shape, seed=seed, density=density)
+    body, default_shape = ARCHITECTURES[arch]
+    shape = _input_shape(default_shape if input_shape is None else input_shape)
+    builder = GraphBuilder(arch, shape, seed=seed, density=density)
     return builder.build(body(builder, width_ratio, classes), classes)
+
+
+MAX_INPUT_SIZE = 4096
+"""Largest channel count, height or width a seed takes: a typo (32323) must not build a gigabyte model."""
+
+
+def _input_shape(shape: Sequence[int]) -> list[int]:
+    """``shape`` as three whole sizes in [1, MAX_INPUT_SIZE], or an OptionError."""
+    values = list(shape) if isinstance(shape, Sequence) and not isinstance(shape, str) else []
+    if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_INPUT_SIZE
+                                   for v in values):
+        shown = ",".join(map(str, values)) if values else repr(shape)
+        raise OptionError(f"--input-shape {shown}: give channels, height and width, three whole numbers in "
+                          f"[1, {MAX_INPUT_SIZE}], e.g. 3,32,32")
+    return values

@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from nestc.errors import OptionError
+
 OPSET = 17
 
 
@@ -31,6 +33,8 @@ class GraphBuilder:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.channels: dict[str, int] = {"input": input_shape[0]}
+        self.sizes: dict[str, tuple[int, int]] = {"input": (input_shape[1], input_shape[2])}
+        """Height and width of every image tensor: a Flatten's width follows from the input size."""
         self.input = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *input_shape])
         self._count: dict[str, int] = {}
 
@@ -55,7 +59,18 @@ class GraphBuilder:
         out = f"{name}_out"
         self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
         self.channels[out] = channels
+        if inputs[0] in self.sizes:
+            self.sizes[out] = self.sizes[inputs[0]]
         return out
+
+    def _window(self, x: str, out: str, kernel: int, stride: int, pad: int) -> None:
+        """Record the size a kernel window leaves of ``x``; one that leaves nothing is an OptionError."""
+        height, width = ((size + 2 * pad - kernel) // stride + 1 for size in self.sizes[x])
+        if height < 1 or width < 1:
+            h, w = self.sizes["input"]
+            raise OptionError(f"--input-shape: {h}x{w} images are too small for {self.name}: its "
+                              f"{kernel}x{kernel} windows leave no pixels; give larger images")
+        self.sizes[out] = (height, width)
 
     def conv(self, x: str, out_channels: int, kernel: int, stride: int = 1, pad: int = 0) -> str:
         """A dense 2-D convolution with bias."""
@@ -68,6 +83,7 @@ class GraphBuilder:
         self.nodes.append(helper.make_node("Conv", [x, w, b], [out], name=name, kernel_shape=[kernel, kernel],
                                            strides=[stride, stride], pads=[pad] * 4))
         self.channels[out] = out_channels
+        self._window(x, out, kernel, stride, pad)
         return out
 
     def batch_norm(self, x: str) -> str:
@@ -80,6 +96,7 @@ class GraphBuilder:
         self.nodes.append(helper.make_node("BatchNormalization", [x, *params], [out], name=name,
                                            epsilon=1e-5, momentum=0.9))
         self.channels[out] = channels
+        self.sizes[out] = self.sizes[x]
         return out
 
     def relu(self, x: str) -> str:
@@ -88,16 +105,23 @@ class GraphBuilder:
 
     def max_pool(self, x: str, kernel: int = 2, stride: int = 2) -> str:
         """Max pooling without padding."""
-        return self._node("MaxPool", [x], "pool", self.channels[x], kernel_shape=[kernel, kernel],
-                          strides=[stride, stride])
+        out = self._node("MaxPool", [x], "pool", self.channels[x], kernel_shape=[kernel, kernel],
+                         strides=[stride, stride])
+        self._window(x, out, kernel, stride, 0)
+        return out
 
     def global_avg_pool(self, x: str) -> str:
         """Global average pooling to 1x1."""
-        return self._node("GlobalAveragePool", [x], "gap", self.channels[x])
+        out = self._node("GlobalAveragePool", [x], "gap", self.channels[x])
+        self.sizes[out] = (1, 1)
+        return out
 
-    def flatten(self, x: str, features: int) -> str:
-        """Flatten everything after the batch axis into ``features`` columns."""
-        return self._node("Flatten", [x], "flatten", features, axis=1)
+    def flatten(self, x: str) -> str:
+        """Flatten the image tensor ``x`` after the batch axis (channels x height x width columns)."""
+        height, width = self.sizes[x]
+        out = self._node("Flatten", [x], "flatten", self.channels[x] * height * width, axis=1)
+        del self.sizes[out]
+        return out
 
     def add(self, a: str, b: str) -> str:
         """Elementwise sum (residual join)."""
