@@ -47,12 +47,30 @@ def data_for_model(view: ClassifierView, spec: str, data_dir: str | os.PathLike 
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
     raw = load_dataset(spec, data_dir=data_dir, download=download, limit=limit)
     with about(label):  # checking labels and choosing the normalisation run the model, which knows no file
-        _check_labels(view, raw, ["N", *dims[1:]], spec, label)
+        try:
+            _check_labels(view, raw, ["N", *dims[1:]], spec, label)
+        except DataError as exc:
+            raise DataError(f"{exc}{_seed_hint(net, raw)}") from exc
         spatial = None
         if mean is None and std is None:
             recorded = recorded_input(net.template, raw.x_test.shape[1])
             spatial, mean, std = recorded or choose_input_fit(view, raw, ["N", *dims[1:]], label)
         return fit_to_input(raw, ["N", *dims[1:]], mean, std, model_label=label, spatial=spatial)
+
+
+def _seed_hint(net: Network, raw: Dataset) -> str:
+    """For a model ``nestc seed`` built, the command that builds the same seed for these data: seeds are
+    made for MNIST-sized grey images and 10 classes unless told otherwise, which CIFAR data are not."""
+    from nestc.seeds.archs import ARCHITECTURES
+
+    arch = net.template.graph.name
+    if net.template.producer_name != "nestc" or arch not in ARCHITECTURES or raw.x_test.ndim != 4:
+        return ""
+    shape = ",".join(str(size) for size in raw.x_test.shape[1:])
+    labels = [y for y in (raw.y_train, raw.y_test) if y is not None and len(y)]
+    classes = f" --classes {max(int(y.max()) for y in labels) + 1}" if labels else ""
+    return (f"; `nestc seed {arch} --input-shape {shape}{classes}` (with your other seed options) builds the seed "
+            "for these data")
 
 
 def _check_labels(view: ClassifierView, raw: Dataset, input_shape: list, spec: str, label: str) -> None:
