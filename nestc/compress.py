@@ -26,7 +26,7 @@ from nestc.data.load import data_files
 from nestc.errors import OptionError, PassError, about, require
 from nestc.fileio import atomic_write_bytes, check_outputs
 from nestc.frontends import load_model
-from nestc.frontends.files import model_files
+from nestc.frontends.files import model_bytes, model_files
 from nestc.frontends.precision import stored_precision
 from nestc.input_record import describe_values, record_input
 from nestc.ir.classifier import ClassifierView, trainable_view
@@ -130,7 +130,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     onnx.checker.check_model(emitted)
     _check_equivalence(final, emitted, dataset.x_test[:256], str(output))
     after_ort = runtime.session(emitted, str(output))
-    payload = _report(model, output, stored, before_stats, emitted, final, outcome, dataset, before_ort, after_ort,
+    payload = _report(model, output, before_stats, emitted, final, outcome, dataset, before_ort, after_ort,
                       time.perf_counter() - started, view.output, split.validation, config.target_params)
     serialized = emitted.SerializeToString()
     payload["file_bytes"]["after"] = len(serialized)
@@ -238,7 +238,7 @@ def _accuracy_ort(sess, output_index: int, x: np.ndarray, y: np.ndarray | None) 
     return float((outs[output_index].argmax(1) == y).mean())
 
 
-def _report(model, output, before_model: onnx.ModelProto, before_stats: ModelStats, after_model: onnx.ModelProto,
+def _report(model, output, before_stats: ModelStats, after_model: onnx.ModelProto,
             final: Network, outcome, dataset, before_sess, after_sess, seconds: float, output_name: str,
             validation: str, target_params: int | None) -> dict:
     after_stats = model_stats(final)
@@ -272,7 +272,7 @@ def _report(model, output, before_model: onnx.ModelProto, before_stats: ModelSta
             "nonzero_params": round(before_stats.nonzero_params / max(after_stats.nonzero_params, 1), 3),
             "nonzero_macs": round(before_stats.nonzero_macs / max(after_stats.nonzero_macs, 1), 3)},
         "ort_latency_ms": latency,
-        "file_bytes": {"before": len(before_model.SerializeToString()), "after": None},
+        "file_bytes": {"before": model_bytes(model), "after": None},
         "layers_after": [asdict(layer) for layer in after_stats.layers],
         "seconds": round(seconds, 2),
         "history": [asdict(h) for h in outcome.history],

@@ -283,6 +283,18 @@ def test_compress_trained_model_within_budget(trained_mlp: Path, tmp_path: Path)
         assert set(step["widths"]) and step["nonzero_params"] <= step["params"]
 
 
+def test_report_sizes_the_input_as_it_lies_on_disk(tmp_path: Path) -> None:
+    """The report's "before" file size is the model file plus its external data, as the user has them,
+    not the size of the loaded model serialised again (its tensors inline)."""
+    nestc.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.1, density=0.1)
+    onnx.save_model(onnx.load(str(tmp_path / "seed.onnx")), str(tmp_path / "external.onnx"), save_as_external_data=True,
+                    location="external.onnx.data", size_threshold=0)
+    on_disk = sum((tmp_path / name).stat().st_size for name in ("external.onnx", "external.onnx.data"))
+    result = nestc.compress(tmp_path / "external.onnx", tmp_path / "out.onnx", "embedded", NestConfig(max_epochs=0.1),
+                            TrainConfig(device="cpu", quiet=True), limit=200, log=lambda _line: None)
+    assert result.report["file_bytes"] == {"before": on_disk, "after": (tmp_path / "out.onnx").stat().st_size}
+
+
 def test_stalled_pruning_regrows_and_keeps_the_smallest_network(trained_mlp: Path, tmp_path: Path) -> None:
     """Once an undone step leaves the step size below its minimum, a grow-and-prune cycle regrows
     connections of the best network by gradient; the written model is still the smallest one that met
