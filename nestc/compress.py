@@ -238,20 +238,27 @@ def _accuracy_ort(sess, output_index: int, x: np.ndarray, y: np.ndarray | None) 
     return float((outs[output_index].argmax(1) == y).mean())
 
 
+def _latency(sessions: dict, x_test: np.ndarray) -> dict[str, dict[str, float]]:
+    """Median onnxruntime milliseconds per run of each session at batch 1 and 256, keyed ``batch_<size>``
+    by the batch actually timed: a test split of fewer than 256 samples is timed whole, and named so.
+    A session whose file fixes its batch is timed only at that size."""
+    fixed = {label: sess.get_inputs()[0].shape[0] for label, sess in sessions.items()}  # an int: a fixed batch
+    latency: dict[str, dict[str, float]] = {label: {} for label in sessions}
+    for batch in sorted({1, min(256, len(x_test))}):
+        fitting = {label: sess for label, sess in sessions.items() if not isinstance(fixed[label], int)
+                   or fixed[label] == batch}
+        for label, ms in runtime.interleaved_latency_ms(fitting, x_test[:batch], repeats=20).items():
+            latency[label][f"batch_{batch}"] = round(ms, 4)
+    return latency
+
+
 def _report(model, output, before_stats: ModelStats, after_model: onnx.ModelProto,
             final: Network, outcome, dataset, before_sess, after_sess, seconds: float, output_name: str,
             validation: str, target_params: int | None) -> dict:
     after_stats = model_stats(final)
     index = [o.name for o in after_model.graph.output].index(output_name)
     x_test, y_test = dataset.x_test, dataset.y_test
-    sessions = {"before": before_sess, "after": after_sess}
-    fixed = {label: sess.get_inputs()[0].shape[0] for label, sess in sessions.items()}  # an int: a fixed batch
-    latency: dict[str, dict[str, float]] = {"before": {}, "after": {}}
-    for batch in (1, 256):
-        fitting = {label: sess for label, sess in sessions.items() if not isinstance(fixed[label], int)
-                   or fixed[label] == batch}
-        for label, ms in runtime.interleaved_latency_ms(fitting, x_test[:batch], repeats=20).items():
-            latency[label][f"batch_{batch}"] = round(ms, 4)
+    latency = _latency({"before": before_sess, "after": after_sess}, x_test)
     before_acc = _accuracy_ort(before_sess, index, x_test, y_test)
     after_acc = _accuracy_ort(after_sess, index, x_test, y_test)
     return {

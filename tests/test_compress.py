@@ -295,6 +295,20 @@ def test_report_sizes_the_input_as_it_lies_on_disk(tmp_path: Path) -> None:
     assert result.report["file_bytes"] == {"before": on_disk, "after": (tmp_path / "out.onnx").stat().st_size}
 
 
+def test_latency_is_named_by_the_batch_it_timed(tmp_path: Path) -> None:
+    """A test split of 100 samples times a batch of 100, and the report and table say 100, not 256."""
+    data = load_dataset("embedded")
+    np.savez(tmp_path / "small.npz", x_train=data.x_train[:200], y_train=data.y_train[:200],
+             x_test=data.x_test[:100], y_test=data.y_test[:100])
+    nestc.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.1, density=0.1)
+    run = _cli("compress", "seed.onnx", "--data", "small.npz", "--max-epochs", "0.1", "--quiet", "--device", "cpu",
+               "-o", "out.onnx", "--report", "report.json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    latency = json.loads((tmp_path / "report.json").read_text())["ort_latency_ms"]
+    assert [list(latency["before"]), list(latency["after"])] == [["batch_1", "batch_100"]] * 2
+    assert re.search(r"^ms batch 100 +[\d.]+ +[\d.]+$", run.stdout, re.MULTILINE), run.stdout
+
+
 def test_stalled_pruning_regrows_and_keeps_the_smallest_network(trained_mlp: Path, tmp_path: Path) -> None:
     """Once an undone step leaves the step size below its minimum, a grow-and-prune cycle regrows
     connections of the best network by gradient; the written model is still the smallest one that met
