@@ -283,4 +283,5 @@ def _report(model, output, before_stats: ModelStats, after_model: onnx.ModelProt
         "layers_after": [asdict(layer) for layer in after_stats.layers],
         "seconds": round(seconds, 2),
         "history": [asdict(h) for h in outcome.history],
+        "output_step": outcome.output_step,
     }

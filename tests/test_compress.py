@@ -309,6 +309,48 @@ def test_latency_is_named_by_the_batch_it_timed(tmp_path: Path) -> None:
     assert re.search(r"^ms batch 100 +[\d.]+ +[\d.]+$", run.stdout, re.MULTILINE), run.stdout
 
 
+def _widths_and_sizes(row_or_stats) -> tuple:
+    """Output widths of the Gemm layers and the four size counts, of a history row or of ``nestc.inspect``."""
+    if isinstance(row_or_stats, dict):
+        return row_or_stats["widths"], *(row_or_stats[k] for k in ("params", "nonzero_params", "macs", "nonzero_macs"))
+    stats = row_or_stats
+    return ({layer.node: layer.weight_shape[0] for layer in stats.layers}, stats.params, stats.nonzero_params,
+            stats.macs, stats.nonzero_macs)
+
+
+def test_report_names_the_history_row_of_the_written_network(trained_mlp: Path, tmp_path: Path) -> None:
+    """A run that ends on an undone step wrote an earlier network: ``output_step`` names its row, whose widths
+    and counts are the written file's (the last row's are the attempt's)."""
+    config = NestConfig(prune_fraction=0.99, max_prune_fraction=0.99, min_prune_fraction=0.9, grow_prune_cycles=0,
+                        max_epochs=1, retrain_epochs=0.1, recovery_epochs=0, lr_check_epochs=0)
+    result = nestc.compress(trained_mlp, tmp_path / "out.onnx", "embedded", config,
+                            TrainConfig(device="cpu", quiet=True), log=lambda _line: None)
+    history = result.report["history"]
+    assert not history[-1]["accepted"], "the run must end on an undone step, or this test checks nothing"
+    row = history[result.report["output_step"]]
+    assert row["accepted"]
+    assert _widths_and_sizes(row) == _widths_and_sizes(nestc.inspect(tmp_path / "out.onnx"))
+
+
+def test_dead_units_removed_from_the_result_get_a_history_row(tmp_path: Path) -> None:
+    """When no pruning step ran, the network written is the trained seed less its dead units (compaction at the
+    end): the row ``output_step`` names has the written file's widths, not the seed's."""
+    nestc.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.1)
+    model = onnx.load(str(tmp_path / "seed.onnx"))
+    for tensor in model.graph.initializer:
+        if tensor.name.startswith("fc1"):  # fc1's first 5 units: no weights in, no bias
+            array = onnx.numpy_helper.to_array(tensor).copy()
+            array[:5] = 0
+            tensor.CopyFrom(onnx.numpy_helper.from_array(array, tensor.name))
+    onnx.save(model, str(tmp_path / "dead.onnx"))
+    result = nestc.compress(tmp_path / "dead.onnx", tmp_path / "out.onnx", "embedded", NestConfig(max_epochs=0.1),
+                            TrainConfig(device="cpu", quiet=True), limit=200, log=lambda _line: None)
+    history = result.report["history"]
+    row = history[result.report["output_step"]]
+    assert row["phase"] == "output" and row["widths"]["fc1"] == 28, "30 units less 5, rounded up to a multiple of 4"
+    assert _widths_and_sizes(row) == _widths_and_sizes(nestc.inspect(tmp_path / "out.onnx"))
+
+
 def test_stalled_pruning_regrows_and_keeps_the_smallest_network(trained_mlp: Path, tmp_path: Path) -> None:
     """Once an undone step leaves the step size below its minimum, a grow-and-prune cycle regrows
     connections of the best network by gradient; the written model is still the smallest one that met
