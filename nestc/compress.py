@@ -139,7 +139,8 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
         if report is not None:
             write_json(report, payload)
         if plot is not None and outcome.history:
-            plot_history(payload["history"], plot, title=f"nestc compress {Path(model).name}")
+            plot_history(payload["history"], plot, title=f"nestc compress {Path(model).name}",
+                         output_step=outcome.output_step)
         if os.path.exists(checkpoint):
             os.unlink(checkpoint)
     return CompressResult(str(output), outcome.met_budget, payload)

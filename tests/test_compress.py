@@ -351,6 +351,25 @@ def test_dead_units_removed_from_the_result_get_a_history_row(tmp_path: Path) ->
     assert _widths_and_sizes(row) == _widths_and_sizes(nestc.inspect(tmp_path / "out.onnx"))
 
 
+def test_plot_marks_undone_steps_and_the_written_network() -> None:
+    """The plot's last point may be an undone attempt: its legends name undone steps, the written network's
+    step and the accuracy curve (drawn on the second axis, which the legend of the first left out)."""
+    from dataclasses import asdict
+
+    from nestc.report import history_figure
+    from nestc.schedule.runner import StepRecord
+
+    def row(step: int, accepted: bool, nonzero: int, width: int) -> dict:
+        return asdict(StepRecord(step, "prune", "prune", accepted, 0.9, 1000, nonzero, 900, nonzero, {"fc1": width},
+                                 {"fc1": nonzero / 1000}, step, step))
+
+    history = [row(0, True, 1000, 300), row(1, True, 500, 200), row(2, False, 200, 100)]
+    widths_ax, params_ax, _ = history_figure(history, output_step=1).axes
+    for ax, wanted in ((widths_ax, {"fc1"}), (params_ax, {"non-zero parameters", "held-out accuracy (right axis)"})):
+        labels = {text.get_text() for text in ax.get_legend().get_texts()}
+        assert wanted | {"undone step", "written (step 1)"} <= labels, labels
+
+
 def test_stalled_pruning_regrows_and_keeps_the_smallest_network(trained_mlp: Path, tmp_path: Path) -> None:
     """Once an undone step leaves the step size below its minimum, a grow-and-prune cycle regrows
     connections of the best network by gradient; the written model is still the smallest one that met
