@@ -26,7 +26,7 @@ from nestc.data.load import data_files
 from nestc.errors import OptionError, PassError, about, require
 from nestc.fileio import atomic_write_bytes, check_outputs
 from nestc.frontends import load_model
-from nestc.frontends.files import model_files
+from nestc.frontends.files import model_bytes, model_files
 from nestc.frontends.precision import stored_precision
 from nestc.input_record import describe_values, record_input
 from nestc.ir.classifier import ClassifierView, trainable_view
@@ -130,7 +130,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     onnx.checker.check_model(emitted)
     _check_equivalence(final, emitted, dataset.x_test[:256], str(output))
     after_ort = runtime.session(emitted, str(output))
-    payload = _report(model, output, stored, before_stats, emitted, final, outcome, dataset, before_ort, after_ort,
+    payload = _report(model, output, before_stats, emitted, final, outcome, dataset, before_ort, after_ort,
                       time.perf_counter() - started, view.output, split.validation, config.target_params)
     serialized = emitted.SerializeToString()
     payload["file_bytes"]["after"] = len(serialized)
@@ -139,7 +139,8 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
         if report is not None:
             write_json(report, payload)
         if plot is not None and outcome.history:
-            plot_history(payload["history"], plot, title=f"nestc compress {Path(model).name}")
+            plot_history(payload["history"], plot, title=f"nestc compress {Path(model).name}",
+                         output_step=outcome.output_step)
         if os.path.exists(checkpoint):
             os.unlink(checkpoint)
     return CompressResult(str(output), outcome.met_budget, payload)
@@ -238,20 +239,27 @@ def _accuracy_ort(sess, output_index: int, x: np.ndarray, y: np.ndarray | None) 
     return float((outs[output_index].argmax(1) == y).mean())
 
 
-def _report(model, output, before_model: onnx.ModelProto, before_stats: ModelStats, after_model: onnx.ModelProto,
+def _latency(sessions: dict, x_test: np.ndarray) -> dict[str, dict[str, float]]:
+    """Median onnxruntime milliseconds per run of each session at batch 1 and 256, keyed ``batch_<size>``
+    by the batch actually timed: a test split of fewer than 256 samples is timed whole, and named so.
+    A session whose file fixes its batch is timed only at that size."""
+    fixed = {label: sess.get_inputs()[0].shape[0] for label, sess in sessions.items()}  # an int: a fixed batch
+    latency: dict[str, dict[str, float]] = {label: {} for label in sessions}
+    for batch in sorted({1, min(256, len(x_test))}):
+        fitting = {label: sess for label, sess in sessions.items() if not isinstance(fixed[label], int)
+                   or fixed[label] == batch}
+        for label, ms in runtime.interleaved_latency_ms(fitting, x_test[:batch], repeats=20).items():
+            latency[label][f"batch_{batch}"] = round(ms, 4)
+    return latency
+
+
+def _report(model, output, before_stats: ModelStats, after_model: onnx.ModelProto,
             final: Network, outcome, dataset, before_sess, after_sess, seconds: float, output_name: str,
             validation: str, target_params: int | None) -> dict:
     after_stats = model_stats(final)
     index = [o.name for o in after_model.graph.output].index(output_name)
     x_test, y_test = dataset.x_test, dataset.y_test
-    sessions = {"before": before_sess, "after": after_sess}
-    fixed = {label: sess.get_inputs()[0].shape[0] for label, sess in sessions.items()}  # an int: a fixed batch
-    latency: dict[str, dict[str, float]] = {"before": {}, "after": {}}
-    for batch in (1, 256):
-        fitting = {label: sess for label, sess in sessions.items() if not isinstance(fixed[label], int)
-                   or fixed[label] == batch}
-        for label, ms in runtime.interleaved_latency_ms(fitting, x_test[:batch], repeats=20).items():
-            latency[label][f"batch_{batch}"] = round(ms, 4)
+    latency = _latency({"before": before_sess, "after": after_sess}, x_test)
     before_acc = _accuracy_ort(before_sess, index, x_test, y_test)
     after_acc = _accuracy_ort(after_sess, index, x_test, y_test)
     return {
@@ -272,8 +280,9 @@ def _report(model, output, before_model: onnx.ModelProto, before_stats: ModelSta
             "nonzero_params": round(before_stats.nonzero_params / max(after_stats.nonzero_params, 1), 3),
             "nonzero_macs": round(before_stats.nonzero_macs / max(after_stats.nonzero_macs, 1), 3)},
         "ort_latency_ms": latency,
-        "file_bytes": {"before": len(before_model.SerializeToString()), "after": None},
+        "file_bytes": {"before": model_bytes(model), "after": None},
         "layers_after": [asdict(layer) for layer in after_stats.layers],
         "seconds": round(seconds, 2),
         "history": [asdict(h) for h in outcome.history],
+        "output_step": outcome.output_step,
     }

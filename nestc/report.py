@@ -10,8 +10,12 @@ import io
 import json
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from nestc.fileio import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> None:
@@ -19,34 +23,49 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
     atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
 
 
-def plot_history(history: Sequence[dict], path: str | os.PathLike, title: str = "nestc compress") -> None:
-    """Plot layer widths and non-zero parameters per step to a PNG at ``path`` (written atomically)."""
-    import matplotlib
+def plot_history(history: Sequence[dict], path: str | os.PathLike, title: str = "nestc compress",
+                 output_step: int | None = None) -> None:
+    """Plot ``history`` (see :func:`history_figure`) to a PNG at ``path``, written atomically."""
+    buffer = io.BytesIO()
+    history_figure(history, title, output_step).savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(path, buffer.getvalue())
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+
+def history_figure(history: Sequence[dict], title: str = "nestc compress", output_step: int | None = None) -> Figure:
+    """Layer widths, and non-zero parameters with held-out accuracy, after every step, as a matplotlib figure.
+
+    Rows of undone steps show what was tried, not what was kept, and the last row is often one of them:
+    they are shaded red, and ``output_step``, the row of the written file, is marked in both panels, so
+    that the plot's last point is not taken for the result.
+    """
+    from matplotlib.figure import Figure  # not pyplot: no GUI backend, no figure left open
+    from matplotlib.ticker import MaxNLocator
 
     steps = [h["step"] for h in history]
-    fig, (widths_ax, params_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    widths_ax, params_ax = fig.subplots(1, 2)
     layers = list(history[-1]["widths"]) if history else []
     for layer in layers:
         widths_ax.plot(steps, [h["widths"].get(layer, float("nan")) for h in history], marker=".", label=layer)
     widths_ax.set(xlabel="step", ylabel="output units", title="layer widths", yscale="log")
-    if layers:
-        widths_ax.legend(fontsize=7)
     params_ax.plot(steps, [h["nonzero_params"] for h in history], marker=".", label="non-zero parameters")
     params_ax.plot(steps, [h["params"] for h in history], linestyle="--", label="parameters (structure)")
     params_ax.set(xlabel="step", ylabel="count", title="size", yscale="log")
     accuracy_ax = params_ax.twinx()
     accuracy_ax.plot(steps, [h["val_accuracy"] * 100 for h in history], color="black", alpha=0.5,
-                     label="held-out accuracy")
+                     label="held-out accuracy (right axis)")
     accuracy_ax.set_ylabel("held-out accuracy (%)")
-    params_ax.legend(fontsize=7, loc="lower left")
-    for step in (h["step"] for h in history if not h["accepted"]):
-        params_ax.axvline(step, color="red", alpha=0.15)
+    for ax in (widths_ax, params_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for index, step in enumerate(h["step"] for h in history if not h["accepted"]):
+            ax.axvline(step, color="red", alpha=0.3, label="_" if index else "undone step")
+        if output_step is not None:
+            ax.axvline(output_step, color="green", linestyle=":", label=f"written (step {output_step})")
+    if layers:
+        widths_ax.legend(fontsize=7)
+    handles, labels = params_ax.get_legend_handles_labels()
+    more_handles, more_labels = accuracy_ax.get_legend_handles_labels()
+    params_ax.legend(handles + more_handles, labels + more_labels, fontsize=7, loc="lower left")
     fig.suptitle(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    return fig

@@ -283,6 +283,93 @@ def test_compress_trained_model_within_budget(trained_mlp: Path, tmp_path: Path)
         assert set(step["widths"]) and step["nonzero_params"] <= step["params"]
 
 
+def test_report_sizes_the_input_as_it_lies_on_disk(tmp_path: Path) -> None:
+    """The report's "before" file size is the model file plus its external data, as the user has them,
+    not the size of the loaded model serialised again (its tensors inline)."""
+    nestc.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.1, density=0.1)
+    onnx.save_model(onnx.load(str(tmp_path / "seed.onnx")), str(tmp_path / "external.onnx"), save_as_external_data=True,
+                    location="external.onnx.data", size_threshold=0)
+    on_disk = sum((tmp_path / name).stat().st_size for name in ("external.onnx", "external.onnx.data"))
+    result = nestc.compress(tmp_path / "external.onnx", tmp_path / "out.onnx", "embedded", NestConfig(max_epochs=0.1),
+                            TrainConfig(device="cpu", quiet=True), limit=200, log=lambda _line: None)
+    assert result.report["file_bytes"] == {"before": on_disk, "after": (tmp_path / "out.onnx").stat().st_size}
+
+
+def test_latency_is_named_by_the_batch_it_timed(tmp_path: Path) -> None:
+    """A test split of 100 samples times a batch of 100, and the report and table say 100, not 256."""
+    data = load_dataset("embedded")
+    np.savez(tmp_path / "small.npz", x_train=data.x_train[:200], y_train=data.y_train[:200],
+             x_test=data.x_test[:100], y_test=data.y_test[:100])
+    nestc.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.1, density=0.1)
+    run = _cli("compress", "seed.onnx", "--data", "small.npz", "--max-epochs", "0.1", "--quiet", "--device", "cpu",
+               "-o", "out.onnx", "--report", "report.json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    latency = json.loads((tmp_path / "report.json").read_text())["ort_latency_ms"]
+    assert [list(latency["before"]), list(latency["after"])] == [["batch_1", "batch_100"]] * 2
+    assert re.search(r"^ms batch 100 +[\d.]+ +[\d.]+$", run.stdout, re.MULTILINE), run.stdout
+
+
+def _widths_and_sizes(row_or_stats) -> tuple:
+    """Output widths of the Gemm layers and the four size counts, of a history row or of ``nestc.inspect``."""
+    if isinstance(row_or_stats, dict):
+        return row_or_stats["widths"], *(row_or_stats[k] for k in ("params", "nonzero_params", "macs", "nonzero_macs"))
+    stats = row_or_stats
+    return ({layer.node: layer.weight_shape[0] for layer in stats.layers}, stats.params, stats.nonzero_params,
+            stats.macs, stats.nonzero_macs)
+
+
+def test_report_names_the_history_row_of_the_written_network(trained_mlp: Path, tmp_path: Path) -> None:
+    """A run that ends on an undone step wrote an earlier network: ``output_step`` names its row, whose widths
+    and counts are the written file's (the last row's are the attempt's)."""
+    config = NestConfig(prune_fraction=0.99, max_prune_fraction=0.99, min_prune_fraction=0.9, grow_prune_cycles=0,
+                        max_epochs=1, retrain_epochs=0.1, recovery_epochs=0, lr_check_epochs=0)
+    result = nestc.compress(trained_mlp, tmp_path / "out.onnx", "embedded", config,
+                            TrainConfig(device="cpu", quiet=True), log=lambda _line: None)
+    history = result.report["history"]
+    assert not history[-1]["accepted"], "the run must end on an undone step, or this test checks nothing"
+    row = history[result.report["output_step"]]
+    assert row["accepted"]
+    assert _widths_and_sizes(row) == _widths_and_sizes(nestc.inspect(tmp_path / "out.onnx"))
+
+
+def test_dead_units_removed_from_the_result_get_a_history_row(tmp_path: Path) -> None:
+    """When no pruning step ran, the network written is the trained seed less its dead units (compaction at the
+    end): the row ``output_step`` names has the written file's widths, not the seed's."""
+    nestc.seed("lenet-300-100", tmp_path / "seed.onnx", width_ratio=0.1)
+    model = onnx.load(str(tmp_path / "seed.onnx"))
+    for tensor in model.graph.initializer:
+        if tensor.name.startswith("fc1"):  # fc1's first 5 units: no weights in, no bias
+            array = onnx.numpy_helper.to_array(tensor).copy()
+            array[:5] = 0
+            tensor.CopyFrom(onnx.numpy_helper.from_array(array, tensor.name))
+    onnx.save(model, str(tmp_path / "dead.onnx"))
+    result = nestc.compress(tmp_path / "dead.onnx", tmp_path / "out.onnx", "embedded", NestConfig(max_epochs=0.1),
+                            TrainConfig(device="cpu", quiet=True), limit=200, log=lambda _line: None)
+    history = result.report["history"]
+    row = history[result.report["output_step"]]
+    assert row["phase"] == "output" and row["widths"]["fc1"] == 28, "30 units less 5, rounded up to a multiple of 4"
+    assert _widths_and_sizes(row) == _widths_and_sizes(nestc.inspect(tmp_path / "out.onnx"))
+
+
+def test_plot_marks_undone_steps_and_the_written_network() -> None:
+    """The plot's last point may be an undone attempt: its legends name undone steps, the written network's
+    step and the accuracy curve (drawn on the second axis, which the legend of the first left out)."""
+    from dataclasses import asdict
+
+    from nestc.report import history_figure
+    from nestc.schedule.runner import StepRecord
+
+    def row(step: int, accepted: bool, nonzero: int, width: int) -> dict:
+        return asdict(StepRecord(step, "prune", "prune", accepted, 0.9, 1000, nonzero, 900, nonzero, {"fc1": width},
+                                 {"fc1": nonzero / 1000}, step, step))
+
+    history = [row(0, True, 1000, 300), row(1, True, 500, 200), row(2, False, 200, 100)]
+    widths_ax, params_ax, _ = history_figure(history, output_step=1).axes
+    for ax, wanted in ((widths_ax, {"fc1"}), (params_ax, {"non-zero parameters", "held-out accuracy (right axis)"})):
+        labels = {text.get_text() for text in ax.get_legend().get_texts()}
+        assert wanted | {"undone step", "written (step 1)"} <= labels, labels
+
+
 def test_stalled_pruning_regrows_and_keeps_the_smallest_network(trained_mlp: Path, tmp_path: Path) -> None:
     """Once an undone step leaves the step size below its minimum, a grow-and-prune cycle regrows
     connections of the best network by gradient; the written model is still the smallest one that met

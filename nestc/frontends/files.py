@@ -42,6 +42,15 @@ def model_files(path: str | os.PathLike) -> list[Path]:
     return [file, *(base / location for location in sorted(locations) if location)]
 
 
+def model_bytes(path: str | os.PathLike) -> int:
+    """Bytes ``path`` takes on disk with the external data files it names.
+
+    A report's "before" size is the file as the user has it: the loaded model serialised again (its
+    external data inline, its shape arithmetic folded, its batch freed) is another number.
+    """
+    return sum(file.stat().st_size for file in model_files(path))
+
+
 def _parse(file: Path) -> onnx.ModelProto:
     """The model proto in ``file``, its external data not loaded."""
     if not file.exists():

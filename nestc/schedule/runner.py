@@ -99,6 +99,8 @@ class NestOutcome:
     history: list[StepRecord] = field(default_factory=list)
     learning_rate: float | None = None
     reference_test_accuracy: float | None = None
+    output_step: int | None = None
+    """The history row that describes ``network`` (None when no row does, as after an old checkpoint)."""
 
 
 def layer_density(net: Network) -> float:
@@ -323,22 +325,35 @@ class NestRun:
         return self.state["reference"] - self.config.max_acc_drop / 100
 
     def _accept(self, accuracy: float) -> Verdict:
-        """Whether the current network meets the budget on the decision data (pruning goes on from it);
-        keep it as the best when the test split confirms that too and it is the smallest yet (or, while
-        none has met the budget, when it is the best attempt)."""
+        """Judge the current network, which the last history row describes, and keep it when it is the best."""
+        verdict = self._verdict(accuracy)
+        self._keep(verdict, accuracy)
+        return verdict
+
+    def _verdict(self, accuracy: float) -> Verdict:
+        """Whether the current network meets the budget on the decision data (pruning goes on from it)."""
         within = accuracy >= self._budget() - 1e-12
-        test_miss = self._test_miss() if within else None
-        if within and test_miss is None:
+        return Verdict(within, self._test_miss() if within else None)
+
+    def _keep(self, verdict: Verdict, accuracy: float) -> None:
+        """Keep the current network as the best when the test split confirms the verdict too and it is the
+        smallest yet (or, while none has met the budget, when it is the best attempt)."""
+        if verdict.within and verdict.test_miss is None:
             if self.state["met"] and self.best is not None and \
                     active_connections(self.net) > active_connections(self.best):
-                return Verdict(True)  # within budget but larger than the best (after a regrow cycle)
-            self.best = copy.deepcopy(self.net)
+                return  # within budget but larger than the best (after a regrow cycle)
             self.state["met"] = True
-            return Verdict(True)
-        if not self.state["met"] and accuracy > self.state["attempt_accuracy"]:
-            self.best = copy.deepcopy(self.net)
+            self._set_best()
+        elif not self.state["met"] and accuracy > self.state["attempt_accuracy"]:
             self.state["attempt_accuracy"] = accuracy
-        return Verdict(within, test_miss)
+            self._set_best()
+
+    def _set_best(self) -> None:
+        """The current network, which the last history row describes, becomes the best; the row's index is
+        kept with it, so that the report can name the row of the written file (the last row may be an undone
+        step, or a regrown network larger than the best)."""
+        self.best = copy.deepcopy(self.net)
+        self.state["best_step"] = self.state["step"] - 1
 
     def _test_miss(self) -> float | None:
         """The test accuracy when the test split misses the budget that held-out training data met, else None.
@@ -397,13 +412,15 @@ class NestRun:
         if trained and accuracy < self._budget() and cfg.recovery_epochs > 0 and not self._out_of_budget():
             trained = self._fit(cfg.recovery_epochs)
             accuracy = self._accuracy()
-        verdict = self._accept(accuracy) if trained else Verdict(False)
+        verdict = self._verdict(accuracy) if trained else Verdict(False)
         accepted = verdict.within
         action = (f"prune {fraction:.0%} ({pruned:,} connections" + (f", {units} units)" if units else ")")
                   + ("" if trained else " (loss diverged)"))
         if verdict.test_miss is not None:
             action += f" (test {verdict.test_miss:.2%}: under budget, not a result)"
         self._record("prune", action, accepted, accuracy)
+        if trained:
+            self._keep(verdict, accuracy)
         if not accepted:
             self.view.net = before
             self.state["fraction"] = fraction / 2
@@ -438,9 +455,19 @@ class NestRun:
         self._save()
 
     def _outcome(self) -> NestOutcome:
+        """The best network, compacted, with the history and the index of the row that describes it.
+
+        Compaction here only finds dead units in a network no pruning step compacted (the original or the
+        grown seed, when no step was kept); it changes the widths, not the outputs, so the network written
+        then gets a row of its own.
+        """
         chosen = self.best if self.best is not None else self.net
-        compact(chosen, round_to=self.config.round_to)
+        output_step = self.state.get("best_step") if self.best is not None else None
+        if compact(chosen, round_to=self.config.round_to).modified:
+            self.view.net = chosen
+            self._record("output", "remove dead units", True, self._accuracy())
+            output_step = self.state["step"] - 1
         return NestOutcome(chosen, bool(self.state["met"]), float(self.state["reference"]),
                            float(self._budget()), bool(self.state["grew"]),
                            [StepRecord(**h) for h in self.state["history"]], self.train_config.lr,
-                           self.state.get("reference_test"))
+                           self.state.get("reference_test"), output_step)
