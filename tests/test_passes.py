@@ -291,6 +291,48 @@ def test_grow_neurons_birth_strength_scales_new_weights(images) -> None:
     assert magnitudes[1] == pytest.approx(10 * magnitudes[0], rel=0.05)
 
 
+class TokenMLP(torch.nn.Module):
+    """A transformer's MLP on [N, L, C] tokens (both layers MatMuls over the last axis), then the mean over
+    tokens and a classifier head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.head = torch.nn.Linear(8, 16), torch.nn.Linear(16, 8), torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.fc2(torch.relu(self.fc1(x))).mean(1))
+
+
+def test_grow_neurons_bridges_token_positions_of_sequence_layers(tmp_path) -> None:
+    """Layers on sequences pair each token's inputs with the same token's gradients (and, across the mean
+    before the head, with the gradient of the sample's mean): with one bridged pair per neuron, each new
+    neuron connects the pair with the largest |B| of a float64 reference, with psi * omega against B's sign."""
+    torch.manual_seed(0)
+    module = TokenMLP().eval()
+    path = tmp_path / "tokens.onnx"
+    torch.onnx.export(module, (torch.randn(2, 5, 8),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    x, y = torch.randn(64, 5, 8), torch.randint(0, 4, (64,))
+    reference = module.double()
+    hidden = torch.relu(reference.fc1(x.double()))
+    mixed = reference.fc2(hidden)
+    logits = reference.head(mixed.mean(1))
+    mixed.retain_grad()
+    logits.retain_grad()
+    torch.nn.functional.cross_entropy(logits, y).backward()
+    bridges = [x.double().reshape(-1, 8).T @ mixed.grad.reshape(-1, 8), hidden.detach().mean(1).T @ logits.grad]
+    net = load_network(path)
+    ensure_masks(net)
+    assert grow_neurons(Probe(ClassifierView(net), x, y), count=1, beta=1e-6).modified
+    for bridge, producer, reader in zip(bridges, layers(net), layers(net)[1:], strict=False):
+        psi = net.tensor(producer.weight).detach().movedim(producer.out_axis, 0)[-1]
+        omega = net.tensor(reader.weight).detach().movedim(reader.in_axis, 0)[-1]
+        i, j = divmod(int(bridge.abs().argmax()), bridge.shape[1])
+        assert torch.nonzero(psi).flatten().tolist() == [i] and torch.nonzero(omega).flatten().tolist() == [j]
+        assert float(psi[i] * omega[j]) * float(bridge[i, j]) < 0, "one descent step on the bridged connection"
+    _assert_emitted_matches(net, x)
+
+
 def test_grow_feature_maps_adds_maps_through_flatten(images) -> None:
     probe = _probe("lenet-5", images, width=0.3, density=0.5)
     net = probe.view.net
