@@ -347,6 +347,21 @@ def test_grow_feature_maps_adds_maps_through_flatten(images) -> None:
     _assert_emitted_matches(net, images[0])
 
 
+def test_every_grown_feature_map_is_connected_on_both_sides(images) -> None:
+    """A sparse seed's first convolution has 25 weights per map: at 5 % density a random draw often holds none,
+    and a map without inputs (or readers) is dead from birth."""
+    probe = _probe("lenet-5", images, width=0.3, density=0.05)
+    net = probe.view.net
+    convs = [layer for layer in layers(net) if layer.node.op_type == "Conv"]
+    widths = [net.tensor(layer.weight).shape[0] for layer in convs]
+    assert grow_feature_maps(probe, count=4, candidates=1).modified
+    readers = [convs[1], layers(net)[2]]
+    for conv, reader, width in zip(convs, readers, widths, strict=True):
+        rows = net.mask(conv.weight)[width:].flatten(1).sum(1)
+        columns = net.mask(reader.weight).movedim(1, 0).reshape(net.tensor(conv.weight).shape[0], -1)[width:].sum(1)
+        assert bool((rows > 0).all()) and bool((columns > 0).all()), (rows, columns)
+
+
 @pytest.mark.parametrize("arch", ["lenet-5", "resnet18"])
 def test_probe_loss_from_a_node_is_the_full_loss_after_later_weights_change(arch: str) -> None:
     """Growth scores candidates by a loss that reuses the values before the first changed layer; it must
