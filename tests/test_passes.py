@@ -251,6 +251,40 @@ def test_grow_feature_maps_extends_every_group_of_a_grouped_reader(grouped_net: 
     _assert_emitted_matches(net, images[0])
 
 
+class InvertedBottleneck(torch.nn.Module):
+    """MobileNetV2's block without its skip: 1x1 expand -> 3x3 depthwise (multiplier 2) -> BN -> 1x1 project."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = torch.nn.Conv2d(1, 8, 1)
+        self.depthwise = torch.nn.Conv2d(8, 16, 3, padding=1, groups=8, bias=False)
+        self.bn = torch.nn.BatchNorm2d(16)
+        self.project, self.fc = torch.nn.Conv2d(16, 8, 1), torch.nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.depthwise(torch.relu(self.expand(x)))))
+        return self.fc(torch.relu(self.project(x)).mean((2, 3)))
+
+
+def test_grown_feature_maps_get_depthwise_filters(tmp_path, images) -> None:
+    """A map grown before a depthwise convolution gets filters there too (drawn with its kernels), so it
+    carries a signal: with a zero filter it was dead on arrival, and compaction deleted it at once."""
+    torch.manual_seed(0)
+    path = tmp_path / "inverted.onnx"
+    torch.onnx.export(InvertedBottleneck().eval(), (torch.randn(2, 1, 28, 28),), str(path), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}}, do_constant_folding=False,
+                      training=torch.onnx.TrainingMode.PRESERVE)
+    net = load_network(path)
+    ensure_masks(net)
+    x, y = images[0][:64], images[1][:64]
+    assert grow_feature_maps(Probe(ClassifierView(net), x, y), count=2, candidates=2).modified
+    assert tuple(net.tensor("expand.weight").shape) == (10, 1, 1, 1)
+    assert tuple(net.tensor("depthwise.weight").shape) == (20, 1, 3, 3)
+    assert bool((net.tensor("depthwise.weight").detach()[16:].flatten(1).abs().sum(1) > 0).all())
+    _assert_emitted_matches(net, x)
+    assert "/expand/Conv" not in compact(net, x).removed, "the grown maps are alive"
+
+
 def test_prune_connections_judges_effective_weight_after_batch_norm(images) -> None:
     net = Network(build_seed("vgg16", width_ratio=0.0625))
     ensure_masks(net)

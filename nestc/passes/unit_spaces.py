@@ -24,12 +24,15 @@ _CONV = frozenset({"Conv"})
 
 @dataclass
 class UnitSpace:
-    """A growable space with its producing layer and its reading layers (with their members)."""
+    """A growable space with its producing layer, its reading layers (with their members), and the layer
+    weights that carry each unit on its own lane in between (depthwise filters): a new unit needs those too,
+    or it ends at a zero filter."""
 
     space: int
     producer: Layer
     producer_member: Member
     readers: list[tuple[Layer, Member]]
+    filters: list[Member]
 
 
 def growable_spaces(net: Network, analysis: ChannelAnalysis, producer_ops: frozenset[str]) -> list[UnitSpace]:
@@ -47,7 +50,8 @@ def growable_spaces(net: Network, analysis: ChannelAnalysis, producer_ops: froze
             continue
         producer = by_weight[producers[0].tensor]
         if producer.node.op_type in producer_ops:
-            found.append(UnitSpace(space, producer, producers[0], readers))
+            filters = [m for m, _ in members if m.role == "param" and m.tensor in by_weight]
+            found.append(UnitSpace(space, producer, producers[0], readers, filters))
     return found
 
 
