@@ -251,6 +251,24 @@ def test_grow_feature_maps_extends_every_group_of_a_grouped_reader(grouped_net: 
     _assert_emitted_matches(net, images[0])
 
 
+def test_grow_feature_maps_adds_a_map_to_every_group_of_a_grouped_convolution(grouped_net: Network, images) -> None:
+    """The grouped convolution's own output space grows like a dense one's: one new row at the end of each
+    group's block (``group`` stays 4), its BatchNormalization and the reader's columns follow, and every old
+    row keeps its values in its group."""
+    net = grouped_net
+    node = _grouped_conv(net)
+    old = net.tensor(node.inputs[1]).detach().clone()
+    assert grow_feature_maps(Probe(ClassifierView(net), images[0][:64], images[1][:64]), count=1, candidates=2).modified
+    weight = net.tensor(node.inputs[1]).detach()
+    assert weight.shape[0] == 28 and int(node.attr("group")) == 4
+    old_rows = [7 * g + k for g in range(4) for k in range(6)]
+    torch.testing.assert_close(weight[old_rows, : old.shape[1]], old, rtol=0, atol=0)
+    assert bool((weight[[6, 13, 20, 27]].flatten(1).abs().sum(1) > 0).all()), "each group's new row is drawn"
+    bn = next(n for n in net.nodes if n.op_type == "BatchNormalization" and n.inputs[0] == node.outputs[0])
+    assert net.tensor(bn.inputs[1]).shape[0] == 28 and net.tensor(layers(net)[3].weight).shape[1] == 28
+    _assert_emitted_matches(net, images[0])
+
+
 class InvertedBottleneck(torch.nn.Module):
     """MobileNetV2's block without its skip: 1x1 expand -> 3x3 depthwise (multiplier 2) -> BN -> 1x1 project."""
 

@@ -2,8 +2,8 @@
 
 Growth needs one producing layer and readers that are layers, nothing split: neuron growth a space
 written by one fully connected layer and read by fully connected layers (the bridge i -> new unit ->
-j), feature-map growth one writing convolution, and both need every member to cover the whole space,
-so appended units have an unambiguous place in every tensor. Pruning whole units needs less
+j), feature-map growth one writing convolution (grouped ones included), and both need every member to
+cover the whole space, so appended units have an unambiguous place in every tensor. Pruning whole units needs less
 (:func:`prunable_spaces`): any number of writers and readers, since it only masks.
 """
 
@@ -91,8 +91,13 @@ def fc_spaces(net: Network, analysis: ChannelAnalysis) -> list[UnitSpace]:
 
 
 def conv_spaces(net: Network, analysis: ChannelAnalysis) -> list[UnitSpace]:
-    """Feature-map spaces written by one dense convolution."""
-    return [s for s in growable_spaces(net, analysis, _CONV) if int(s.producer.node.attr("group", 1)) == 1]
+    """Feature-map spaces written by one convolution.
+
+    A grouped convolution's output space holds one map of every group per unit (its layout repeats the
+    space once per group), so a grown unit is a new row at the end of each group's block and ``group``
+    stays as it is, as for pruning.
+    """
+    return growable_spaces(net, analysis, _CONV)
 
 
 def write_units(net: Network, analysis: ChannelAnalysis, member: Member, space: int, units: list[int],
