@@ -284,9 +284,8 @@ class InvertedBottleneck(torch.nn.Module):
         return self.fc(torch.relu(self.project(x)).mean((2, 3)))
 
 
-def test_grown_feature_maps_get_depthwise_filters(tmp_path, images) -> None:
-    """A map grown before a depthwise convolution gets filters there too (drawn with its kernels), so it
-    carries a signal: with a zero filter it was dead on arrival, and compaction deleted it at once."""
+@pytest.fixture
+def inverted_net(tmp_path) -> Network:
     torch.manual_seed(0)
     path = tmp_path / "inverted.onnx"
     torch.onnx.export(InvertedBottleneck().eval(), (torch.randn(2, 1, 28, 28),), str(path), dynamo=False,
@@ -294,6 +293,13 @@ def test_grown_feature_maps_get_depthwise_filters(tmp_path, images) -> None:
                       training=torch.onnx.TrainingMode.PRESERVE)
     net = load_network(path)
     ensure_masks(net)
+    return net
+
+
+def test_grown_feature_maps_get_depthwise_filters(inverted_net: Network, images) -> None:
+    """A map grown before a depthwise convolution gets filters there too (drawn with its kernels), so it
+    carries a signal: with a zero filter it was dead on arrival, and compaction deleted it at once."""
+    net = inverted_net
     x, y = images[0][:64], images[1][:64]
     assert grow_feature_maps(Probe(ClassifierView(net), x, y), count=2, candidates=2).modified
     assert tuple(net.tensor("expand.weight").shape) == (10, 1, 1, 1)
@@ -458,3 +464,17 @@ def test_partial_area_masks_inputs_and_is_emitted_exactly(images) -> None:
     partial_area(probe, gamma=0.2)
     assert len([n for n in net.nodes if n.name.endswith("/partial_area")]) == 2, "masks are reused, not stacked"
     _assert_emitted_matches(net, images[0])
+
+
+@pytest.mark.parametrize("model", ["grouped_net", "inverted_net"])
+def test_partial_area_masks_grouped_and_depthwise_convolutions(request, images, model: str) -> None:
+    """Grouped and depthwise convolutions get input masks too: a group's rows weigh only its own channels."""
+    net = request.getfixturevalue(model)
+    node = next(n for n in net.nodes if n.op_type == "Conv" and int(n.attr("group", 1)) > 1)
+    before = {layer.node: layer.nonzero_macs for layer in model_stats(net).layers}
+    assert partial_area(Probe(ClassifierView(net), images[0][:64], images[1][:64]), gamma=0.2).modified
+    assert net.nodes[net.producer[node.inputs[0]]].name.endswith("/partial_area")
+    after = {layer.node: layer.nonzero_macs for layer in model_stats(net).layers}
+    assert after[node.name] < before[node.name]
+    _assert_emitted_matches(net, images[0])
+
