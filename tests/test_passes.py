@@ -349,6 +349,32 @@ def test_grow_neurons_birth_strength_scales_new_weights(images) -> None:
     assert magnitudes[1] == pytest.approx(10 * magnitudes[0], rel=0.05)
 
 
+class TwoTowers(torch.nn.Module):
+    """Two hidden fully connected layers reading the same input, summed before the classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a1, self.a2 = torch.nn.Linear(12, 16), torch.nn.Linear(16, 4)
+        self.b1, self.b2 = torch.nn.Linear(12, 8), torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a2(torch.relu(self.a1(x))) + self.b2(torch.relu(self.b1(x)))
+
+
+def test_grow_neurons_in_towers_that_read_one_input(tmp_path) -> None:
+    """Both towers' hidden spaces tap the same input for their bridging gradients; each grows."""
+    torch.manual_seed(0)
+    path = tmp_path / "towers.onnx"
+    torch.onnx.export(TwoTowers().eval(), (torch.randn(2, 12),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    net = load_network(path)
+    ensure_masks(net)
+    x, y = torch.randn(64, 12), torch.randint(0, 4, (64,))
+    assert grow_neurons(Probe(ClassifierView(net), x, y), count=2).details["spaces"] == 2
+    assert [tuple(net.tensor(layer.weight).shape) for layer in layers(net)] == [(18, 12), (4, 18), (10, 12), (4, 10)]
+    _assert_emitted_matches(net, x)
+
+
 class TokenMLP(torch.nn.Module):
     """A transformer's MLP on [N, L, C] tokens (both layers MatMuls over the last axis), then the mean over
     tokens and a classifier head."""

@@ -155,9 +155,9 @@ def effective_gradients(probe: Probe, taps: list[str] = ()) -> tuple[dict[str, t
             for name, tensor in net.effective.items():
                 if tensor.grad is not None:
                     grads[name] = grads.get(name, 0) + tensor.grad.detach()
-            for name in taps:
+            for name, pairs in tapped.items():  # once per name, however often ``taps`` repeats it
                 value = net.tapped[name]
-                tapped[name].append((value.detach(), value.grad.detach() if value.grad is not None else None))
+                pairs.append((value.detach(), value.grad.detach() if value.grad is not None else None))
     finally:
         net.keep_effective_grads = False
         net.effective = {}
