@@ -375,6 +375,37 @@ def test_grow_neurons_in_towers_that_read_one_input(tmp_path) -> None:
     _assert_emitted_matches(net, x)
 
 
+class AuxiliaryHead(torch.nn.Module):
+    """A classifier and, computed after it, an auxiliary head with a hidden convolution space and a hidden
+    fully connected space of its own; the auxiliary output comes first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc1, self.fc2 = torch.nn.Conv2d(3, 8, 3), torch.nn.Linear(8, 12), torch.nn.Linear(12, 4)
+        self.a1, self.a2, self.a3 = torch.nn.Conv2d(3, 6, 3), torch.nn.Linear(6, 10), torch.nn.Linear(10, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.fc2(torch.relu(self.fc1(torch.relu(self.conv(x)).mean((2, 3)))))
+        return self.a3(torch.relu(self.a2(torch.relu(self.a1(x)).mean((2, 3))))), logits
+
+
+def test_growth_leaves_spaces_the_loss_does_not_read(tmp_path) -> None:
+    """Growth follows the classifier's loss: the auxiliary head's spaces get no gradient and no loss change
+    to grow by, and they stay as they are (growth ran the graph up to the logits only, and crashed there)."""
+    torch.manual_seed(0)
+    path = tmp_path / "aux.onnx"
+    torch.onnx.export(AuxiliaryHead().eval(), (torch.randn(2, 3, 8, 8),), str(path), dynamo=False, input_names=["x"],
+                      output_names=["aux", "logits"], dynamic_axes={"x": {0: "n"}})
+    net = load_network(path)
+    ensure_masks(net)
+    probe = Probe(ClassifierView(net, "logits"), torch.randn(32, 3, 8, 8), torch.randint(0, 4, (32,)))
+    assert grow_neurons(probe, count=2).details["spaces"] == 1
+    assert grow_feature_maps(probe, count=1, candidates=2).details["spaces"] == 1
+    widths = {name: net.tensor(f"{name}.weight").shape[0] for name in ("conv", "fc1", "a1", "a2")}
+    assert widths == {"conv": 9, "fc1": 14, "a1": 6, "a2": 10}
+    _assert_emitted_matches(net, probe.x)
+
+
 class TokenMLP(torch.nn.Module):
     """A transformer's MLP on [N, L, C] tokens (both layers MatMuls over the last axis), then the mean over
     tokens and a classifier head."""

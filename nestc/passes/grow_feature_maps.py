@@ -27,11 +27,12 @@ from nestc.passes.unit_spaces import conv_spaces, write_units
 
 
 def grow_feature_maps(probe: Probe, count: int, candidates: int = 4, seed: int = 0, round_to: int = 1) -> PassResult:
-    """Add ``count`` feature maps to every convolution space of ``probe.view.net``; a space that ends at
-    ``round_to`` maps or more gets as many more as make its width a multiple of ``round_to``."""
+    """Add ``count`` feature maps to every convolution space of ``probe.view.net`` that feeds the logits; a
+    space that ends at ``round_to`` maps or more gets as many more as make its width a multiple of ``round_to``."""
     net = probe.view.net
     analysis = analyse_channels(net, probe.x[:2])
-    spaces = conv_spaces(net, analysis)
+    reaching = probe.loss_tensors()
+    spaces = [s for s in conv_spaces(net, analysis) if s.producer.node.outputs[0] in reaching]
     if not spaces or count <= 0:
         return PassResult("grow_feature_maps", False)
     widths = {s.producer.weight: analysis.table.spaces[s.space].width for s in spaces}

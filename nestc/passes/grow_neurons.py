@@ -31,10 +31,12 @@ from nestc.passes.unit_spaces import UnitSpace, fc_spaces, write_units
 
 
 def grow_neurons(probe: Probe, count: int, beta: float = 0.01, alpha: float = 0.5, seed: int = 0) -> PassResult:
-    """Add ``count`` neurons to every fully connected hidden space of ``probe.view.net``."""
+    """Add ``count`` neurons to every fully connected hidden space of ``probe.view.net`` that feeds the logits."""
     net = probe.view.net
     analysis = analyse_channels(net, probe.x[:2])
-    spaces = [s for s in fc_spaces(net, analysis) if len(s.readers) == 1]
+    reaching = probe.loss_tensors()
+    spaces = [s for s in fc_spaces(net, analysis)
+              if len(s.readers) == 1 and s.readers[0][0].node.outputs[0] in reaching]
     if not spaces or count <= 0:
         return PassResult("grow_neurons", False)
     taps = [t for s in spaces for t in (s.producer.node.inputs[0], s.readers[0][0].node.outputs[0])]
