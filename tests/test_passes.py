@@ -493,6 +493,37 @@ def test_probe_loss_from_a_node_is_the_full_loss_after_later_weights_change(arch
         assert score() == probe.mean_loss()
 
 
+class Upsampling(torch.nn.Module):
+    """A strided convolution, a transposed convolution that doubles the resolution again, a convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down, self.up = torch.nn.Conv2d(1, 8, 3, stride=2, padding=1), torch.nn.ConvTranspose2d(8, 6, 2, stride=2)
+        self.conv, self.fc = torch.nn.Conv2d(6, 5, 3, padding=1), torch.nn.Linear(5, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.up(torch.relu(self.down(x))))
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_grow_feature_maps_in_transposed_convolutions(tmp_path, images) -> None:
+    """A transposed convolution's maps grow like a convolution's: its weight is [C_in, C_out, kh, kw], so
+    new maps are columns there and rows of the next convolution's input axis; old entries stay."""
+    torch.manual_seed(0)
+    path = tmp_path / "up.onnx"
+    torch.onnx.export(Upsampling().eval(), (torch.randn(2, 1, 28, 28),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    net = load_network(path)
+    ensure_masks(net)
+    old = net.tensor("up.weight").detach().clone()
+    assert grow_feature_maps(Probe(ClassifierView(net), images[0][:64], images[1][:64]), count=1, candidates=2).modified
+    assert tuple(net.tensor("up.weight").shape) == (9, 7, 2, 2) and net.tensor("up.bias").shape[0] == 7
+    assert tuple(net.tensor("conv.weight").shape) == (6, 7, 3, 3)
+    torch.testing.assert_close(net.tensor("up.weight").detach()[:8, :6], old, rtol=0, atol=0)
+    assert bool(net.tensor("up.weight").detach()[:, 6].any()), "the new map has input kernels"
+    _assert_emitted_matches(net, images[0])
+
+
 def test_grown_feature_maps_round_widths_up_to_multiples(images) -> None:
     """With ``round_to`` 4, a space that grows past 4 maps ends at a multiple of 4 (fast runtime kernels):
     LeNet-5 at width 0.3 has 6 and 15 maps; 2 more each would be 8 and 17, so the second gets 5."""

@@ -1,12 +1,12 @@
 """``grow_feature_maps``: new output channels of convolutions, best of several random candidates (NeST).
 
-For each convolution space, a new map needs input kernels (a row of the producing Conv's weight),
-the filters of the depthwise convolutions it passes through (MobileNet's expand -> depthwise ->
-project; a zero filter would leave the map dead) and output kernels (the columns that read it: the
-next Conv's input channel, or a block of a Linear layer's columns after Flatten). ``candidates``
-random sets are drawn at the layers' current connection density and weight scale, each is scored by
-the loss on the probe batches, and the best is kept; the paper reports about twice the loss drop of a
-single random draw.
+For each convolution space, a new map needs input kernels (a row of the producing Conv's weight, a
+column of a ConvTranspose's), the filters of the depthwise convolutions it passes through
+(MobileNet's expand -> depthwise -> project; a zero filter would leave the map dead) and output
+kernels (the columns that read it: the next Conv's input channel, or a block of a Linear layer's
+columns after Flatten). ``candidates`` random sets are drawn at the layers' current connection
+density and weight scale, each is scored by the loss on the probe batches, and the best is kept; the
+paper reports about twice the loss drop of a single random draw.
 
 Guarantees: every member of the space grows by ``count`` units (or a few more, up to the next multiple of
 ``round_to``: see ``NestConfig.round_to``); existing units are unchanged.

@@ -19,7 +19,7 @@ from nestc.ir.network import Network
 from nestc.passes.base import Layer, layers
 
 _DENSE = frozenset({"Gemm", "MatMul"})
-_CONV = frozenset({"Conv"})
+_CONV = frozenset({"Conv", "ConvTranspose"})
 
 
 @dataclass
@@ -91,7 +91,7 @@ def fc_spaces(net: Network, analysis: ChannelAnalysis) -> list[UnitSpace]:
 
 
 def conv_spaces(net: Network, analysis: ChannelAnalysis) -> list[UnitSpace]:
-    """Feature-map spaces written by one convolution.
+    """Feature-map spaces written by one convolution or transposed convolution.
 
     A grouped convolution's output space holds one map of every group per unit (its layout repeats the
     space once per group), so a grown unit is a new row at the end of each group's block and ``group``
