@@ -251,6 +251,64 @@ def test_grow_feature_maps_extends_every_group_of_a_grouped_reader(grouped_net: 
     _assert_emitted_matches(net, images[0])
 
 
+def test_grow_feature_maps_adds_a_map_to_every_group_of_a_grouped_convolution(grouped_net: Network, images) -> None:
+    """The grouped convolution's own output space grows like a dense one's: one new row at the end of each
+    group's block (``group`` stays 4), its BatchNormalization and the reader's columns follow, and every old
+    row keeps its values in its group."""
+    net = grouped_net
+    node = _grouped_conv(net)
+    old = net.tensor(node.inputs[1]).detach().clone()
+    assert grow_feature_maps(Probe(ClassifierView(net), images[0][:64], images[1][:64]), count=1, candidates=2).modified
+    weight = net.tensor(node.inputs[1]).detach()
+    assert weight.shape[0] == 28 and int(node.attr("group")) == 4
+    old_rows = [7 * g + k for g in range(4) for k in range(6)]
+    torch.testing.assert_close(weight[old_rows, : old.shape[1]], old, rtol=0, atol=0)
+    assert bool((weight[[6, 13, 20, 27]].flatten(1).abs().sum(1) > 0).all()), "each group's new row is drawn"
+    bn = next(n for n in net.nodes if n.op_type == "BatchNormalization" and n.inputs[0] == node.outputs[0])
+    assert net.tensor(bn.inputs[1]).shape[0] == 28 and net.tensor(layers(net)[3].weight).shape[1] == 28
+    _assert_emitted_matches(net, images[0])
+
+
+class InvertedBottleneck(torch.nn.Module):
+    """MobileNetV2's block without its skip: 1x1 expand -> 3x3 depthwise (multiplier 2) -> BN -> 1x1 project."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = torch.nn.Conv2d(1, 8, 1)
+        self.depthwise = torch.nn.Conv2d(8, 16, 3, padding=1, groups=8, bias=False)
+        self.bn = torch.nn.BatchNorm2d(16)
+        self.project, self.fc = torch.nn.Conv2d(16, 8, 1), torch.nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.depthwise(torch.relu(self.expand(x)))))
+        return self.fc(torch.relu(self.project(x)).mean((2, 3)))
+
+
+@pytest.fixture
+def inverted_net(tmp_path) -> Network:
+    torch.manual_seed(0)
+    path = tmp_path / "inverted.onnx"
+    torch.onnx.export(InvertedBottleneck().eval(), (torch.randn(2, 1, 28, 28),), str(path), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}}, do_constant_folding=False,
+                      training=torch.onnx.TrainingMode.PRESERVE)
+    net = load_network(path)
+    ensure_masks(net)
+    return net
+
+
+def test_grown_feature_maps_get_depthwise_filters(inverted_net: Network, images) -> None:
+    """A map grown before a depthwise convolution gets filters there too (drawn with its kernels), so it
+    carries a signal: with a zero filter it was dead on arrival, and compaction deleted it at once."""
+    net = inverted_net
+    x, y = images[0][:64], images[1][:64]
+    assert grow_feature_maps(Probe(ClassifierView(net), x, y), count=2, candidates=2).modified
+    assert tuple(net.tensor("expand.weight").shape) == (10, 1, 1, 1)
+    assert tuple(net.tensor("depthwise.weight").shape) == (20, 1, 3, 3)
+    assert bool((net.tensor("depthwise.weight").detach()[16:].flatten(1).abs().sum(1) > 0).all())
+    _assert_emitted_matches(net, x)
+    assert "/expand/Conv" not in compact(net, x).removed, "the grown maps are alive"
+
+
 def test_prune_connections_judges_effective_weight_after_batch_norm(images) -> None:
     net = Network(build_seed("vgg16", width_ratio=0.0625))
     ensure_masks(net)
@@ -291,6 +349,105 @@ def test_grow_neurons_birth_strength_scales_new_weights(images) -> None:
     assert magnitudes[1] == pytest.approx(10 * magnitudes[0], rel=0.05)
 
 
+class TwoTowers(torch.nn.Module):
+    """Two hidden fully connected layers reading the same input, summed before the classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a1, self.a2 = torch.nn.Linear(12, 16), torch.nn.Linear(16, 4)
+        self.b1, self.b2 = torch.nn.Linear(12, 8), torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a2(torch.relu(self.a1(x))) + self.b2(torch.relu(self.b1(x)))
+
+
+def test_grow_neurons_in_towers_that_read_one_input(tmp_path) -> None:
+    """Both towers' hidden spaces tap the same input for their bridging gradients; each grows."""
+    torch.manual_seed(0)
+    path = tmp_path / "towers.onnx"
+    torch.onnx.export(TwoTowers().eval(), (torch.randn(2, 12),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    net = load_network(path)
+    ensure_masks(net)
+    x, y = torch.randn(64, 12), torch.randint(0, 4, (64,))
+    assert grow_neurons(Probe(ClassifierView(net), x, y), count=2).details["spaces"] == 2
+    assert [tuple(net.tensor(layer.weight).shape) for layer in layers(net)] == [(18, 12), (4, 18), (10, 12), (4, 10)]
+    _assert_emitted_matches(net, x)
+
+
+class AuxiliaryHead(torch.nn.Module):
+    """A classifier and, computed after it, an auxiliary head with a hidden convolution space and a hidden
+    fully connected space of its own; the auxiliary output comes first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc1, self.fc2 = torch.nn.Conv2d(3, 8, 3), torch.nn.Linear(8, 12), torch.nn.Linear(12, 4)
+        self.a1, self.a2, self.a3 = torch.nn.Conv2d(3, 6, 3), torch.nn.Linear(6, 10), torch.nn.Linear(10, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.fc2(torch.relu(self.fc1(torch.relu(self.conv(x)).mean((2, 3)))))
+        return self.a3(torch.relu(self.a2(torch.relu(self.a1(x)).mean((2, 3))))), logits
+
+
+def test_growth_leaves_spaces_the_loss_does_not_read(tmp_path) -> None:
+    """Growth follows the classifier's loss: the auxiliary head's spaces get no gradient and no loss change
+    to grow by, and they stay as they are (growth ran the graph up to the logits only, and crashed there)."""
+    torch.manual_seed(0)
+    path = tmp_path / "aux.onnx"
+    torch.onnx.export(AuxiliaryHead().eval(), (torch.randn(2, 3, 8, 8),), str(path), dynamo=False, input_names=["x"],
+                      output_names=["aux", "logits"], dynamic_axes={"x": {0: "n"}})
+    net = load_network(path)
+    ensure_masks(net)
+    probe = Probe(ClassifierView(net, "logits"), torch.randn(32, 3, 8, 8), torch.randint(0, 4, (32,)))
+    assert grow_neurons(probe, count=2).details["spaces"] == 1
+    assert grow_feature_maps(probe, count=1, candidates=2).details["spaces"] == 1
+    widths = {name: net.tensor(f"{name}.weight").shape[0] for name in ("conv", "fc1", "a1", "a2")}
+    assert widths == {"conv": 9, "fc1": 14, "a1": 6, "a2": 10}
+    _assert_emitted_matches(net, probe.x)
+
+
+class TokenMLP(torch.nn.Module):
+    """A transformer's MLP on [N, L, C] tokens (both layers MatMuls over the last axis), then the mean over
+    tokens and a classifier head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.head = torch.nn.Linear(8, 16), torch.nn.Linear(16, 8), torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.fc2(torch.relu(self.fc1(x))).mean(1))
+
+
+def test_grow_neurons_bridges_token_positions_of_sequence_layers(tmp_path) -> None:
+    """Layers on sequences pair each token's inputs with the same token's gradients (and, across the mean
+    before the head, with the gradient of the sample's mean): with one bridged pair per neuron, each new
+    neuron connects the pair with the largest |B| of a float64 reference, with psi * omega against B's sign."""
+    torch.manual_seed(0)
+    module = TokenMLP().eval()
+    path = tmp_path / "tokens.onnx"
+    torch.onnx.export(module, (torch.randn(2, 5, 8),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    x, y = torch.randn(64, 5, 8), torch.randint(0, 4, (64,))
+    reference = module.double()
+    hidden = torch.relu(reference.fc1(x.double()))
+    mixed = reference.fc2(hidden)
+    logits = reference.head(mixed.mean(1))
+    mixed.retain_grad()
+    logits.retain_grad()
+    torch.nn.functional.cross_entropy(logits, y).backward()
+    bridges = [x.double().reshape(-1, 8).T @ mixed.grad.reshape(-1, 8), hidden.detach().mean(1).T @ logits.grad]
+    net = load_network(path)
+    ensure_masks(net)
+    assert grow_neurons(Probe(ClassifierView(net), x, y), count=1, beta=1e-6).modified
+    for bridge, producer, reader in zip(bridges, layers(net), layers(net)[1:], strict=False):
+        psi = net.tensor(producer.weight).detach().movedim(producer.out_axis, 0)[-1]
+        omega = net.tensor(reader.weight).detach().movedim(reader.in_axis, 0)[-1]
+        i, j = divmod(int(bridge.abs().argmax()), bridge.shape[1])
+        assert torch.nonzero(psi).flatten().tolist() == [i] and torch.nonzero(omega).flatten().tolist() == [j]
+        assert float(psi[i] * omega[j]) * float(bridge[i, j]) < 0, "one descent step on the bridged connection"
+    _assert_emitted_matches(net, x)
+
+
 def test_grow_feature_maps_adds_maps_through_flatten(images) -> None:
     probe = _probe("lenet-5", images, width=0.3, density=0.5)
     net = probe.view.net
@@ -303,6 +460,21 @@ def test_grow_feature_maps_adds_maps_through_flatten(images) -> None:
     assert net.tensor(layers(net)[2].weight).shape[1] == fc_inputs + 2 * 16, "each map feeds a 4x4 block"
     assert analyse_channels(net) is not None
     _assert_emitted_matches(net, images[0])
+
+
+def test_every_grown_feature_map_is_connected_on_both_sides(images) -> None:
+    """A sparse seed's first convolution has 25 weights per map: at 5 % density a random draw often holds none,
+    and a map without inputs (or readers) is dead from birth."""
+    probe = _probe("lenet-5", images, width=0.3, density=0.05)
+    net = probe.view.net
+    convs = [layer for layer in layers(net) if layer.node.op_type == "Conv"]
+    widths = [net.tensor(layer.weight).shape[0] for layer in convs]
+    assert grow_feature_maps(probe, count=4, candidates=1).modified
+    readers = [convs[1], layers(net)[2]]
+    for conv, reader, width in zip(convs, readers, widths, strict=True):
+        rows = net.mask(conv.weight)[width:].flatten(1).sum(1)
+        columns = net.mask(reader.weight).movedim(1, 0).reshape(net.tensor(conv.weight).shape[0], -1)[width:].sum(1)
+        assert bool((rows > 0).all()) and bool((columns > 0).all()), (rows, columns)
 
 
 @pytest.mark.parametrize("arch", ["lenet-5", "resnet18"])
@@ -319,6 +491,37 @@ def test_probe_loss_from_a_node_is_the_full_loss_after_later_weights_change(arch
         score = probe.loss_from(start)
         net.set_tensor(layer.weight, net.tensor(layer.weight).detach() * 0.5)
         assert score() == probe.mean_loss()
+
+
+class Upsampling(torch.nn.Module):
+    """A strided convolution, a transposed convolution that doubles the resolution again, a convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down, self.up = torch.nn.Conv2d(1, 8, 3, stride=2, padding=1), torch.nn.ConvTranspose2d(8, 6, 2, stride=2)
+        self.conv, self.fc = torch.nn.Conv2d(6, 5, 3, padding=1), torch.nn.Linear(5, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.up(torch.relu(self.down(x))))
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_grow_feature_maps_in_transposed_convolutions(tmp_path, images) -> None:
+    """A transposed convolution's maps grow like a convolution's: its weight is [C_in, C_out, kh, kw], so
+    new maps are columns there and rows of the next convolution's input axis; old entries stay."""
+    torch.manual_seed(0)
+    path = tmp_path / "up.onnx"
+    torch.onnx.export(Upsampling().eval(), (torch.randn(2, 1, 28, 28),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    net = load_network(path)
+    ensure_masks(net)
+    old = net.tensor("up.weight").detach().clone()
+    assert grow_feature_maps(Probe(ClassifierView(net), images[0][:64], images[1][:64]), count=1, candidates=2).modified
+    assert tuple(net.tensor("up.weight").shape) == (9, 7, 2, 2) and net.tensor("up.bias").shape[0] == 7
+    assert tuple(net.tensor("conv.weight").shape) == (6, 7, 3, 3)
+    torch.testing.assert_close(net.tensor("up.weight").detach()[:8, :6], old, rtol=0, atol=0)
+    assert bool(net.tensor("up.weight").detach()[:, 6].any()), "the new map has input kernels"
+    _assert_emitted_matches(net, images[0])
 
 
 def test_grown_feature_maps_round_widths_up_to_multiples(images) -> None:
@@ -349,3 +552,17 @@ def test_partial_area_masks_inputs_and_is_emitted_exactly(images) -> None:
     partial_area(probe, gamma=0.2)
     assert len([n for n in net.nodes if n.name.endswith("/partial_area")]) == 2, "masks are reused, not stacked"
     _assert_emitted_matches(net, images[0])
+
+
+@pytest.mark.parametrize("model", ["grouped_net", "inverted_net"])
+def test_partial_area_masks_grouped_and_depthwise_convolutions(request, images, model: str) -> None:
+    """Grouped and depthwise convolutions get input masks too: a group's rows weigh only its own channels."""
+    net = request.getfixturevalue(model)
+    node = next(n for n in net.nodes if n.op_type == "Conv" and int(n.attr("group", 1)) > 1)
+    before = {layer.node: layer.nonzero_macs for layer in model_stats(net).layers}
+    assert partial_area(Probe(ClassifierView(net), images[0][:64], images[1][:64]), gamma=0.2).modified
+    assert net.nodes[net.producer[node.inputs[0]]].name.endswith("/partial_area")
+    after = {layer.node: layer.nonzero_macs for layer in model_stats(net).layers}
+    assert after[node.name] < before[node.name]
+    _assert_emitted_matches(net, images[0])
+

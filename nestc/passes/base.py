@@ -125,6 +125,24 @@ class Probe:
             prefixes = [net.run_prefix([self.x[part]], start) for part in self.batches()]
         return lambda: self._mean_loss(lambda k, part: net.run_from(prefixes[k], start, self.view.logits_name)[0])
 
+    def loss_tensors(self) -> set[str]:
+        """Every tensor the logits depend on.
+
+        Growth is steered by the loss: a layer whose output does not reach it (an auxiliary head next to
+        the classifier) gets no gradient to bridge and no loss change to choose candidates by, and a pass
+        that ran the graph for it would stop at the logits before reaching it.
+        """
+        net = self.view.net
+        found: set[str] = set()
+        pending = [self.view.logits_name]
+        while pending:
+            name = pending.pop()
+            if name and name not in found:
+                found.add(name)
+                if name in net.producer:
+                    pending.extend(net.nodes[net.producer[name]].inputs)
+        return found
+
     def _mean_loss(self, logits: Callable[[int, slice], torch.Tensor]) -> float:
         """Sample-weighted mean of the loss of ``logits(batch number, batch)`` over the probe batches."""
         total = 0.0
@@ -155,9 +173,9 @@ def effective_gradients(probe: Probe, taps: list[str] = ()) -> tuple[dict[str, t
             for name, tensor in net.effective.items():
                 if tensor.grad is not None:
                     grads[name] = grads.get(name, 0) + tensor.grad.detach()
-            for name in taps:
+            for name, pairs in tapped.items():  # once per name, however often ``taps`` repeats it
                 value = net.tapped[name]
-                tapped[name].append((value.detach(), value.grad.detach() if value.grad is not None else None))
+                pairs.append((value.detach(), value.grad.detach() if value.grad is not None else None))
     finally:
         net.keep_effective_grads = False
         net.effective = {}

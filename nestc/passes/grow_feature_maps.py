@@ -1,10 +1,12 @@
 """``grow_feature_maps``: new output channels of convolutions, best of several random candidates (NeST).
 
-For each convolution space, a new map needs input kernels (a row of the producing Conv's weight)
-and output kernels (the columns that read it: the next Conv's input channel, or a block of a
-Linear layer's columns after Flatten). ``candidates`` random sets are drawn at the layers' current
-connection density and weight scale, each is scored by the loss on the probe batches, and the best
-is kept; the paper reports about twice the loss drop of a single random draw.
+For each convolution space, a new map needs input kernels (a row of the producing Conv's weight, a
+column of a ConvTranspose's), the filters of the depthwise convolutions it passes through
+(MobileNet's expand -> depthwise -> project; a zero filter would leave the map dead) and output
+kernels (the columns that read it: the next Conv's input channel, or a block of a Linear layer's
+columns after Flatten). ``candidates`` random sets are drawn at the layers' current connection
+density and weight scale, each is scored by the loss on the probe batches, and the best is kept; the
+paper reports about twice the loss drop of a single random draw.
 
 Guarantees: every member of the space grows by ``count`` units (or a few more, up to the next multiple of
 ``round_to``: see ``NestConfig.round_to``); existing units are unchanged.
@@ -25,11 +27,12 @@ from nestc.passes.unit_spaces import conv_spaces, write_units
 
 
 def grow_feature_maps(probe: Probe, count: int, candidates: int = 4, seed: int = 0, round_to: int = 1) -> PassResult:
-    """Add ``count`` feature maps to every convolution space of ``probe.view.net``; a space that ends at
-    ``round_to`` maps or more gets as many more as make its width a multiple of ``round_to``."""
+    """Add ``count`` feature maps to every convolution space of ``probe.view.net`` that feeds the logits; a
+    space that ends at ``round_to`` maps or more gets as many more as make its width a multiple of ``round_to``."""
     net = probe.view.net
     analysis = analyse_channels(net, probe.x[:2])
-    spaces = conv_spaces(net, analysis)
+    reaching = probe.loss_tensors()
+    spaces = [s for s in conv_spaces(net, analysis) if s.producer.node.outputs[0] in reaching]
     if not spaces or count <= 0:
         return PassResult("grow_feature_maps", False)
     widths = {s.producer.weight: analysis.table.spaces[s.space].width for s in spaces}
@@ -42,7 +45,7 @@ def grow_feature_maps(probe: Probe, count: int, candidates: int = 4, seed: int =
     for space in conv_spaces(net, analysis):
         if space.producer.weight not in widths:
             continue
-        members = [space.producer_member] + [m for _, m in space.readers]
+        members = [space.producer_member, *space.filters] + [m for _, m in space.readers]
         score = probe.loss_from(_first_reader(net, {m.tensor for m in members}))
         loss = score() if loss is None else loss
         first = widths[space.producer.weight]
@@ -83,7 +86,12 @@ def _best_candidate(score: Callable[[], float], net: Network, analysis: ChannelA
 
 def _random_slice(net: Network, analysis: ChannelAnalysis, member: Member, space: int, unit: int,
                   generator: torch.Generator) -> torch.Tensor:
-    """Random entries for one unit of ``member``, matching the tensor's non-zero scale and density."""
+    """Random entries for one unit of ``member``, matching the tensor's non-zero scale and density.
+
+    At least one entry is kept: a draw without any would leave the map unconnected there (a map of one
+    input channel at density 0.8 drew none one time in five), and an unchanged loss can beat every
+    connected candidate, so the best of the draws would be a map that compaction deletes at once.
+    """
     weight = net.effective_weight(member.tensor).detach()
     nonzero = weight[weight != 0]
     scale = float(nonzero.abs().mean()) if nonzero.numel() else 0.1
@@ -92,4 +100,5 @@ def _random_slice(net: Network, analysis: ChannelAnalysis, member: Member, space
     shape = [len(positions), *weight.movedim(member.axis, 0).shape[1:]]
     values = torch.randn(shape, generator=generator) * scale * 1.25
     keep = torch.rand(shape, generator=generator) < max(density, 0.05)
+    keep.view(-1)[torch.randint(keep.numel(), (1,), generator=generator)] = True
     return values * keep

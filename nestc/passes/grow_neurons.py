@@ -2,7 +2,9 @@
 
 For a hidden space between layer l (input activations H, ``C_in`` wide) and the layers that read it
 (pre-activation gradients G of layer l+1, ``C_out`` wide), B = H^T G / N is the gradient a direct
-connection i -> j would have. Each new neuron bridges the pairs with the largest |B_ij| (the top
+connection i -> j would have. Fully connected layers compute along their last axis, so the rows of H
+and G are positions: samples, or every token of every sample where the layers act on sequences
+([N, L, C]). Each new neuron bridges the pairs with the largest |B_ij| (the top
 ``ceil(beta * C_in * C_out)``): fan-in psi_i = eps * sgn(-B_ij) * sqrt|B_ij| and fan-out
 omega_j = eps * sqrt|B_ij|, so psi_i * omega_j = -B_ij is one descent step on the virtual connection
 (eps = +-1 at random, shared). Both are rescaled to ``alpha`` times the mean non-zero magnitude of the
@@ -10,7 +12,8 @@ layer they join (the paper's birth strength; alpha > 0.3 lets neurons survive pr
 by one neuron are not reused by the next in the same step.
 
 Guarantees: the space grows by ``count`` units in every member (weights, biases, BN parameters,
-masks); existing units are unchanged; new units have exactly the bridged connections active.
+masks); existing units are unchanged; new units have exactly the bridged connections active. A space
+whose reader sees positions that neither equal the producer's nor reduce them is left as it is.
 """
 
 from __future__ import annotations
@@ -28,16 +31,21 @@ from nestc.passes.unit_spaces import UnitSpace, fc_spaces, write_units
 
 
 def grow_neurons(probe: Probe, count: int, beta: float = 0.01, alpha: float = 0.5, seed: int = 0) -> PassResult:
-    """Add ``count`` neurons to every fully connected hidden space of ``probe.view.net``."""
+    """Add ``count`` neurons to every fully connected hidden space of ``probe.view.net`` that feeds the logits."""
     net = probe.view.net
     analysis = analyse_channels(net, probe.x[:2])
-    spaces = [s for s in fc_spaces(net, analysis) if len(s.readers) == 1]
+    reaching = probe.loss_tensors()
+    spaces = [s for s in fc_spaces(net, analysis)
+              if len(s.readers) == 1 and s.readers[0][0].node.outputs[0] in reaching]
     if not spaces or count <= 0:
         return PassResult("grow_neurons", False)
     taps = [t for s in spaces for t in (s.producer.node.inputs[0], s.readers[0][0].node.outputs[0])]
     _, tapped = effective_gradients(probe, taps)
     bridges = {s.space: _bridging_gradient(tapped[s.producer.node.inputs[0]], tapped[s.readers[0][0].node.outputs[0]])
                for s in spaces}
+    spaces = [s for s in spaces if bridges[s.space] is not None]
+    if not spaces:
+        return PassResult("grow_neurons", False)
     widths = {s.space: analysis.table.spaces[s.space].width for s in spaces}
     apply_resize(net, analysis, {s.space: SpaceChange(tuple(range(widths[s.space])), count) for s in spaces})
     generator = torch.Generator().manual_seed(seed)
@@ -49,17 +57,41 @@ def grow_neurons(probe: Probe, count: int, beta: float = 0.01, alpha: float = 0.
     return PassResult("grow_neurons", True, {"spaces": len(spaces), "per_space": count})
 
 
-def _bridging_gradient(h_batches: list, g_batches: list) -> torch.Tensor:
+def _bridging_gradient(h_batches: list, g_batches: list) -> torch.Tensor | None:
+    """B = H^T G over the probe batches (``C_in x C_out``), or ``None`` when H's and G's positions do not pair up.
+
+    H and G are read position by position: one row per sample, or per token where the layers act on
+    sequences. Flattening each sample into one row instead would pair the inputs of every token with the
+    gradients of every other, a ``L*C_in x L*C_out`` matrix of which only a corner was then used.
+    """
     total = None
     for (h, _), (_, g) in zip(h_batches, g_batches, strict=True):
         if g is None:
             continue
-        part = h.reshape(h.shape[0], -1).float().T @ g.reshape(g.shape[0], -1).float()
+        rows = _rows_like(h, g)
+        if rows is None:
+            return None
+        part = rows.float().T @ g.reshape(-1, g.shape[-1]).float()
         total = part if total is None else total + part
     if total is None:
         raise ValueError("no gradient reached the layer after the grown space")
     # the probe loss is already a mean over samples, so the per-batch sums form the mean gradient
     return total
+
+
+def _rows_like(h: torch.Tensor, g: torch.Tensor) -> torch.Tensor | None:
+    """H as one row per position of G: ``[positions, C_in]``.
+
+    Where an op between the layers reduces positions (the mean over tokens before a classifier head), G
+    has fewer of them: H is averaged over the positions each row of G sums up, which is the connection
+    i -> j taken through that mean. Positions that do not nest this way (G's, without axes of size one, not
+    a leading part of H's) give ``None``.
+    """
+    h_positions = [n for n in h.shape[:-1] if n != 1]
+    g_positions = [n for n in g.shape[:-1] if n != 1]
+    if h_positions[:len(g_positions)] != g_positions:
+        return None
+    return h.reshape(math.prod(g_positions), -1, h.shape[-1]).mean(1)
 
 
 def _init_neurons(net: Network, analysis: ChannelAnalysis, space: UnitSpace, bridge: torch.Tensor, first: int,

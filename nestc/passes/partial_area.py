@@ -19,7 +19,7 @@ import torch
 from onnx import helper
 
 from nestc.ir.network import Network
-from nestc.passes.base import PassResult, Probe, layers
+from nestc.passes.base import Layer, PassResult, Probe, layers
 
 SUFFIX = "/partial_area"
 
@@ -43,10 +43,10 @@ def _ensure_mask_node(net: Network, conv_index: int, spatial: tuple[int, ...]) -
 
 
 def partial_area(probe: Probe, gamma: float = 0.01, min_active: float = 0.25) -> PassResult:
-    """Mask the ``gamma`` least important active input positions of every dense 2-D convolution."""
+    """Mask the ``gamma`` least important active input positions of every 2-D convolution (grouped and
+    depthwise ones included)."""
     net = probe.view.net
-    convs = [layer for layer in layers(net) if layer.node.op_type == "Conv" and int(layer.node.attr("group", 1)) == 1
-             and net.tensor(layer.weight).dim() == 4]
+    convs = [layer for layer in layers(net) if layer.node.op_type == "Conv" and net.tensor(layer.weight).dim() == 4]
     if not convs or gamma <= 0:
         return PassResult("partial_area", False)
     shapes = net.tensor_shapes(probe.x[:2])
@@ -62,8 +62,7 @@ def partial_area(probe: Probe, gamma: float = 0.01, min_active: float = 0.25) ->
     masked = 0
     for conv, source in zip(convs, sources, strict=True):
         importance = totals[source] / len(probe.x)  # mean |input| per [C, H, W] position
-        kernel = net.effective_weight(conv.weight).detach().abs().sum(dim=(0, 2, 3)).float()
-        score = (importance * kernel.reshape(-1, 1, 1)).sum(0)
+        score = (importance * _input_channel_weight(net, conv).reshape(-1, 1, 1)).sum(0)
         mask_name = area_mask_name(conv.node.name)
         mask = net.tensor(mask_name).detach().clone()
         flat = mask.reshape(-1)
@@ -76,3 +75,15 @@ def partial_area(probe: Probe, gamma: float = 0.01, min_active: float = 0.25) ->
         net.set_tensor(mask_name, mask)
         masked += n
     return PassResult("partial_area", masked > 0, {"positions_masked": masked})
+
+
+def _input_channel_weight(net: Network, conv: Layer) -> torch.Tensor:
+    """sum_{o,k} |K[o, c, k]| for every input channel c of ``conv``.
+
+    A grouped convolution's weight holds one group's input channels (``[C_out, C_in / g, kh, kw]``) and
+    group ``j`` reads its channels through rows ``j * C_out / g`` onwards, so the rows are summed per
+    group; a dense convolution is the case of one group.
+    """
+    group = int(conv.node.attr("group", 1))
+    kernel = net.effective_weight(conv.weight).detach().abs().sum(dim=(2, 3)).float()
+    return kernel.reshape(group, -1, kernel.shape[1]).sum(1).reshape(-1)

@@ -2,8 +2,8 @@
 
 Growth needs one producing layer and readers that are layers, nothing split: neuron growth a space
 written by one fully connected layer and read by fully connected layers (the bridge i -> new unit ->
-j), feature-map growth one writing convolution, and both need every member to cover the whole space,
-so appended units have an unambiguous place in every tensor. Pruning whole units needs less
+j), feature-map growth one writing convolution (grouped ones included), and both need every member to
+cover the whole space, so appended units have an unambiguous place in every tensor. Pruning whole units needs less
 (:func:`prunable_spaces`): any number of writers and readers, since it only masks.
 """
 
@@ -19,17 +19,20 @@ from nestc.ir.network import Network
 from nestc.passes.base import Layer, layers
 
 _DENSE = frozenset({"Gemm", "MatMul"})
-_CONV = frozenset({"Conv"})
+_CONV = frozenset({"Conv", "ConvTranspose"})
 
 
 @dataclass
 class UnitSpace:
-    """A growable space with its producing layer and its reading layers (with their members)."""
+    """A growable space with its producing layer, its reading layers (with their members), and the layer
+    weights that carry each unit on its own lane in between (depthwise filters): a new unit needs those too,
+    or it ends at a zero filter."""
 
     space: int
     producer: Layer
     producer_member: Member
     readers: list[tuple[Layer, Member]]
+    filters: list[Member]
 
 
 def growable_spaces(net: Network, analysis: ChannelAnalysis, producer_ops: frozenset[str]) -> list[UnitSpace]:
@@ -47,7 +50,8 @@ def growable_spaces(net: Network, analysis: ChannelAnalysis, producer_ops: froze
             continue
         producer = by_weight[producers[0].tensor]
         if producer.node.op_type in producer_ops:
-            found.append(UnitSpace(space, producer, producers[0], readers))
+            filters = [m for m, _ in members if m.role == "param" and m.tensor in by_weight]
+            found.append(UnitSpace(space, producer, producers[0], readers, filters))
     return found
 
 
@@ -87,8 +91,13 @@ def fc_spaces(net: Network, analysis: ChannelAnalysis) -> list[UnitSpace]:
 
 
 def conv_spaces(net: Network, analysis: ChannelAnalysis) -> list[UnitSpace]:
-    """Feature-map spaces written by one dense convolution."""
-    return [s for s in growable_spaces(net, analysis, _CONV) if int(s.producer.node.attr("group", 1)) == 1]
+    """Feature-map spaces written by one convolution or transposed convolution.
+
+    A grouped convolution's output space holds one map of every group per unit (its layout repeats the
+    space once per group), so a grown unit is a new row at the end of each group's block and ``group``
+    stays as it is, as for pruning.
+    """
+    return growable_spaces(net, analysis, _CONV)
 
 
 def write_units(net: Network, analysis: ChannelAnalysis, member: Member, space: int, units: list[int],
