@@ -121,7 +121,7 @@ def validate(original: str, candidate: str, data: str | None, data_dir: str | No
 @click.argument("model", type=MODEL)
 @click.option("-o", "--output", required=True, help="Where to write the compacted model.")
 @click.option("--round-to", default=1, show_default=True, type=int,
-              help="Widths of N units or more shrink only to multiples of N (narrower ones freely).")
+              help="A width that stays above N units is a multiple of N (N or fewer are free).")
 @click.option("--sparse-format", default="dense", show_default=True, type=click.Choice(["dense", "coo"]),
               help="coo: store mostly-zero weights as sparse initializers (smaller file, same speed).")
 def compact(model: str, output: str, round_to: int, sparse_format: str) -> None:
@@ -292,7 +292,7 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--partial-area-gamma", default=0.0, show_default=True, type=float,
               help="Share of conv input positions masked per pruning step (partial-area convolution).")
 @click.option("--round-to", default=4, show_default=True, type=int,
-              help="Widths of N units or more shrink only to multiples of N (fast runtime kernels); 1: no rounding.")
+              help="A width that stays above N units is a multiple of N (fast runtime kernels); 1: no rounding.")
 @click.option("--lr-check-epochs", default=0.25, show_default=True, type=float,
               help="Fine-tune a copy of a trained model this long first; lower --lr while it loses accuracy. 0: off.")
 @click.option("--retrain-epochs", default=1.0, show_default=True, type=float,
