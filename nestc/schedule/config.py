@@ -65,7 +65,8 @@ class NestConfig:
         cycle_growth: connections regrown per cycle, relative to the active count.
         partial_area_gamma: share of active convolution input positions masked per pruning step.
         round_to: a width that stays above ``round_to`` units is a multiple of it (dead units beyond
-            that stay as zeros; ``round_to`` or fewer are free), and feature-map growth rounds them up to one. onnxruntime runs a
+            that stay as zeros; ``round_to`` or fewer are free), and feature-map growth rounds them up to
+            one. onnxruntime runs a
             convolution whose input width is not such a multiple through a generic kernel instead of its
             blocked (NCHWc) one: measured 2-5x slower for 31 or 63 channels than for 32 or 64
             (docs/schedule.md). 1 removes every dead unit.
