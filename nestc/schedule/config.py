@@ -66,9 +66,8 @@ class NestConfig:
         partial_area_gamma: share of active convolution input positions masked per pruning step.
         round_to: a width that stays above ``round_to`` units is a multiple of it (dead units beyond
             that stay as zeros; ``round_to`` or fewer are free), and feature-map growth rounds them up to
-            one. onnxruntime runs a
-            convolution whose input width is not such a multiple through a generic kernel instead of its
-            blocked (NCHWc) one: measured 2-5x slower for 31 or 63 channels than for 32 or 64
+            one. onnxruntime runs a convolution whose input width is not such a multiple through a generic
+            kernel instead of its blocked (NCHWc) one: measured 2-5x slower for 31 or 63 channels than for 32 or 64
             (docs/schedule.md). 1 removes every dead unit.
         lr_check_epochs: before pruning a trained model, it is fine-tuned this long (on a copy) at the
             training rate; a rate that costs more than ``lr_check_tolerance`` points is divided by
