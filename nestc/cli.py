@@ -123,7 +123,7 @@ def validate(original: str, candidate: str, data: str | None, data_dir: str | No
 @click.option("--round-to", default=1, show_default=True, type=int,
               help="A width that stays above N units is a multiple of N (N or fewer are free).")
 @click.option("--sparse-format", default="dense", show_default=True, type=click.Choice(["dense", "coo"]),
-              help="coo: store mostly-zero weights as sparse initializers (smaller file, same speed).")
+              help="coo: store weights as sparse initializers where that is smaller (smaller file, same speed).")
 def compact(model: str, output: str, round_to: int, sparse_format: str) -> None:
     """Remove every provably dead neuron and channel of MODEL."""
     report = api.compact(model, output, round_to, sparse_format)
@@ -302,7 +302,7 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--validation", default="test", show_default=True, type=click.Choice(["test", "train"]),
               help="Data for decisions: the test split, or a held-out part of the training split.")
 @click.option("--sparse-format", default="dense", show_default=True, type=click.Choice(["dense", "coo"]),
-              help="coo: store mostly-zero weights as sparse initializers (smaller file, same speed).")
+              help="coo: store weights as sparse initializers where that is smaller (smaller file, same speed).")
 @click.option("--limit", default=None, type=int, help="Use at most this many training samples.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUTPUT.ckpt.")
 def compress(model: str, output: str, data: str, data_dir: str | None, download: bool,

@@ -42,6 +42,12 @@ def widen_to_float32(model: onnx.ModelProto) -> None:
     set_metadata(model, PRECISION_KEY, str(stored))
 
 
+def stored_type(model: onnx.ModelProto, elem_type: int) -> int:
+    """The element type that :func:`stored_precision` writes a float tensor of ``elem_type`` in."""
+    stored = metadata_value(model, PRECISION_KEY)
+    return int(stored) if stored is not None and elem_type == TensorProto.FLOAT else elem_type
+
+
 def stored_precision(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` in the floating type its source file used (the model itself when that was
     float32), without the metadata entry that recorded it."""

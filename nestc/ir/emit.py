@@ -12,12 +12,13 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
+from nestc.frontends.precision import stored_type
 from nestc.ir.network import Network, node_from_proto
 from nestc.ir.registry import Node
 
 SPARSE_FORMATS = ("dense", "coo")
-SPARSE_MIN_ZERO_FRACTION = 0.5
-"""A weight is stored as a COO ``sparse_initializer`` only when at least this share of it is zero."""
+_INDEX_BYTES = np.dtype(np.int64).itemsize
+"""Bytes of one COO index: ONNX requires int64 indices."""
 
 
 def emit_model(net: Network, sparse_format: str = "dense") -> onnx.ModelProto:
@@ -25,8 +26,9 @@ def emit_model(net: Network, sparse_format: str = "dense") -> onnx.ModelProto:
 
     Args:
         net: the network to write.
-        sparse_format: ``"dense"``, or ``"coo"`` to store mostly-zero trainable weights as ONNX
-            ``sparse_initializer`` (smaller files; runtimes densify them at load).
+        sparse_format: ``"dense"``, or ``"coo"`` to store each trainable weight as an ONNX
+            ``sparse_initializer`` where that takes fewer bytes than the dense tensor (smaller files;
+            runtimes densify them at load).
     """
     if sparse_format not in SPARSE_FORMATS:
         raise ValueError(f"sparse format '{sparse_format}' unknown; use one of {', '.join(SPARSE_FORMATS)}")
@@ -37,8 +39,10 @@ def emit_model(net: Network, sparse_format: str = "dense") -> onnx.ModelProto:
     for index, (node, proto) in enumerate(zip(net.nodes, net.node_protos, strict=True)):
         graph.node.append(_node_proto(node, proto, index))
     for name in net.initializer_order:
-        array = _to_numpy(net.effective_weight(name), net.initializer_dtypes[name])
-        if sparse_format == "coo" and net.is_trainable(name) and _mostly_zero(array):
+        data_type = net.initializer_dtypes[name]
+        array = _to_numpy(net.effective_weight(name), data_type)
+        written = helper.tensor_dtype_to_np_dtype(stored_type(net.template, data_type)).itemsize
+        if sparse_format == "coo" and net.is_trainable(name) and _coo_is_smaller(array, written):
             graph.sparse_initializer.append(_coo(array, name))
         else:
             graph.initializer.append(numpy_helper.from_array(array, name))
@@ -91,8 +95,15 @@ def _to_numpy(tensor: torch.Tensor, data_type: int) -> np.ndarray:
     return array.astype(helper.tensor_dtype_to_np_dtype(data_type), copy=False)
 
 
-def _mostly_zero(array: np.ndarray) -> bool:
-    return array.size > 0 and np.count_nonzero(array) <= (1 - SPARSE_MIN_ZERO_FRACTION) * array.size
+def _coo_is_smaller(array: np.ndarray, itemsize: int) -> bool:
+    """Whether COO storage takes fewer bytes than the dense tensor, with values of ``itemsize`` bytes.
+
+    COO pays an int64 index per non-zero on top of its value, so it only saves space below a third
+    of the elements non-zero in float32 and a fifth in float16 (half of them zero still makes the file
+    larger). ``itemsize`` is that of the type the file stores (a
+    float16 model is emitted in float32 and narrowed afterwards).
+    """
+    return np.count_nonzero(array) * (_INDEX_BYTES + itemsize) < array.size * itemsize
 
 
 def _coo(array: np.ndarray, name: str) -> onnx.SparseTensorProto:
