@@ -140,16 +140,36 @@ def test_ctrl_c_writes_nothing_says_how_to_resume_and_resumes(seed_model: Path, 
     assert out.exists() and not checkpoint.exists()
 
 
-def test_ctrl_c_in_train_says_where_the_checkpoint_is_and_resumes(seed_model: Path, tmp_path: Path) -> None:
-    """As compress: one line (it was a blank line and a bare "nestc: interrupted"), the checkpoint kept."""
+def test_sigterm_stops_like_ctrl_c_with_exit_143_and_resumes(seed_model: Path, tmp_path: Path) -> None:
+    """A CI runner's timeout sends SIGTERM: it ended the run without a word (exit -15, and a temporary file
+    being written stayed behind); now it unwinds as Ctrl-C does."""
+    out = tmp_path / "out.onnx"
+    checkpoint = Path(f"{out}.ckpt")
+    victim = _start("compress", seed_model, "-o", out, *BUDGET)
+    stderr = _interrupt_after(victim, checkpoint, writes=2, sig=signal.SIGTERM)
+    assert victim.returncode == 143, stderr
+    assert stderr == (f"nestc: terminated (SIGTERM); no output was written. The last finished step is kept in "
+                      f"{checkpoint}: run the same command with --resume to continue\n")
+    assert sorted(tmp_path.iterdir()) == [checkpoint]
+    resumed = run_cli("compress", seed_model, "-o", out, *BUDGET, "--resume")
+    assert resumed.code in (0, 3), resumed.stderr
+    assert out.exists() and not checkpoint.exists()
+
+
+@pytest.mark.parametrize(("sig", "code", "stopped"), [(signal.SIGINT, 130, "interrupted"),
+                                                      (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_in_train_says_where_the_checkpoint_is_and_resumes(seed_model: Path, tmp_path: Path, sig: int,
+                                                                 code: int, stopped: str) -> None:
+    """As compress: one line (it was a blank line and a bare "nestc: interrupted"), the checkpoint kept.
+    SIGTERM too, as a CI runner's timeout sends it (it ended the process without a word)."""
     out, checkpoint = tmp_path / "out.onnx", tmp_path / "train.ckpt"
     data = h.image_npz(tmp_path / "small.npz", n_train=256, n_test=32)  # epochs of milliseconds
     args = ("train", seed_model, "-o", out, "--data", data, "--mean", "0.5", "--std", "0.25", "--checkpoint",
             checkpoint, "--epochs", "20", "--batch-size", "64", "--device", "cpu", "--quiet")
     victim = _start(*args)
-    stderr = _interrupt_after(victim, checkpoint, writes=2, sig=signal.SIGINT)
-    assert victim.returncode == 130, stderr
-    assert stderr == (f"nestc: interrupted; no output was written. The last finished epoch is kept in {checkpoint}: "
+    stderr = _interrupt_after(victim, checkpoint, writes=2, sig=sig)
+    assert victim.returncode == code, stderr
+    assert stderr == (f"nestc: {stopped}; no output was written. The last finished epoch is kept in {checkpoint}: "
                       "run the same command with --resume to continue\n")
     assert not out.exists() and checkpoint.exists()
     config = TrainConfig(epochs=20, batch_size=64, device="cpu", quiet=True)  # the command's, resumed in process
