@@ -222,6 +222,34 @@ def test_nan_in_one_step_rolls_back_to_the_network_before_it(seed_model: Path, t
     assert len(failed) == 1 and not failed[0]["accepted"]
 
 
+INTERRUPT_EACH_WRITE = """
+import os, signal, sys
+import nestc
+from nestc.schedule.config import NestConfig
+from nestc.training import TrainConfig
+c = sys.modules["nestc.compress"]  # the package's `compress` is the function
+real = c.atomic_write_bytes
+def write(path, data):
+    real(path, data)
+    os.kill(os.getpid(), signal.SIGINT)
+c.atomic_write_bytes = write
+out = sys.argv[2]
+c.compress(sys.argv[1], out, "embedded", NestConfig(max_epochs=1, grow_epochs=0.5), TrainConfig(device="cpu",
+           quiet=True), report=out + ".json", plot=out + ".png", limit=300, log=lambda _line: None)
+"""
+
+
+def test_ctrl_c_while_the_outputs_are_written_does_not_split_them(seed_model: Path, tmp_path: Path) -> None:
+    """A real Ctrl-C after each output file: the model, report and plot are written together and the checkpoint
+    goes with them. Between the writes (the plot took a second to render) it left the model and report, no
+    plot and the checkpoint, and said that no output was written."""
+    out = tmp_path / "out.onnx"
+    done = subprocess.run([sys.executable, "-c", INTERRUPT_EACH_WRITE, str(seed_model), str(out)],
+                          capture_output=True, text=True, env=nestc_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx", "out.onnx.json", "out.onnx.png"]
+
+
 def test_interrupted_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "model.onnx"
     target.write_bytes(b"old")
