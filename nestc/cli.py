@@ -199,10 +199,16 @@ def train(model: str, output: str, data: str, data_dir: str | None, download: bo
     """Train all weights of MODEL on --data and write it to -o."""
     config = _train_config(batch_size, lr, weight_decay, optimizer, device, amp, seed_value, quiet,
                            10 if epochs is None else epochs)
+    existing = _file_stamp(output)
     try:
         before, after = api.train(model, output, data, config, data_dir, download, output_name, checkpoint, resume,
                                   mean=mean, std=std)
     except KeyboardInterrupt as exc:
+        if _file_stamp(output) != existing:  # interrupted while the written file's accuracy was measured
+            stopped, code = _stop(exc)
+            click.echo(f"nestc: {stopped} after {output} was written, before its test accuracy was measured",
+                       err=True)
+            sys.exit(code)
         _interrupted(exc, checkpoint, "epoch")
     if after is not None:
         click.echo(f"test accuracy (onnxruntime): {before:.2%} -> {after:.2%}; wrote {output}")
@@ -360,6 +366,15 @@ class Terminated(KeyboardInterrupt):
 
 def _terminate(_signum: int, _frame: object) -> NoReturn:
     raise Terminated
+
+
+def _file_stamp(path: str) -> tuple[int, int] | None:
+    """Inode and modification time of ``path`` (None when absent): an atomic write changes both."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def _stop(exc: KeyboardInterrupt) -> tuple[str, int]:

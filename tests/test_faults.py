@@ -177,6 +177,32 @@ def test_ctrl_c_in_train_says_where_the_checkpoint_is_and_resumes(seed_model: Pa
     assert out.exists()
 
 
+INTERRUPT_EVALUATE = """
+import os, signal, sys
+from nestc import api, cli
+real = api.evaluate
+def evaluate(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    return real(*args, **kwargs)
+api.evaluate = evaluate
+sys.argv = ["nestc", *sys.argv[1:]]
+cli.main()
+"""
+
+
+def test_ctrl_c_in_train_after_the_output_is_written_says_so(seed_model: Path, tmp_path: Path) -> None:
+    """A real Ctrl-C once the output is written, while its accuracy is measured: the line said that no output
+    was written, beside the file just written."""
+    out = tmp_path / "out.onnx"
+    data = h.image_npz(tmp_path / "small.npz", n_train=256, n_test=32)
+    done = subprocess.run([sys.executable, "-c", INTERRUPT_EVALUATE, "train", str(seed_model), "-o", str(out),
+                           "--data", str(data), "--mean", "0.5", "--std", "0.25", "--epochs", "1", "--device", "cpu",
+                           "--quiet"], capture_output=True, text=True, env=nestc_env(), timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == f"nestc: interrupted after {out} was written, before its test accuracy was measured\n"
+    assert out.exists()
+
+
 def _finite(path: Path) -> bool:
     return all(np.isfinite(w).all() for w in _weights(path).values())
 
