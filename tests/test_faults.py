@@ -203,6 +203,20 @@ def test_ctrl_c_in_train_after_the_output_is_written_says_so(seed_model: Path, t
     assert out.exists()
 
 
+@pytest.mark.parametrize("kept", [0, 4096], ids=["empty", "truncated"])
+def test_train_resume_from_a_torn_checkpoint_is_one_line(seed_model: Path, tmp_path: Path, kept: int) -> None:
+    """An empty checkpoint (a full disk, a copy cut short) ended the line after "checkpoint 'C':"."""
+    out, checkpoint = tmp_path / "out.onnx", tmp_path / "train.ckpt"
+    data = h.image_npz(tmp_path / "small.npz", n_train=64, n_test=16)
+    args = ("train", seed_model, "-o", out, "--data", data, "--mean", "0.5", "--std", "0.25", "--checkpoint",
+            checkpoint, "--epochs", "1", "--device", "cpu", "--quiet")
+    assert run_cli(*args).code == 0
+    checkpoint.write_bytes(checkpoint.read_bytes()[:kept])
+    out.unlink()
+    message = assert_clean_failure(run_cli(*args, "--resume"), str(checkpoint), "delete it", outputs=(out,))
+    assert not message.rstrip().endswith(":"), message
+
+
 def _finite(path: Path) -> bool:
     return all(np.isfinite(w).all() for w in _weights(path).values())
 
