@@ -103,6 +103,8 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     identity = _run_identity(model, data, limit, output_name, train_config.seed, mean, std)
     if resume and os.path.exists(checkpoint):
         _check_resumable(checkpoint, identity)
+    elif resume:  # the run finished (its checkpoint goes with the output) or never wrote one: said, not guessed
+        log(f"--resume: no checkpoint {checkpoint}; starting from the beginning")
     with about(model):
         net = Network(normalised)
         view = trainable_view(net, output_name, str(model))

@@ -139,6 +139,11 @@ def test_ctrl_c_writes_nothing_says_how_to_resume_and_resumes(seed_model: Path, 
     assert resumed.code in (0, 3), resumed.stderr
     assert out.exists() and not checkpoint.exists()
 
+    loud = [arg for arg in BUDGET if arg != "--quiet"]
+    again = run_cli("compress", seed_model, "-o", out, *loud, "--resume")  # the run had finished
+    assert again.code == resumed.code, again.stderr
+    assert f"--resume: no checkpoint {checkpoint}; starting from the beginning" in again.stdout
+
 
 def test_sigterm_stops_like_ctrl_c_with_exit_143_and_resumes(seed_model: Path, tmp_path: Path) -> None:
     """A CI runner's timeout sends SIGTERM: it ended the run without a word (exit -15, and a temporary file
