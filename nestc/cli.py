@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from dataclasses import asdict
 from fractions import Fraction
@@ -198,11 +199,17 @@ def train(model: str, output: str, data: str, data_dir: str | None, download: bo
     """Train all weights of MODEL on --data and write it to -o."""
     config = _train_config(batch_size, lr, weight_decay, optimizer, device, amp, seed_value, quiet,
                            10 if epochs is None else epochs)
+    existing = _file_stamp(output)
     try:
         before, after = api.train(model, output, data, config, data_dir, download, output_name, checkpoint, resume,
                                   mean=mean, std=std)
-    except KeyboardInterrupt:
-        _interrupted(checkpoint, "epoch")
+    except KeyboardInterrupt as exc:
+        if _file_stamp(output) != existing:  # interrupted while the written file's accuracy was measured
+            stopped, code = _stop(exc)
+            click.echo(f"nestc: {stopped} after {output} was written, before its test accuracy was measured",
+                       err=True)
+            sys.exit(code)
+        _interrupted(exc, checkpoint, "epoch")
     if after is not None:
         click.echo(f"test accuracy (onnxruntime): {before:.2%} -> {after:.2%}; wrote {output}")
         if before is not None and after < before - LOST_ACCURACY:
@@ -333,8 +340,8 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
     try:
         result = run_compress(model, output, data, config, train_config, report, plot, sparse_format, data_dir,
                               download, limit, output_name, resume, log=log, mean=mean, std=std)
-    except KeyboardInterrupt:
-        _interrupted(f"{output}.ckpt", "step")
+    except KeyboardInterrupt as exc:
+        _interrupted(exc, f"{output}.ckpt", "step")
     from nestc.training import init_from_env
 
     if init_from_env().is_main:  # under torchrun every rank has the result; one prints it
@@ -348,17 +355,45 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
     sys.exit(result.exit_code)
 
 
-def _interrupted(checkpoint: str | None, unit: str) -> NoReturn:
-    """Ctrl-C in a training command: exit 130 with one line that says no output was written and, when the
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI runner's timeout, ``kill``), raised where Ctrl-C raises :class:`KeyboardInterrupt`.
+
+    Python's default for SIGTERM ends the process on the spot: no word on stderr, and a temporary file
+    being written stays behind. Raised as an interrupt, it unwinds like Ctrl-C: temporary files removed,
+    the checkpoint kept, one line on stderr; the exit code is 143 (128 + SIGTERM), as a shell reports it.
+    """
+
+
+def _terminate(_signum: int, _frame: object) -> NoReturn:
+    raise Terminated
+
+
+def _file_stamp(path: str) -> tuple[int, int] | None:
+    """Inode and modification time of ``path`` (None when absent): an atomic write changes both."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def _stop(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """How an interruption is named on stderr, and the exit code it gives."""
+    return ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+
+
+def _interrupted(exc: KeyboardInterrupt, checkpoint: str | None, unit: str) -> NoReturn:
+    """Ctrl-C or SIGTERM in a training command: one line that says no output was written and, when the
     run's checkpoint is on disk, how to go on from it (a bare "interrupted" left the user guessing)."""
+    stopped, code = _stop(exc)
     if checkpoint is None:
-        click.echo("nestc: interrupted; no output was written", err=True)
+        click.echo(f"nestc: {stopped}; no output was written", err=True)
     elif os.path.exists(checkpoint):
-        click.echo(f"nestc: interrupted; no output was written. The last finished {unit} is kept in {checkpoint}: "
+        click.echo(f"nestc: {stopped}; no output was written. The last finished {unit} is kept in {checkpoint}: "
                    "run the same command with --resume to continue", err=True)
     else:
-        click.echo(f"nestc: interrupted before the first {unit} finished; no output was written", err=True)
-    sys.exit(130)
+        click.echo(f"nestc: {stopped} before the first {unit} finished; no output was written", err=True)
+    sys.exit(code)
 
 
 def _print_summary(report: dict) -> None:
@@ -410,7 +445,7 @@ def demo(output: str, quiet: bool) -> None:
 
 
 def main() -> None:
-    """Console entry point: one line and an exit code for user errors, 130 on Ctrl-C.
+    """Console entry point: one line and an exit code for user errors, 130 on Ctrl-C, 143 on SIGTERM.
 
     Usage mistakes that click catches (an unknown option, ``--batch-size 0``) are printed as one
     ``nestc: error:`` line too, so CI logs and scripts see the same shape for every user error. A bare
@@ -418,6 +453,7 @@ def main() -> None:
     of memory is one too (exit 2): nestc's own allocations are small, the ones that fail are sized by
     the user's options, data and model.
     """
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(standalone_mode=False)
     except NestcError as exc:
@@ -434,9 +470,10 @@ def main() -> None:
         hint = f" (see '{ctx.command_path} --help')" if isinstance(exc, click.UsageError) and ctx else ""
         click.echo(f"nestc: error: {one_line(exc.format_message(), limit=2000)}{hint}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("nestc: interrupted; no output was written", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        stopped, code = _stop(exc)
+        click.echo(f"nestc: {stopped}; no output was written", err=True)
+        sys.exit(code)
     except MemoryError as exc:  # what was asked for (--samples 10**12, say) does not fit: no bug to trace
         click.echo(f"nestc: error: out of memory ({one_line(str(exc)) or 'MemoryError'}); ask for less: fewer "
                    "--samples, a smaller --batch-size or --limit, a smaller model", err=True)

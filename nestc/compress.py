@@ -24,7 +24,7 @@ import torch
 from nestc import runtime
 from nestc.data.load import data_files
 from nestc.errors import OptionError, PassError, about, require
-from nestc.fileio import atomic_write_bytes, check_outputs
+from nestc.fileio import atomic_write_bytes, check_outputs, uninterruptible
 from nestc.frontends import load_model
 from nestc.frontends.files import model_bytes, model_files
 from nestc.frontends.precision import stored_precision
@@ -33,7 +33,7 @@ from nestc.ir.classifier import ClassifierView, trainable_view
 from nestc.ir.emit import SPARSE_FORMATS, emit_model
 from nestc.ir.network import Network
 from nestc.model_data import check_normalisation, data_for_model, is_trained, output_classes, split_validation
-from nestc.report import plot_history, write_json
+from nestc.report import history_png, json_bytes
 from nestc.schedule.config import NestConfig
 from nestc.schedule.runner import NestRun, SplitData
 from nestc.schedule.state import read_state
@@ -103,6 +103,8 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     identity = _run_identity(model, data, limit, output_name, train_config.seed, mean, std)
     if resume and os.path.exists(checkpoint):
         _check_resumable(checkpoint, identity)
+    elif resume:  # the run finished (its checkpoint goes with the output) or never wrote one: said, not guessed
+        log(f"--resume: no checkpoint {checkpoint}; starting from the beginning")
     with about(model):
         net = Network(normalised)
         view = trainable_view(net, output_name, str(model))
@@ -135,15 +137,26 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     serialized = emitted.SerializeToString()
     payload["file_bytes"]["after"] = len(serialized)
     if trainer.dist.is_main:  # under torchrun every rank ends with the same model; one writes it
-        atomic_write_bytes(output, serialized)
+        files = {output: serialized}
         if report is not None:
-            write_json(report, payload)
+            files[report] = json_bytes(payload)
         if plot is not None and outcome.history:
-            plot_history(payload["history"], plot, title=f"nestc compress {Path(model).name}",
-                         output_step=outcome.output_step)
+            files[plot] = history_png(payload["history"], f"nestc compress {Path(model).name}", outcome.output_step)
+        _write_outputs(files, checkpoint)
+    return CompressResult(str(output), outcome.met_budget, payload)
+
+
+def _write_outputs(files: dict[str | os.PathLike, bytes], checkpoint: str) -> None:
+    """Write the run's files and delete its checkpoint as one step that Ctrl-C or SIGTERM cannot split.
+
+    An interrupt between the writes left the model and report written, the plot missing and the
+    checkpoint kept, and the command said that no output was written.
+    """
+    with uninterruptible():
+        for path, data in files.items():
+            atomic_write_bytes(path, data)
         if os.path.exists(checkpoint):
             os.unlink(checkpoint)
-    return CompressResult(str(output), outcome.met_budget, payload)
 
 
 def _silent(_line: str) -> None:

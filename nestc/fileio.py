@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from nestc.errors import PATH, OptionError, OutputError, require
@@ -38,6 +42,25 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def uninterruptible() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM for the block: a group of files written in it is written whole or not at all.
+
+    Meant for the last few milliseconds of a command, when everything is computed and only renames are
+    left; a signal then is moot, as the command ends at once anyway. Python can only set handlers in the
+    main thread; elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike, option: str = "-o") -> Path:

@@ -8,27 +8,24 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
-
-from nestc.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def write_json(path: str | os.PathLike, payload: dict) -> None:
-    """Write ``payload`` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
+def json_bytes(payload: dict) -> bytes:
+    """``payload`` as indented JSON, ready to be written with the run's other files."""
+    return (json.dumps(payload, indent=2) + "\n").encode()
 
 
-def plot_history(history: Sequence[dict], path: str | os.PathLike, title: str = "nestc compress",
-                 output_step: int | None = None) -> None:
-    """Plot ``history`` (see :func:`history_figure`) to a PNG at ``path``, written atomically."""
+def history_png(history: Sequence[dict], title: str = "nestc compress", output_step: int | None = None) -> bytes:
+    """``history`` plotted (see :func:`history_figure`) as PNG bytes: rendered before any file is written,
+    since rendering takes about a second, long enough for an interrupt to split the run's files."""
     buffer = io.BytesIO()
     history_figure(history, title, output_step).savefig(buffer, format="png", dpi=110)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def history_figure(history: Sequence[dict], title: str = "nestc compress", output_step: int | None = None) -> Figure:

@@ -139,22 +139,87 @@ def test_ctrl_c_writes_nothing_says_how_to_resume_and_resumes(seed_model: Path, 
     assert resumed.code in (0, 3), resumed.stderr
     assert out.exists() and not checkpoint.exists()
 
+    loud = [arg for arg in BUDGET if arg != "--quiet"]
+    again = run_cli("compress", seed_model, "-o", out, *loud, "--resume")  # the run had finished
+    assert again.code == resumed.code, again.stderr
+    assert f"--resume: no checkpoint {checkpoint}; starting from the beginning" in again.stdout
 
-def test_ctrl_c_in_train_says_where_the_checkpoint_is_and_resumes(seed_model: Path, tmp_path: Path) -> None:
-    """As compress: one line (it was a blank line and a bare "nestc: interrupted"), the checkpoint kept."""
+
+def test_sigterm_stops_like_ctrl_c_with_exit_143_and_resumes(seed_model: Path, tmp_path: Path) -> None:
+    """A CI runner's timeout sends SIGTERM: it ended the run without a word (exit -15, and a temporary file
+    being written stayed behind); now it unwinds as Ctrl-C does."""
+    out = tmp_path / "out.onnx"
+    checkpoint = Path(f"{out}.ckpt")
+    victim = _start("compress", seed_model, "-o", out, *BUDGET)
+    stderr = _interrupt_after(victim, checkpoint, writes=2, sig=signal.SIGTERM)
+    assert victim.returncode == 143, stderr
+    assert stderr == (f"nestc: terminated (SIGTERM); no output was written. The last finished step is kept in "
+                      f"{checkpoint}: run the same command with --resume to continue\n")
+    assert sorted(tmp_path.iterdir()) == [checkpoint]
+    resumed = run_cli("compress", seed_model, "-o", out, *BUDGET, "--resume")
+    assert resumed.code in (0, 3), resumed.stderr
+    assert out.exists() and not checkpoint.exists()
+
+
+@pytest.mark.parametrize(("sig", "code", "stopped"), [(signal.SIGINT, 130, "interrupted"),
+                                                      (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_in_train_says_where_the_checkpoint_is_and_resumes(seed_model: Path, tmp_path: Path, sig: int,
+                                                                 code: int, stopped: str) -> None:
+    """As compress: one line (it was a blank line and a bare "nestc: interrupted"), the checkpoint kept.
+    SIGTERM too, as a CI runner's timeout sends it (it ended the process without a word)."""
     out, checkpoint = tmp_path / "out.onnx", tmp_path / "train.ckpt"
     data = h.image_npz(tmp_path / "small.npz", n_train=256, n_test=32)  # epochs of milliseconds
     args = ("train", seed_model, "-o", out, "--data", data, "--mean", "0.5", "--std", "0.25", "--checkpoint",
             checkpoint, "--epochs", "20", "--batch-size", "64", "--device", "cpu", "--quiet")
     victim = _start(*args)
-    stderr = _interrupt_after(victim, checkpoint, writes=2, sig=signal.SIGINT)
-    assert victim.returncode == 130, stderr
-    assert stderr == (f"nestc: interrupted; no output was written. The last finished epoch is kept in {checkpoint}: "
+    stderr = _interrupt_after(victim, checkpoint, writes=2, sig=sig)
+    assert victim.returncode == code, stderr
+    assert stderr == (f"nestc: {stopped}; no output was written. The last finished epoch is kept in {checkpoint}: "
                       "run the same command with --resume to continue\n")
     assert not out.exists() and checkpoint.exists()
     config = TrainConfig(epochs=20, batch_size=64, device="cpu", quiet=True)  # the command's, resumed in process
     api.train(seed_model, out, str(data), config, checkpoint=checkpoint, resume=True, mean=(0.5,), std=(0.25,))
     assert out.exists()
+
+
+INTERRUPT_EVALUATE = """
+import os, signal, sys
+from nestc import api, cli
+real = api.evaluate
+def evaluate(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    return real(*args, **kwargs)
+api.evaluate = evaluate
+sys.argv = ["nestc", *sys.argv[1:]]
+cli.main()
+"""
+
+
+def test_ctrl_c_in_train_after_the_output_is_written_says_so(seed_model: Path, tmp_path: Path) -> None:
+    """A real Ctrl-C once the output is written, while its accuracy is measured: the line said that no output
+    was written, beside the file just written."""
+    out = tmp_path / "out.onnx"
+    data = h.image_npz(tmp_path / "small.npz", n_train=256, n_test=32)
+    done = subprocess.run([sys.executable, "-c", INTERRUPT_EVALUATE, "train", str(seed_model), "-o", str(out),
+                           "--data", str(data), "--mean", "0.5", "--std", "0.25", "--epochs", "1", "--device", "cpu",
+                           "--quiet"], capture_output=True, text=True, env=nestc_env(), timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == f"nestc: interrupted after {out} was written, before its test accuracy was measured\n"
+    assert out.exists()
+
+
+@pytest.mark.parametrize("kept", [0, 4096], ids=["empty", "truncated"])
+def test_train_resume_from_a_torn_checkpoint_is_one_line(seed_model: Path, tmp_path: Path, kept: int) -> None:
+    """An empty checkpoint (a full disk, a copy cut short) ended the line after "checkpoint 'C':"."""
+    out, checkpoint = tmp_path / "out.onnx", tmp_path / "train.ckpt"
+    data = h.image_npz(tmp_path / "small.npz", n_train=64, n_test=16)
+    args = ("train", seed_model, "-o", out, "--data", data, "--mean", "0.5", "--std", "0.25", "--checkpoint",
+            checkpoint, "--epochs", "1", "--device", "cpu", "--quiet")
+    assert run_cli(*args).code == 0
+    checkpoint.write_bytes(checkpoint.read_bytes()[:kept])
+    out.unlink()
+    message = assert_clean_failure(run_cli(*args, "--resume"), str(checkpoint), "delete it", outputs=(out,))
+    assert not message.rstrip().endswith(":"), message
 
 
 def _finite(path: Path) -> bool:
@@ -200,6 +265,34 @@ def test_nan_in_one_step_rolls_back_to_the_network_before_it(seed_model: Path, t
     steps = result.report["history"]
     failed = [s for s in steps if "diverged" in s["action"]]
     assert len(failed) == 1 and not failed[0]["accepted"]
+
+
+INTERRUPT_EACH_WRITE = """
+import os, signal, sys
+import nestc
+from nestc.schedule.config import NestConfig
+from nestc.training import TrainConfig
+c = sys.modules["nestc.compress"]  # the package's `compress` is the function
+real = c.atomic_write_bytes
+def write(path, data):
+    real(path, data)
+    os.kill(os.getpid(), signal.SIGINT)
+c.atomic_write_bytes = write
+out = sys.argv[2]
+c.compress(sys.argv[1], out, "embedded", NestConfig(max_epochs=1, grow_epochs=0.5), TrainConfig(device="cpu",
+           quiet=True), report=out + ".json", plot=out + ".png", limit=300, log=lambda _line: None)
+"""
+
+
+def test_ctrl_c_while_the_outputs_are_written_does_not_split_them(seed_model: Path, tmp_path: Path) -> None:
+    """A real Ctrl-C after each output file: the model, report and plot are written together and the checkpoint
+    goes with them. Between the writes (the plot took a second to render) it left the model and report, no
+    plot and the checkpoint, and said that no output was written."""
+    out = tmp_path / "out.onnx"
+    done = subprocess.run([sys.executable, "-c", INTERRUPT_EACH_WRITE, str(seed_model), str(out)],
+                          capture_output=True, text=True, env=nestc_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx", "out.onnx.json", "out.onnx.png"]
 
 
 def test_interrupted_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from nestc.errors import OptionError
+from nestc.errors import OptionError, first_line
 
 FORMAT = 1
 
@@ -49,7 +49,9 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise OptionError(f"cannot read checkpoint {os.fspath(path)!r}: {exc}".splitlines()[0]) from exc
+        # first_line: an empty file's EOFError has no text, which left the line ending in "checkpoint 'c':"
+        raise OptionError(f"cannot read checkpoint {os.fspath(path)!r} ({first_line(exc)}); delete it to start "
+                          "over") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise OptionError(f"{os.fspath(path)!r} is not a nestc training checkpoint (format {FORMAT})")
     return payload
