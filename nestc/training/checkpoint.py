@@ -9,14 +9,15 @@ random-number states are stored as tensors.
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from nestc.errors import OptionError, first_line
+from nestc.fileio import atomic_write_bytes
 
 FORMAT = 1
 
@@ -25,16 +26,9 @@ def save_atomic(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write ``payload`` with ``torch.save`` so that ``path`` always holds a complete file."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buffer)
+    atomic_write_bytes(target, buffer.getvalue())
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any] | None:
