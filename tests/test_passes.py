@@ -21,7 +21,7 @@ from nestc.passes.grow_connections import grow_connections
 from nestc.passes.grow_feature_maps import grow_feature_maps
 from nestc.passes.grow_neurons import grow_neurons
 from nestc.passes.partial_area import partial_area
-from nestc.passes.prune_connections import prune_connections
+from nestc.passes.prune_connections import effective_magnitude, prune_connections
 from nestc.passes.prune_units import prune_units, unit_scores
 from nestc.passes.unit_spaces import prunable_spaces
 from nestc.seeds import build_seed
@@ -321,6 +321,80 @@ def test_prune_connections_judges_effective_weight_after_batch_norm(images) -> N
     prune_connections(net, 0.05, max_layer_fraction=0.5)
     mask = net.mask(conv.weight)
     assert float(mask[0].mean()) < float(mask[1:].mean())
+
+
+def _bn_graph(in_shape: list, nodes: list, weights: dict[str, np.ndarray], channels: int) -> Network:
+    """A hand-built graph ending in ``BatchNormalization(h) -> y`` over ``channels`` channels, with random
+    non-trivial BN parameters (negative scales included), so that the BN is not folded into anything."""
+    rng = np.random.default_rng(0)
+    weights = {**weights, "gamma": rng.uniform(-2, 2, channels), "beta": rng.uniform(-1, 1, channels),
+               "mean": rng.uniform(-1, 1, channels), "var": rng.uniform(0.1, 3, channels)}
+    bn = onnx.helper.make_node("BatchNormalization", ["h", "gamma", "beta", "mean", "var"], ["y"], epsilon=1e-3)
+    graph = onnx.helper.make_graph(
+        [*nodes, bn], "bn", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", *in_shape])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
+    net = Network(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]))
+    ensure_masks(net)
+    return net
+
+
+def _bn_gain(net: Network, units: slice, out_axis: int, rank: int) -> torch.Tensor:
+    """|gamma| / sqrt(var + eps) of the graph's BN for ``units``, in float64, shaped to broadcast over a weight."""
+    gamma = net.tensor("gamma").detach().double()[units]
+    gain = gamma.abs() / torch.sqrt(net.tensor("var").detach().double()[units] + 1e-3)
+    shape = [1] * rank
+    shape[out_axis] = -1
+    return gain.reshape(shape)
+
+
+def _magnitudes(net: Network) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer weight: (effective magnitude, |w|), both float64."""
+    return {layer.weight: (effective_magnitude(net, layer).double(), net.tensor(layer.weight).detach().double().abs())
+            for layer in layers(net)}
+
+
+def test_effective_magnitude_reaches_batch_norm_through_a_bias_add() -> None:
+    """MatMul -> Add(bias) -> BatchNormalization (a Linear + BatchNorm1d export): each output unit's weights
+    get that unit's BN gain."""
+    rng = np.random.default_rng(1)
+    nodes = [onnx.helper.make_node("MatMul", ["x", "w"], ["z"]), onnx.helper.make_node("Add", ["z", "b"], ["h"])]
+    net = _bn_graph([6], nodes, {"w": rng.normal(size=(6, 4)), "b": rng.normal(size=4)}, channels=4)
+    score, weight = _magnitudes(net)["w"]
+    torch.testing.assert_close(score, weight * _bn_gain(net, slice(0, 4), 1, 2))
+
+
+def test_effective_magnitude_gives_concatenated_convolutions_the_gain_at_their_offset() -> None:
+    """Conv a (2 maps), Conv b (3 maps) + bias -> Concat -> BatchNormalization: b's maps are BN channels 2..4."""
+    rng = np.random.default_rng(2)
+    nodes = [onnx.helper.make_node("Conv", ["x", "wa"], ["a"], pads=[1, 1, 1, 1]),
+             onnx.helper.make_node("Conv", ["x", "wb"], ["zb"], pads=[1, 1, 1, 1]),
+             onnx.helper.make_node("Add", ["zb", "bb"], ["b"]),
+             onnx.helper.make_node("Concat", ["a", "b"], ["h"], axis=-3)]
+    weights = {"wa": rng.normal(size=(2, 3, 3, 3)), "wb": rng.normal(size=(3, 3, 3, 3)),
+               "bb": rng.normal(size=(3, 1, 1))}
+    net = _bn_graph([3, 5, 5], nodes, weights, channels=5)
+    found = _magnitudes(net)
+    for name, units in (("wa", slice(0, 2)), ("wb", slice(2, 5))):
+        score, weight = found[name]
+        torch.testing.assert_close(score, weight * _bn_gain(net, units, 0, 4))
+
+
+def test_effective_magnitude_ignores_a_batch_norm_behind_a_nonlinearity() -> None:
+    """Conv -> Relu -> BatchNormalization: the BN does not scale the weight's contribution linearly."""
+    nodes = [onnx.helper.make_node("Conv", ["x", "w"], ["z"]), onnx.helper.make_node("Relu", ["z"], ["h"])]
+    net = _bn_graph([3, 5, 5], nodes, {"w": np.random.default_rng(3).normal(size=(4, 3, 3, 3))}, channels=4)
+    score, weight = _magnitudes(net)["w"]
+    assert torch.equal(score, weight)
+
+
+def test_effective_magnitude_of_a_directly_following_batch_norm_is_unchanged() -> None:
+    """Conv -> BatchNormalization: |w| times the gain, computed in float32 exactly as it always was."""
+    nodes = [onnx.helper.make_node("Conv", ["x", "w"], ["h"])]
+    net = _bn_graph([3, 5, 5], nodes, {"w": np.random.default_rng(4).normal(size=(4, 3, 3, 3))}, channels=4)
+    gain = net.tensor("gamma").detach().abs() / torch.sqrt(net.tensor("var").detach() + 1e-3)
+    expected = net.tensor("w").detach().abs() * gain.reshape(-1, 1, 1, 1)
+    assert torch.equal(effective_magnitude(net, layers(net)[0]), expected)
 
 
 def test_grow_neurons_extends_every_member(images) -> None:

@@ -1,11 +1,12 @@
 """``prune_connections``: magnitude pruning of connections, batch-norm aware.
 
 Removes the active connections with the smallest *effective* magnitude: a weight's |w| times the
-|gamma| / sqrt(var + eps) of a BatchNormalization that directly follows its layer, because that is
-the size of its contribution to what the next layer sees. Scores are normalised by each layer's mean
-active score, so one global ranking serves layers of very different scale, and no layer loses more
-than ``max_layer_fraction`` of its active connections in one step or drops below ``min_per_unit``
-connections per output unit on average.
+|gamma| / sqrt(var + eps) of the BatchNormalization its layer's output reaches along a linear,
+channel-preserving path (directly, or through bias Adds, Identity and channel Concats, where the
+layer's units sit at an offset), because that is the size of its contribution to what the next layer
+sees. Scores are normalised by each layer's mean active score, so one global ranking serves layers of
+very different scale, and no layer loses more than ``max_layer_fraction`` of its active connections in
+one step or drops below ``min_per_unit`` connections per output unit on average.
 
 Guarantees: only masks change (pruned weights are zeroed); the number of active connections drops by
 at most ``fraction`` of the total.
@@ -13,35 +14,99 @@ at most ``fraction`` of the total.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
+from nestc.channels.analysis import sample_inputs
 from nestc.ir.network import Network
+from nestc.ir.registry import Node
 from nestc.passes.base import Layer, PassResult, layers
 
+Shapes = Callable[[str], tuple[int, ...]]
+"""Static shape of an activation by name."""
 
-def effective_magnitude(net: Network, layer: Layer) -> torch.Tensor:
-    """|w| scaled by a directly following BatchNormalization's per-channel gain."""
+
+def lazy_shapes(net: Network) -> Shapes:
+    """Activation shapes, learnt by one inference pass on sample inputs the first time one is asked for.
+
+    Only a Concat between a layer and its BatchNormalization needs them (its inputs' channel counts), so
+    a model without one never pays for the pass.
+    """
+    found: dict[str, tuple[int, ...]] = {}
+
+    def shape(name: str) -> tuple[int, ...]:
+        if not found:
+            found.update(net.tensor_shapes(*sample_inputs(net)))
+        return found[name]
+
+    return shape
+
+
+def effective_magnitude(net: Network, layer: Layer, shapes: Shapes | None = None) -> torch.Tensor:
+    """|w| scaled per output unit by the gain of the BatchNormalization the layer's output reaches linearly.
+
+    Args:
+        net: the network.
+        layer: the layer whose weight is scored.
+        shapes: activation shapes (default: :func:`lazy_shapes`); pass one to share it across layers.
+    """
     weight = net.effective_weight(layer.weight).detach().abs()
-    for node in net.nodes:
-        if node.op_type == "BatchNormalization" and node.inputs[0] == layer.node.outputs[0]:
-            gamma = net.tensor(node.inputs[1]).detach()
-            var = net.tensor(node.inputs[4]).detach()
-            gain = gamma.abs() / torch.sqrt(var + float(node.attr("epsilon", 1e-5)))
-            shape = [1] * weight.dim()
-            shape[layer.out_axis] = -1
-            return weight * gain.reshape(shape)
-    return weight
+    gain = batch_norm_gain(net, layer, shapes or lazy_shapes(net))
+    if gain is None:
+        return weight
+    shape = [1] * weight.dim()
+    shape[layer.out_axis] = -1
+    return weight * gain.reshape(shape)
+
+
+def batch_norm_gain(net: Network, layer: Layer, shapes: Shapes) -> torch.Tensor | None:
+    """|gamma| / sqrt(var + eps) for each output unit of ``layer``, or ``None`` when no BN scales it linearly.
+
+    Follows the output while its sole reader passes channels through unchanged (:func:`channel_step`); a
+    nonlinearity, a channel-mixing op or a fork ends the search, since a BN beyond it does not scale the
+    weight's contribution.
+    """
+    tensor, offset = layer.node.outputs[0], 0
+    units = net.tensor(layer.weight).shape[layer.out_axis]
+    while True:
+        readers = [node for node in net.nodes if tensor in node.inputs]
+        norm = next((n for n in readers if n.op_type == "BatchNormalization" and n.inputs[0] == tensor), None)
+        if norm is not None:
+            gain = net.tensor(norm.inputs[1]).detach().abs() / torch.sqrt(
+                net.tensor(norm.inputs[4]).detach() + float(norm.attr("epsilon", 1e-5)))
+            return gain[offset:offset + units] if offset + units <= len(gain) else None
+        step = channel_step(net, readers[0], tensor, shapes) if len(readers) == 1 else None
+        if step is None:
+            return None
+        tensor, offset = readers[0].outputs[0], offset + step
+
+
+def channel_step(net: Network, node: Node, tensor: str, shapes: Shapes) -> int | None:
+    """Where channel 0 of ``tensor`` lands on axis 1 of ``node``'s output, if ``node`` passes channels
+    through linearly (a bias Add, Identity, a Concat on axis 1); ``None`` otherwise."""
+    if node.op_type == "Identity":
+        return 0
+    if node.op_type == "Add":
+        others = [name for name in node.inputs if name != tensor]
+        return 0 if len(others) == 1 and net.has_tensor(others[0]) else None
+    if node.op_type == "Concat" and node.inputs.count(tensor) == 1:
+        if int(node.attr("axis")) % len(shapes(node.outputs[0])) != 1:
+            return None
+        return sum(shapes(name)[1] for name in node.inputs[:node.inputs.index(tensor)])
+    return None
 
 
 def prune_connections(net: Network, fraction: float, max_layer_fraction: float = 0.5,
                       min_per_unit: float = 1.0) -> PassResult:
     """Deactivate about ``fraction`` of all active connections, smallest effective magnitude first."""
     scored: list[tuple[Layer, torch.Tensor, torch.Tensor]] = []
+    shapes = lazy_shapes(net)
     for layer in layers(net):
         mask = net.mask(layer.weight)
         if mask is None:
             continue
-        score = effective_magnitude(net, layer)
+        score = effective_magnitude(net, layer, shapes)
         active = mask > 0
         mean = score[active].mean() if bool(active.any()) else torch.tensor(1.0)
         scored.append((layer, score / (mean + 1e-12), active))
