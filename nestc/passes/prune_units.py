@@ -25,7 +25,7 @@ from nestc.channels.analysis import ChannelAnalysis, analyse_channels
 from nestc.channels.layout import Member, unit_positions
 from nestc.ir.network import Network
 from nestc.passes.base import PassResult
-from nestc.passes.prune_connections import effective_magnitude
+from nestc.passes.prune_connections import Shapes, effective_magnitude, lazy_shapes
 from nestc.passes.unit_spaces import PrunableSpace, prunable_spaces
 
 
@@ -36,8 +36,9 @@ def prune_units(net: Network, fraction: float, sample: torch.Tensor, max_space_f
     analysis = analyse_channels(net, sample[:2])
     spaces = prunable_spaces(net, analysis)
     scored: list[tuple[PrunableSpace, torch.Tensor]] = []
+    shapes = lazy_shapes(net)  # one inference pass at most, shared by every space
     for space in spaces:
-        score = unit_scores(net, analysis, space)
+        score = unit_scores(net, analysis, space, shapes)
         live = score > 0
         if int(live.sum()) > 1:
             scored.append((space, torch.where(live, score / score[live].mean(), torch.full_like(score, float("inf")))))
@@ -60,10 +61,12 @@ def prune_units(net: Network, fraction: float, sample: torch.Tensor, max_space_f
     return PassResult("prune_units", removed > 0, {"removed": removed, "live_before": total})
 
 
-def unit_scores(net: Network, analysis: ChannelAnalysis, space: PrunableSpace) -> torch.Tensor:
+def unit_scores(net: Network, analysis: ChannelAnalysis, space: PrunableSpace,
+                shapes: Shapes | None = None) -> torch.Tensor:
     """Per unit of ``space``: incoming effective magnitude (summed over its producers) times outgoing
-    magnitude (summed over its readers); 0 for dead units."""
-    incoming = sum(_per_unit(effective_magnitude(net, layer), analysis, member, space.space)
+    magnitude (summed over its readers); 0 for dead units. ``shapes``: see :func:`effective_magnitude`."""
+    shapes = shapes or lazy_shapes(net)
+    incoming = sum(_per_unit(effective_magnitude(net, layer, shapes), analysis, member, space.space)
                    for layer, member in space.producers)
     outgoing = sum(_per_unit(net.effective_weight(layer.weight).detach().abs(), analysis, member, space.space)
                    for layer, member in space.readers)
