@@ -278,7 +278,7 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--max-epochs", default=40.0, show_default=True, type=float, help="Training epochs for the whole run.")
 @click.option("--time-budget", default=None, type=float,
               help="Seconds for the whole run, loading included; checked between steps (the step in progress "
-                   "finishes).")
+                   "finishes). A --resume run gets it afresh, as a CI job's time limit would.")
 @click.option("--grow", default="auto", show_default=True, type=click.Choice(["auto", "on", "off"]),
               help="Growth phase; auto: for sparse seeds. An untrained model is trained before pruning "
                    "either way.")

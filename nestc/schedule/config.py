@@ -32,7 +32,9 @@ class NestConfig:
         target_params: stop pruning once non-zero parameters are at or below this.
         max_epochs: total training epochs for the whole run (growth, retraining, recovery).
         time_budget: wall-clock seconds for the whole run (from the start of ``compress``), checked between
-            steps: the step in progress finishes. ``None`` for no limit.
+            steps: the step in progress finishes. A resumed run counts from its own start (epochs carry
+            over in the checkpoint, wall time does not: each invocation fits its job's limit). ``None`` for
+            no limit.
         grow: ``auto`` grows when the model is a NeST seed: sparse (weight density below 50 %). An
             untrained model (accuracy near chance, ``model_data.is_trained``) is trained before pruning
             whether it grows or not, since its chance-level accuracy is no budget to keep.
