@@ -19,7 +19,7 @@ import onnx
 
 from nestc import runtime
 from nestc.errors import NUMBER, ModelError, OptionError, about, require
-from nestc.fileio import atomic_write_bytes, check_output_path, check_outputs
+from nestc.fileio import atomic_write_bytes, check_output_path, check_outputs, run_identity
 from nestc.frontends import load_model
 from nestc.frontends.files import model_files
 from nestc.frontends.onnx_loader import graph_inputs
@@ -332,7 +332,10 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     dataset = data_for_model(view, data, data_dir, download, mean, std, label=str(model))
     if dataset.y_train is None:
         raise OptionError(f"data '{data}' has no labels; `nestc train` needs labels (compress can distil)")
-    trainer.fit(view, dataset.x_train, dataset.y_train, checkpoint=checkpoint, resume=resume)  # type: ignore[arg-type]
+    given = [] if mean is None else [[float(v) for v in mean], [float(v) for v in std or ()]]
+    identity = run_identity(model, str(data), output_name, config.seed, *given)
+    trainer.fit(view, dataset.x_train, dataset.y_train, checkpoint=checkpoint, resume=resume,  # type: ignore[arg-type]
+                identity=identity)
     record_input(net.template, dataset)
     if trainer.dist.is_main:
         save_network(net, output)

@@ -9,8 +9,6 @@ touched.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -24,7 +22,7 @@ import torch
 from nestc import runtime
 from nestc.data.load import data_files
 from nestc.errors import OptionError, PassError, about, require
-from nestc.fileio import atomic_write_bytes, check_outputs, uninterruptible
+from nestc.fileio import atomic_write_bytes, check_outputs, run_identity, uninterruptible
 from nestc.frontends import load_model
 from nestc.frontends.files import model_bytes, model_files
 from nestc.frontends.precision import stored_precision
@@ -171,13 +169,8 @@ def _run_identity(model: str | os.PathLike, data: str, limit: int | None, output
     Other options may change on ``--resume`` (a longer ``--max-epochs``, say); these may not, since
     the saved networks and counters would then describe a different run.
     """
-    digest = hashlib.sha256()
-    with open(model, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     given = [] if mean is None else [mean, std]  # absent when not given: older checkpoints stay resumable
-    digest.update(json.dumps([str(data), limit, output_name, seed, *given]).encode())
-    return digest.hexdigest()
+    return run_identity(model, str(data), limit, output_name, seed, *given)
 
 
 def _check_resumable(checkpoint: str, identity: str) -> None:

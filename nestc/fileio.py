@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import tempfile
@@ -110,3 +112,15 @@ def check_distinct_outputs(outputs: dict[str, str | os.PathLike | None]) -> None
         if resolved in seen:
             raise OptionError(f"{option} {path}: same path as {seen[resolved]}; choose another name")
         seen[resolved] = option
+
+
+def run_identity(model: str | os.PathLike, *parts: object) -> str:
+    """A digest of ``model``'s bytes and ``parts`` (JSON-serialisable): what a checkpoint must have been
+    written for to be resumed, since weights and counters saved for another model, data set or seed
+    would load without complaint whenever the shapes agree."""
+    digest = hashlib.sha256()
+    with open(model, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(json.dumps([str(part) if isinstance(part, os.PathLike) else part for part in parts]).encode())
+    return digest.hexdigest()

@@ -222,6 +222,23 @@ def test_train_resume_from_a_torn_checkpoint_is_one_line(seed_model: Path, tmp_p
     assert not message.rstrip().endswith(":"), message
 
 
+def test_train_resume_refuses_the_checkpoint_of_another_model(seed_model: Path, tmp_path: Path) -> None:
+    """A checkpoint left by training one model loaded into another of the same shapes without a word:
+    the output was the other model's training. It is refused, as compress refuses one."""
+    out, checkpoint, other = tmp_path / "out.onnx", tmp_path / "train.ckpt", tmp_path / "other.onnx"
+    data = h.image_npz(tmp_path / "small.npz", n_train=64, n_test=16)
+    api.seed("lenet-300-100", other, width_ratio=0.1, density=0.3, seed_value=1)  # same shapes, other weights
+
+    def train(model: Path, *extra: str) -> h.Run:
+        return run_cli("train", model, "-o", out, "--data", data, "--mean", "0.5", "--std", "0.25", "--checkpoint",
+                       checkpoint, "--epochs", "1", "--device", "cpu", "--quiet", *extra)
+
+    assert train(seed_model).code == 0
+    out.unlink()
+    assert_clean_failure(train(other, "--resume"), str(checkpoint), "another model", outputs=(out,))
+    assert train(seed_model, "--resume").code == 0  # the same command resumes as before
+
+
 def _finite(path: Path) -> bool:
     return all(np.isfinite(w).all() for w in _weights(path).values())
 

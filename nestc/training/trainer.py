@@ -81,6 +81,7 @@ class _Run:
     on_batch: Callable[[nn.Module], None] | None
     progress: Progress
     started: float
+    identity: str | None = None  # saved with every checkpoint; a resume must present the same
     samples: int = 0
 
 
@@ -111,7 +112,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------ fitting
     def fit(self, model: nn.Module, x: ArrayLike, y: ArrayLike | None, teacher_logits: ArrayLike | None = None,
             epochs: float | None = None, checkpoint: str | os.PathLike[str] | None = None, resume: bool = False,
-            on_batch: Callable[[nn.Module], None] | None = None) -> FitResult:
+            on_batch: Callable[[nn.Module], None] | None = None, identity: str | None = None) -> FitResult:
         """Train ``model`` in place (it is moved to :attr:`device` and stays there).
 
         Args:
@@ -126,6 +127,9 @@ class Trainer:
                 without the file the fit starts from scratch.
             on_batch: called with the (unwrapped) model after every optimizer step, e.g. to
                 re-apply connection masks. It runs in the hot loop: keep it cheap.
+            identity: what the run is of (e.g. :func:`nestc.fileio.run_identity` of the model file and
+                data), saved in the checkpoint; resuming a checkpoint saved with another is refused, since
+                another model's weights load without complaint whenever the shapes agree.
 
         Raises:
             OptionError: inconsistent options, or a checkpoint written for another fit.
@@ -151,10 +155,10 @@ class Trainer:
             start_epoch, rolled_back, last = 0, 0, {"loss": float("nan"), "accuracy": None}
             if state is not None:
                 fit_index, start_epoch, rolled_back, last = self._resume(
-                    state, checkpoint, plan, model, optimizer, schedule)  # type: ignore[arg-type]
+                    state, checkpoint, plan, model, optimizer, schedule, identity)  # type: ignore[arg-type]
                 self._fits = fit_index + 1
             run = _Run(self._wrap(model), model, data, plan, objective, optimizer, schedule, fit_index, on_batch,
-                       Progress(plan.total_steps, wanted(cfg.quiet, self.dist.is_main)), time.perf_counter())
+                       Progress(plan.total_steps, wanted(cfg.quiet, self.dist.is_main)), time.perf_counter(), identity)
             if state is not None:
                 run.progress.advance(schedule.step, last["loss"], last["accuracy"], 0.0)
             try:
@@ -267,13 +271,17 @@ class Trainer:
             return
         ckpt.save_atomic({**capture(run.model, run.optimizer, run.schedule), "epoch": epoch + 1,
                           "fit_index": run.fit_index, "rolled_back": rolled_back, "plan": _plan_key(run.plan),
-                          "rng": rng, "last": last}, path)
+                          "rng": rng, "last": last, "identity": run.identity}, path)
 
     def _resume(self, state: dict[str, Any], path: str | os.PathLike[str], plan: FitPlan, model: nn.Module,
-                optimizer: torch.optim.Optimizer, schedule: LRSchedule) -> tuple[int, int, int, dict[str, Any]]:
+                optimizer: torch.optim.Optimizer, schedule: LRSchedule,
+                identity: str | None) -> tuple[int, int, int, dict[str, Any]]:
         """Load the checkpoint at ``path`` into the live objects; returns (fit index, next epoch, rollbacks,
         last stats). A refusal names the file and what differs (torch's first line only says that loading
         failed; the mismatched tensors and shapes come after it)."""
+        if identity is not None and state.get("identity") not in (None, identity):  # None: an older checkpoint
+            raise OptionError(f"checkpoint {os.fspath(path)}: written by a run of another model, data, seed or "
+                              "normalisation; delete it to start over")
         if state["plan"] != _plan_key(plan):
             raise OptionError(f"checkpoint {os.fspath(path)}: written by a different fit ({state['plan']}); this "
                               f"one is {_plan_key(plan)}. Delete it or pass resume=False")
