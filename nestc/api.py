@@ -313,7 +313,7 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     from nestc.data.load import data_files
     from nestc.input_record import record_input
     from nestc.ir.classifier import trainable_view
-    from nestc.model_data import data_for_model
+    from nestc.model_data import check_normalisation, data_for_model
     from nestc.training import TrainConfig, Trainer
 
     config = TrainConfig() if config is None else config
@@ -322,6 +322,7 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     config.validate()
     if resume and checkpoint is None:  # said before any work, and in the command line's words
         raise OptionError("--resume needs --checkpoint, the file to resume from")
+    mean, std = check_normalisation(mean, std)
     check_outputs({"-o": output, "--checkpoint": checkpoint}, *model_files(model), *data_files(data))
     # before any loading: it refuses a device this machine lacks, and joins torchrun's process group with
     # the backend its device needs (nccl cannot reduce the CPU tensors of --device cpu)
@@ -332,8 +333,7 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
     dataset = data_for_model(view, data, data_dir, download, mean, std, label=str(model))
     if dataset.y_train is None:
         raise OptionError(f"data '{data}' has no labels; `nestc train` needs labels (compress can distil)")
-    given = [] if mean is None else [[float(v) for v in mean], [float(v) for v in std or ()]]
-    identity = run_identity(model, str(data), output_name, config.seed, *given)
+    identity = run_identity(model, data, None, output_name, config.seed, mean, std)
     trainer.fit(view, dataset.x_train, dataset.y_train, checkpoint=checkpoint, resume=resume,  # type: ignore[arg-type]
                 identity=identity)
     record_input(net.template, dataset)

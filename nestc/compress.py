@@ -91,14 +91,15 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     if not trainer.dist.is_main:  # under torchrun every rank runs this; one speaks
         log = _silent
     checkpoint = f"{output}.ckpt"  # written after every step, deleted once the output is: an output too
+    sources = model_files(model)  # the model and its external data: no output may replace them
     check_outputs({"-o": output, "--report": report, "--plot": plot, "-o's checkpoint": checkpoint},
-                  *model_files(model), *data_files(data))
+                  *sources, *data_files(data))
     started = time.perf_counter()
     normalised = load_model(model)
     stored = stored_precision(normalised)  # what onnxruntime runs: the input file's own float type
     before_ort = runtime.session(stored, str(model))  # a model onnxruntime refuses fails before training
     mean, std = check_normalisation(mean, std)
-    identity = _run_identity(model, data, limit, output_name, train_config.seed, mean, std)
+    identity = run_identity(model, data, limit, output_name, train_config.seed, mean, std)
     if resume and os.path.exists(checkpoint):
         _check_resumable(checkpoint, identity)
     elif resume:  # the run finished (its checkpoint goes with the output) or never wrote one: said, not guessed
@@ -130,8 +131,9 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     onnx.checker.check_model(emitted)
     _check_equivalence(final, emitted, dataset.x_test[:256], str(output))
     after_ort = runtime.session(emitted, str(output))
-    payload = _report(model, output, before_stats, emitted, final, outcome, dataset, before_ort, after_ort,
-                      time.perf_counter() - started, view.output, split.validation, config.target_params)
+    payload = _report(model, output, model_bytes(sources), before_stats, emitted, final, outcome, dataset,
+                      before_ort, after_ort, time.perf_counter() - started, view.output, split.validation,
+                      config.target_params)
     serialized = emitted.SerializeToString()
     payload["file_bytes"]["after"] = len(serialized)
     if trainer.dist.is_main:  # under torchrun every rank ends with the same model; one writes it
@@ -159,18 +161,6 @@ def _write_outputs(files: dict[str | os.PathLike, bytes], checkpoint: str) -> No
 
 def _silent(_line: str) -> None:
     """The log of every rank but the first."""
-
-
-def _run_identity(model: str | os.PathLike, data: str, limit: int | None, output_name: str | None, seed: int,
-                  mean: Sequence[float] | None, std: Sequence[float] | None) -> str:
-    """What a checkpoint must have been made from to be resumed: the model's bytes, data (and its
-    normalisation) and seed.
-
-    Other options may change on ``--resume`` (a longer ``--max-epochs``, say); these may not, since
-    the saved networks and counters would then describe a different run.
-    """
-    given = [] if mean is None else [mean, std]  # absent when not given: older checkpoints stay resumable
-    return run_identity(model, str(data), limit, output_name, seed, *given)
 
 
 def _check_resumable(checkpoint: str, identity: str) -> None:
@@ -259,7 +249,7 @@ def _latency(sessions: dict, x_test: np.ndarray) -> dict[str, dict[str, float]]:
     return latency
 
 
-def _report(model, output, before_stats: ModelStats, after_model: onnx.ModelProto,
+def _report(model, output, before_bytes: int, before_stats: ModelStats, after_model: onnx.ModelProto,
             final: Network, outcome, dataset, before_sess, after_sess, seconds: float, output_name: str,
             validation: str, target_params: int | None) -> dict:
     after_stats = model_stats(final)
@@ -286,7 +276,7 @@ def _report(model, output, before_stats: ModelStats, after_model: onnx.ModelProt
             "nonzero_params": round(before_stats.nonzero_params / max(after_stats.nonzero_params, 1), 3),
             "nonzero_macs": round(before_stats.nonzero_macs / max(after_stats.nonzero_macs, 1), 3)},
         "ort_latency_ms": latency,
-        "file_bytes": {"before": model_bytes(model), "after": None},
+        "file_bytes": {"before": before_bytes, "after": None},
         "layers_after": [asdict(layer) for layer in after_stats.layers],
         "seconds": round(seconds, 2),
         "history": [asdict(h) for h in outcome.history],

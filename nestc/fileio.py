@@ -8,7 +8,7 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -114,13 +114,18 @@ def check_distinct_outputs(outputs: dict[str, str | os.PathLike | None]) -> None
         seen[resolved] = option
 
 
-def run_identity(model: str | os.PathLike, *parts: object) -> str:
-    """A digest of ``model``'s bytes and ``parts`` (JSON-serialisable): what a checkpoint must have been
-    written for to be resumed, since weights and counters saved for another model, data set or seed
-    would load without complaint whenever the shapes agree."""
+def run_identity(model: str | os.PathLike, data: str | os.PathLike, limit: int | None, output_name: str | None,
+                 seed: int, mean: Sequence[float] | None, std: Sequence[float] | None) -> str:
+    """What a checkpoint must have been written for to be resumed: a digest of the model's bytes, the data
+    (and its normalisation, as checked tuples), ``limit``, ``output_name`` and the seed.
+
+    Weights and counters saved for another model, data set or seed would load without complaint whenever
+    the shapes agree. Other options may change on a resume (a longer ``--max-epochs``, say).
+    """
     digest = hashlib.sha256()
     with open(model, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    digest.update(json.dumps([str(part) if isinstance(part, os.PathLike) else part for part in parts]).encode())
+    given = [] if mean is None else [mean, std]  # absent when not given: older checkpoints stay resumable
+    digest.update(json.dumps([os.fspath(data), limit, output_name, seed, *given]).encode())
     return digest.hexdigest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import onnx
@@ -42,13 +43,13 @@ def model_files(path: str | os.PathLike) -> list[Path]:
     return [file, *(base / location for location in sorted(locations) if location)]
 
 
-def model_bytes(path: str | os.PathLike) -> int:
-    """Bytes ``path`` takes on disk with the external data files it names.
+def model_bytes(files: Iterable[Path]) -> int:
+    """Bytes a model takes on disk: its :func:`model_files`, the file and the external data it names.
 
     A report's "before" size is the file as the user has it: the loaded model serialised again (its
     external data inline, its shape arithmetic folded, its batch freed) is another number.
     """
-    return sum(file.stat().st_size for file in model_files(path))
+    return sum(file.stat().st_size for file in files)
 
 
 def _parse(file: Path) -> onnx.ModelProto:
