@@ -397,6 +397,17 @@ def test_effective_magnitude_of_a_directly_following_batch_norm_is_unchanged() -
     assert torch.equal(effective_magnitude(net, layers(net)[0]), expected)
 
 
+def test_effective_magnitude_maps_a_grouped_transposed_convolution_to_its_output_channels() -> None:
+    """ConvTranspose with 2 groups, weight (C_in 4, C_out/g 3, k, k) -> BatchNormalization over 6 channels: weight
+    row i, column j feeds output channel (i // 2) * 3 + j, and gets that channel's gain."""
+    nodes = [onnx.helper.make_node("ConvTranspose", ["x", "w"], ["h"], group=2)]
+    net = _bn_graph([4, 5, 5], nodes, {"w": np.random.default_rng(5).normal(size=(4, 3, 2, 2))}, channels=6)
+    score, weight = _magnitudes(net)["w"]
+    gain = _bn_gain(net, slice(0, 6), 0, 1)
+    expected = torch.stack([torch.stack([weight[i, j] * gain[(i // 2) * 3 + j] for j in range(3)]) for i in range(4)])
+    torch.testing.assert_close(score, expected)
+
+
 def test_grow_neurons_extends_every_member(images) -> None:
     probe = _probe("lenet-300-100", images)
     net = probe.view.net

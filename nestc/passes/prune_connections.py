@@ -55,20 +55,32 @@ def effective_magnitude(net: Network, layer: Layer, shapes: Shapes | None = None
     gain = batch_norm_gain(net, layer, shapes or lazy_shapes(net))
     if gain is None:
         return weight
+    if layer.node.op_type == "ConvTranspose":
+        # weight (C_in, C_out / g, kH, kW): input row i belongs to group i // (C_in / g), whose column j is
+        # output channel (i // (C_in / g)) * C_out / g + j; one group is the plain (C_in, C_out) layout
+        groups = int(layer.node.attr("group", 1))
+        per_row = gain.reshape(groups, -1).repeat_interleave(weight.shape[0] // groups, dim=0)
+        return weight * per_row.reshape(*per_row.shape, *[1] * (weight.dim() - 2))
     shape = [1] * weight.dim()
     shape[layer.out_axis] = -1
     return weight * gain.reshape(shape)
 
 
+def output_channels(net: Network, layer: Layer) -> int:
+    """Channels ``layer`` writes: a grouped ConvTranspose's weight holds one group's share of them."""
+    units = net.tensor(layer.weight).shape[layer.out_axis]
+    return units * int(layer.node.attr("group", 1)) if layer.node.op_type == "ConvTranspose" else units
+
+
 def batch_norm_gain(net: Network, layer: Layer, shapes: Shapes) -> torch.Tensor | None:
-    """|gamma| / sqrt(var + eps) for each output unit of ``layer``, or ``None`` when no BN scales it linearly.
+    """|gamma| / sqrt(var + eps) for each output channel of ``layer``, or ``None`` when no BN scales it linearly.
 
     Follows the output while its sole reader passes channels through unchanged (:func:`channel_step`); a
     nonlinearity, a channel-mixing op or a fork ends the search, since a BN beyond it does not scale the
     weight's contribution.
     """
     tensor, offset = layer.node.outputs[0], 0
-    units = net.tensor(layer.weight).shape[layer.out_axis]
+    units = output_channels(net, layer)
     while True:
         readers = [node for node in net.nodes if tensor in node.inputs]
         norm = next((n for n in readers if n.op_type == "BatchNormalization" and n.inputs[0] == tensor), None)
@@ -118,7 +130,7 @@ def prune_connections(net: Network, fraction: float, max_layer_fraction: float =
     threshold = torch.kthvalue(all_scores, min(budget, len(all_scores))).values
     removed = 0
     for layer, score, active in scored:
-        units = net.tensor(layer.weight).shape[layer.out_axis]
+        units = output_channels(net, layer)
         count = int(active.sum())
         cap = min(int(max_layer_fraction * count), max(count - int(min_per_unit * units), 0))
         candidates = active & (score <= threshold.to(score.device))
