@@ -193,7 +193,7 @@ def normalises_inside(net: Network) -> bool:
     constants = {o for n in net.nodes if n.op_type == "Constant" for o in n.outputs}
     tensor = net.input_names[0]
     while True:
-        readers = [n for n in net.nodes if tensor in n.inputs]
+        readers = net.readers(tensor)
         if len(readers) != 1:
             return False
         node = readers[0]

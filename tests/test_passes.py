@@ -388,6 +388,15 @@ def test_effective_magnitude_ignores_a_batch_norm_behind_a_nonlinearity() -> Non
     assert torch.equal(score, weight)
 
 
+def test_effective_magnitude_ignores_a_batch_norm_that_sees_only_part_of_the_output() -> None:
+    """Conv -> BatchNormalization, the Conv's output also a graph output: the BN scales one of its two uses."""
+    nodes = [onnx.helper.make_node("Conv", ["x", "w"], ["h"])]
+    net = _bn_graph([3, 5, 5], nodes, {"w": np.random.default_rng(6).normal(size=(4, 3, 3, 3))}, channels=4)
+    net.output_names.append("h")
+    score, weight = _magnitudes(net)["w"]
+    assert torch.equal(score, weight)
+
+
 def test_effective_magnitude_of_a_directly_following_batch_norm_is_unchanged() -> None:
     """Conv -> BatchNormalization: |w| times the gain, computed in float32 exactly as it always was."""
     nodes = [onnx.helper.make_node("Conv", ["x", "w"], ["h"])]

@@ -203,6 +203,10 @@ class Network(nn.Module):
         else:
             self.floats.register_buffer(key, value.detach().clone())
 
+    def readers(self, name: str) -> list[Node]:
+        """The nodes that read ``name``, in graph order (a graph output reading it is not among them)."""
+        return [node for node in self.nodes if name in node.inputs]
+
     def private_input(self, node: Node, slot: int) -> str:
         """Name of a constant input of ``node`` that no other node reads, copying it when shared.
 

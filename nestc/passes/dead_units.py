@@ -129,9 +129,7 @@ def _is_depthwise(net: Network, node: Node) -> bool:
 
 def _readers(net: Network, tensor: str) -> list[Node]:
     """Nodes reading ``tensor`` (a graph output counts as a reader that is no node: returns [])."""
-    if tensor in net.output_names:
-        return []
-    return [n for n in net.nodes if tensor in n.inputs]
+    return [] if tensor in net.output_names else net.readers(tensor)
 
 
 def find_dead_units(net: Network, analysis: ChannelAnalysis, sample: list[torch.Tensor]) -> DeadUnits:

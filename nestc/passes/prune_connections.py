@@ -76,22 +76,24 @@ def batch_norm_gain(net: Network, layer: Layer, shapes: Shapes) -> torch.Tensor 
     """|gamma| / sqrt(var + eps) for each output channel of ``layer``, or ``None`` when no BN scales it linearly.
 
     Follows the output while its sole reader passes channels through unchanged (:func:`channel_step`); a
-    nonlinearity, a channel-mixing op or a fork ends the search, since a BN beyond it does not scale the
-    weight's contribution.
+    nonlinearity, a channel-mixing op, a fork or a graph output ends the search, since a BN beyond it does
+    not scale all of the weight's contribution.
     """
     tensor, offset = layer.node.outputs[0], 0
     units = output_channels(net, layer)
     while True:
-        readers = [node for node in net.nodes if tensor in node.inputs]
-        norm = next((n for n in readers if n.op_type == "BatchNormalization" and n.inputs[0] == tensor), None)
-        if norm is not None:
-            gain = net.tensor(norm.inputs[1]).detach().abs() / torch.sqrt(
-                net.tensor(norm.inputs[4]).detach() + float(norm.attr("epsilon", 1e-5)))
+        readers = [] if tensor in net.output_names else net.readers(tensor)
+        if len(readers) != 1:
+            return None
+        reader = readers[0]
+        if reader.op_type == "BatchNormalization" and reader.inputs[0] == tensor:
+            gain = net.tensor(reader.inputs[1]).detach().abs() / torch.sqrt(
+                net.tensor(reader.inputs[4]).detach() + float(reader.attr("epsilon", 1e-5)))
             return gain[offset:offset + units] if offset + units <= len(gain) else None
-        step = channel_step(net, readers[0], tensor, shapes) if len(readers) == 1 else None
+        step = channel_step(net, reader, tensor, shapes)
         if step is None:
             return None
-        tensor, offset = readers[0].outputs[0], offset + step
+        tensor, offset = reader.outputs[0], offset + step
 
 
 def channel_step(net: Network, node: Node, tensor: str, shapes: Shapes) -> int | None:
