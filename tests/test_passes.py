@@ -3,6 +3,7 @@ computes exactly what the IR computes (onnxruntime as the judge)."""
 
 from __future__ import annotations
 
+import models
 import numpy as np
 import onnx
 import pytest
@@ -554,6 +555,29 @@ def test_grow_feature_maps_adds_maps_through_flatten(images) -> None:
     assert net.tensor(layers(net)[2].weight).shape[1] == fc_inputs + 2 * 16, "each map feeds a 4x4 block"
     assert analyse_channels(net) is not None
     _assert_emitted_matches(net, images[0])
+
+
+def test_grow_feature_maps_widens_a_residual_stream_in_every_convolution_that_writes_it(tmp_path) -> None:
+    """The skip Adds tie the stem's and both blocks' last convolutions' outputs into one space: a new map there is
+    a new row in each of them (old rows unchanged, the new one connected), a new column in every layer that reads
+    the stream, and an entry of each BatchNormalization beside them, and onnxruntime computes what the network
+    does."""
+    net = load_network(models.export(models.build("Residual"), tmp_path / "residual.onnx", "legacy", keep_bn=True))
+    ensure_masks(net)
+    before = {layer.weight: net.tensor(layer.weight).detach().clone() for layer in layers(net)}
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, *models.Residual.INPUT, generator=generator)
+    assert grow_feature_maps(Probe(ClassifierView(net), x, torch.randint(10, (64,), generator=generator)),
+                             count=1, candidates=2).modified
+    for name in ("stem.weight", "b1_conv2.weight", "b2_conv2.weight"):
+        weight = net.tensor(name).detach()
+        assert weight.shape[0] == 9, f"{name} writes the stream"
+        torch.testing.assert_close(weight[:8, :before[name].shape[1]], before[name])
+        assert bool(weight[8].any()), f"the new map has input kernels in {name}"
+    for name in ("b1_conv1.weight", "b2_conv1.weight", "fc.weight"):
+        weight = net.tensor(name).detach()
+        assert weight.shape[1] == 9 and bool(weight[:, 8].any()), f"{name} reads the new map"
+    _assert_emitted_matches(net, x)
 
 
 def test_every_grown_feature_map_is_connected_on_both_sides(images) -> None:

@@ -1,7 +1,8 @@
 """``grow_feature_maps``: new output channels of convolutions, best of several random candidates (NeST).
 
-For each convolution space, a new map needs input kernels (a row of the producing Conv's weight, a
-column of a ConvTranspose's), the filters of the depthwise convolutions it passes through
+For each convolution space, a new map needs input kernels (a row of each producing Conv's weight, a
+column of a ConvTranspose's; a residual stream has several producers, the stem and every block's last
+convolution, and the map is new in all of them), the filters of the depthwise convolutions it passes through
 (MobileNet's expand -> depthwise -> project; a zero filter would leave the map dead) and output
 kernels (the columns that read it: the next Conv's input channel, or a block of a Linear layer's
 columns after Flatten). ``candidates`` random sets are drawn at the layers' current connection
@@ -32,24 +33,24 @@ def grow_feature_maps(probe: Probe, count: int, candidates: int = 4, seed: int =
     net = probe.view.net
     analysis = analyse_channels(net, probe.x[:2])
     reaching = probe.loss_tensors()
-    spaces = [s for s in conv_spaces(net, analysis) if s.producer.node.outputs[0] in reaching]
+    spaces = [s for s in conv_spaces(net, analysis)
+              if any(layer.node.outputs[0] in reaching for layer, _ in s.producers)]
     if not spaces or count <= 0:
         return PassResult("grow_feature_maps", False)
-    widths = {s.producer.weight: analysis.table.spaces[s.space].width for s in spaces}
-    grown = {weight: aligned_width(width + count, round_to) - width for weight, width in widths.items()}
-    apply_resize(net, analysis, {s.space: SpaceChange(tuple(range(widths[s.producer.weight])), grown[s.producer.weight])
-                                 for s in spaces})
+    widths = {s.key: analysis.table.spaces[s.space].width for s in spaces}
+    grown = {key: aligned_width(width + count, round_to) - width for key, width in widths.items()}
+    apply_resize(net, analysis, {s.space: SpaceChange(tuple(range(widths[s.key])), grown[s.key]) for s in spaces})
     analysis = analyse_channels(net, probe.x[:2])
     generator = torch.Generator().manual_seed(seed)
     improvement, loss = 0.0, None
     for space in conv_spaces(net, analysis):
-        if space.producer.weight not in widths:
+        if space.key not in widths:
             continue
-        members = [space.producer_member, *space.filters] + [m for _, m in space.readers]
+        members = [*(m for _, m in space.producers), *space.filters, *(m for _, m in space.readers)]
         score = probe.loss_from(_first_reader(net, {m.tensor for m in members}))
         loss = score() if loss is None else loss
-        first = widths[space.producer.weight]
-        for unit in range(first, first + grown[space.producer.weight]):
+        first = widths[space.key]
+        for unit in range(first, first + grown[space.key]):
             best_loss = _best_candidate(score, net, analysis, space.space, members, unit, candidates, generator)
             improvement += loss - best_loss
             loss = best_loss

@@ -39,10 +39,10 @@ def grow_neurons(probe: Probe, count: int, beta: float = 0.01, alpha: float = 0.
               if len(s.readers) == 1 and s.readers[0][0].node.outputs[0] in reaching]
     if not spaces or count <= 0:
         return PassResult("grow_neurons", False)
-    taps = [t for s in spaces for t in (s.producer.node.inputs[0], s.readers[0][0].node.outputs[0])]
+    taps = [t for s in spaces for t in (s.producers[0][0].node.inputs[0], s.readers[0][0].node.outputs[0])]
     _, tapped = effective_gradients(probe, taps)
-    bridges = {s.space: _bridging_gradient(tapped[s.producer.node.inputs[0]], tapped[s.readers[0][0].node.outputs[0]])
-               for s in spaces}
+    bridges = {s.space: _bridging_gradient(tapped[s.producers[0][0].node.inputs[0]],
+                                           tapped[s.readers[0][0].node.outputs[0]]) for s in spaces}
     spaces = [s for s in spaces if bridges[s.space] is not None]
     if not spaces:
         return PassResult("grow_neurons", False)
@@ -50,9 +50,9 @@ def grow_neurons(probe: Probe, count: int, beta: float = 0.01, alpha: float = 0.
     apply_resize(net, analysis, {s.space: SpaceChange(tuple(range(widths[s.space])), count) for s in spaces})
     generator = torch.Generator().manual_seed(seed)
     analysis = analyse_channels(net, probe.x[:2])
-    by_producer = {s.producer.weight: s for s in fc_spaces(net, analysis)}
+    by_key = {s.key: s for s in fc_spaces(net, analysis)}
     for old in spaces:
-        space = by_producer[old.producer.weight]
+        space = by_key[old.key]
         _init_neurons(net, analysis, space, bridges[old.space], widths[old.space], count, beta, alpha, generator)
     return PassResult("grow_neurons", True, {"spaces": len(spaces), "per_space": count})
 
@@ -96,14 +96,14 @@ def _rows_like(h: torch.Tensor, g: torch.Tensor) -> torch.Tensor | None:
 
 def _init_neurons(net: Network, analysis: ChannelAnalysis, space: UnitSpace, bridge: torch.Tensor, first: int,
                   count: int, beta: float, alpha: float, generator: torch.Generator) -> None:
-    reader, reader_member = space.readers[0]
+    (producer, producer_member), (reader, reader_member) = space.producers[0], space.readers[0]
     # neighbouring spaces may have grown in this same step: their new units have no bridge yet
-    c_in = net.tensor(space.producer.weight).shape[space.producer.in_axis]
+    c_in = net.tensor(producer.weight).shape[producer.in_axis]
     c_out = net.tensor(reader.weight).shape[reader.out_axis]
     bridge = torch.nn.functional.pad(bridge, (0, c_out - bridge.shape[1], 0, c_in - bridge.shape[0]))
     keep = max(1, math.ceil(beta * c_in * c_out))
     remaining = bridge.abs().flatten().clone()
-    w_in = net.effective_weight(space.producer.weight).detach()
+    w_in = net.effective_weight(producer.weight).detach()
     w_out = net.effective_weight(reader.weight).detach()
     scale_in = w_in[w_in != 0].abs().mean() if bool((w_in != 0).any()) else torch.tensor(0.1)
     scale_out = w_out[w_out != 0].abs().mean() if bool((w_out != 0).any()) else torch.tensor(0.1)
@@ -120,8 +120,7 @@ def _init_neurons(net: Network, analysis: ChannelAnalysis, space: UnitSpace, bri
         omega.index_put_((cols.cpu(),), eps * magnitude, accumulate=False)
         psi *= alpha * float(scale_in) / max(float(psi[psi != 0].abs().mean()), 1e-12)
         omega *= alpha * float(scale_out) / max(float(omega[omega != 0].abs().mean()), 1e-12)
-        write_units(net, analysis, space.producer_member, space.space, [unit], _along(psi, space.producer_member,
-                                                                                      net))
+        write_units(net, analysis, producer_member, space.space, [unit], _along(psi, producer_member, net))
         write_units(net, analysis, reader_member, space.space, [unit], _along(omega, reader_member, net))
 
 

@@ -1,10 +1,12 @@
 """Spaces the unit passes act on: which layers write a space and which read it.
 
-Growth needs one producing layer and readers that are layers, nothing split: neuron growth a space
+Growth needs producing layers and readers that are layers, nothing split: neuron growth a space
 written by one fully connected layer and read by fully connected layers (the bridge i -> new unit ->
-j), feature-map growth one writing convolution (grouped ones included), and both need every member to
-cover the whole space, so appended units have an unambiguous place in every tensor. Pruning whole units needs less
-(:func:`prunable_spaces`): any number of writers and readers, since it only masks.
+j, a gradient through that one layer), feature-map growth a space written by convolutions only (grouped
+ones included; a residual stream is written by the stem and by every block's last convolution, and a new
+map there is a new row in each of them), and both need every member to cover the whole space, so
+appended units have an unambiguous place in every tensor. Pruning whole units needs less
+(:func:`prunable_spaces`): any writers and readers, since it only masks.
 """
 
 from __future__ import annotations
@@ -24,19 +26,25 @@ _CONV = frozenset({"Conv", "ConvTranspose"})
 
 @dataclass
 class UnitSpace:
-    """A growable space with its producing layer, its reading layers (with their members), and the layer
+    """A growable space with its producing layers, its reading layers (each with its member), and the layer
     weights that carry each unit on its own lane in between (depthwise filters): a new unit needs those too,
     or it ends at a zero filter."""
 
     space: int
-    producer: Layer
-    producer_member: Member
+    producers: list[tuple[Layer, Member]]
     readers: list[tuple[Layer, Member]]
     filters: list[Member]
 
+    @property
+    def key(self) -> frozenset[str]:
+        """The producers' weights: names the space across analyses, whose space numbers change with a resize."""
+        return frozenset(layer.weight for layer, _ in self.producers)
 
-def growable_spaces(net: Network, analysis: ChannelAnalysis, producer_ops: frozenset[str]) -> list[UnitSpace]:
-    """Resizable spaces produced by exactly one layer of ``producer_ops`` and read only by layers."""
+
+def growable_spaces(net: Network, analysis: ChannelAnalysis, producer_ops: frozenset[str],
+                    one_producer: bool) -> list[UnitSpace]:
+    """Resizable spaces produced by layers of ``producer_ops`` (exactly one where ``one_producer``) and read only
+    by layers."""
     by_weight = {layer.weight: layer for layer in layers(net)}
     found = []
     for space in analysis.resizable_spaces():
@@ -46,12 +54,11 @@ def growable_spaces(net: Network, analysis: ChannelAnalysis, producer_ops: froze
             continue
         producers = [m for m, _ in members if m.role == "producer"]
         readers = [(by_weight[m.tensor], m) for m, _ in members if m.role == "consumer" and m.tensor in by_weight]
-        if len(producers) != 1 or not readers or producers[0].tensor not in by_weight:
+        if not producers or (one_producer and len(producers) > 1) or not readers or any(
+                m.tensor not in by_weight or by_weight[m.tensor].node.op_type not in producer_ops for m in producers):
             continue
-        producer = by_weight[producers[0].tensor]
-        if producer.node.op_type in producer_ops:
-            filters = [m for m, _ in members if m.role == "param" and m.tensor in by_weight]
-            found.append(UnitSpace(space, producer, producers[0], readers, filters))
+        filters = [m for m, _ in members if m.role == "param" and m.tensor in by_weight]
+        found.append(UnitSpace(space, [(by_weight[m.tensor], m) for m in producers], readers, filters))
     return found
 
 
@@ -86,18 +93,18 @@ def prunable_spaces(net: Network, analysis: ChannelAnalysis) -> list[PrunableSpa
 
 def fc_spaces(net: Network, analysis: ChannelAnalysis) -> list[UnitSpace]:
     """Hidden neuron spaces between fully connected layers (readers fully connected, no blocks)."""
-    return [s for s in growable_spaces(net, analysis, _DENSE)
+    return [s for s in growable_spaces(net, analysis, _DENSE, one_producer=True)
             if all(r.node.op_type in _DENSE and all(seg.block == 1 for seg in m.layout) for r, m in s.readers)]
 
 
 def conv_spaces(net: Network, analysis: ChannelAnalysis) -> list[UnitSpace]:
-    """Feature-map spaces written by one convolution or transposed convolution.
+    """Feature-map spaces written by convolutions or transposed convolutions (several for a residual stream).
 
     A grouped convolution's output space holds one map of every group per unit (its layout repeats the
     space once per group), so a grown unit is a new row at the end of each group's block and ``group``
     stays as it is, as for pruning.
     """
-    return growable_spaces(net, analysis, _CONV)
+    return growable_spaces(net, analysis, _CONV, one_producer=False)
 
 
 def write_units(net: Network, analysis: ChannelAnalysis, member: Member, space: int, units: list[int],
