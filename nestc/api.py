@@ -268,7 +268,8 @@ def evaluate(model: PathLike, data: str = "embedded", data_dir: PathLike | None 
     """Top-1 accuracy, cross-entropy and latency of ``model`` on the test split, all by onnxruntime.
 
     ``mean``/``std``: the input normalisation (per channel, on the [0, 1] pixel scale); by default the one
-    recorded in a file nestc wrote, else the candidate the model classifies best under.
+    recorded in a file nestc wrote, else, of the candidates the model classifies within a point as well under
+    as under the best one, the one with the lowest loss (:mod:`nestc.model_data`).
     """
     from nestc.ir.classifier import score_normaliser
     from nestc.model_data import data_for_model
