@@ -117,11 +117,12 @@ class ValidationReport:
 
 def validate(original: PathLike, candidate: PathLike, data: str | None = None, atol: float = 1e-5,
              rtol: float = 1e-4, samples: int = 64, data_dir: PathLike | None = None,
-             seed: int = 0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
-             ) -> ValidationReport:
+             seed: int = 0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+             download: bool = False) -> ValidationReport:
     """Run both models in onnxruntime on the same inputs and compare every output.
 
     ``mean``/``std``: the input normalisation for ``data`` (else recorded or chosen, as ``evaluate``).
+    ``download``: fetch a named data set that is not on disk, as the other commands that read data do.
     """
     require(atol, NUMBER, "--atol", "a number >= 0")
     require(rtol, NUMBER, "--rtol", "a number >= 0")
@@ -146,7 +147,7 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
     _check_feedable(sessions[0], str(original))
     inherit_record(models[0], models[1])  # a user's export compared with nestc's output of it: same inputs
     view = _classifier_view(models[0], str(original))
-    x, y = _validation_inputs(models[0], view, data, samples, data_dir, seed, mean, std, str(original))
+    x, y = _validation_inputs(models[0], view, data, samples, data_dir, download, seed, mean, std, str(original))
     outs = [runtime.run_batched(s, x) for s in sessions]
     if len(outs[0]) != len(outs[1]):
         raise OptionError(f"{candidate}: has {len(outs[1])} outputs, {original} has {len(outs[0])}")
@@ -209,7 +210,7 @@ def _compare(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) 
 
 
 def _validation_inputs(model: onnx.ModelProto, view: ClassifierView | None, data: str | None, samples: int,
-                       data_dir: PathLike | None, seed: int, mean: Sequence[float] | None,
+                       data_dir: PathLike | None, download: bool, seed: int, mean: Sequence[float] | None,
                        std: Sequence[float] | None, label: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Random inputs without ``data``; else its test split, prepared as ``evaluate`` prepares it for a
     classifier (given, recorded or chosen normalisation and image fit), with the given or the data set's
@@ -223,9 +224,9 @@ def _validation_inputs(model: onnx.ModelProto, view: ClassifierView | None, data
     from nestc.model_data import data_for_model
 
     if view is not None:
-        dataset = data_for_model(view, data, data_dir, mean=mean, std=std, label=label)
+        dataset = data_for_model(view, data, data_dir, download, mean, std, label=label)
     else:  # validate checked mean and std already
-        dataset = fit_to_input(load_dataset(data, data_dir=data_dir), ["N", *dims[1:]], mean, std,
+        dataset = fit_to_input(load_dataset(data, data_dir=data_dir, download=download), ["N", *dims[1:]], mean, std,
                                model_label=label)
     x = dataset.x_test[:samples]
     y = None if dataset.y_test is None else dataset.y_test[:samples]
@@ -267,7 +268,8 @@ def evaluate(model: PathLike, data: str = "embedded", data_dir: PathLike | None 
     """Top-1 accuracy, cross-entropy and latency of ``model`` on the test split, all by onnxruntime.
 
     ``mean``/``std``: the input normalisation (per channel, on the [0, 1] pixel scale); by default the one
-    recorded in a file nestc wrote, else the candidate the model classifies best under.
+    recorded in a file nestc wrote, else, of the candidates the model classifies within a point as well under
+    as under the best one, the one with the lowest loss (:mod:`nestc.model_data`).
     """
     from nestc.ir.classifier import score_normaliser
     from nestc.model_data import data_for_model

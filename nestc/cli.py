@@ -99,15 +99,17 @@ def inspect(model: str, as_json: bool) -> None:
               help="Test split to feed, as for eval (mnist, fashion-mnist, kmnist, cifar10, cifar100, embedded, a "
                    ".npz file or an image folder) [default: seeded random inputs].")
 @click.option("--data-dir", default=None, help="Folder holding data sets (also $NESTC_DATA).")
+@click.option("--download", is_flag=True, help="Fetch a named data set (checksums verified).")
 @click.option("--atol", default=1e-5, show_default=True, type=float,
               help="Outputs agree where |a - b| <= atol + rtol * |a| (a: the original's).")
 @click.option("--rtol", default=1e-4, show_default=True, type=float, help="See --atol.")
 @click.option("--samples", default=64, show_default=True, type=int, help="Number of inputs to compare on.")
 @_normalisation_options
-def validate(original: str, candidate: str, data: str | None, data_dir: str | None, atol: float, rtol: float,
-             samples: int, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> None:
+def validate(original: str, candidate: str, data: str | None, data_dir: str | None, download: bool, atol: float,
+             rtol: float, samples: int, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> None:
     """Run ORIGINAL and CANDIDATE in onnxruntime on the same inputs; exit 1 when they differ."""
-    report = api.validate(original, candidate, data, atol, rtol, samples, data_dir, mean=mean, std=std)
+    report = api.validate(original, candidate, data, atol, rtol, samples, data_dir, mean=mean, std=std,
+                          download=download)
     for diff in report.outputs:
         status = "ok" if diff.within else "DIFFERS"
         click.echo(f"{diff.name}: max abs diff {diff.max_abs:.3g}, max rel diff {diff.max_rel:.3g} [{status}]")

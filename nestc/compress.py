@@ -69,8 +69,9 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     """Compress ``model`` with the NeST flow on ``data`` and write the result to ``output``.
 
     ``mean``/``std``: the input normalisation the model was trained under (per channel, on the [0, 1]
-    pixel scale); by default the one recorded in a file nestc wrote, else the candidate the model
-    classifies best under (:mod:`nestc.model_data`). The output expects the same.
+    pixel scale); by default the one recorded in a file nestc wrote, else, of the candidates the model
+    classifies within a point as well under as under the best one, the one with the lowest loss
+    (:mod:`nestc.model_data`). The output expects the same.
     """
     config = NestConfig() if config is None else config
     train_config = TrainConfig(quiet=True) if train_config is None else train_config

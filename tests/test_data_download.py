@@ -67,7 +67,7 @@ def test_without_network_the_error_is_one_line(cache: Path, monkeypatch: pytest.
     assert not (cache / "mnist").exists()
 
 
-def _serve(monkeypatch: pytest.MonkeyPatch, name: str, files: list[Path]) -> None:
+def serve(monkeypatch: pytest.MonkeyPatch, name: str, files: list[Path]) -> None:
     """Point the catalog entry ``name`` at local ``file://`` copies with their real checksums."""
     resources = tuple(Resource(p.name, _md5(p), (p.as_uri(),), extract=p.name.endswith(".tar.gz")) for p in files)
     monkeypatch.setitem(CATALOG, name, dataclasses.replace(CATALOG[name], resources=resources))
@@ -75,7 +75,7 @@ def _serve(monkeypatch: pytest.MonkeyPatch, name: str, files: list[Path]) -> Non
 
 def test_download_mnist_into_the_user_cache(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     arrays = write_mnist(tmp_path / "server", n_train=25)
-    _serve(monkeypatch, "mnist", sorted((tmp_path / "server").iterdir()))
+    serve(monkeypatch, "mnist", sorted((tmp_path / "server").iterdir()))
     with pytest.raises(DataError, match="not found"):
         load_dataset("mnist")
     ds = load_dataset("mnist", download=True)
@@ -96,7 +96,7 @@ def _tarball(path: Path, folder: Path, arcname: str) -> Path:
 
 def test_download_cifar_archive_into_data_dir(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_cifar(tmp_path / "build", "python", 10)
-    _serve(
+    serve(
         monkeypatch,
         "cifar10",
         [_tarball(tmp_path / "cifar-10-python.tar.gz", tmp_path / "build", "cifar-10-batches-py")],

@@ -6,6 +6,7 @@ run's checkpoint (``OUTPUT.ckpt``, rewritten atomically after every step) shows 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -243,20 +244,38 @@ def _finite(path: Path) -> bool:
     return all(np.isfinite(w).all() for w in _weights(path).values())
 
 
-def test_diverging_training_undoes_its_steps_and_writes_finite_weights(seed_model: Path, tmp_path: Path) -> None:
-    """A learning rate of 1e30 makes every fit diverge, even after the trainer's own rollbacks: each
-    step is undone, the run still ends, and the output is the last good network: the seed itself, less
-    any units it had with no consumers (compaction removes them exactly)."""
+def test_diverging_training_undoes_its_steps_and_writes_finite_weights(seed_model: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the seed has trained, a learning rate of 1e30 makes every later fit diverge, even after the
+    trainer's own rollbacks: each step is undone, the run still ends, and the output is the last good
+    network, the trained seed."""
+    real_fit, calls = runner.Trainer.fit, []
+
+    def fit(self, model, *args, **kwargs):
+        if calls:
+            self.config = dataclasses.replace(self.config, lr=1e30)
+        calls.append(1)
+        return real_fit(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(runner.Trainer, "fit", fit)
     out = tmp_path / "out.onnx"
-    result = compress(seed_model, out, "embedded", NestConfig(max_epochs=2),
-                      TrainConfig(device="cpu", quiet=True, lr=1e30), limit=300, log=lambda _line: None)
+    result = compress(seed_model, out, "embedded", NestConfig(max_epochs=2, grow_epochs=0.5),
+                      TrainConfig(device="cpu", quiet=True), limit=300, log=lambda _line: None)
     assert _finite(out)
-    history = result.report["history"]
-    diverged = [step for step in history if "diverged" in step["action"]]
+    first, *later = result.report["history"]
+    assert first["action"] == "train seed" and first["accepted"]
+    diverged = [step for step in later if "diverged" in step["action"]]
     assert diverged and not any(step["accepted"] for step in diverged)
-    for got, want in zip(_ort(out), _ort(seed_model), strict=True):  # the seed, at most compacted (exact)
-        assert np.isfinite(got).all()
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert result.report["nonzero_params"]["after"] <= first["nonzero_params"]
+
+
+def test_a_model_that_never_trains_is_not_written(seed_model: Path, tmp_path: Path) -> None:
+    """When every fit of an untrained model diverges, nothing was learnt: compress wrote the untrained seed,
+    reported it within the budget of its own chance accuracy and exited 0. It is a divergence (exit 1)."""
+    run = run_cli("compress", seed_model, "-o", tmp_path / "out.onnx", "--lr", "1e30", *BUDGET)
+    assert run.code == 1, run.stderr
+    assert run.stderr.startswith("nestc: error: training the untrained model diverged") and "--lr" in run.stderr
+    assert len(run.stderr.splitlines()) == 1 and not (tmp_path / "out.onnx").exists()
 
 
 def test_nan_in_one_step_rolls_back_to_the_network_before_it(seed_model: Path, tmp_path: Path,

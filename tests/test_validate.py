@@ -8,9 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
+from test_data_download import serve
+from test_data_formats import isolate, write_mnist
 
 import nestc
+from nestc.errors import DataError
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -48,3 +52,16 @@ def test_validate_report_matches_a_float64_reference(tmp_path: Path) -> None:
     assert not report.ok
     assert expected > 0
     assert abs(report.outputs[0].max_abs - expected) <= 1e-3 * expected + 1e-6
+
+
+def test_validate_downloads_a_named_data_set_it_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error for a data set not on disk says "get it with --download"; validate had no such option."""
+    cache = isolate(monkeypatch, tmp_path)
+    write_mnist(tmp_path / "server", n_test=20)
+    serve(monkeypatch, "mnist", sorted((tmp_path / "server").iterdir()))
+    nestc.seed("lenet-300-100", tmp_path / "a.onnx", width_ratio=0.2)
+    with pytest.raises(DataError, match="--download"):
+        nestc.validate(tmp_path / "a.onnx", tmp_path / "a.onnx", "mnist")
+    report = nestc.validate(tmp_path / "a.onnx", tmp_path / "a.onnx", "mnist", download=True)
+    assert report.ok and report.samples == 20 and (cache / "mnist").is_dir()
+    assert "--download" in _cli("validate", "--help", cwd=tmp_path).stdout

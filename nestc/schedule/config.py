@@ -27,8 +27,8 @@ class NestConfig:
     """Grow-and-prune schedule.
 
     Attributes:
-        max_acc_drop: accuracy budget, percentage points below the reference (the original model's
-            held-out accuracy, or the grown seed's).
+        max_acc_drop: accuracy budget, percentage points below the reference on the ``validation`` data
+            (a trained original's accuracy; else that of the network nestc trained or grew from it).
         target_params: stop pruning once non-zero parameters are at or below this.
         max_epochs: total training epochs for the whole run (growth, retraining, recovery).
         time_budget: wall-clock seconds for the whole run (from the start of ``compress``), checked between

@@ -307,6 +307,10 @@ class NestRun:
                                   round_to=cfg.round_to)
                 action = f"grow {grown} connections + units"
             if not self._fit(cfg.grow_epochs):  # growth ends with the last network that trained
+                if self.state["grow_best"] is None:  # none did: the untrained input is no result to write
+                    raise TrainingDiverged(f"training the untrained model diverged at --lr {self.train_config.lr:g} "
+                                           "and at every lower rate the trainer retried; no model was written: "
+                                           "lower --lr")
                 self.view.net = before
                 accuracy = self._accuracy()
                 self.state["diverged"] = True
