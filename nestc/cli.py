@@ -158,7 +158,10 @@ def _train_options(func):
                      help="Global batch (split over torchrun processes)."),
         click.option("--lr", default=0.05, show_default=True, type=POSITIVE,
                      help="Learning rate at the start of every fit (cosine decay inside it)."),
-        click.option("--weight-decay", default=5e-4, show_default=True, type=click.FloatRange(0)),
+        click.option("--weight-decay", default=5e-4, show_default=True, type=click.FloatRange(0),
+                     help="L2 penalty of SGD (decoupled for adam)."),
+        click.option("--grad-clip", default=None, type=POSITIVE,
+                     help="Clip the gradient norm to this before every step (for training that diverges)."),
         click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]),
                      help="sgd: SGD with Nesterov momentum 0.9; adam: AdamW."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
@@ -174,12 +177,12 @@ def _train_options(func):
     return func
 
 
-def _train_config(batch_size: int, lr: float, weight_decay: float, optimizer: str, device: str, amp: str,
-                  seed_value: int, quiet: bool, epochs: float | None = None):
+def _train_config(batch_size: int, lr: float, weight_decay: float, grad_clip: float | None, optimizer: str,
+                  device: str, amp: str, seed_value: int, quiet: bool, epochs: float | None = None):
     from nestc.training import TrainConfig
 
     config = TrainConfig(batch_size=batch_size, lr=lr, optimizer=optimizer, device=device, amp=amp, seed=seed_value,
-                         quiet=quiet, weight_decay=weight_decay)
+                         quiet=quiet, weight_decay=weight_decay, grad_clip=grad_clip)
     if epochs is not None:
         config.epochs = epochs
     config.validate()
@@ -196,10 +199,10 @@ def _train_config(batch_size: int, lr: float, weight_decay: float, optimizer: st
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint.")
 def train(model: str, output: str, data: str, data_dir: str | None, download: bool, mean: tuple[float, ...] | None,
           std: tuple[float, ...] | None, epochs: float | None, batch_size: int, lr: float, weight_decay: float,
-          optimizer: str, device: str, amp: str, seed_value: int, quiet: bool, output_name: str | None,
-          checkpoint: str | None, resume: bool) -> None:
+          grad_clip: float | None, optimizer: str, device: str, amp: str, seed_value: int, quiet: bool,
+          output_name: str | None, checkpoint: str | None, resume: bool) -> None:
     """Train all weights of MODEL on --data and write it to -o."""
-    config = _train_config(batch_size, lr, weight_decay, optimizer, device, amp, seed_value, quiet,
+    config = _train_config(batch_size, lr, weight_decay, grad_clip, optimizer, device, amp, seed_value, quiet,
                            10 if epochs is None else epochs)
     existing = _file_stamp(output)
     try:
@@ -316,14 +319,13 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUTPUT.ckpt.")
 def compress(model: str, output: str, data: str, data_dir: str | None, download: bool,
              mean: tuple[float, ...] | None, std: tuple[float, ...] | None, epochs: float | None,
-             batch_size: int, lr: float, weight_decay: float, optimizer: str, device: str, amp: str, seed_value: int,
-             quiet: bool, output_name: str | None, report: str | None, plot: str | None, max_acc_drop: float,
-             target_params: int | None, max_epochs: float, time_budget: float | None, grow: str,
+             batch_size: int, lr: float, weight_decay: float, grad_clip: float | None, optimizer: str, device: str,
+             amp: str, seed_value: int, quiet: bool, output_name: str | None, report: str | None, plot: str | None,
+             max_acc_drop: float, target_params: int | None, max_epochs: float, time_budget: float | None, grow: str,
              prune_fraction: float, max_prune_fraction: float | None, grow_prune_cycles: int, cycle_growth: float,
-             regrow_fraction: float,
-             unit_prune_fraction: float, distill: bool,
-             partial_area_gamma: float, round_to: int, lr_check_epochs: float, retrain_epochs: float,
-             birth_strength: float, validation: str, sparse_format: str, limit: int | None, resume: bool) -> None:
+             regrow_fraction: float, unit_prune_fraction: float, distill: bool, partial_area_gamma: float,
+             round_to: int, lr_check_epochs: float, retrain_epochs: float, birth_strength: float, validation: str,
+             sparse_format: str, limit: int | None, resume: bool) -> None:
     """Grow and prune MODEL with NeST on --data; exit 3 when no model met the accuracy budget."""
     from nestc.compress import compress as run_compress
     from nestc.schedule.config import NestConfig
@@ -337,7 +339,7 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
                         max_prune_fraction=max_prune_fraction)
     if epochs is not None:
         config.grow_epochs = epochs
-    train_config = _train_config(batch_size, lr, weight_decay, optimizer, device, amp, seed_value, quiet)
+    train_config = _train_config(batch_size, lr, weight_decay, grad_clip, optimizer, device, amp, seed_value, quiet)
     log = (lambda _line: None) if quiet else click.echo
     try:
         result = run_compress(model, output, data, config, train_config, report, plot, sparse_format, data_dir,

@@ -244,6 +244,21 @@ def _finite(path: Path) -> bool:
     return all(np.isfinite(w).all() for w in _weights(path).values())
 
 
+def test_grad_clip_bounds_every_training_step(seed_model: Path, tmp_path: Path) -> None:
+    """``--grad-clip`` reaches the optimizer: with the gradient norm clipped to 1e-9 (and no weight decay) two
+    steps at --lr 1 move no weight by more than about 1e-8, where the same run unclipped moves them by far more."""
+    before = _weights(seed_model)
+    moved = {}
+    for clip in ([], ["--grad-clip", "1e-9"]):
+        out = tmp_path / f"trained{len(clip)}.onnx"
+        run = run_cli("train", seed_model, "-o", out, "--epochs", "0.1", "--lr", "1", "--weight-decay", "0",
+                      "--quiet", *clip)
+        assert run.code == 0, run.stderr
+        after = _weights(out)
+        moved[bool(clip)] = max(float(np.abs(after[name] - w).max()) for name, w in before.items())
+    assert moved[True] < 1e-7 < 1e-3 < moved[False]
+
+
 def test_diverging_training_undoes_its_steps_and_writes_finite_weights(seed_model: Path, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Once the seed has trained, a learning rate of 1e30 makes every later fit diverge, even after the

@@ -186,8 +186,8 @@ class Trainer:
             run.schedule.scale *= 0.5 ** (retries + 1)
         raise TrainingDiverged(
             f"training diverged: the loss or the outputs became NaN or Inf in epoch {epoch + 1} and stayed so after "
-            f"{MAX_RETRIES} rollbacks that halved the learning rate each time; lower lr (now {self.config.lr:g}) or "
-            "set grad_clip")
+            f"{MAX_RETRIES} rollbacks that halved the learning rate each time; lower the learning rate (lr, --lr; now "
+            f"{self.config.lr:g}) or clip gradients (grad_clip, --grad-clip)")
 
     def _epoch(self, run: _Run, epoch: int) -> _EpochOutcome:
         """One pass over this rank's shard; the only device sync is at the end (and for the bar)."""
