@@ -5,7 +5,8 @@ tests. Covers torch's dynamo exporter (static batch 1, constants folded, ``Split
 targets with ``allowzero``), the legacy exporter (dynamic batch, run-time ``Shape -> Gather ->
 Unsqueeze -> Concat -> Reshape`` targets, ``Slice`` bounds computed from shapes, and without
 constant folding ``Transpose`` of weights and kept BatchNormalization), opset conversion, the ops of
-GELU (``Erf``), LayerNorm, Mish and Softplus exports, and ``nestc inspect``.
+GELU (``Erf``), LayerNorm, Mish and Softplus exports, model-local functions (``export_modules_as_functions``)
+and ``nestc inspect``.
 """
 
 from __future__ import annotations
@@ -401,3 +402,36 @@ def test_a_named_free_batch_keeps_its_name(tmp_path) -> None:
     model = load_model(tmp_path / "m.onnx")
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert model.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "N"
+
+
+class _Block(torch.nn.Module):
+    """A Linear and its ReLU: exported as one model-local function."""
+
+    def __init__(self, width_in: int, width_out: int) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(width_in, width_out)
+        self.act = torch.nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.fc(x))
+
+
+def test_model_local_functions_are_inlined_and_compacted(tmp_path) -> None:
+    """torch's ``export_modules_as_functions`` calls each block through a function of the model's own
+    domain (an op type no handler knows); the functions are inlined, and dead units inside them go."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), _Block(12, 8), _Block(8, 6), torch.nn.Linear(6, 3))
+    with torch.no_grad():
+        net[1].fc.weight[[2, 5]] = 0.0  # hidden units 2 and 5 of the first block: zero fan-in, zero bias
+        net[1].fc.bias[[2, 5]] = 0.0
+    path = tmp_path / "functions.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), (torch.zeros(1, 3, 4),), str(path), dynamo=False, opset_version=17,
+                          export_modules_as_functions={_Block}, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    assert onnx.load(str(path)).functions
+    report = api.compact(path, tmp_path / "out.onnx")
+    assert report.after.params == report.before.params - 2 * (12 + 1 + 6)
+    x = np.random.default_rng(0).standard_normal((5, 3, 4)).astype(np.float32)
+    models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))
