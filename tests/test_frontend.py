@@ -107,6 +107,34 @@ def test_inspect_cli_json_reports_torch_param_count(zoo_export) -> None:
     assert stats["macs"] > 0
 
 
+def test_products_whose_rows_are_not_samples_count_every_row(tmp_path) -> None:
+    """A Gemm after ``Flatten(axis=3)`` runs once per position of a sample, and a MatMul with the weight
+    first takes the samples as columns: inspect counts what onnxruntime computes for one sample (the
+    first was counted for one position, the second for one of its three output rows)."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w"], ["c"], name="conv", pads=[1, 1, 1, 1]),  # [N, 4, 8, 8]
+        helper.make_node("Transpose", ["c"], ["nhwc"], perm=[0, 2, 3, 1]),
+        helper.make_node("Flatten", ["nhwc"], ["rows"], axis=3),  # [N * 64, 4]
+        helper.make_node("Gemm", ["rows", "pos_w"], ["pos"], name="per_position", transB=1),  # [N * 64, 6]
+        helper.make_node("Reshape", ["pos", "flat"], ["features"]),  # [N, 384]
+        helper.make_node("Transpose", ["features"], ["columns"], perm=[1, 0]),
+        helper.make_node("MatMul", ["head_w", "columns"], ["scores"], name="weight_first"),  # [3, N]
+        helper.make_node("Transpose", ["scores"], ["y"], perm=[1, 0]),
+    ]
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+             for name, shape in (("conv_w", (4, 1, 3, 3)), ("pos_w", (6, 4)), ("head_w", (3, 384)))]
+    inits.append(numpy_helper.from_array(np.array([-1, 384], np.int64), "flat"))
+    graph = helper.make_graph(nodes, "rows", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    path = tmp_path / "rows.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    models.assert_close(api.load_network(path).run_numpy(x)[0], models.ort_run(path, x))
+    layers = {layer.node: layer.macs for layer in api.inspect(path).layers}
+    assert layers == {"conv": 64 * 4 * 9, "per_position": 64 * 6 * 4, "weight_first": 3 * 384}
+
+
 def test_dynamo_batch_one_export_gets_a_free_batch(zoo_export) -> None:
     exp = zoo_export("ViewNet", "dynamo", plants=models.PLANTS["ViewNet"])
     model = load_model(exp.path)
