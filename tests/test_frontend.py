@@ -463,3 +463,26 @@ def test_model_local_functions_are_inlined_and_compacted(tmp_path) -> None:
     assert report.after.params == report.before.params - 2 * (12 + 1 + 6)
     x = np.random.default_rng(0).standard_normal((5, 3, 4)).astype(np.float32)
     models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))
+
+
+def test_an_unread_max_pool_indices_output_is_dropped(tmp_path) -> None:
+    """Converters that name MaxPool's optional ``Indices`` output on every pool: nothing reads it, so the
+    model loads and compacts (it was refused at run time: the Indices output is not supported)."""
+    rng = np.random.default_rng(0)
+    conv_w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    conv_w[2] = 0.0  # channel 2 is dead after the ReLU
+    nodes = [helper.make_node("Conv", ["x", "conv_w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p", "indices"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc_w"], ["y"], name="fc", transB=1)]
+    inits = [numpy_helper.from_array(conv_w, "conv_w"),
+             numpy_helper.from_array(rng.standard_normal((3, 64)).astype(np.float32), "fc_w")]
+    graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    path = tmp_path / "pool.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    report = api.compact(path, tmp_path / "out.onnx")
+    assert report.after.params == report.before.params - 9 - 3 * 16
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))

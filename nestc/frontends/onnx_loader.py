@@ -9,7 +9,7 @@ Steps, each failing with one line that names the file:
 6. train float16 and float64 models in float32 (:mod:`nestc.frontends.precision`; emitted models go
    back to the stored type);
 7. give normalisation parameters an exporter merged by value their own tensors
-   (:mod:`nestc.frontends.untie`);
+   (:mod:`nestc.frontends.untie`), and drop MaxPool ``Indices`` outputs that nothing reads;
 8. fold shape-only subgraphs and free the batch dimension (:mod:`nestc.frontends.shape_folding`).
 """
 
@@ -57,6 +57,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     model = _normalise_opset(model, file)
     widen_to_float32(model)
     untie_normalisation_parameters(model)
+    _drop_unread_pool_indices(model)
     try:
         model = fold_shape_subgraphs(model)
     except (onnx.shape_inference.InferenceError, ValueError) as exc:
@@ -103,6 +104,19 @@ def _inline_local_functions(model: onnx.ModelProto, file: Path) -> onnx.ModelPro
         return inliner.inline_local_functions(model)
     except Exception as exc:  # onnx raises bare C++ errors for malformed function bodies
         raise ModelError(f"{file}: its local functions could not be inlined ({first_line(exc)})") from exc
+
+
+def _drop_unread_pool_indices(model: onnx.ModelProto) -> None:
+    """Remove the optional ``Indices`` output of MaxPool nodes where no node and no graph output reads it.
+
+    Some converters name it on every MaxPool; nestc computes only the pooled values, so a named one
+    was refused at run time although nothing used it.
+    """
+    graph = model.graph
+    read = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
+    for node in graph.node:
+        if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1] not in read:
+            del node.output[1:]
 
 
 def _densify_sparse_initializers(model: onnx.ModelProto) -> None:
