@@ -27,7 +27,7 @@ from nestc.frontends import load_model
 from nestc.frontends.files import model_bytes, model_files
 from nestc.frontends.precision import computes_in_half, stored_precision
 from nestc.input_record import describe_values, record_input
-from nestc.ir.classifier import ClassifierView, trainable_view
+from nestc.ir.classifier import ClassifierView, class_scores, trainable_view
 from nestc.ir.emit import SPARSE_FORMATS, emit_model
 from nestc.ir.network import Network
 from nestc.model_data import check_normalisation, data_for_model, is_trained, output_classes, split_validation
@@ -233,7 +233,7 @@ def _accuracy_ort(sess, output_index: int, x: np.ndarray, y: np.ndarray | None) 
     if y is None:
         return None
     outs = runtime.run_batched(sess, x)
-    return float((outs[output_index].argmax(1) == y).mean())
+    return float((class_scores(outs[output_index]).argmax(1) == y).mean())
 
 
 def _latency(sessions: dict, x_test: np.ndarray) -> dict[str, dict[str, float]]:
