@@ -25,7 +25,7 @@ from nestc.frontends.files import model_files
 from nestc.frontends.onnx_loader import graph_inputs
 from nestc.frontends.precision import stored_precision
 from nestc.input_record import inherit_record
-from nestc.ir.classifier import ClassifierView
+from nestc.ir.classifier import ClassifierView, class_scores
 from nestc.ir.emit import SPARSE_FORMATS, emit_model
 from nestc.ir.network import Network
 from nestc.passes.compact import CompactResult
@@ -157,8 +157,8 @@ def validate(original: PathLike, candidate: PathLike, data: str | None = None, a
     report = ValidationReport(diffs, len(x))
     if y is not None and view is not None:  # without a single class-score output the comparison above stands
         index = view.net.output_names.index(view.output)
-        report.accuracy_original = float((outs[0][index].argmax(1) == y).mean())
-        report.accuracy_candidate = float((outs[1][index].argmax(1) == y).mean())
+        report.accuracy_original = float((class_scores(outs[0][index]).argmax(1) == y).mean())
+        report.accuracy_candidate = float((class_scores(outs[1][index]).argmax(1) == y).mean())
     return report
 
 
@@ -284,7 +284,7 @@ def evaluate(model: PathLike, data: str = "embedded", data_dir: PathLike | None 
     sess = runtime.session(stored_precision(normalised), str(model))
     names = [o.name for o in sess.get_outputs()]
     outputs = runtime.run_batched(sess, dataset.x_test, batch_size)
-    scores = outputs[names.index(view.output)]
+    scores = class_scores(outputs[names.index(view.output)])
     accuracy = loss = None
     if dataset.y_test is not None:
         accuracy = float((scores.argmax(1) == dataset.y_test).mean())

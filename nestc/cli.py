@@ -171,7 +171,8 @@ def _train_options(func):
         click.option("--seed", "seed_value", default=0, show_default=True, type=int,
                      help="Seed of data order, initialisation of grown units and every random choice."),
         click.option("--quiet", is_flag=True, help="No progress bars and no log lines (errors still print)."),
-        click.option("--output-name", default=None, help="Graph output to train on (default: first [N, C])."),
+        click.option("--output-name", default=None,
+                     help="Graph output to train on (default: the one of class scores, [N, C] or [N, C, 1, 1])."),
     ]):
         func = decorator(func)
     return func

@@ -25,9 +25,9 @@ from nestc.errors import OptionError, PassError, about, require
 from nestc.fileio import atomic_write_bytes, check_outputs, run_identity, uninterruptible
 from nestc.frontends import load_model
 from nestc.frontends.files import model_bytes, model_files
-from nestc.frontends.precision import stored_precision
+from nestc.frontends.precision import computes_in_half, stored_precision
 from nestc.input_record import describe_values, record_input
-from nestc.ir.classifier import ClassifierView, trainable_view
+from nestc.ir.classifier import ClassifierView, class_scores, trainable_view
 from nestc.ir.emit import SPARSE_FORMATS, emit_model
 from nestc.ir.network import Network
 from nestc.model_data import check_normalisation, data_for_model, is_trained, output_classes, split_validation
@@ -216,14 +216,15 @@ def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: Nes
 def _check_equivalence(net: Network, emitted: onnx.ModelProto, x: np.ndarray, label: str) -> None:
     """The emitted file must compute what the trained network computes (onnxruntime vs the IR).
 
-    The network computes in float32; a file stored in float16 is held to float16's precision
-    (``HALF_TOLERANCE``), anything else to 1e-4.
+    A file that holds any float16 or bfloat16 tensor (stored in float16, or casting to it inside: the
+    network then computes those ops in half precision too, rounded otherwise than onnxruntime rounds)
+    is held to half precision (``HALF_TOLERANCE``), anything else to 1e-4.
     """
     sess = runtime.session(emitted, label, exact=True)
     expected = net.run_numpy(x)
     actual = runtime.run_batched(sess, x, 256)
+    tolerance = HALF_TOLERANCE if computes_in_half(emitted) else 1e-4
     for want, got in zip(expected, actual, strict=True):
-        tolerance = HALF_TOLERANCE if got.dtype == np.float16 else 1e-4
         if want.dtype.kind == "f" and not np.allclose(got.astype(np.float32), want, rtol=tolerance, atol=tolerance):
             raise PassError(f"{label}: onnxruntime output differs from the trained network by "
                             f"{float(np.abs(got - want).max()):.3g}; not writing it")
@@ -233,7 +234,7 @@ def _accuracy_ort(sess, output_index: int, x: np.ndarray, y: np.ndarray | None) 
     if y is None:
         return None
     outs = runtime.run_batched(sess, x)
-    return float((outs[output_index].argmax(1) == y).mean())
+    return float((class_scores(outs[output_index]).argmax(1) == y).mean())
 
 
 def _latency(sessions: dict, x_test: np.ndarray) -> dict[str, dict[str, float]]:

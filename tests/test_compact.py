@@ -16,6 +16,7 @@ import warnings
 import models
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
@@ -491,6 +492,28 @@ def test_initializers_listed_as_inputs_get_their_new_shapes(tmp_path) -> None:
     assert _drop(report) == 2 * (300 + 1 + 10)
     declared = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.input}
     assert declared["fc2.weight"] == [98, 300] and declared["fc3.weight"] == [10, 98]
+
+
+def test_a_weight_that_is_also_a_graph_output_keeps_its_shape(tmp_path) -> None:
+    """A file that returns a weight beside the scores (a debugging export, a frozen graph's variable): that
+    output keeps its shape, so the space the weight spans stays whole, while other spaces still shrink
+    (the weight lost its dead units and the output its shape)."""
+    module = models.build("MLP")
+    fc1_drop = models.plant_dead(module, "fc1", (3, 4))
+    models.plant_dead(module, "fc2", (1, 2), "fanout")
+    path = tmp_path / "weight_out.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter announces its deprecation
+        torch.onnx.export(module, (module.sample(1),), str(path), dynamo=False, input_names=["input"],
+                          dynamic_axes={"input": {0: "batch"}})
+    model = onnx.load(str(path))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("fc2.bias", onnx.TensorProto.FLOAT, [100]))
+    onnx.save(model, str(path))
+    report, _ = _compact(models.Exported(module, str(path)), tmp_path)
+    assert _drop(report) == fc1_drop
+    x = module.sample(2).numpy()
+    got, want = (ort.InferenceSession(str(p)).run(["fc2.bias"], {"input": x})[0] for p in (tmp_path / "out.onnx", path))
+    np.testing.assert_array_equal(got, want)
 
 
 def test_nothing_dead_changes_nothing(zoo_export, tmp_path) -> None:

@@ -74,6 +74,30 @@ def test_evaluate_loss_is_the_cross_entropy_of_any_score_head(trained_mlp: Path,
     assert report.loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
+def test_fully_convolutional_scores_with_axes_of_size_one_are_class_scores(trained_mlp: Path,
+                                                                              tmp_path: Path) -> None:
+    """SqueezeNet and Caffe conversions end in a global pool: ``[N, classes, 1, 1]`` probabilities. They are
+    evaluated and compressed as ``[N, classes]`` (they were refused: no output of shape [N, classes])
+    and the written file keeps the output's shape."""
+    model = onnx.load(str(trained_mlp))
+    logits = model.graph.output[0].name
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([2, 3], np.int64), "pool_axes"))
+    model.graph.node.extend([onnx.helper.make_node("Unsqueeze", [logits, "pool_axes"], ["pooled"]),
+                             onnx.helper.make_node("Softmax", ["pooled"], ["prob"], axis=1)])
+    del model.graph.output[:]
+    model.graph.output.append(onnx.helper.make_tensor_value_info("prob", onnx.TensorProto.FLOAT, ["N", 10, 1, 1]))
+    onnx.save(model, str(tmp_path / "pooled.onnx"))
+    flat, pooled = nestc.evaluate(trained_mlp, "embedded"), nestc.evaluate(tmp_path / "pooled.onnx", "embedded")
+    assert pooled.accuracy == flat.accuracy and pooled.loss == pytest.approx(flat.loss, rel=1e-4)
+    result = nestc.compress(tmp_path / "pooled.onnx", tmp_path / "out.onnx", "embedded",
+                            NestConfig(max_epochs=2, max_acc_drop=2), TrainConfig(device="cpu", quiet=True),
+                            log=lambda _line: None)
+    assert result.report["nonzero_params"]["after"] < result.report["nonzero_params"]["before"]
+    assert result.report["accuracy"]["after"] >= flat.accuracy - 0.03
+    sess = runtime.session(onnx.load(str(tmp_path / "out.onnx")))
+    assert runtime.run_batched(sess, np.zeros((3, 1, 28, 28), np.float32))[0].shape == (3, 10, 1, 1)
+
+
 def _train_mlp_elsewhere(x_train: np.ndarray, y_train: np.ndarray, path: Path,
                          inside: tuple[float, float] | None = None) -> None:
     """A small MLP trained in plain PyTorch on exactly ``x_train`` (as a user's own pipeline prepared it);

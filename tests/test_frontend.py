@@ -5,7 +5,8 @@ tests. Covers torch's dynamo exporter (static batch 1, constants folded, ``Split
 targets with ``allowzero``), the legacy exporter (dynamic batch, run-time ``Shape -> Gather ->
 Unsqueeze -> Concat -> Reshape`` targets, ``Slice`` bounds computed from shapes, and without
 constant folding ``Transpose`` of weights and kept BatchNormalization), opset conversion, the ops of
-GELU (``Erf``), LayerNorm, Mish and Softplus exports, and ``nestc inspect``.
+GELU (``Erf``), LayerNorm, Mish and Softplus exports, model-local functions (``export_modules_as_functions``)
+and ``nestc inspect``.
 """
 
 from __future__ import annotations
@@ -104,6 +105,34 @@ def test_inspect_cli_json_reports_torch_param_count(zoo_export) -> None:
     assert stats["params"] == models.param_count(exp.module) == 61706
     assert stats["nonzero_params"] <= stats["params"]
     assert stats["macs"] > 0
+
+
+def test_products_whose_rows_are_not_samples_count_every_row(tmp_path) -> None:
+    """A Gemm after ``Flatten(axis=3)`` runs once per position of a sample, and a MatMul with the weight
+    first takes the samples as columns: inspect counts what onnxruntime computes for one sample (the
+    first was counted for one position, the second for one of its three output rows)."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w"], ["c"], name="conv", pads=[1, 1, 1, 1]),  # [N, 4, 8, 8]
+        helper.make_node("Transpose", ["c"], ["nhwc"], perm=[0, 2, 3, 1]),
+        helper.make_node("Flatten", ["nhwc"], ["rows"], axis=3),  # [N * 64, 4]
+        helper.make_node("Gemm", ["rows", "pos_w"], ["pos"], name="per_position", transB=1),  # [N * 64, 6]
+        helper.make_node("Reshape", ["pos", "flat"], ["features"]),  # [N, 384]
+        helper.make_node("Transpose", ["features"], ["columns"], perm=[1, 0]),
+        helper.make_node("MatMul", ["head_w", "columns"], ["scores"], name="weight_first"),  # [3, N]
+        helper.make_node("Transpose", ["scores"], ["y"], perm=[1, 0]),
+    ]
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+             for name, shape in (("conv_w", (4, 1, 3, 3)), ("pos_w", (6, 4)), ("head_w", (3, 384)))]
+    inits.append(numpy_helper.from_array(np.array([-1, 384], np.int64), "flat"))
+    graph = helper.make_graph(nodes, "rows", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    path = tmp_path / "rows.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    models.assert_close(api.load_network(path).run_numpy(x)[0], models.ort_run(path, x))
+    layers = {layer.node: layer.macs for layer in api.inspect(path).layers}
+    assert layers == {"conv": 64 * 4 * 9, "per_position": 64 * 6 * 4, "weight_first": 3 * 384}
 
 
 def test_dynamo_batch_one_export_gets_a_free_batch(zoo_export) -> None:
@@ -401,3 +430,59 @@ def test_a_named_free_batch_keeps_its_name(tmp_path) -> None:
     model = load_model(tmp_path / "m.onnx")
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert model.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "N"
+
+
+class _Block(torch.nn.Module):
+    """A Linear and its ReLU: exported as one model-local function."""
+
+    def __init__(self, width_in: int, width_out: int) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(width_in, width_out)
+        self.act = torch.nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.fc(x))
+
+
+def test_model_local_functions_are_inlined_and_compacted(tmp_path) -> None:
+    """torch's ``export_modules_as_functions`` calls each block through a function of the model's own
+    domain (an op type no handler knows); the functions are inlined, and dead units inside them go."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), _Block(12, 8), _Block(8, 6), torch.nn.Linear(6, 3))
+    with torch.no_grad():
+        net[1].fc.weight[[2, 5]] = 0.0  # hidden units 2 and 5 of the first block: zero fan-in, zero bias
+        net[1].fc.bias[[2, 5]] = 0.0
+    path = tmp_path / "functions.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), (torch.zeros(1, 3, 4),), str(path), dynamo=False, opset_version=17,
+                          export_modules_as_functions={_Block}, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    assert onnx.load(str(path)).functions
+    report = api.compact(path, tmp_path / "out.onnx")
+    assert report.after.params == report.before.params - 2 * (12 + 1 + 6)
+    x = np.random.default_rng(0).standard_normal((5, 3, 4)).astype(np.float32)
+    models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))
+
+
+def test_an_unread_max_pool_indices_output_is_dropped(tmp_path) -> None:
+    """Converters that name MaxPool's optional ``Indices`` output on every pool: nothing reads it, so the
+    model loads and compacts (it was refused at run time: the Indices output is not supported)."""
+    rng = np.random.default_rng(0)
+    conv_w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    conv_w[2] = 0.0  # channel 2 is dead after the ReLU
+    nodes = [helper.make_node("Conv", ["x", "conv_w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p", "indices"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc_w"], ["y"], name="fc", transB=1)]
+    inits = [numpy_helper.from_array(conv_w, "conv_w"),
+             numpy_helper.from_array(rng.standard_normal((3, 64)).astype(np.float32), "fc_w")]
+    graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    path = tmp_path / "pool.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    report = api.compact(path, tmp_path / "out.onnx")
+    assert report.after.params == report.before.params - 9 - 3 * 16
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))

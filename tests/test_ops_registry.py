@@ -71,10 +71,13 @@ def _macs(op_type: str, shapes: list[tuple[int, ...]], **attrs: object) -> int:
     ("Conv", [(1, 2, 10), (4, 2, 3)], {}, 4 * 8 * 2 * 3),
     # Transposed: every input cell is spread over C_out / group * prod(kernel) outputs.
     ("ConvTranspose", [(1, 4, 5, 5), (4, 6, 3, 3)], {"strides": [2, 2]}, 4 * 5 * 5 * 6 * 9),
-    ("Gemm", [(5, 16), (16, 10), (10,)], {}, 16 * 10),
-    ("Gemm", [(16, 5), (10, 16)], {"transA": 1, "transB": 1}, 16 * 10),
-    ("MatMul", [(5, 16), (16, 10)], {}, 16 * 10),
-    ("MatMul", [(2, 7, 16), (16, 10)], {}, 7 * 16 * 10),
+    # Products count every output cell: their rows need not be samples (model_stats runs one sample).
+    ("Gemm", [(1, 16), (16, 10), (10,)], {}, 16 * 10),
+    ("Gemm", [(16, 1), (10, 16)], {"transA": 1, "transB": 1}, 16 * 10),
+    ("Gemm", [(49, 4), (6, 4)], {"transB": 1}, 49 * 4 * 6),  # one row per position (Flatten(axis=3) before it)
+    ("MatMul", [(1, 16), (16, 10)], {}, 16 * 10),
+    ("MatMul", [(1, 7, 16), (16, 10)], {}, 7 * 16 * 10),
+    ("MatMul", [(10, 16), (16, 1)], {}, 16 * 10),  # the weight first, the sample a column
 ])
 def test_macs_per_sample(op_type: str, shapes: list[tuple[int, ...]], attrs: dict[str, object],
                          expected: int) -> None:

@@ -193,6 +193,8 @@ def analyse_channels(net: Network, sample: torch.Tensor | None = None) -> Channe
                 ctx.freeze(ctx.layout(name, axis), f"graph output '{name}'")
     for member in ctx.members:  # layouts recorded before a space was split or merged: in final terms
         member.layout = ctx.table.normalise(member.layout)
+        if member.tensor in net.output_names:  # a weight the graph also returns keeps its shape as well
+            ctx.freeze(member.layout, f"graph output '{member.tensor}'")
     layouts = {key: ctx.table.normalise(layout) for key, layout in ctx.layouts.items()}
     return ChannelAnalysis(ctx.table, ctx.members, layouts, ctx.fixups, ctx.member_nodes)
 

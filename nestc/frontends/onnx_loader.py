@@ -2,14 +2,15 @@
 
 Steps, each failing with one line that names the file:
 1. read the bytes and external data safely (:mod:`nestc.frontends.files`);
-2. refuse control flow and list every unsupported node at once;
-3. ``onnx.checker``;
-4. bring the default-domain opset into :data:`SUPPORTED_OPSETS` with onnx's version converter;
-5. train float16 and float64 models in float32 (:mod:`nestc.frontends.precision`; emitted models go
+2. inline model-local functions (torch's ``export_modules_as_functions`` writes each module as one);
+3. refuse control flow and list every unsupported node at once;
+4. ``onnx.checker``;
+5. bring the default-domain opset into :data:`SUPPORTED_OPSETS` with onnx's version converter;
+6. train float16 and float64 models in float32 (:mod:`nestc.frontends.precision`; emitted models go
    back to the stored type);
-6. give normalisation parameters an exporter merged by value their own tensors
-   (:mod:`nestc.frontends.untie`);
-7. fold shape-only subgraphs and free the batch dimension (:mod:`nestc.frontends.shape_folding`).
+7. give normalisation parameters an exporter merged by value their own tensors
+   (:mod:`nestc.frontends.untie`), and drop MaxPool ``Indices`` outputs that nothing reads;
+8. fold shape-only subgraphs and free the batch dimension (:mod:`nestc.frontends.shape_folding`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper, version_converter
+from onnx import inliner, numpy_helper, version_converter
 
 from nestc.errors import PATH, ModelError, UnsupportedOpError, first_line, require
 from nestc.frontends.files import read_model_file
@@ -50,11 +51,13 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     file = Path(path)
     model = read_model_file(file)
     _densify_sparse_initializers(model)
+    model = _inline_local_functions(model, file)
     _refuse_unsupported(model, file)
     _check(model, file)
     model = _normalise_opset(model, file)
     widen_to_float32(model)
     untie_normalisation_parameters(model)
+    _drop_unread_pool_indices(model)
     try:
         model = fold_shape_subgraphs(model)
     except (onnx.shape_inference.InferenceError, ValueError) as exc:
@@ -86,6 +89,34 @@ def _refuse_unsupported(model: onnx.ModelProto, file: Path) -> None:
             missing.append(f"'{node.name or f'{node.op_type}_{index}'}' ({domain}{node.op_type})")
     if missing:
         raise UnsupportedOpError(f"{file}: unsupported operators in {len(missing)} node(s): {', '.join(missing)}")
+
+
+def _inline_local_functions(model: onnx.ModelProto, file: Path) -> onnx.ModelProto:
+    """Replace each call of a function the model defines by the function's nodes.
+
+    A node calling a local function names the function as its op type, which no handler implements;
+    its body is ordinary ops, whose weights the call passes in as inputs. The emitted model is the
+    inlined graph (it computes the same).
+    """
+    if not model.functions:
+        return model
+    try:
+        return inliner.inline_local_functions(model)
+    except Exception as exc:  # onnx raises bare C++ errors for malformed function bodies
+        raise ModelError(f"{file}: its local functions could not be inlined ({first_line(exc)})") from exc
+
+
+def _drop_unread_pool_indices(model: onnx.ModelProto) -> None:
+    """Remove the optional ``Indices`` output of MaxPool nodes where no node and no graph output reads it.
+
+    Some converters name it on every MaxPool; nestc computes only the pooled values, so a named one
+    was refused at run time although nothing used it.
+    """
+    graph = model.graph
+    read = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
+    for node in graph.node:
+        if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1] not in read:
+            del node.output[1:]
 
 
 def _densify_sparse_initializers(model: onnx.ModelProto) -> None:

@@ -61,6 +61,13 @@ def stored_precision(model: onnx.ModelProto) -> onnx.ModelProto:
     return narrowed
 
 
+def computes_in_half(model: onnx.ModelProto) -> bool:
+    """True when any tensor of ``model`` is float16 or bfloat16: a file stored in half precision, or a
+    float32 model that casts to half inside. Such a model is only as exact as half precision, in torch
+    and onnxruntime alike, which round and accumulate differently."""
+    return any(elem in (TensorProto.FLOAT16, TensorProto.BFLOAT16) for elem in _float_types(model))
+
+
 def _float_types(model: onnx.ModelProto) -> Iterator[int]:
     """Every floating element type the model declares or creates (with repeats)."""
     return (elem for elem, _set in _typed_places(model) if elem in _FLOAT_TYPES)

@@ -2,11 +2,15 @@
 
 Exported classifiers often end in Softmax (scikit-learn's converters add ZipMap on top). Training
 on probabilities is numerically poor, so when the chosen output is a (Log)Softmax of something, the
-view returns that something, the logits, and the emitted graph is untouched.
+view returns that something, the logits, and the emitted graph is untouched. Fully convolutional
+classifiers (SqueezeNet, models converted from Caffe) end in a global pool and give ``[N, classes, 1,
+1]``; the view and every reader of the output's values take it as ``[N, classes]``
+(:func:`class_scores`).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -22,7 +26,7 @@ _NORMALISERS = frozenset({"Softmax", "LogSoftmax"})
 
 def choose_output(net: Network, requested: str | None = None, label: str = "model") -> str:
     """The graph output nestc trains on: ``requested`` (if it can hold class scores), else the float output of
-    rank 2.
+    class scores (``[N, classes]``, or with further axes of size 1).
 
     Several such outputs are fine when they are views of one logits tensor (``logits`` and
     ``softmax(logits)``); independent heads (auxiliary classifiers) make the choice the user's.
@@ -50,9 +54,17 @@ def choose_output(net: Network, requested: str | None = None, label: str = "mode
 
 
 def _scores(value: onnx.ValueInfoProto) -> bool:
-    """Whether a graph output can hold class scores: a float tensor of rank 2."""
+    """Whether a graph output can hold class scores: a float tensor ``[N, classes]``, or one whose axes after
+    the batch are all declared 1 but the classes' (``[N, classes, 1, 1]``, ``[N, 1, classes]``)."""
     tensor = value.type.tensor_type
-    return tensor.elem_type in _FLOAT_TYPES and len(tensor.shape.dim) == 2
+    dims = list(tensor.shape.dim)[1:]
+    return (tensor.elem_type in _FLOAT_TYPES and len(dims) >= 1
+            and sum(not (d.HasField("dim_value") and d.dim_value == 1) for d in dims) <= 1)
+
+
+def class_scores(scores: np.ndarray) -> np.ndarray:
+    """An output's values as ``[N, classes]`` (axes of size 1 after the batch dropped)."""
+    return scores.reshape(len(scores), -1)
 
 
 def _describe(value: onnx.ValueInfoProto) -> str:
@@ -112,7 +124,7 @@ class ClassifierView(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, classes]`` for a batch ``x``."""
-        return self.net(x, until=self.logits_name)[0]
+        return self.net(x, until=self.logits_name)[0].flatten(1)
 
 
 def trainable_view(net: Network, output: str | None = None, label: str = "model") -> ClassifierView:

@@ -103,7 +103,9 @@ class Probe:
         return [slice(i, min(i + self.batch_size, len(self.x))) for i in range(0, len(self.x), self.batch_size)]
 
     def loss(self, logits: torch.Tensor, part: slice) -> torch.Tensor:
-        """Cross-entropy on labels, or KL to the teacher when unlabeled."""
+        """Cross-entropy on labels, or KL to the teacher when unlabeled; ``logits`` of the logits tensor
+        itself (``[N, classes, 1, 1]`` from a fully convolutional classifier) count as ``[N, classes]``."""
+        logits = logits.flatten(1)
         if self.y is not None:
             return F.cross_entropy(logits.float(), self.y[part])
         target = F.softmax(self.teacher[part].float(), dim=1)  # type: ignore[index]

@@ -11,11 +11,15 @@ from nestc.ir.registry import Node, OpHandler, register
 
 
 def _product_macs(out_shape: tuple[int, ...] | None, inner: int | None) -> int:
-    """MACs per sample of a product: every output cell (batch axis dropped) costs ``inner`` MACs."""
+    """MACs of a product: every output cell costs ``inner`` MACs.
+
+    Its first axis is not always the samples (``Flatten(axis=3)`` before a Gemm makes one row per
+    position of one sample, a MatMul with the weight first puts the samples in columns), so no axis is
+    dropped; :func:`nestc.stats.model_stats` passes the shapes of a single sample.
+    """
     if out_shape is None or inner is None:
         return 0
-    per_sample = out_shape[1:] if len(out_shape) > 1 else out_shape
-    return math.prod(per_sample) * inner
+    return math.prod(out_shape) * inner
 
 
 @register
