@@ -486,3 +486,29 @@ def test_an_unread_max_pool_indices_output_is_dropped(tmp_path) -> None:
     assert report.after.params == report.before.params - 9 - 3 * 16
     x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
     models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))
+
+
+@pytest.mark.parametrize("imports", [[("", 17)], [("ai.onnx", 13)], [("ai.onnx", 8)], [("", 17), ("ai.onnx", 17)]],
+                         ids=["nodes-ai.onnx-import-default", "ai.onnx-13", "ai.onnx-8-converted", "both-imported"])
+def test_the_default_domain_spelt_ai_onnx_loads_and_compacts(tmp_path, imports: list[tuple[str, int]]) -> None:
+    """ONNX's default domain has two names; converters that write nodes or imports as ``ai.onnx`` (or mix
+    both) make files onnxruntime runs and onnx's checker and version converter refused."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((6, 5)).astype(np.float32)
+    w1[:, 3] = 0.0  # hidden unit 3 has no fan-in (and no bias): dead
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], domain="ai.onnx"),
+             helper.make_node("Relu", ["h"], ["r"], domain="ai.onnx"),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(rng.standard_normal((5, 3)).astype(np.float32),
+                                                                        "w2")]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in imports])
+    model.ir_version = 7
+    path = tmp_path / "mlp.onnx"
+    onnx.save(model, str(path))
+    assert default_opset(load_model(path)) >= 13
+    report = api.compact(path, tmp_path / "out.onnx")
+    assert report.after.params == report.before.params - 6 - 3
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))

@@ -50,6 +50,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     require(path, PATH, "model", "a file path")
     file = Path(path)
     model = read_model_file(file)
+    _spell_default_domain_one_way(model)
     _densify_sparse_initializers(model)
     model = _inline_local_functions(model, file)
     _refuse_unsupported(model, file)
@@ -83,12 +84,31 @@ def _refuse_unsupported(model: onnx.ModelProto, file: Path) -> None:
     missing = []
     for index, node in enumerate(nodes):
         handler = handler_for(node.op_type)
-        if handler is None or (node.domain not in handler.domains and not (node.domain == "ai.onnx"
-                                                                           and "" in handler.domains)):
+        if handler is None or node.domain not in handler.domains:
             domain = f"{node.domain}." if node.domain else ""
             missing.append(f"'{node.name or f'{node.op_type}_{index}'}' ({domain}{node.op_type})")
     if missing:
         raise UnsupportedOpError(f"{file}: unsupported operators in {len(missing)} node(s): {', '.join(missing)}")
+
+
+def _spell_default_domain_one_way(model: onnx.ModelProto) -> None:
+    """Write the default domain as ``""`` in nodes, functions and opset imports.
+
+    ONNX allows ``ai.onnx`` as its other name, and some converters mix the two (nodes in ``ai.onnx`` under
+    an import of ``""``); onnx's checker and version converter refuse such files although onnxruntime
+    runs them, and every later step would have to know both names. Where both are imported, the ``""``
+    entry's version stands.
+    """
+    for node in [*model.graph.node, *(n for f in model.functions for n in f.node)]:
+        if node.domain == "ai.onnx":
+            node.domain = ""
+    for imports in [model.opset_import, *(f.opset_import for f in model.functions)]:
+        versions = {entry.domain: entry.version for entry in imports}
+        if "ai.onnx" not in versions:
+            continue
+        versions.setdefault("", versions.pop("ai.onnx"))
+        del imports[:]
+        imports.extend(onnx.helper.make_opsetid(domain, version) for domain, version in versions.items())
 
 
 def _inline_local_functions(model: onnx.ModelProto, file: Path) -> onnx.ModelProto:
@@ -148,7 +168,7 @@ def _check(model: onnx.ModelProto, file: Path) -> None:
 def default_opset(model: onnx.ModelProto) -> int:
     """The version of the default ONNX domain the model imports."""
     for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
+        if entry.domain == "":
             return entry.version
     return 0
 

@@ -135,7 +135,7 @@ def _fold_weight_views(model: onnx.ModelProto) -> None:
     operands: set[str] = set()
     for node in graph.node:
         source = node.input[0] if node.input else ""
-        if (node.op_type not in _VIEW_OPS or node.domain not in ("", "ai.onnx") or source not in inits
+        if (node.op_type not in _VIEW_OPS or node.domain != "" or source not in inits
                 or source in fed or node.output[0] in fed or any(i and i not in inits for i in node.input[1:])):
             kept.append(node)
             continue
@@ -224,7 +224,7 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
 
 def _try_fold(node: onnx.NodeProto, known: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],
               opset: dict[str, int]) -> list[np.ndarray] | None:
-    if node.domain not in ("", "ai.onnx") or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    if node.domain != "" or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                                                  for a in node.attribute):
         return None
     if node.op_type == "Shape" and node.input[0] in shapes:

@@ -38,7 +38,7 @@ def untie_normalisation_parameters(model: onnx.ModelProto) -> int:
         for slot, name in enumerate(node.input):
             if name in inits:
                 uses.setdefault(name, []).append((node, slot))
-                if node.domain in ("", "ai.onnx") and slot in NORMALISATION_SLOTS.get(node.op_type, ()):
+                if node.domain == "" and slot in NORMALISATION_SLOTS.get(node.op_type, ()):
                     normalisation.add(name)
     taken = graph_names(graph)
     copies = 0

@@ -49,8 +49,7 @@ def node_from_proto(proto: onnx.NodeProto, index: int) -> Node:
     """Decode a ``NodeProto``; unnamed nodes get a stable ``<op>_<index>`` name for messages."""
     attrs = {a.name: _decode_attr(a) for a in proto.attribute}
     name = proto.name or f"{proto.op_type}_{index}"
-    domain = "" if proto.domain == "ai.onnx" else proto.domain  # two spellings of the default domain
-    return Node(name, proto.op_type, list(proto.input), list(proto.output), attrs, domain)
+    return Node(name, proto.op_type, list(proto.input), list(proto.output), attrs, proto.domain)
 
 
 def declared_shape(shape: onnx.TensorShapeProto) -> str:
