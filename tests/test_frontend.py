@@ -512,3 +512,28 @@ def test_the_default_domain_spelt_ai_onnx_loads_and_compacts(tmp_path, imports: 
     assert report.after.params == report.before.params - 6 - 3
     x = rng.standard_normal((4, 6)).astype(np.float32)
     models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))
+
+
+def test_nodes_no_output_depends_on_are_dropped_with_their_weights(tmp_path) -> None:
+    """A detached branch (a MatMul with its own weight, then an operator nestc lacks) and an initializer that
+    is also a graph input (IR 3 style) read only by it: onnxruntime never runs them, so they load without
+    complaint, count for nothing and are gone from the written file, which computes what the original does."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="live"),
+             helper.make_node("MatMul", ["x", "w_dead"], ["d"], name="dead"),
+             helper.make_node("Resize", ["d", "", "scales"], ["d2"], name="dead_resize")]
+    inits = [numpy_helper.from_array(rng.standard_normal((6, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((6, 40)).astype(np.float32), "w_dead"),
+             numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "scales")]
+    graph = helper.make_graph(nodes, "detached", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6]),
+                                                  helper.make_tensor_value_info("w_dead", TensorProto.FLOAT, [6, 40])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    path = tmp_path / "detached.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert api.inspect(path).params == 18
+    api.compact(path, tmp_path / "out.onnx")
+    written = onnx.load(str(tmp_path / "out.onnx")).graph
+    assert [n.op_type for n in written.node] == ["MatMul"] and [t.name for t in written.initializer] == ["w"]
+    assert [i.name for i in written.input] == ["x"]
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))

@@ -2,7 +2,8 @@
 
 Steps, each failing with one line that names the file:
 1. read the bytes and external data safely (:mod:`nestc.frontends.files`);
-2. inline model-local functions (torch's ``export_modules_as_functions`` writes each module as one);
+2. inline model-local functions (torch's ``export_modules_as_functions`` writes each module as one), and
+   drop the nodes no graph output depends on;
 3. refuse control flow and list every unsupported node at once;
 4. ``onnx.checker``;
 5. bring the default-domain opset into :data:`SUPPORTED_OPSETS` with onnx's version converter;
@@ -53,6 +54,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     _spell_default_domain_one_way(model)
     _densify_sparse_initializers(model)
     model = _inline_local_functions(model, file)
+    _drop_dead_nodes(model)
     _refuse_unsupported(model, file)
     _check(model, file)
     model = _normalise_opset(model, file)
@@ -124,6 +126,33 @@ def _inline_local_functions(model: onnx.ModelProto, file: Path) -> onnx.ModelPro
         return inliner.inline_local_functions(model)
     except Exception as exc:  # onnx raises bare C++ errors for malformed function bodies
         raise ModelError(f"{file}: its local functions could not be inlined ({first_line(exc)})") from exc
+
+
+def _drop_dead_nodes(model: onnx.ModelProto) -> None:
+    """Remove the nodes no graph output depends on, and the initializers only they read.
+
+    Exporters leave such nodes behind (a shape computation nothing uses, a detached branch); onnxruntime
+    never runs them, so they must not count as parameters or MACs, be trained, or keep a model with an
+    operator nestc lacks from loading. Fed graph inputs stay, read or not: they are the file's interface.
+    """
+    graph = model.graph
+    needed = {value.name for value in graph.output}
+    live = []
+    for node in reversed(graph.node):
+        if needed.intersection(node.output):
+            live.append(node)
+            needed.update(name for name in node.input if name)
+    if len(live) == len(graph.node):
+        return
+    del graph.node[:]
+    graph.node.extend(reversed(live))
+    dead = [t.name for t in graph.initializer if t.name not in needed]
+    kept = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    inputs = [value for value in graph.input if value.name not in dead]  # initializers listed as inputs (IR 3)
+    del graph.input[:]
+    graph.input.extend(inputs)
 
 
 def _drop_unread_pool_indices(model: onnx.ModelProto) -> None:
