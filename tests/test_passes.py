@@ -3,6 +3,8 @@ computes exactly what the IR computes (onnxruntime as the judge)."""
 
 from __future__ import annotations
 
+import math
+
 import models
 import numpy as np
 import onnx
@@ -684,3 +686,66 @@ def test_partial_area_masks_grouped_and_depthwise_convolutions(request, images, 
     assert after[node.name] < before[node.name]
     _assert_emitted_matches(net, images[0])
 
+
+
+# Each pass's formula against an independent float64 reference computed here, not by the pass's own code.
+
+
+def _mlp_reference(net: Network, x: torch.Tensor, y: torch.Tensor) -> tuple[list, list, list]:
+    """An MLP seed's Gemm layers recomputed in float64 from its tensors: per layer, in graph order, the dense
+    gradient of the mean cross-entropy w.r.t. the effective weight ``w * mask`` ([out, in]), the layer's input
+    activations H and the gradient G w.r.t. its output."""
+    gemms = layers(net)
+    h = x.double().flatten(1)
+    weights, inputs, outputs = [], [], []
+    for k, layer in enumerate(gemms):
+        w = (net.tensor(layer.weight).detach() * net.mask(layer.weight)).double().requires_grad_()
+        out = h @ w.T + net.tensor(layer.node.inputs[2]).detach().double()
+        out.retain_grad()
+        weights.append(w)
+        inputs.append(h.detach())
+        outputs.append(out)
+        h = torch.relu(out) if k < len(gemms) - 1 else out
+    torch.nn.functional.cross_entropy(h, y).backward()
+    return [w.grad for w in weights], inputs, [out.grad for out in outputs]
+
+
+def test_grown_neurons_follow_the_bridging_gradient_formula(images) -> None:
+    """Each new neuron of a hidden space bridges the top ceil(beta C_in C_out) pairs of a float64 bridging
+    gradient B = H^T G (pairs of earlier neurons of the step excluded): psi_i = eps sgn(-B_ij) sqrt|B_ij|,
+    omega_j = eps sqrt|B_ij| (a row or column in several pairs takes its strongest), rescaled to alpha times
+    the mean non-zero magnitude the layer had before growth. Only the bridged connections are active."""
+    probe = _probe("lenet-300-100", images)
+    net = probe.view.net
+    _, inputs, outputs = _mlp_reference(net, *images)
+    gemms = layers(net)
+    widths = [net.tensor(layer.weight).shape[0] for layer in gemms]
+    means = []
+    for layer in gemms:
+        weight = (net.tensor(layer.weight).detach() * net.mask(layer.weight)).double()
+        means.append(float(weight[weight != 0].abs().mean()))
+    count, beta, alpha = 3, 0.002, 0.5
+    assert grow_neurons(probe, count, beta, alpha).details["spaces"] == 2
+    for k in (0, 1):  # the hidden spaces written by fc1 and fc2
+        producer, reader = gemms[k], gemms[k + 1]
+        bridge = inputs[k].T @ outputs[k + 1]
+        c_in, c_out = bridge.shape
+        remaining = bridge.abs().flatten().clone()
+        for unit in range(widths[k], widths[k] + count):
+            chosen = torch.topk(remaining, math.ceil(beta * c_in * c_out)).indices
+            remaining[chosen] = 0
+            p, o = torch.zeros(c_in, dtype=torch.float64), torch.zeros(c_out, dtype=torch.float64)
+            for index in reversed(chosen.tolist()):  # the strongest pair of a row or column is written last
+                i, j = divmod(index, c_out)
+                p[i], o[j] = -torch.sign(bridge[i, j]) * bridge[i, j].abs().sqrt(), bridge[i, j].abs().sqrt()
+            psi = net.tensor(producer.weight).detach().double()[unit]
+            omega = net.tensor(reader.weight).detach().double()[:, unit]
+            eps = float(torch.sign(omega[omega != 0][0]))
+            expected_psi = eps * alpha * means[k] * p / p[p != 0].abs().mean()
+            expected_omega = eps * alpha * means[k + 1] * o / o[o != 0].abs().mean()
+            # entries for this step's new neurons of the neighbouring space stay zero
+            pad = torch.nn.functional.pad
+            torch.testing.assert_close(psi, pad(expected_psi, (0, len(psi) - c_in)), rtol=1e-4, atol=0)
+            torch.testing.assert_close(omega, pad(expected_omega, (0, len(omega) - c_out)), rtol=1e-4, atol=0)
+            assert torch.equal(net.mask(producer.weight)[unit] > 0, psi != 0)
+            assert torch.equal(net.mask(reader.weight)[:, unit] > 0, omega != 0)
