@@ -3,6 +3,8 @@ computes exactly what the IR computes (onnxruntime as the judge)."""
 
 from __future__ import annotations
 
+import math
+
 import models
 import numpy as np
 import onnx
@@ -16,6 +18,7 @@ from nestc.data import fit_to_input, load_dataset
 from nestc.ir.classifier import ClassifierView
 from nestc.ir.emit import emit_model
 from nestc.ir.network import Network
+from nestc.passes import grow_feature_maps as grow_feature_maps_module
 from nestc.passes.base import Probe, active_connections, effective_gradients, ensure_masks, layers
 from nestc.passes.compact import compact
 from nestc.passes.grow_connections import grow_connections
@@ -684,3 +687,230 @@ def test_partial_area_masks_grouped_and_depthwise_convolutions(request, images, 
     assert after[node.name] < before[node.name]
     _assert_emitted_matches(net, images[0])
 
+
+
+# Each pass's formula against an independent float64 reference computed here, not by the pass's own code.
+
+
+def _mlp_reference(net: Network, x: torch.Tensor, y: torch.Tensor) -> tuple[list, list, list]:
+    """An MLP seed's Gemm layers recomputed in float64 from its tensors: per layer, in graph order, the dense
+    gradient of the mean cross-entropy w.r.t. the effective weight ``w * mask`` ([out, in]), the layer's input
+    activations H and the gradient G w.r.t. its output."""
+    gemms = layers(net)
+    h = x.double().flatten(1)
+    weights, inputs, outputs = [], [], []
+    for k, layer in enumerate(gemms):
+        w = (net.tensor(layer.weight).detach() * net.mask(layer.weight)).double().requires_grad_()
+        out = h @ w.T + net.tensor(layer.node.inputs[2]).detach().double()
+        out.retain_grad()
+        weights.append(w)
+        inputs.append(h.detach())
+        outputs.append(out)
+        h = torch.relu(out) if k < len(gemms) - 1 else out
+    torch.nn.functional.cross_entropy(h, y).backward()
+    return [w.grad for w in weights], inputs, [out.grad for out in outputs]
+
+
+def test_grown_connections_are_the_dormant_ones_with_the_largest_float64_gradient(images) -> None:
+    """Per layer, the ``ratio`` x active dormant connections with the largest |dL/dw| of a float64 reference
+    become active, at -lr * dL/dw."""
+    probe = _probe("lenet-300-100", images)
+    net = probe.view.net
+    reference, _, _ = _mlp_reference(net, *images)
+    before = {layer.weight: net.mask(layer.weight).clone() for layer in layers(net)}
+    grads, _ = effective_gradients(probe)
+    assert grow_connections(net, grads, ratio=0.1, lr=0.1).modified
+    for layer, grad in zip(layers(net), reference, strict=True):
+        old = before[layer.weight]
+        dormant = old == 0
+        scores = torch.where(dormant, grad.abs(), torch.full_like(grad, -1.0)).flatten()
+        expected = torch.zeros(old.numel(), dtype=torch.bool)
+        expected[torch.topk(scores, int(0.1 * int(old.sum()))).indices] = True
+        grown = (net.mask(layer.weight) > old).flatten()
+        assert torch.equal(grown, expected), layer.weight
+        weight = net.tensor(layer.weight).detach().double().flatten()
+        torch.testing.assert_close(weight[grown], -0.1 * grad.flatten()[grown], rtol=1e-4, atol=1e-10)
+
+
+def test_grown_neurons_follow_the_bridging_gradient_formula(images) -> None:
+    """Each new neuron of a hidden space bridges the top ceil(beta C_in C_out) pairs of a float64 bridging
+    gradient B = H^T G (pairs of earlier neurons of the step excluded): psi_i = eps sgn(-B_ij) sqrt|B_ij|,
+    omega_j = eps sqrt|B_ij| (a row or column in several pairs takes its strongest), rescaled to alpha times
+    the mean non-zero magnitude the layer had before growth. Only the bridged connections are active."""
+    probe = _probe("lenet-300-100", images)
+    net = probe.view.net
+    _, inputs, outputs = _mlp_reference(net, *images)
+    gemms = layers(net)
+    widths = [net.tensor(layer.weight).shape[0] for layer in gemms]
+    means = []
+    for layer in gemms:
+        weight = (net.tensor(layer.weight).detach() * net.mask(layer.weight)).double()
+        means.append(float(weight[weight != 0].abs().mean()))
+    count, beta, alpha = 3, 0.002, 0.5
+    assert grow_neurons(probe, count, beta, alpha).details["spaces"] == 2
+    for k in (0, 1):  # the hidden spaces written by fc1 and fc2
+        producer, reader = gemms[k], gemms[k + 1]
+        bridge = inputs[k].T @ outputs[k + 1]
+        c_in, c_out = bridge.shape
+        remaining = bridge.abs().flatten().clone()
+        for unit in range(widths[k], widths[k] + count):
+            chosen = torch.topk(remaining, math.ceil(beta * c_in * c_out)).indices
+            remaining[chosen] = 0
+            p, o = torch.zeros(c_in, dtype=torch.float64), torch.zeros(c_out, dtype=torch.float64)
+            for index in reversed(chosen.tolist()):  # the strongest pair of a row or column is written last
+                i, j = divmod(index, c_out)
+                p[i], o[j] = -torch.sign(bridge[i, j]) * bridge[i, j].abs().sqrt(), bridge[i, j].abs().sqrt()
+            psi = net.tensor(producer.weight).detach().double()[unit]
+            omega = net.tensor(reader.weight).detach().double()[:, unit]
+            eps = float(torch.sign(omega[omega != 0][0]))
+            expected_psi = eps * alpha * means[k] * p / p[p != 0].abs().mean()
+            expected_omega = eps * alpha * means[k + 1] * o / o[o != 0].abs().mean()
+            # entries for this step's new neurons of the neighbouring space stay zero
+            pad = torch.nn.functional.pad
+            torch.testing.assert_close(psi, pad(expected_psi, (0, len(psi) - c_in)), rtol=1e-4, atol=0)
+            torch.testing.assert_close(omega, pad(expected_omega, (0, len(omega) - c_out)), rtol=1e-4, atol=0)
+            assert torch.equal(net.mask(producer.weight)[unit] > 0, psi != 0)
+            assert torch.equal(net.mask(reader.weight)[:, unit] > 0, omega != 0)
+
+
+def _prune_graph() -> Network:
+    """x[8] -> MatMul w1 (30 % zeros) -> BatchNormalization -> Relu -> MatMul w2 -> y."""
+    rng = np.random.default_rng(7)
+    w1 = rng.normal(size=(8, 6)) * (rng.uniform(size=(8, 6)) > 0.3)
+    weights = {"w1": w1, "w2": rng.normal(size=(6, 4)), "gamma": rng.uniform(-2, 2, 6), "beta": rng.uniform(-1, 1, 6),
+               "mean": rng.uniform(-1, 1, 6), "var": rng.uniform(0.1, 3, 6)}
+    nodes = [onnx.helper.make_node("MatMul", ["x", "w1"], ["z"]),
+             onnx.helper.make_node("BatchNormalization", ["z", "gamma", "beta", "mean", "var"], ["h"], epsilon=1e-3),
+             onnx.helper.make_node("Relu", ["h"], ["r"]), onnx.helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    graph = onnx.helper.make_graph(
+        nodes, "prune", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 8])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
+    net = Network(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]))
+    ensure_masks(net)
+    return net
+
+
+@pytest.mark.parametrize("layer_fraction", [1.0, 0.2])
+def test_pruned_connections_are_the_smallest_normalised_effective_magnitudes(layer_fraction: float) -> None:
+    """The pruned connections are the ``fraction`` x active with the smallest effective magnitude (|w| times
+    the following BN's |gamma| / sqrt(var + eps)) over the layer's mean, ranked globally, a layer giving up
+    at most ``max_layer_fraction`` of its active connections (its smallest)."""
+    net = _prune_graph()
+    gain = net.tensor("gamma").detach().double().abs() / torch.sqrt(net.tensor("var").detach().double() + 1e-3)
+    active = {name: net.mask(name) > 0 for name in ("w1", "w2")}
+    scores = {"w1": net.tensor("w1").detach().double().abs() * gain, "w2": net.tensor("w2").detach().double().abs()}
+    scores = {name: score / score[active[name]].mean() for name, score in scores.items()}
+    total = sum(int(a.sum()) for a in active.values())
+    threshold = torch.cat([scores[name][active[name]] for name in scores]).sort().values[int(0.3 * total) - 1]
+    assert prune_connections(net, 0.3, max_layer_fraction=layer_fraction, min_per_unit=0).modified
+    for name, score in scores.items():
+        count = min(int(((score <= threshold) & active[name]).sum()), int(layer_fraction * int(active[name].sum())))
+        ranked = torch.where(active[name], score, torch.full_like(score, math.inf)).flatten()
+        expected = torch.zeros(score.numel(), dtype=torch.bool)
+        expected[torch.topk(ranked, count, largest=False).indices] = True
+        assert torch.equal((active[name] & (net.mask(name) == 0)).flatten(), expected), name
+        assert bool((net.tensor(name)[net.mask(name) == 0] == 0).all()), "pruned weights are zeroed"
+
+
+def test_pruned_units_have_the_smallest_float64_fan_in_times_fan_out(images) -> None:
+    """A hidden neuron's score is sum_i |W_l[u, i]| x sum_j |W_l+1[j, u]|, over its space's mean; the lowest
+    ``fraction`` of all live units lose every connection (no space more than half)."""
+    probe = _probe("lenet-300-100", images)
+    net = probe.view.net
+    gemms = layers(net)
+    effective = [(net.tensor(layer.weight).detach() * net.mask(layer.weight)).double().abs() for layer in gemms]
+    scores = [effective[k].sum(1) * effective[k + 1].sum(0) for k in (0, 1)]
+    scores = [torch.where(s > 0, s / s[s > 0].mean(), torch.full_like(s, math.inf)) for s in scores]
+    live = torch.cat(scores)
+    threshold = live[torch.isfinite(live)].sort().values[int(0.2 * int(torch.isfinite(live).sum())) - 1]
+    assert prune_units(net, 0.2, images[0][:8]).modified
+    for k, score in enumerate(scores):
+        cap = int(0.5 * int(torch.isfinite(score).sum()))
+        expected = torch.zeros(len(score), dtype=torch.bool)
+        expected[torch.topk(score, min(int((score <= threshold).sum()), cap), largest=False).indices] = True
+        assert torch.equal(net.mask(gemms[k].weight).sum(1) == 0, expected | (effective[k].sum(1) == 0))
+        assert bool((net.mask(gemms[k + 1].weight)[:, expected] == 0).all()), "a pruned unit loses its readers too"
+
+
+class TwoConvolutions(torch.nn.Module):
+    """A padded convolution, a grouped one (2 groups) without padding, global mean, classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 6, 3, groups=2)
+        self.fc = torch.nn.Linear(6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv2(torch.relu(self.conv1(x)))).mean((2, 3)))
+
+
+def test_partial_area_masks_the_positions_of_least_float64_contribution(tmp_path, images) -> None:
+    """Each convolution's mask drops the ceil(gamma x positions) input positions with the smallest
+    sum_c mean|I[c, h, w]| x sum_{o,k} |K[o, c, k]| (a grouped convolution's channel weighed by its own group's
+    rows), I from a float64 run of the module."""
+    torch.manual_seed(0)
+    module = TwoConvolutions().eval()
+    path = tmp_path / "convs.onnx"
+    torch.onnx.export(module, (torch.randn(2, 1, 28, 28),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    net = load_network(path)
+    ensure_masks(net)
+    x, y = images[0][:64], images[1][:64]
+    reference = module.double()
+    sources = [x.double(), torch.relu(reference.conv1(x.double())).detach()]
+    kernels = [reference.conv1.weight.detach().abs().sum((0, 2, 3)),
+               torch.cat([reference.conv2.weight.detach()[3 * g:3 * g + 3].abs().sum((0, 2, 3)) for g in (0, 1)])]
+    gamma = 0.1
+    assert partial_area(Probe(ClassifierView(net), x, y), gamma=gamma).modified
+    for name, source, kernel in zip(("conv1", "conv2"), sources, kernels, strict=True):
+        score = (source.abs().mean(0) * kernel.reshape(-1, 1, 1)).sum(0).flatten()
+        node = next(n for n in net.nodes if n.op_type == "Conv" and n.inputs[1] == f"{name}.weight")
+        masked = net.tensor(net.nodes[net.producer[node.inputs[0]]].inputs[1]).detach().flatten() == 0
+        assert int(masked.sum()) == math.ceil(gamma * len(score))
+        assert float(score[masked].max()) <= float(score[~masked].min()) * (1 + 1e-6), name
+
+
+class OneConvolution(torch.nn.Module):
+    """One convolution space, read by the classifier after the global mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(1, 4, 3), torch.nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_grown_feature_map_is_the_candidate_of_lowest_float64_loss(tmp_path, images, monkeypatch) -> None:
+    """Of the random kernel sets drawn for a new map, the one kept has the lowest loss of the module extended
+    by each of them and run in float64."""
+    torch.manual_seed(0)
+    module = OneConvolution().eval()
+    path = tmp_path / "conv.onnx"
+    torch.onnx.export(module, (torch.randn(2, 1, 28, 28),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    net = load_network(path)
+    ensure_masks(net)
+    draws = []
+
+    def recorded(*args, **kwargs):
+        draws.append(draw(*args, **kwargs))
+        return draws[-1]
+
+    draw = grow_feature_maps_module._random_slice
+    monkeypatch.setattr(grow_feature_maps_module, "_random_slice", recorded)
+    x, y = images[0][:128], images[1][:128]
+    assert grow_feature_maps(Probe(ClassifierView(net), x, y), count=1, candidates=6, seed=3).modified
+    losses = []
+    reference = module.double().requires_grad_(False)
+    for kernels, columns in zip(draws[::2], draws[1::2], strict=True):  # members: the conv's rows, the fc's columns
+        weight = torch.cat([reference.conv.weight, kernels.double()])
+        bias = torch.cat([reference.conv.bias, torch.zeros(1, dtype=torch.float64)])  # a grown map's bias is 0
+        maps = torch.relu(torch.nn.functional.conv2d(x.double(), weight, bias)).mean((2, 3))
+        logits = maps @ torch.cat([reference.fc.weight, columns.double().T], 1).T + reference.fc.bias
+        losses.append(float(torch.nn.functional.cross_entropy(logits, y)))
+    best = min(range(len(losses)), key=losses.__getitem__)
+    assert len(losses) == 6 and len(set(losses)) == 6
+    torch.testing.assert_close(net.tensor("conv.weight").detach()[4:], draws[2 * best], rtol=0, atol=0)
+    torch.testing.assert_close(net.tensor("fc.weight").detach()[:, 4:], draws[2 * best + 1].T, rtol=0, atol=0)

@@ -99,7 +99,7 @@ def _random_slice(net: Network, analysis: ChannelAnalysis, member: Member, space
     density = nonzero.numel() / max(weight.numel(), 1)
     positions = unit_positions(analysis.table, member.layout, space, {unit})
     shape = [len(positions), *weight.movedim(member.axis, 0).shape[1:]]
-    values = torch.randn(shape, generator=generator) * scale * 1.25
+    values = torch.randn(shape, generator=generator) * scale * 1.25  # E|randn| = sqrt(2/pi) = 1 / 1.25
     keep = torch.rand(shape, generator=generator) < max(density, 0.05)
     keep.view(-1)[torch.randint(keep.numel(), (1,), generator=generator)] = True
     return values * keep

@@ -7,9 +7,14 @@ and G are positions: samples, or every token of every sample where the layers ac
 ([N, L, C]). Each new neuron bridges the pairs with the largest |B_ij| (the top
 ``ceil(beta * C_in * C_out)``): fan-in psi_i = eps * sgn(-B_ij) * sqrt|B_ij| and fan-out
 omega_j = eps * sqrt|B_ij|, so psi_i * omega_j = -B_ij is one descent step on the virtual connection
-(eps = +-1 at random, shared). Both are rescaled to ``alpha`` times the mean non-zero magnitude of the
-layer they join (the paper's birth strength; alpha > 0.3 lets neurons survive pruning). Pairs used
-by one neuron are not reused by the next in the same step.
+(eps = +-1 at random, shared). The paper's sign rule gives psi_i * omega_j = B_ij; the sign is
+reversed here so that a neuron starts one descent step along its bridged connections, not one ascent
+step. An input i (output j) in several of the pairs takes its value from its pair with the largest
+|B_ij|, so the strongest bridge is exactly that step (the paper leaves the choice open). Both are
+rescaled to ``alpha`` times the mean non-zero magnitude the layer they join had before this step's
+growth (the paper's birth strength; alpha > 0.3 lets neurons survive pruning). Pairs used by one
+neuron are not reused by the next in the same step: B is not recomputed between them, and neurons on
+the same pairs would only add up to one neuron of larger weights.
 
 Guarantees: the space grows by ``count`` units in every member (weights, biases, BN parameters,
 masks); existing units are unchanged; new units have exactly the bridged connections active. A space
@@ -47,13 +52,17 @@ def grow_neurons(probe: Probe, count: int, beta: float = 0.01, alpha: float = 0.
     if not spaces:
         return PassResult("grow_neurons", False)
     widths = {s.space: analysis.table.spaces[s.space].width for s in spaces}
+    # the scales come first: a space's new neurons add columns to the next space's producer
+    scales = {s.space: (_mean_magnitude(net, s.producers[0][0].weight), _mean_magnitude(net, s.readers[0][0].weight))
+              for s in spaces}
     apply_resize(net, analysis, {s.space: SpaceChange(tuple(range(widths[s.space])), count) for s in spaces})
     generator = torch.Generator().manual_seed(seed)
     analysis = analyse_channels(net, probe.x[:2])
     by_key = {s.key: s for s in fc_spaces(net, analysis)}
     for old in spaces:
         space = by_key[old.key]
-        _init_neurons(net, analysis, space, bridges[old.space], widths[old.space], count, beta, alpha, generator)
+        _init_neurons(net, analysis, space, bridges[old.space], scales[old.space], widths[old.space], count, beta,
+                      alpha, generator)
     return PassResult("grow_neurons", True, {"spaces": len(spaces), "per_space": count})
 
 
@@ -94,34 +103,42 @@ def _rows_like(h: torch.Tensor, g: torch.Tensor) -> torch.Tensor | None:
     return h.reshape(math.prod(g_positions), -1, h.shape[-1]).mean(1)
 
 
-def _init_neurons(net: Network, analysis: ChannelAnalysis, space: UnitSpace, bridge: torch.Tensor, first: int,
-                  count: int, beta: float, alpha: float, generator: torch.Generator) -> None:
+def _mean_magnitude(net: Network, weight: str) -> float:
+    """Mean |w| over the non-zero effective weights of ``weight`` (0.1 for a weight without any)."""
+    w = net.effective_weight(weight).detach()
+    return float(w[w != 0].abs().mean()) if bool((w != 0).any()) else 0.1
+
+
+def _init_neurons(net: Network, analysis: ChannelAnalysis, space: UnitSpace, bridge: torch.Tensor,
+                  scales: tuple[float, float], first: int, count: int, beta: float, alpha: float,
+                  generator: torch.Generator) -> None:
     (producer, producer_member), (reader, reader_member) = space.producers[0], space.readers[0]
+    keep = max(1, math.ceil(beta * bridge.numel()))  # of the widths B was measured at
     # neighbouring spaces may have grown in this same step: their new units have no bridge yet
     c_in = net.tensor(producer.weight).shape[producer.in_axis]
     c_out = net.tensor(reader.weight).shape[reader.out_axis]
     bridge = torch.nn.functional.pad(bridge, (0, c_out - bridge.shape[1], 0, c_in - bridge.shape[0]))
-    keep = max(1, math.ceil(beta * c_in * c_out))
     remaining = bridge.abs().flatten().clone()
-    w_in = net.effective_weight(producer.weight).detach()
-    w_out = net.effective_weight(reader.weight).detach()
-    scale_in = w_in[w_in != 0].abs().mean() if bool((w_in != 0).any()) else torch.tensor(0.1)
-    scale_out = w_out[w_out != 0].abs().mean() if bool((w_out != 0).any()) else torch.tensor(0.1)
     for unit in range(first, first + count):
-        chosen = torch.topk(remaining, min(keep, int((remaining > 0).sum()) or 1)).indices
+        chosen = torch.topk(remaining, min(keep, int((remaining > 0).sum()) or 1)).indices  # largest |B| first
         remaining[chosen] = 0
-        rows, cols = chosen // c_out, chosen % c_out
-        values = bridge.flatten()[chosen]
+        values, chosen = bridge.flatten()[chosen].cpu(), chosen.cpu()
         eps = 1.0 if torch.rand(1, generator=generator).item() < 0.5 else -1.0
-        psi = torch.zeros(c_in)
-        omega = torch.zeros(c_out)
-        magnitude = values.abs().sqrt().cpu()
-        psi.index_put_((rows.cpu(),), eps * torch.sign(-values.cpu()) * magnitude, accumulate=False)
-        omega.index_put_((cols.cpu(),), eps * magnitude, accumulate=False)
-        psi *= alpha * float(scale_in) / max(float(psi[psi != 0].abs().mean()), 1e-12)
-        omega *= alpha * float(scale_out) / max(float(omega[omega != 0].abs().mean()), 1e-12)
+        row = _strongest(chosen // c_out, values, c_in)
+        psi = eps * torch.sign(-row) * row.abs().sqrt()
+        omega = eps * _strongest(chosen % c_out, values, c_out).abs().sqrt()
+        psi *= alpha * scales[0] / max(float(psi[psi != 0].abs().mean()), 1e-12)
+        omega *= alpha * scales[1] / max(float(omega[omega != 0].abs().mean()), 1e-12)
         write_units(net, analysis, producer_member, space.space, [unit], _along(psi, producer_member, net))
         write_units(net, analysis, reader_member, space.space, [unit], _along(omega, reader_member, net))
+
+
+def _strongest(index: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:
+    """Per position of ``size``, the first of ``values`` whose ``index`` is it (0 where none): with ``values``
+    ordered by decreasing magnitude, the strongest pair of every input or output the neuron connects."""
+    first = torch.full((size,), len(index), dtype=torch.long)
+    first.scatter_reduce_(0, index, torch.arange(len(index)), "amin")
+    return torch.cat([values, values.new_zeros(1)])[first]
 
 
 def _along(vector: torch.Tensor, member: Member, net: Network) -> torch.Tensor:

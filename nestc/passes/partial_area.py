@@ -7,6 +7,13 @@ the probe batches) is smallest. The mask is a constant ``Mul`` node inserted bef
 so the emitted graph computes exactly what was trained; the FLOP saving (the paper's measure: MACs
 times the active share of positions) is reported by :mod:`nestc.stats`, separately from latency.
 
+The paper ranks positions by their contribution |C| to the convolution's output. |C| lives on output
+positions while the mask is on the input (a valid convolution's output is smaller than its input), so
+an input position is scored by the magnitude of every term of C it enters, before terms cancel: the
+score above (exact for interior positions; a border position enters fewer outputs). The paper masks
+the positions below the (100 gamma)-th percentile and repeats; masking ``gamma`` of the positions
+still active is the same step, and repeated steps shrink the area geometrically.
+
 Guarantees: only input masks change; every mask keeps at least ``min_active`` of its positions.
 """
 

@@ -5,8 +5,10 @@ Removes the active connections with the smallest *effective* magnitude: a weight
 channel-preserving path (directly, or through bias Adds, Identity and channel Concats, where the
 layer's units sit at an offset), because that is the size of its contribution to what the next layer
 sees. Scores are normalised by each layer's mean active score, so one global ranking serves layers of
-very different scale, and no layer loses more than ``max_layer_fraction`` of its active connections in
-one step or drops below ``min_per_unit`` connections per output unit on average.
+very different scale (the paper prunes a percentile per layer; a global threshold lets layers with
+more redundancy give up more, see ``docs/schedule.md`` for the rankings measured), and no layer
+loses more than ``max_layer_fraction`` of its active connections in one step or drops below
+``min_per_unit`` connections per output unit on average.
 
 Guarantees: only masks change (pruned weights are zeroed); the number of active connections drops by
 at most ``fraction`` of the total.
