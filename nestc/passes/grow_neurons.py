@@ -18,7 +18,8 @@ the same pairs would only add up to one neuron of larger weights.
 
 Guarantees: the space grows by ``count`` units in every member (weights, biases, BN parameters,
 masks); existing units are unchanged; new units have exactly the bridged connections active. A space
-whose reader sees positions that neither equal the producer's nor reduce them is left as it is.
+whose reader sees positions that neither equal the producer's nor reduce them is left as it is, and so is
+a space read by several layers (a neuron there would need a bridge to each reader, measured jointly).
 """
 
 from __future__ import annotations
