@@ -434,9 +434,11 @@ def demo(output: str, quiet: bool) -> None:
     import tempfile
 
     from nestc.compress import compress as run_compress
+    from nestc.fileio import check_output_path
     from nestc.schedule.config import NestConfig
     from nestc.training import TrainConfig
 
+    check_output_path(output)  # compress checks it too, but only after the seed line was printed
     with tempfile.TemporaryDirectory() as folder:
         seed_path = os.path.join(folder, "lenet-300-100.seed.onnx")
         stats = api.seed("lenet-300-100", seed_path, width_ratio=0.4, density=0.1)

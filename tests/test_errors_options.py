@@ -124,6 +124,8 @@ CASES = [
     Case("unwritable output folder", _unwritable, ("out.onnx", "is not writable")),
     Case("output folder missing", lambda folder, model, out: ["seed", "lenet-5", "-o", str(folder / "no" / "m.onnx")],
          ("-o", "m.onnx", "does not exist")),
+    Case("output folder missing (demo)", lambda folder, model, out: ["demo", "-o", str(folder / "no" / "m.onnx")],
+         ("-o", "m.onnx", "does not exist")),
     Case("output names a folder that does not exist",
          lambda folder, model, out: ["seed", "lenet-5", "-o", f"{folder / 'new'}/"], ("-o", "new/", "trailing slash")),
     Case("output is a directory", lambda folder, model, out: ["compact", str(model), "-o", str(folder)],
