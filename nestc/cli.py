@@ -7,7 +7,6 @@ keeps its traceback.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -20,6 +19,7 @@ import click
 from nestc import api
 from nestc.errors import NestcError, one_line
 from nestc.input_record import describe_values
+from nestc.report import json_text
 from nestc.stats import format_table
 
 MODEL = click.Path(dir_okay=True, path_type=str)
@@ -89,7 +89,7 @@ def cli() -> None:
 def inspect(model: str, as_json: bool) -> None:
     """Per-layer weights, non-zeros and MACs per sample of MODEL."""
     stats = api.inspect(model)
-    click.echo(json.dumps(stats.to_dict(), indent=2) if as_json else format_table(stats))
+    click.echo(json_text(stats.to_dict()) if as_json else format_table(stats))
 
 
 @cli.command()
@@ -237,7 +237,7 @@ def eval_(model: str, data: str, data_dir: str | None, download: bool, mean: tup
     """Accuracy, loss and latency of MODEL on the test split, measured by onnxruntime."""
     report = api.evaluate(model, data, data_dir, download, batch_size, output_name, mean, std)
     if as_json:
-        click.echo(json.dumps(asdict(report), indent=2))
+        click.echo(json_text(asdict(report)))
         return
     accuracy = "n/a (no labels)" if report.accuracy is None else f"{report.accuracy:.2%}"
     loss = "n/a" if report.loss is None else f"{report.loss:.4f}"

@@ -3,9 +3,16 @@ prints for machines (``--json``, ``--report``) is JSON that any parser reads."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import errors_helpers as h
+import numpy as np
+import onnx
 from errors_helpers import nestc_env, run_cli
+from onnx import numpy_helper
+
+from nestc import api
 
 CI_MARKERS = ("CI", "TF_BUILD", "GITHUB_ACTIONS", "GITLAB_CI", "CIRCLECI", "TRAVIS", "JENKINS_URL",
               "CODEBUILD_BUILD_ID", "BUILDKITE", "TEAMCITY_VERSION", "APPVEYOR", "BITBUCKET_BUILD_NUMBER")
@@ -43,4 +50,27 @@ def test_nothing_is_written_to_home_or_the_working_folder(tmp_path: Path) -> Non
     assert _files(home) == [], "written to the home folder"
     assert _files(work) == [], "written to the working folder"
     assert _files(out) == ["report.json", "seed.onnx", "small.onnx"]
+
+
+def test_eval_json_is_strict_json_when_the_loss_is_not_finite(tmp_path: Path) -> None:
+    """Scores that overflow make the loss NaN; Python's json wrote it as the token ``NaN``, which is not
+    JSON (jq and JavaScript refuse the whole document). It is ``null``: the loss is unknown."""
+    model = onnx.load(h.save(h.small_model(), tmp_path / "m.onnx"))
+    weight = next(t for t in model.graph.initializer if numpy_helper.to_array(t).ndim == 2)
+    big = np.full_like(numpy_helper.to_array(weight), np.finfo(np.float32).max)
+    weight.CopyFrom(numpy_helper.from_array(big, weight.name))
+    data = h.write_npz(tmp_path / "d.npz", x_train=np.ones((8, 4), np.float32), y_train=np.arange(8) % 3,
+                       x_test=np.ones((8, 4), np.float32), y_test=np.arange(8) % 3)
+    path = h.save(model, tmp_path / "overflow.onnx")
+    assert not np.isfinite(api.evaluate(path, str(data), mean=(0.0,), std=(1.0,)).loss)  # the case this is about
+
+    run = run_cli("eval", path, "--data", data, "--mean", "0", "--std", "1", "--json")
+    assert run.code == 0, run.stderr
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} is not JSON:\n{run.stdout}")
+
+    report = json.loads(run.stdout, parse_constant=refuse)
+    assert report["loss"] is None
+    assert report["accuracy"] is not None
 
