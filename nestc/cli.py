@@ -77,7 +77,22 @@ def _normalisation_options(func):
                              "in a file nestc wrote, else the candidate the model scores best under].")(func)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The command group; a Ctrl-C or SIGTERM inside a command ends it as :func:`main` says.
+
+    click turns an interrupt inside a command into a blank stderr line and ``Abort``, which forgets
+    which signal it was: SIGTERM (a CI runner's timeout) in ``eval`` or ``validate`` ended with exit 130
+    and "interrupted", where compress and train say "terminated (SIGTERM)" and exit 143.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            _exit_stopped(exc)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nestc")
 def cli() -> None:
     """nestc, the NeST compiler: grow and prune ONNX models, ONNX in, ONNX out."""
@@ -387,6 +402,13 @@ def _stop(exc: KeyboardInterrupt) -> tuple[str, int]:
     return ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
 
 
+def _exit_stopped(exc: KeyboardInterrupt) -> NoReturn:
+    """Ctrl-C or SIGTERM in a command that writes nothing, or before it started writing: one line, 130 or 143."""
+    stopped, code = _stop(exc)
+    click.echo(f"nestc: {stopped}; no output was written", err=True)
+    sys.exit(code)
+
+
 def _interrupted(exc: KeyboardInterrupt, checkpoint: str | None, unit: str) -> NoReturn:
     """Ctrl-C or SIGTERM in a training command: one line that says no output was written and, when the
     run's checkpoint is on disk, how to go on from it (a bare "interrupted" left the user guessing)."""
@@ -478,9 +500,7 @@ def main() -> None:
         click.echo(f"nestc: error: {one_line(exc.format_message(), limit=2000)}{hint}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt as exc:
-        stopped, code = _stop(exc)
-        click.echo(f"nestc: {stopped}; no output was written", err=True)
-        sys.exit(code)
+        _exit_stopped(exc)
     except MemoryError as exc:  # what was asked for (--samples 10**12, say) does not fit: no bug to trace
         click.echo(f"nestc: error: out of memory ({one_line(str(exc)) or 'MemoryError'}); ask for less: fewer "
                    "--samples, a smaller --batch-size or --limit, a smaller model", err=True)
