@@ -7,7 +7,6 @@ keeps its traceback.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -20,6 +19,7 @@ import click
 from nestc import api
 from nestc.errors import NestcError, one_line
 from nestc.input_record import describe_values
+from nestc.report import json_text
 from nestc.stats import format_table
 
 MODEL = click.Path(dir_okay=True, path_type=str)
@@ -77,7 +77,22 @@ def _normalisation_options(func):
                              "in a file nestc wrote, else the candidate the model scores best under].")(func)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The command group; a Ctrl-C or SIGTERM inside a command ends it as :func:`main` says.
+
+    click turns an interrupt inside a command into a blank stderr line and ``Abort``, which forgets
+    which signal it was: SIGTERM (a CI runner's timeout) in ``eval`` or ``validate`` ended with exit 130
+    and "interrupted", where compress and train say "terminated (SIGTERM)" and exit 143.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            _exit_stopped(exc)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nestc")
 def cli() -> None:
     """nestc, the NeST compiler: grow and prune ONNX models, ONNX in, ONNX out."""
@@ -89,7 +104,7 @@ def cli() -> None:
 def inspect(model: str, as_json: bool) -> None:
     """Per-layer weights, non-zeros and MACs per sample of MODEL."""
     stats = api.inspect(model)
-    click.echo(json.dumps(stats.to_dict(), indent=2) if as_json else format_table(stats))
+    click.echo(json_text(stats.to_dict()) if as_json else format_table(stats))
 
 
 @cli.command()
@@ -237,7 +252,7 @@ def eval_(model: str, data: str, data_dir: str | None, download: bool, mean: tup
     """Accuracy, loss and latency of MODEL on the test split, measured by onnxruntime."""
     report = api.evaluate(model, data, data_dir, download, batch_size, output_name, mean, std)
     if as_json:
-        click.echo(json.dumps(asdict(report), indent=2))
+        click.echo(json_text(asdict(report)))
         return
     accuracy = "n/a (no labels)" if report.accuracy is None else f"{report.accuracy:.2%}"
     loss = "n/a" if report.loss is None else f"{report.loss:.4f}"
@@ -387,6 +402,13 @@ def _stop(exc: KeyboardInterrupt) -> tuple[str, int]:
     return ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
 
 
+def _exit_stopped(exc: KeyboardInterrupt) -> NoReturn:
+    """Ctrl-C or SIGTERM in a command that writes nothing, or before it started writing: one line, 130 or 143."""
+    stopped, code = _stop(exc)
+    click.echo(f"nestc: {stopped}; no output was written", err=True)
+    sys.exit(code)
+
+
 def _interrupted(exc: KeyboardInterrupt, checkpoint: str | None, unit: str) -> NoReturn:
     """Ctrl-C or SIGTERM in a training command: one line that says no output was written and, when the
     run's checkpoint is on disk, how to go on from it (a bare "interrupted" left the user guessing)."""
@@ -434,9 +456,11 @@ def demo(output: str, quiet: bool) -> None:
     import tempfile
 
     from nestc.compress import compress as run_compress
+    from nestc.fileio import check_output_path
     from nestc.schedule.config import NestConfig
     from nestc.training import TrainConfig
 
+    check_output_path(output)  # compress checks it too, but only after the seed line was printed
     with tempfile.TemporaryDirectory() as folder:
         seed_path = os.path.join(folder, "lenet-300-100.seed.onnx")
         stats = api.seed("lenet-300-100", seed_path, width_ratio=0.4, density=0.1)
@@ -476,9 +500,7 @@ def main() -> None:
         click.echo(f"nestc: error: {one_line(exc.format_message(), limit=2000)}{hint}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt as exc:
-        stopped, code = _stop(exc)
-        click.echo(f"nestc: {stopped}; no output was written", err=True)
-        sys.exit(code)
+        _exit_stopped(exc)
     except MemoryError as exc:  # what was asked for (--samples 10**12, say) does not fit: no bug to trace
         click.echo(f"nestc: error: out of memory ({one_line(str(exc)) or 'MemoryError'}); ask for less: fewer "
                    "--samples, a smaller --batch-size or --limit, a smaller model", err=True)

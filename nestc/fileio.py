@@ -81,6 +81,8 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike, opt
     folder = out.resolve().parent
     if out.is_dir():
         raise OptionError(f"{option} {out}: is a directory, expected a file path")
+    if os.fspath(output).endswith(("/", os.sep)):  # Path() drops the slash: "-o out/" wrote a file named "out"
+        raise OptionError(f"{option} {os.fspath(output)}: names a folder (trailing slash), expected a file path")
     if not folder.is_dir():
         raise OptionError(f"{option} {out}: folder {folder} does not exist")
     try:

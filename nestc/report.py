@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -16,8 +17,28 @@ if TYPE_CHECKING:
 
 
 def json_bytes(payload: dict) -> bytes:
-    """``payload`` as indented JSON, ready to be written with the run's other files."""
-    return (json.dumps(payload, indent=2) + "\n").encode()
+    """``payload`` as indented JSON (:func:`json_text`), ready to be written with the run's other files."""
+    return (json_text(payload) + "\n").encode()
+
+
+def json_text(payload: object) -> str:
+    """``payload`` as indented JSON, a NaN or infinity written as ``null``.
+
+    Python's ``json`` writes them as ``NaN`` and ``Infinity``, which are not JSON: ``jq``, JavaScript and
+    strict parsers refuse the whole document (``eval --json`` of a model whose scores overflow, say).
+    """
+    return json.dumps(_finite(payload), indent=2, allow_nan=False)
+
+
+def _finite(value: object) -> object:
+    """``value`` with every non-finite float inside it replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def history_png(history: Sequence[dict], title: str = "nestc compress", output_step: int | None = None) -> bytes:

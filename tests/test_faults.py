@@ -196,6 +196,31 @@ cli.main()
 """
 
 
+SIGNAL_IN_EVALUATE = """
+import os, signal, sys
+from nestc import api, cli
+real, sig = api.evaluate, getattr(signal, sys.argv[1])
+def evaluate(*args, **kwargs):
+    os.kill(os.getpid(), sig)
+    return real(*args, **kwargs)
+api.evaluate = evaluate
+sys.argv = ["nestc", *sys.argv[2:]]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize(("sig", "code", "stopped"), [("SIGINT", 130, "interrupted"),
+                                                      ("SIGTERM", 143, "terminated (SIGTERM)")])
+def test_a_signal_in_eval_is_one_line_with_its_exit_code(seed_model: Path, sig: str, code: int, stopped: str) -> None:
+    """Commands without a handler of their own stop as compress and train do: SIGTERM (a CI timeout) in
+    ``eval`` was reported as "interrupted", exit 130, after a blank line."""
+    done = subprocess.run([sys.executable, "-c", SIGNAL_IN_EVALUATE, sig, "eval", str(seed_model), "--json"],
+                          capture_output=True, text=True, env=nestc_env(), timeout=120)
+    assert done.returncode == code, done.stderr
+    assert done.stderr == f"nestc: {stopped}; no output was written\n"
+    assert done.stdout == ""
+
+
 def test_ctrl_c_in_train_after_the_output_is_written_says_so(seed_model: Path, tmp_path: Path) -> None:
     """A real Ctrl-C once the output is written, while its accuracy is measured: the line said that no output
     was written, beside the file just written."""
