@@ -11,7 +11,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -301,13 +301,23 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
 
 
+def _epoch_logger(log: Callable[[str], None]) -> Callable[[int, int, float, float | None], None]:
+    """One line per finished epoch, in the shape of compress's step lines."""
+    def line(done: int, epochs: int, loss: float, accuracy: float | None) -> None:
+        shown = "" if accuracy is None else f", train accuracy {accuracy:.2%}"
+        log(f"[epoch {done}/{epochs}] loss {loss:.4f}{shown}")
+    return line
+
+
 def train(model: PathLike, output: PathLike, data: str = "embedded", config: object | None = None,
           data_dir: PathLike | None = None, download: bool = False, output_name: str | None = None,
           checkpoint: PathLike | None = None, resume: bool = False, mean: Sequence[float] | None = None,
-          std: Sequence[float] | None = None) -> tuple[float | None, float | None]:
+          std: Sequence[float] | None = None, log: Callable[[str], None] | None = None
+          ) -> tuple[float | None, float | None]:
     """Train every weight of ``model`` on ``data`` and write it to ``output``.
 
     ``mean``/``std``: the input normalisation to train under (see :func:`evaluate`); the output records it.
+    ``log``: receives a line after every epoch (loss and training accuracy), as ``compress``'s after every step.
 
     Returns:
         Test accuracy before and after, measured by onnxruntime on the written files.
@@ -337,7 +347,7 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
         raise OptionError(f"data '{data}' has no labels; `nestc train` needs labels (compress can distil)")
     identity = run_identity(model, data, None, output_name, config.seed, mean, std)
     trainer.fit(view, dataset.x_train, dataset.y_train, checkpoint=checkpoint, resume=resume,  # type: ignore[arg-type]
-                identity=identity)
+                identity=identity, on_epoch=None if log is None else _epoch_logger(log))
     record_input(net.template, dataset)
     if trainer.dist.is_main:
         save_network(net, output)

@@ -222,8 +222,11 @@ def train(model: str, output: str, data: str, data_dir: str | None, download: bo
                            10 if epochs is None else epochs)
     existing = _file_stamp(output)
     try:
+        # the progress bar is drawn on a terminal's stderr; a CI log gets a line per epoch instead, where
+        # compress writes its step lines
+        log = None if quiet or sys.stderr.isatty() else click.echo
         before, after = api.train(model, output, data, config, data_dir, download, output_name, checkpoint, resume,
-                                  mean=mean, std=std)
+                                  mean=mean, std=std, log=log)
     except KeyboardInterrupt as exc:
         if _file_stamp(output) != existing:  # interrupted while the written file's accuracy was measured
             stopped, code = _stop(exc)

@@ -74,3 +74,21 @@ def test_eval_json_is_strict_json_when_the_loss_is_not_finite(tmp_path: Path) ->
     assert report["loss"] is None
     assert report["accuracy"] is not None
 
+
+
+def test_train_writes_a_line_per_epoch_to_a_log_and_nothing_with_quiet(tmp_path: Path) -> None:
+    """A CI log has no terminal for the progress bar: train said nothing until it ended. Now each finished epoch
+    is a line on stdout, in the shape of compress's step lines (the first epoch's loss above the last's, as the
+    model learns); ``--quiet`` keeps only the result line."""
+    seed = tmp_path / "seed.onnx"
+    api.seed("lenet-300-100", seed, width_ratio=0.2, density=0.5)
+    loud = run_cli("train", seed, "-o", tmp_path / "a.onnx", "--epochs", "3")
+    assert loud.code == 0, loud.stderr
+    epochs = [line for line in loud.stdout.splitlines() if line.startswith("[epoch ")]
+    assert [line.split("]")[0] for line in epochs] == ["[epoch 1/3", "[epoch 2/3", "[epoch 3/3"]
+    losses = [float(line.split("loss ")[1].split(",")[0]) for line in epochs]
+    assert losses[0] > losses[-1]
+    assert all("train accuracy" in line for line in epochs) and "\r" not in loud.stdout + loud.stderr
+    quiet = run_cli("train", seed, "-o", tmp_path / "b.onnx", "--epochs", "3", "--quiet")
+    assert quiet.code == 0 and quiet.stdout.replace("b.onnx", "a.onnx").splitlines() == [
+        line for line in loud.stdout.splitlines() if not line.startswith("[epoch ")]

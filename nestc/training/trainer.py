@@ -112,7 +112,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------ fitting
     def fit(self, model: nn.Module, x: ArrayLike, y: ArrayLike | None, teacher_logits: ArrayLike | None = None,
             epochs: float | None = None, checkpoint: str | os.PathLike[str] | None = None, resume: bool = False,
-            on_batch: Callable[[nn.Module], None] | None = None, identity: str | None = None) -> FitResult:
+            on_batch: Callable[[nn.Module], None] | None = None, identity: str | None = None,
+            on_epoch: Callable[[int, int, float, float | None], None] | None = None) -> FitResult:
         """Train ``model`` in place (it is moved to :attr:`device` and stays there).
 
         Args:
@@ -127,6 +128,8 @@ class Trainer:
                 without the file the fit starts from scratch.
             on_batch: called with the (unwrapped) model after every optimizer step, e.g. to
                 re-apply connection masks. It runs in the hot loop: keep it cheap.
+            on_epoch: called on rank 0 after every finished epoch with (epochs done, epochs of the fit, mean
+                training loss, training accuracy or ``None``): a log line for those who see no progress bar.
             identity: what the run is of (e.g. :func:`nestc.fileio.run_identity` of the model file and
                 data), saved in the checkpoint; resuming a checkpoint saved with another is refused, since
                 another model's weights load without complaint whenever the shapes agree.
@@ -168,6 +171,8 @@ class Trainer:
                     last = {"loss": outcome.loss, "accuracy": outcome.accuracy}
                     if checkpoint is not None:
                         self._save(checkpoint, run, epoch, rolled_back, last)
+                    if on_epoch is not None and self.dist.is_main:
+                        on_epoch(epoch + 1, plan.epochs, outcome.loss, outcome.accuracy)
             finally:
                 run.progress.close()
         speed = run.samples / (time.perf_counter() - run.started) if run.samples else 0.0
