@@ -283,4 +283,5 @@ def _report(model, output, before_bytes: int, before_stats: ModelStats, after_mo
         "seconds": round(seconds, 2),
         "history": [asdict(h) for h in outcome.history],
         "output_step": outcome.output_step,
+        "stopped_by": outcome.stopped_by,
     }

@@ -528,12 +528,15 @@ def test_target_params_stops_the_run_or_says_it_was_missed(trained_mlp: Path, tm
                              NestConfig(max_epochs=2, target_params=10**9), TrainConfig(device="cpu", quiet=True),
                              log=lambda _line: None)
     assert reached.report["target_params"] == {"requested": 10**9, "reached": True}
+    assert reached.report["stopped_by"] == "--target-params reached"
     assert [h["phase"] for h in reached.report["history"]] == ["start"], "nothing trained after the target"
     run = _cli("compress", str(trained_mlp), "--data", "embedded", "--max-epochs", "1", "--target-params", "10",
                "--quiet", "--device", "cpu", "-o", "missed.onnx", "--report", "missed.json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "--target-params 10 not reached" in run.stderr and "Traceback" not in run.stderr
-    assert json.loads((tmp_path / "missed.json").read_text())["target_params"] == {"requested": 10, "reached": False}
+    missed = json.loads((tmp_path / "missed.json").read_text())
+    assert missed["target_params"] == {"requested": 10, "reached": False}
+    assert missed["stopped_by"] == "--max-epochs spent"
 
 
 def test_compress_seed_grows_then_prunes(tmp_path: Path) -> None:
@@ -648,3 +651,19 @@ def test_compress_refuses_to_overwrite_input(trained_mlp: Path) -> None:
     run = _cli("compress", str(trained_mlp), "-o", str(trained_mlp), "--quiet", cwd=trained_mlp.parent)
     assert run.returncode == 2
     assert "equals the input" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_the_report_says_what_ended_the_run(trained_mlp: Path, tmp_path: Path) -> None:
+    """A spent time budget and a stalled step size end a run for different reasons: only the first could buy
+    a smaller model with more of it, so the report and the log say which."""
+    lines: list[str] = []
+    timed = nestc.compress(trained_mlp, tmp_path / "timed.onnx", "embedded",
+                           NestConfig(max_epochs=20, time_budget=1e-3), TrainConfig(device="cpu", quiet=True),
+                           log=lines.append)
+    assert timed.report["stopped_by"] == "--time-budget spent" and "stopped: --time-budget spent" in lines
+    stalled = nestc.compress(trained_mlp, tmp_path / "stalled.onnx", "embedded",
+                             NestConfig(max_epochs=30, prune_fraction=0.5, max_acc_drop=0.0, min_prune_fraction=0.4,
+                                        grow_prune_cycles=0), TrainConfig(device="cpu", quiet=True),
+                             log=lambda _line: None)
+    assert stalled.report["stopped_by"].startswith("pruning stalled")
+    assert max(h["epochs_used"] for h in stalled.report["history"]) < 30

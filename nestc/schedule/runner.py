@@ -101,6 +101,8 @@ class NestOutcome:
     reference_test_accuracy: float | None = None
     output_step: int | None = None
     """The history row that describes ``network`` (None when no row does, as after an old checkpoint)."""
+    stopped_by: str | None = None
+    """Why the run ended (:meth:`NestRun.stop_reason`)."""
 
 
 def layer_density(net: Network) -> float:
@@ -178,6 +180,18 @@ class NestRun:
         y = None if self.data.y_train is None else self.data.y_train[index].to(device)
         teacher = None if self.data.teacher is None else self.data.teacher[index].to(device)
         return Probe(self.view, self.data.x_train[index].to(device), y, teacher)
+
+    def stop_reason(self) -> str:
+        """Why the run ended, in the words of the option that ended it: a CI log and the report say whether
+        more epochs or time could have bought a smaller model."""
+        cfg = self.config
+        if self._target_reached():
+            return "--target-params reached"
+        if self.state["epochs_used"] >= cfg.max_epochs:
+            return "--max-epochs spent"
+        if cfg.time_budget is not None and time.perf_counter() - self.started >= cfg.time_budget:
+            return "--time-budget spent"
+        return "pruning stalled (step size below min_prune_fraction, no grow-and-prune cycle left)"
 
     def _out_of_budget(self) -> bool:
         cfg = self.config
@@ -465,6 +479,8 @@ class NestRun:
         grown seed, when no step was kept); it changes the widths, not the outputs, so the network written
         then gets a row of its own.
         """
+        stopped_by = self.stop_reason()
+        self.log(f"stopped: {stopped_by}")
         chosen = self.best if self.best is not None else self.net
         output_step = self.state.get("best_step") if self.best is not None else None
         if compact(chosen, round_to=self.config.round_to).modified:
@@ -474,4 +490,4 @@ class NestRun:
         return NestOutcome(chosen, bool(self.state["met"]), float(self.state["reference"]),
                            float(self._budget()), bool(self.state["grew"]),
                            [StepRecord(**h) for h in self.state["history"]], self.train_config.lr,
-                           self.state.get("reference_test"), output_step)
+                           self.state.get("reference_test"), output_step, stopped_by)
