@@ -294,7 +294,26 @@ def test_api_step_bounds_follow_a_prune_fraction_outside_the_defaults(fraction: 
 
     config = NestConfig(prune_fraction=fraction)
     config.validate()
-    assert config.min_prune_fraction <= fraction <= config.max_prune_fraction
+    low, high = config.prune_step_bounds
+    assert low <= fraction <= high
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.6])
+def test_api_step_bounds_follow_a_prune_fraction_set_after_construction(fraction: float) -> None:
+    """A config copied with another step size, or changed in place, works as one made with it: the
+    unset bounds used to be filled in at construction and then refused the new step size."""
+    from dataclasses import replace
+
+    from nestc import NestConfig
+
+    copied = replace(NestConfig(), prune_fraction=fraction)
+    copied.validate()
+    changed = NestConfig()
+    changed.prune_fraction = fraction
+    changed.validate()
+    made = NestConfig(prune_fraction=fraction)
+    assert copied.prune_step_bounds == changed.prune_step_bounds == made.prune_step_bounds
+    assert copied.max_prune_fraction is None and copied.min_prune_fraction is None
 
 
 def test_config_errors_name_the_option_a_user_can_type() -> None:

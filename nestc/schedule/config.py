@@ -123,12 +123,19 @@ class NestConfig:
     validation: str = "test"
     val_fraction: float = 0.1
 
-    def __post_init__(self) -> None:
-        """Step bounds left unset follow the step size, so that any valid ``prune_fraction`` works alone."""
-        if self.max_prune_fraction is None and isinstance(self.prune_fraction, int | float):
-            self.max_prune_fraction = max(DEFAULT_MAX_PRUNE_FRACTION, self.prune_fraction)
-        if self.min_prune_fraction is None and isinstance(self.prune_fraction, int | float):
-            self.min_prune_fraction = min(DEFAULT_MIN_PRUNE_FRACTION, self.prune_fraction)
+    @property
+    def prune_step_bounds(self) -> tuple[float, float]:
+        """``(min_prune_fraction, max_prune_fraction)`` with each one left unset following the step size.
+
+        Resolved when read, not stored at construction: a stored default would outlive a later
+        ``prune_fraction`` (``dataclasses.replace(config, prune_fraction=0.6)`` kept a maximum of 0.5, which
+        validation then refused), so that any valid ``prune_fraction`` works alone however it was set.
+        """
+        low = min(DEFAULT_MIN_PRUNE_FRACTION, self.prune_fraction) if self.min_prune_fraction is None \
+            else self.min_prune_fraction
+        high = max(DEFAULT_MAX_PRUNE_FRACTION, self.prune_fraction) if self.max_prune_fraction is None \
+            else self.max_prune_fraction
+        return low, high
 
     def validate(self) -> None:
         """Raise :class:`OptionError` naming the first option that cannot work."""
@@ -147,10 +154,9 @@ class NestConfig:
         _check(self.lr_check_tolerance >= 0, "lr_check_tolerance", self.lr_check_tolerance, "a number >= 0")
         _check(self.recovery_epochs >= 0, "recovery_epochs", self.recovery_epochs, "a number >= 0")
         _check(0 < self.prune_fraction < 1, "prune_fraction", self.prune_fraction, "a number in (0, 1)")
-        _check(self.prune_fraction <= self.max_prune_fraction < 1, "max_prune_fraction",
-               self.max_prune_fraction, "a number in [prune fraction, 1)")
-        _check(0 < self.min_prune_fraction <= self.prune_fraction, "min_prune_fraction",
-               self.min_prune_fraction, "a number in (0, prune fraction]")
+        low, high = self.prune_step_bounds
+        _check(self.prune_fraction <= high < 1, "max_prune_fraction", high, "a number in [prune fraction, 1)")
+        _check(0 < low <= self.prune_fraction, "min_prune_fraction", low, "a number in (0, prune fraction]")
         for name in ("regrow_fraction", "unit_prune_fraction", "partial_area_gamma", "neuron_beta"):
             _check(0 <= getattr(self, name) < 1, name, getattr(self, name), "a number in [0, 1)")
         if self.validation not in VALIDATION_SOURCES:

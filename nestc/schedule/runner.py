@@ -397,7 +397,7 @@ class NestRun:
     def _prune_phase(self) -> None:
         cfg = self.config
         while not (self._out_of_budget() or self._target_reached()):
-            if self.state["fraction"] >= cfg.min_prune_fraction:
+            if self.state["fraction"] >= cfg.prune_step_bounds[0]:
                 self._prune_step()
             elif self.state["cycles"] < cfg.grow_prune_cycles and self.state["met"] and self._cycle_fits():
                 self._regrow_cycle()
@@ -443,7 +443,7 @@ class NestRun:
             self.view.net = before
             self.state["fraction"] = fraction / 2
         elif accuracy >= self.state["reference"]:
-            self.state["fraction"] = min(fraction * STEP_GROWTH, cfg.max_prune_fraction)
+            self.state["fraction"] = min(fraction * STEP_GROWTH, cfg.prune_step_bounds[1])
         self._save()
 
     def _regrow_cycle(self) -> None:
