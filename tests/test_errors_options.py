@@ -270,7 +270,12 @@ def test_api_config_of_the_wrong_type_is_named(overrides: dict, message: str) ->
     from nestc import NestConfig
 
     with pytest.raises(OptionError, match=re.escape(message)):
-        NestConfig(**overrides).validate()
+        NestConfig(**overrides)
+    config = NestConfig()
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    with pytest.raises(OptionError, match=re.escape(message)):
+        config.validate()
 
 
 def test_api_compress_refuses_a_config_of_another_kind(tmp_path: Path) -> None:

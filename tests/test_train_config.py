@@ -26,7 +26,11 @@ def test_defaults_are_valid():
     ("device", "tpu"), ("device", "cuda:x"), ("seed", -1), ("quiet", "yes"), ("grad_clip", 0.0),
 ])
 def test_nonsense_is_rejected_naming_the_option(option, value):
-    config = TrainConfig(**{option: value})
+    """Refused where the config is made, and, set on a config made valid, by ``validate`` and the trainer."""
+    with pytest.raises(OptionError, match=option):
+        TrainConfig(**{option: value})
+    config = TrainConfig()
+    setattr(config, option, value)
     with pytest.raises(OptionError, match=option):
         config.validate()
     with pytest.raises(OptionError):

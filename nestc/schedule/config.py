@@ -123,6 +123,11 @@ class NestConfig:
     validation: str = "test"
     val_fraction: float = 0.1
 
+    def __post_init__(self) -> None:
+        """Refuse a value that cannot work where the config is made, not when a run starts; ``validate``
+        checks again at the start, for fields changed since."""
+        self.validate()
+
     @property
     def prune_step_bounds(self) -> tuple[float, float]:
         """``(min_prune_fraction, max_prune_fraction)`` with each one left unset following the step size.

@@ -56,6 +56,11 @@ class TrainConfig:
     quiet: bool = False
     grad_clip: float | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse a value that cannot work where the config is made, not when training starts; the
+        trainer validates again, for fields changed since."""
+        self.validate()
+
     def validate(self) -> None:
         """Raise :class:`OptionError` for the first value that cannot work."""
         check_epochs(self.epochs)
