@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -65,8 +65,13 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
              report: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
              sparse_format: str = "dense", data_dir: str | os.PathLike | None = None, download: bool = False,
              limit: int | None = None, output_name: str | None = None, resume: bool = False,
-             log=print, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> CompressResult:
+             log: Callable[[str], None] | None = None, mean: Sequence[float] | None = None,
+             std: Sequence[float] | None = None) -> CompressResult:
     """Compress ``model`` with the NeST flow on ``data`` and write the result to ``output``.
+
+    ``log``: receives the lines ``nestc compress`` prints (the input normalisation chosen, one line per
+    step, what ended the run); ``log=print`` shows them. By default the call prints nothing, as the other
+    API functions: the caller owns its stdout (a CI step may write JSON there).
 
     ``mean``/``std``: the input normalisation the model was trained under (per channel, on the [0, 1]
     pixel scale); by default the one recorded in a file nestc wrote, else, of the candidates the model
@@ -89,7 +94,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "e
     # first: it refuses a device this machine lacks before any loading, and joins torchrun's process
     # group with the backend its device needs (nccl cannot reduce the CPU tensors of --device cpu)
     trainer = Trainer(train_config)
-    if not trainer.dist.is_main:  # under torchrun every rank runs this; one speaks
+    if log is None or not trainer.dist.is_main:  # under torchrun every rank runs this; one speaks
         log = _silent
     checkpoint = f"{output}.ckpt"  # written after every step, deleted once the output is: an output too
     sources = model_files(model)  # the model and its external data: no output may replace them
@@ -161,7 +166,7 @@ def _write_outputs(files: dict[str | os.PathLike, bytes], checkpoint: str) -> No
 
 
 def _silent(_line: str) -> None:
-    """The log of every rank but the first."""
+    """The log of every rank but the first, and of a call that asks for none."""
 
 
 def _check_resumable(checkpoint: str, identity: str) -> None:
@@ -174,7 +179,7 @@ def _check_resumable(checkpoint: str, identity: str) -> None:
 
 
 def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: NestConfig, seed: int,
-                label: str, log=print) -> SplitData:
+                label: str, log: Callable[[str], None]) -> SplitData:
     """Training and validation tensors on the device, with teacher logits when distillation helps.
 
     A trained original model has usually seen the whole training split, so part of that split would
