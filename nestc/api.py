@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -31,6 +32,7 @@ from nestc.ir.network import Network
 from nestc.passes.compact import CompactResult
 from nestc.passes.compact import compact as compact_network
 from nestc.stats import ModelStats, model_stats
+from nestc.training.config import TrainConfig
 
 PathLike = str | os.PathLike
 
@@ -115,7 +117,7 @@ class ValidationReport:
         return all(o.within for o in self.outputs)
 
 
-def validate(original: PathLike, candidate: PathLike, data: str | None = None, atol: float = 1e-5,
+def validate(original: PathLike, candidate: PathLike, data: PathLike | None = None, atol: float = 1e-5,
              rtol: float = 1e-4, samples: int = 64, data_dir: PathLike | None = None,
              seed: int = 0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
              download: bool = False) -> ValidationReport:
@@ -209,7 +211,7 @@ def _compare(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) 
     return OutputDiff(name, max_abs, max_rel, bool(np.all(diff <= atol + rtol * np.abs(a64))))
 
 
-def _validation_inputs(model: onnx.ModelProto, view: ClassifierView | None, data: str | None, samples: int,
+def _validation_inputs(model: onnx.ModelProto, view: ClassifierView | None, data: PathLike | None, samples: int,
                        data_dir: PathLike | None, download: bool, seed: int, mean: Sequence[float] | None,
                        std: Sequence[float] | None, label: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Random inputs without ``data``; else its test split, prepared as ``evaluate`` prepares it for a
@@ -262,7 +264,7 @@ class EvalReport:
     """How images of another size were fitted to the model's input (None: same size)."""
 
 
-def evaluate(model: PathLike, data: str = "embedded", data_dir: PathLike | None = None, download: bool = False,
+def evaluate(model: PathLike, data: PathLike = "embedded", data_dir: PathLike | None = None, download: bool = False,
              batch_size: int = 256, output_name: str | None = None, mean: Sequence[float] | None = None,
              std: Sequence[float] | None = None) -> EvalReport:
     """Top-1 accuracy, cross-entropy and latency of ``model`` on the test split, all by onnxruntime.
@@ -309,24 +311,36 @@ def _epoch_logger(log: Callable[[str], None]) -> Callable[[int, int, float, floa
     return line
 
 
-def train(model: PathLike, output: PathLike, data: str = "embedded", config: object | None = None,
+class TrainResult(NamedTuple):
+    """Test accuracy of ``train``'s input and output, measured by onnxruntime on the files.
+
+    A named tuple, so ``before, after = nestc.train(...)`` works as well as ``result.accuracy_after``.
+    """
+
+    accuracy_before: float | None
+    """Of ``model``: None when the test split has no labels."""
+    accuracy_after: float | None
+    """Of the written ``output``: None as for ``accuracy_before``, and on every torchrun rank but the first
+    (which writes the file)."""
+
+
+def train(model: PathLike, output: PathLike, data: PathLike = "embedded", config: TrainConfig | None = None,
           data_dir: PathLike | None = None, download: bool = False, output_name: str | None = None,
           checkpoint: PathLike | None = None, resume: bool = False, mean: Sequence[float] | None = None,
-          std: Sequence[float] | None = None, log: Callable[[str], None] | None = None
-          ) -> tuple[float | None, float | None]:
+          std: Sequence[float] | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
     """Train every weight of ``model`` on ``data`` and write it to ``output``.
 
+    ``config``: the training options (default ``TrainConfig()``).
     ``mean``/``std``: the input normalisation to train under (see :func:`evaluate`); the output records it.
-    ``log``: receives a line after every epoch (loss and training accuracy), as ``compress``'s after every step.
-
-    Returns:
-        Test accuracy before and after, measured by onnxruntime on the written files.
+    ``log``: receives a line after every epoch (loss and training accuracy), as ``compress``'s after every step;
+    by default nothing is printed (a progress bar is drawn on stderr when it is a terminal, unless
+    ``config.quiet``).
     """
     from nestc.data.load import data_files
     from nestc.input_record import record_input
     from nestc.ir.classifier import trainable_view
     from nestc.model_data import check_normalisation, data_for_model
-    from nestc.training import TrainConfig, Trainer
+    from nestc.training import Trainer
 
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -353,4 +367,4 @@ def train(model: PathLike, output: PathLike, data: str = "embedded", config: obj
         save_network(net, output)
     before = evaluate(model, data, data_dir, output_name=output_name, mean=mean, std=std).accuracy
     after = evaluate(output, data, data_dir, output_name=output_name).accuracy if trainer.dist.is_main else None
-    return before, after
+    return TrainResult(before, after)

@@ -60,7 +60,7 @@ class CompressResult:
         return 0 if self.met_budget else EXIT_BUDGET_MISSED
 
 
-def compress(model: str | os.PathLike, output: str | os.PathLike, data: str = "embedded",
+def compress(model: str | os.PathLike, output: str | os.PathLike, data: str | os.PathLike = "embedded",
              config: NestConfig | None = None, train_config: TrainConfig | None = None,
              report: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
              sparse_format: str = "dense", data_dir: str | os.PathLike | None = None, download: bool = False,

@@ -34,7 +34,7 @@ from nestc.training.data import place
 from nestc.training.inference import eval_batch_size, evaluate
 
 
-def data_for_model(view: ClassifierView, spec: str, data_dir: str | os.PathLike | None = None,
+def data_for_model(view: ClassifierView, spec: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                    download: bool = False, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                    limit: int | None = None, label: str = "model") -> Dataset:
     """Load ``spec`` shaped for ``view``'s input, and check its labels fit the model's classes.
@@ -73,7 +73,7 @@ def _seed_hint(net: Network, raw: Dataset) -> str:
             "for these data")
 
 
-def _check_labels(view: ClassifierView, raw: Dataset, input_shape: list, spec: str, label: str) -> None:
+def _check_labels(view: ClassifierView, raw: Dataset, input_shape: list, spec: str | os.PathLike, label: str) -> None:
     """Refuse labels the model has no class score for, before any candidate input is scored by its loss."""
     sample = fit_to_input(replace(raw, x_train=raw.x_train[:2], x_test=raw.x_test[:2]), input_shape,
                           model_label=label)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import nestc
-from nestc import NestConfig
+from nestc import NestConfig, TrainConfig
 
 
 @pytest.fixture
@@ -30,3 +30,13 @@ def test_compress_prints_nothing_unless_given_a_log(seed_model: Path, tmp_path: 
     assert capfd.readouterr() == ("", "")
     assert any(line.startswith("input normalisation:") for line in lines), lines
     assert any(line.startswith("stopped:") for line in lines), lines
+
+
+def test_train_returns_named_accuracies(seed_model: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Fields a caller can name, and still the pair the command line unpacks; nothing printed."""
+    result = nestc.train(seed_model, tmp_path / "trained.onnx", config=TrainConfig(epochs=0.05, device="cpu"))
+    before, after = result
+    assert (before, after) == (result.accuracy_before, result.accuracy_after)
+    assert isinstance(before, float) and isinstance(after, float)
+    assert after == nestc.evaluate(tmp_path / "trained.onnx").accuracy
+    assert capfd.readouterr() == ("", "")
