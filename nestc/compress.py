@@ -215,7 +215,10 @@ def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: Nes
     # moved once for the whole run (every fit and evaluation reuses them), or pinned when the GPU lacks room
     staged, _ = stage([None if a is None else torch.as_tensor(np.ascontiguousarray(a)) for a in arrays],
                       trainer.device)
-    return SplitData(*staged[:5], source, trained, *staged[5:])  # type: ignore[arg-type]
+    x_train_t, y_train_t, x_val_t, y_val_t, teacher_t, x_test_t, y_test_t = staged
+    # stage keeps None where it was given one; the training and held-out tensors never are
+    return SplitData(x_train_t, y_train_t, x_val_t, y_val_t, teacher_t,  # type: ignore[arg-type]
+                     source, trained, x_test_t, y_test_t)
 
 
 def _check_equivalence(net: Network, emitted: onnx.ModelProto, x: np.ndarray, label: str) -> None:

@@ -103,7 +103,7 @@ def _coo_is_smaller(array: np.ndarray, itemsize: int) -> bool:
     larger). ``itemsize`` is that of the type the file stores (a
     float16 model is emitted in float32 and narrowed afterwards).
     """
-    return np.count_nonzero(array) * (_INDEX_BYTES + itemsize) < array.size * itemsize
+    return bool(np.count_nonzero(array) * (_INDEX_BYTES + itemsize) < array.size * itemsize)
 
 
 def _coo(array: np.ndarray, name: str) -> onnx.SparseTensorProto:

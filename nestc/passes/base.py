@@ -6,7 +6,7 @@ Connection passes act on its 0/1 mask; unit passes act on the channel spaces bet
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -154,7 +154,7 @@ class Probe:
         return total / len(self.x)
 
 
-def effective_gradients(probe: Probe, taps: list[str] = ()) -> tuple[dict[str, torch.Tensor], dict[str, list]]:
+def effective_gradients(probe: Probe, taps: Sequence[str] = ()) -> tuple[dict[str, torch.Tensor], dict[str, list]]:
     """Dense loss gradients w.r.t. every masked weight (dormant entries included), summed over batches.
 
     Also returns, for each name in ``taps``, the list of ``(activation, gradient)`` pairs per batch,

@@ -104,7 +104,7 @@ def _parse_device(spec: object) -> torch.device | None:
     if spec == "auto":
         return None
     try:
-        device = torch.device(spec)  # type: ignore[arg-type]
+        device = torch.device(spec)  # type: ignore[call-overload]  # anything else is refused below
     except (RuntimeError, TypeError):
         device = None
     if device is None or device.type not in ("cpu", "cuda"):
