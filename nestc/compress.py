@@ -48,10 +48,19 @@ further; a wrongly emitted channel differs by the size of the activations themse
 
 @dataclass
 class CompressResult:
-    """What ``compress`` wrote and measured; ``report`` is the JSON written with ``--report``."""
+    """What ``compress`` wrote and measured.
+
+    ``report`` is the JSON written with ``--report``: ``accuracy`` (``before``/``after``, by onnxruntime on the
+    test split), ``params``, ``nonzero_params``, ``macs``, ``nonzero_macs`` and ``file_bytes`` (each
+    ``before``/``after``), ``compression`` (non-zero ratios), ``ort_latency_ms``, ``input_normalisation``,
+    ``input_fit``, ``learning_rate``, ``target_params``, ``stopped_by``, ``layers_after`` (the rows of
+    :class:`~nestc.stats.LayerStats`), ``history`` (one row per step, as the log), ``seconds``.
+    """
 
     output: str
+    """The written model's path, as given."""
     met_budget: bool
+    """Whether the output keeps the accuracy budget; False: the best attempt was written."""
     report: dict
 
     @property
