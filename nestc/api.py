@@ -74,6 +74,7 @@ class CompactReport:
     before: ModelStats
     after: ModelStats
     result: CompactResult
+    """Units removed (``removed``) and widths left (``widths``) per channel space."""
 
 
 def compact(model: PathLike, output: PathLike, round_to: int = 1, sparse_format: str = "dense") -> CompactReport:
@@ -98,8 +99,11 @@ class OutputDiff:
 
     name: str
     max_abs: float
+    """Largest absolute difference (inf when the shapes differ, or integer outputs are not equal)."""
     max_rel: float
+    """Largest difference relative to the original's value."""
     within: bool
+    """Every element within ``atol + rtol * |original|``."""
 
 
 @dataclass
@@ -108,7 +112,9 @@ class ValidationReport:
 
     outputs: list[OutputDiff]
     samples: int
+    """Inputs both models ran on."""
     accuracy_original: float | None = None
+    """Top-1 accuracy on ``data``'s labels; None without labelled data or a single class-score output."""
     accuracy_candidate: float | None = None
 
     @property
@@ -254,9 +260,13 @@ class EvalReport:
     """Accuracy and loss measured by onnxruntime, with its latency per batch."""
 
     samples: int
+    """Test-split samples measured."""
     accuracy: float | None
+    """Top-1 accuracy, 0 to 1; None (as ``loss``) for data without labels."""
     loss: float | None
+    """Mean cross-entropy."""
     latency_ms_per_batch: float
+    """Median milliseconds per onnxruntime run of a batch of ``batch_size``."""
     batch_size: int
     input_normalisation: dict[str, list[float]]
     """The ``mean``/``std`` the inputs were prepared with (given, recorded or chosen)."""

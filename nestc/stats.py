@@ -31,13 +31,18 @@ class LayerStats:
 
 @dataclass
 class ModelStats:
-    """Totals and per-layer rows."""
+    """Totals and per-layer rows (see the module docstring for what is counted)."""
 
     params: int = 0
+    """Elements of the trainable tensors."""
     nonzero_params: int = 0
+    """The non-zeros among them."""
     macs: int = 0
+    """Dense multiply-accumulates per sample."""
     nonzero_macs: int = 0
+    """MACs scaled by each layer's weight density and partial-area input share."""
     layers: list[LayerStats] = field(default_factory=list)
+    """One row per node that owns trainable tensors or computes MACs."""
 
     def to_dict(self) -> dict:
         """JSON-ready form (totals at the top level, as ``nestc inspect --json`` prints)."""
