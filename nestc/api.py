@@ -356,6 +356,7 @@ def train(model: PathLike, output: PathLike, data: PathLike = "embedded", config
     if not isinstance(config, TrainConfig):
         raise OptionError(f"config must be a nestc.TrainConfig, got {type(config).__name__}")
     config.validate()
+    require(resume, (bool,), "--resume", "True or False")  # resume="no" is true, and would resume
     if resume and checkpoint is None:  # said before any work, and in the command line's words
         raise OptionError("--resume needs --checkpoint, the file to resume from")
     mean, std = check_normalisation(mean, std)

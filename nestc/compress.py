@@ -94,6 +94,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str | os
             raise OptionError(f"{name} must be a nestc.{kind.__name__}, got {type(value).__name__}")
     config.validate()
     train_config.validate()
+    require(resume, (bool,), "--resume", "True or False")  # resume="no" is true, and would resume
     if limit is not None:
         require(limit, (int,), "--limit", "an integer >= 1")
         if limit < 1:

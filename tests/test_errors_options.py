@@ -357,9 +357,14 @@ def test_config_errors_name_the_option_a_user_can_type() -> None:
     (lambda tmp: api.seed("lenet-5", tmp / "s.onnx", classes=2.5), "--classes 2.5: must be an integer"),
     (lambda tmp: api.seed("lenet-5", 42), "-o 42: must be a file path"),
     (lambda tmp: compress(tmp / "m.onnx", tmp / "o.onnx", limit="100"), "--limit '100': must be an integer"),
+    (lambda tmp: compress(tmp / "m.onnx", tmp / "o.onnx", resume="no"), "--resume 'no': must be True or False"),
+    (lambda tmp: api.train(tmp / "m.onnx", tmp / "o.onnx", resume=1), "--resume 1: must be True or False"),
+    (lambda tmp: api.evaluate(tmp / "m.onnx", download="no"), "--download 'no': must be True or False"),
+    (lambda tmp: api.validate(tmp / "m.onnx", tmp / "m.onnx", "embedded", download=1),
+     "--download 1: must be True or False"),
 ], ids=["inspect-none", "round-to-str", "batch-float", "data-int", "atol-str", "seed-str", "seed-negative",
         "width-str", "classes-float",
-        "output-int", "limit-str"])
+        "output-int", "limit-str", "resume-str", "resume-int", "download-str", "download-int"])
 def test_api_arguments_of_the_wrong_type_are_named(tmp_path: Path, call: Callable, message: str) -> None:
     """The Python API refuses what the command line would have refused at parsing, by the option's name."""
     api.seed("lenet-300-100", tmp_path / "m.onnx", width_ratio=0.1)

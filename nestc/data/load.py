@@ -44,11 +44,12 @@ def load_dataset(
 
     Raises:
         DataError: unknown name, data set not found, or a corrupt / unusable file (named).
-        OptionError: ``limit`` below 1.
+        OptionError: ``limit`` below 1, or an argument of the wrong type.
     """
     require(spec, PATH, "--data", "a data set name or path")
     if data_dir is not None:
         require(data_dir, PATH, "--data-dir", "a folder path")
+    require(download, (bool,), "--download", "True or False")  # download="no" is true, and would fetch
     if limit is not None:
         require(limit, (int,), "--limit", "an integer")
     if limit is not None and limit < 1:
