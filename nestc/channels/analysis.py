@@ -55,7 +55,13 @@ class RuleContext:
         self.members: list[Member] = []
         self.member_nodes: list[str] = []
         self.fixups: list[Fixup] = []
-        self.node: Node | None = None
+        self.current: Node | None = None
+
+    @property
+    def node(self) -> Node:
+        """The node whose channel rule is running (rules run only inside :func:`analyse_channels`'s walk)."""
+        assert self.current is not None, "a channel rule ran outside the node walk"
+        return self.current
 
     # ------------------------------------------------------------------------------------ queries
     def shape(self, tensor: str) -> tuple[int, ...]:
@@ -142,7 +148,7 @@ class RuleContext:
             self.table.freeze(layout, f"{self.where()}: {tensor} axis {axis} does not match")
             return
         self.members.append(Member(tensor, axis, layout, fill, role))
-        self.member_nodes.append(self.node.name if self.node else "")
+        self.member_nodes.append(self.current.name if self.current else "")
 
     def freeze(self, layout: Layout | None, why: str) -> None:
         """Forbid resizing the spaces of ``layout``."""
@@ -150,7 +156,6 @@ class RuleContext:
 
     def freeze_node_inputs(self, why: str) -> None:
         """Freeze every tracked axis of the current node's activation inputs."""
-        assert self.node is not None
         for name in self.node.inputs:
             if name and name in self.shapes and not self.is_initializer(name):
                 for axis in range(self.rank(name)):
@@ -162,7 +167,7 @@ class RuleContext:
 
     def where(self) -> str:
         """The current node, for freeze reasons."""
-        return self.node.describe() if self.node else "graph boundary"
+        return self.current.describe() if self.current else "graph boundary"
 
 
 def analyse_channels(net: Network, sample: torch.Tensor | None = None) -> ChannelAnalysis:
@@ -180,13 +185,13 @@ def analyse_channels(net: Network, sample: torch.Tensor | None = None) -> Channe
     from nestc.channels.rules import CHANNEL_RULES
 
     for node in net.nodes:
-        ctx.node = node
+        ctx.current = node
         rule = CHANNEL_RULES.get(node.op_type)
         if rule is None:
             ctx.freeze_node_inputs("no channel rule for this op")
             continue
         rule(ctx)
-    ctx.node = None
+    ctx.current = None
     for name in net.output_names:
         if name in ctx.shapes:
             for axis in range(ctx.rank(name)):

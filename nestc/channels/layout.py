@@ -178,7 +178,8 @@ def sub_layout(layout: Layout, lo: int, hi: int) -> Layout | None:
 
 def unit_positions(table: SpaceTable, layout: Layout, space: int, units: set[int] | range) -> list[int]:
     """Positions along an axis with ``layout`` that hold the given units of ``space``."""
-    positions, offset = [], 0
+    positions: list[int] = []
+    offset = 0
     for seg in table.normalise(layout):
         if table.find(seg.space) == table.find(space):
             for unit in range(seg.start, seg.stop):

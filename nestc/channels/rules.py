@@ -172,17 +172,17 @@ def view(ctx: RuleContext) -> None:
         ctx.freeze_node_inputs("reshape that cannot be followed")
         return
     for ins, outs in groups:
-        tracked = [a for a in ins if ctx.layout(source, a) is not None]
+        tracked = [(a, found) for a in ins if (found := ctx.layout(source, a)) is not None]
         real_outs = [a for a in outs if out_shape[a] != 1] or outs[-1:]
         if not tracked:
             continue
-        axis = tracked[0]
+        axis, layout = tracked[0]
         if len(tracked) > 1 or len(real_outs) != 1:
             ctx.freeze_node_inputs("reshape splits a channel axis or merges two")
             return
         factor = math.prod(in_shape[a] for a in ins if a > axis)
         repeats = math.prod(in_shape[a] for a in ins if a < axis)
-        ctx.set_layout(out, real_outs[0], scale_blocks(ctx.layout(source, axis), factor) * repeats)
+        ctx.set_layout(out, real_outs[0], scale_blocks(layout, factor) * repeats)
     if node.op_type == "Reshape":
         _target_shape_fixup(ctx, out)
 
@@ -199,8 +199,8 @@ def _target_shape_fixup(ctx: RuleContext, out: str) -> None:
         ctx.freeze_node_inputs("target shape is computed at run time")
         return
     offset = ctx.rank(out) - len(target)
-    axes = [a for a, v in enumerate(target) if v not in (0, -1) and ctx.layout(out, a + offset) is not None]
-    layouts = {a: ctx.layout(out, a + offset) for a in axes}
+    layouts = {a: found for a, v in enumerate(target)
+               if v not in (0, -1) and (found := ctx.layout(out, a + offset)) is not None}
     net = ctx.net
 
     def rewrite(new_size: Callable[[Layout], int]) -> None:
@@ -209,7 +209,7 @@ def _target_shape_fixup(ctx: RuleContext, out: str) -> None:
             values[a] = new_size(layout)
         net.set_input_constant(node, 1, values)
 
-    if axes:
+    if layouts:
         ctx.fixup(rewrite)
 
 
