@@ -24,7 +24,7 @@ class PassResult:
 
     name: str
     modified: bool
-    details: dict[str, float | int | str] = field(default_factory=dict)
+    details: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

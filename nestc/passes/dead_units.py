@@ -67,7 +67,7 @@ def _zero_units(net: Network, analysis: ChannelAnalysis, space: int, width: int,
     members = [m for m, _ in analysis.space_members(space) if m.role == role]
     if not members:
         return None
-    total = sum(unit_magnitudes(net, m, analysis, space, width) for m in members)
+    total = sum((unit_magnitudes(net, m, analysis, space, width) for m in members), start=torch.zeros(()))
     return (total == 0).cpu()
 
 
@@ -298,10 +298,10 @@ def removal_plan(analysis: ChannelAnalysis, dead: DeadUnits, round_to: int = 1) 
     for space, units in chosen.items():
         width = analysis.table.spaces[space].width
         units = units[: _allowed(width, len(units), round_to)]
-        unused = set(dead.unused.get(space, []))
+        unused_units = set(dead.unused.get(space, []))
         unit_folds = dead.constant.get(space, ([], {}))[1]
         for unit in units:
-            folds.extend([] if unit in unused else unit_folds.get(unit, []))
+            folds.extend([] if unit in unused_units else unit_folds.get(unit, []))
         if units:
             gone = set(units)
             changes[space] = SpaceChange(tuple(u for u in range(width) if u not in gone))

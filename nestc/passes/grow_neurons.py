@@ -47,9 +47,10 @@ def grow_neurons(probe: Probe, count: int, beta: float = 0.01, alpha: float = 0.
         return PassResult("grow_neurons", False)
     taps = [t for s in spaces for t in (s.producers[0][0].node.inputs[0], s.readers[0][0].node.outputs[0])]
     _, tapped = effective_gradients(probe, taps)
-    bridges = {s.space: _bridging_gradient(tapped[s.producers[0][0].node.inputs[0]],
-                                           tapped[s.readers[0][0].node.outputs[0]]) for s in spaces}
-    spaces = [s for s in spaces if bridges[s.space] is not None]
+    found = {s.space: _bridging_gradient(tapped[s.producers[0][0].node.inputs[0]],
+                                         tapped[s.readers[0][0].node.outputs[0]]) for s in spaces}
+    bridges = {space: bridge for space, bridge in found.items() if bridge is not None}
+    spaces = [s for s in spaces if s.space in bridges]
     if not spaces:
         return PassResult("grow_neurons", False)
     widths = {s.space: analysis.table.spaces[s.space].width for s in spaces}

@@ -150,6 +150,8 @@ def mask_smallest(net: Network, weight: str, score: torch.Tensor, candidates: to
     """Deactivate the ``count`` entries of ``weight`` with the lowest ``score`` among ``candidates``."""
     values = torch.where(candidates, score, torch.full_like(score, float("inf"))).flatten()
     drop = torch.topk(values, count, largest=False).indices
-    mask = net.mask(weight).clone().flatten()
+    mask = net.mask(weight)
+    assert mask is not None, f"{weight} has no mask: callers pick masked weights"
+    mask = mask.clone().flatten()
     mask[drop] = 0
     net.set_mask(weight, mask.reshape(score.shape))

@@ -49,8 +49,8 @@ def prune_units(net: Network, fraction: float, sample: torch.Tensor, max_space_f
     threshold = torch.kthvalue(torch.cat([s[torch.isfinite(s)] for _, s in scored]), budget).values
     removed = 0
     for space, score in scored:
-        live = int(torch.isfinite(score).sum())
-        cap = min(int(max_space_fraction * live), live - 1)
+        n_live = int(torch.isfinite(score).sum())
+        cap = min(int(max_space_fraction * n_live), n_live - 1)
         n = min(int((score <= threshold).sum()), cap)
         if n <= 0:
             continue
@@ -64,12 +64,16 @@ def prune_units(net: Network, fraction: float, sample: torch.Tensor, max_space_f
 def unit_scores(net: Network, analysis: ChannelAnalysis, space: PrunableSpace,
                 shapes: Shapes | None = None) -> torch.Tensor:
     """Per unit of ``space``: incoming effective magnitude (summed over its producers) times outgoing
-    magnitude (summed over its readers); 0 for dead units. ``shapes``: see :func:`effective_magnitude`."""
+    magnitude (summed over its readers); 0 for dead units. ``shapes``: see :func:`effective_magnitude`.
+
+    A :class:`PrunableSpace` has at least one producer and one reader; the sums start from a zero tensor so
+    that they are tensors by type as well."""
     shapes = shapes or lazy_shapes(net)
-    incoming = sum(_per_unit(effective_magnitude(net, layer, shapes), analysis, member, space.space)
-                   for layer, member in space.producers)
-    outgoing = sum(_per_unit(net.effective_weight(layer.weight).detach().abs(), analysis, member, space.space)
-                   for layer, member in space.readers)
+    zero = torch.zeros(())
+    incoming = sum((_per_unit(effective_magnitude(net, layer, shapes), analysis, member, space.space)
+                    for layer, member in space.producers), start=zero)
+    outgoing = sum((_per_unit(net.effective_weight(layer.weight).detach().abs(), analysis, member, space.space)
+                    for layer, member in space.readers), start=zero)
     return incoming * outgoing
 
 
