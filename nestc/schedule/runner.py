@@ -304,7 +304,7 @@ class NestRun:
                 # smaller network keeps its budget)
                 if self.data.trained:
                     if not self._accept(self._accuracy()).within:  # growth cost the budget: prune the original
-                        self.view.net = copy.deepcopy(self.best)
+                        self.view.net = self._copy_of_best()
                 else:
                     self._set_reference()
                     self._accept(self.state["reference"])
@@ -372,6 +372,12 @@ class NestRun:
         step, or a regrown network larger than the best)."""
         self.best = copy.deepcopy(self.net)
         self.state["best_step"] = self.state["step"] - 1
+
+    def _copy_of_best(self) -> Network:
+        """A copy of the best network, for steps that run only once one was kept: a trained model's reference
+        is accepted at the start (any accuracy beats the initial attempt), and a regrow cycle needs a met budget."""
+        assert self.best is not None, "no best network kept yet"
+        return copy.deepcopy(self.best)
 
     def _test_miss(self) -> float | None:
         """The test accuracy when the test split misses the budget that held-out training data met, else None.
@@ -457,7 +463,7 @@ class NestRun:
         """
         cfg = self.config
         self.state["cycles"] += 1
-        self.view.net = copy.deepcopy(self.best)
+        self.view.net = self._copy_of_best()
         probe = self._probe()
         grads, _ = effective_gradients(probe)
         grown = grow_connections(self.net, grads, cfg.cycle_growth).details.get("grown", 0)
@@ -466,7 +472,7 @@ class NestRun:
             return
         trained = self._fit(cfg.grow_epochs)
         if not trained:
-            self.view.net = copy.deepcopy(self.best)
+            self.view.net = self._copy_of_best()
         self._record("regrow", f"regrow {grown:,} connections" + ("" if trained else " (loss diverged)"), trained,
                      self._accuracy())
         self.state["fraction"] = cfg.prune_fraction
