@@ -79,6 +79,7 @@ def evaluate(model: nn.Module, data: DeviceData, batch_size: int, amp: bool) -> 
     """Mean cross-entropy and top-1 accuracy over labeled ``data``."""
     tally = Tally(data.device)
     for _, logits, labels in forward_batches(model, data, batch_size, amp):
+        assert labels is not None, "callers evaluate labeled data only (Trainer.evaluate refuses y=None)"
         tally.add(F.cross_entropy(logits, labels, reduction="sum"), 1, logits, labels)
     loss_total, correct_total = tally.totals().tolist()
     return loss_total / len(data), correct_total / len(data)

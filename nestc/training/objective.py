@@ -47,12 +47,15 @@ class Objective:
         w = self.distill_weight
         loss = None
         if w < 1:
+            assert labels is not None, "for_data refuses unlabeled data unless distill_weight is 1"
             ce = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
             loss = ce if w == 0 else (1 - w) * ce
         if w > 0:
+            assert teacher is not None, "for_data refuses distill_weight > 0 without teacher logits"
             t = self.temperature
-            kl = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(teacher / t, dim=1),  # type: ignore[operator]
+            kl = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(teacher / t, dim=1),
                           reduction="batchmean", log_target=True)
             kl = kl * (w * t * t)
             loss = kl if loss is None else loss + kl
-        return loss  # type: ignore[return-value]
+        assert loss is not None, "distill_weight is a number in [0, 1] (TrainConfig checks it)"
+        return loss

@@ -155,7 +155,8 @@ class Trainer:
         with self._private_rng(), training_mode(model, True):
             self._seed(epoch_seed(cfg.seed, fit_index, self.dist.rank))
             state = ckpt.load(checkpoint) if resume else None  # type: ignore[arg-type]
-            start_epoch, rolled_back, last = 0, 0, {"loss": float("nan"), "accuracy": None}
+            last: dict[str, Any] = {"loss": float("nan"), "accuracy": None}  # as _resume and _save type it
+            start_epoch, rolled_back = 0, 0
             if state is not None:
                 fit_index, start_epoch, rolled_back, last = self._resume(
                     state, checkpoint, plan, model, optimizer, schedule, identity)  # type: ignore[arg-type]
@@ -205,6 +206,7 @@ class Trainer:
         steps = plan.steps_in(epoch)
         for k in range(steps):
             xb, yb, tb = data.take(order[k * b:(k + 1) * b])
+            assert xb is not None, "place() always holds inputs; only labels and teacher are optional"
             run.schedule.apply(run.optimizer)
             with inference.autocast(self.device, self.amp):
                 logits = run.net(xb)
@@ -216,7 +218,7 @@ class Trainer:
             run.optimizer.step()
             if run.on_batch is not None:
                 run.on_batch(run.model)
-            n = len(xb)  # type: ignore[arg-type]
+            n = len(xb)
             seen += n
             tally.add(loss, n, logits, yb)
             if run.progress.enabled and ((k + 1) % UPDATE_EVERY == 0 or k + 1 == steps):
@@ -224,6 +226,7 @@ class Trainer:
                 run.progress.advance(run.schedule.step, loss_total / seen,
                                      correct_total / seen if yb is not None else None,
                                      (run.samples + seen) * self.dist.world_size / (time.perf_counter() - run.started))
+        assert xb is not None, "every epoch has a step (FitPlan.steps_in >= 1): xb is its last batch"
         bad = ~(tally.loss.isfinite() & all_finite(run.model).to(self.device) & _computes_finite(run.model, xb))
         loss_total, correct_total, bad_ranks = distributed.all_reduce_sum(tally.totals(bad)).tolist()
         samples = seen * self.dist.world_size
