@@ -49,10 +49,11 @@ def build_embedded_subset(
     source = Path(source_dir)
     arrays = {}
     for split, (images, labels), n in (("train", MNIST_FILES["train"], n_train), ("test", MNIST_FILES["test"], n_test)):
-        paths = [find_idx(source, name) for name in (images, labels)]
-        if None in paths:
+        image_file, label_file = find_idx(source, images), find_idx(source, labels)
+        if image_file is None or label_file is None:
             raise DataError(f"{source}: needs {images}[.gz] and {labels}[.gz]")
-        data = read_idx_pair(*paths)
+        data = read_idx_pair(image_file, label_file)
+        assert data.y is not None, "read_idx_pair always reads labels"
         keep = stratified_indices(data.y, n, seed=seed)
         arrays[f"x_{split}"], arrays[f"y_{split}"] = data.x[keep], data.y[keep].astype(np.uint8)
     out = Path(out_path)

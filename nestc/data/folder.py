@@ -89,6 +89,7 @@ def _common_format(items: list[tuple[Path, int]]) -> tuple[str, tuple[int, int]]
         with _image(path) as img:
             modes.add(img.mode)
             size = size or img.size
+    assert size is not None, "items is never empty (read_image_folder refuses an empty test split)"
     return ("L" if modes <= _GREY_MODES else "RGB"), size
 
 

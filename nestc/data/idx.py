@@ -18,7 +18,7 @@ import numpy as np
 from nestc.data.dataset import Split
 from nestc.errors import DataError
 
-_TYPES = {
+_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -73,10 +73,10 @@ def read_mnist_folder(folder: Path) -> tuple[Split, Split]:
     """The training and test splits of an MNIST-style folder (see :data:`MNIST_FILES`)."""
     splits = []
     for images, labels in MNIST_FILES.values():
-        found = [find_idx(folder, name) for name in (images, labels)]
-        if None in found:
+        image_file, label_file = find_idx(folder, images), find_idx(folder, labels)
+        if image_file is None or label_file is None:
             raise DataError(f"{folder}: missing {images}[.gz] or {labels}[.gz]")
-        splits.append(read_idx_pair(*found))
+        splits.append(read_idx_pair(image_file, label_file))
     return splits[0], splits[1]
 
 

@@ -173,7 +173,7 @@ class Network(nn.Module):
 
     def is_trainable(self, name: str) -> bool:
         """True when the initializer ``name`` is an ``nn.Parameter``."""
-        return self._keys.get(name) in self.weights
+        return name in self._keys and self._keys[name] in self.weights
 
     def trainable_names(self) -> list[str]:
         """ONNX names of all trainable initializers, in file order."""

@@ -14,7 +14,7 @@ import onnx
 from nestc.errors import NUMBER, OptionError, require
 from nestc.seeds.builder import GraphBuilder
 
-_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+_VGG16: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
 def _width(base: int, ratio: float) -> int:

@@ -8,6 +8,7 @@ BatchNormalization, Relu, MaxPool, GlobalAveragePool, Flatten.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import onnx
@@ -54,7 +55,7 @@ class GraphBuilder:
         self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
-    def _node(self, op: str, inputs: list[str], prefix: str, channels: int, **attrs: object) -> str:
+    def _node(self, op: str, inputs: list[str], prefix: str, channels: int, **attrs: Any) -> str:
         name = self._name(prefix)
         out = f"{name}_out"
         self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
