@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -133,7 +132,7 @@ class LogSoftmax(OpHandler):
 class _Unary(OpHandler):
     """An attribute-free point-wise op: the output is ``fn`` of the input, element by element."""
 
-    fn: ClassVar[Callable[[torch.Tensor], torch.Tensor]]
+    fn: ClassVar[staticmethod[[torch.Tensor], torch.Tensor]]
 
     def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
         return [type(self).fn(required(inputs, 0))]

@@ -102,8 +102,9 @@ class _Elementwise(OpHandler):
         return [from_signed(result, dtype, ordered)]
 
     @abstractmethod
-    def apply(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """The operation on two aligned tensors."""
+    def apply(self, a: torch.Tensor, b: torch.Tensor, /) -> torch.Tensor:
+        """The operation on two aligned tensors (positional: subclasses may set a torch function, whose
+        parameters have other names)."""
 
 
 @register
