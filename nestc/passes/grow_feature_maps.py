@@ -80,7 +80,7 @@ def _best_candidate(score: Callable[[], float], net: Network, analysis: ChannelA
         loss = score()
         if loss < best_loss or best is None:
             best_loss, best = loss, draw
-    assert best is not None, "candidates >= 1 (ScheduleConfig checks map_candidates)"
+    assert best is not None, "candidates >= 1 (NestConfig checks map_candidates)"
     for member, values in zip(members, best, strict=True):
         write_units(net, analysis, member, space, [unit], values)
     return best_loss
