@@ -303,6 +303,21 @@ def open_cnn(channels: int | str = 1) -> onnx.ModelProto:
     return make_model(graph)
 
 
+def fixed_rows() -> onnx.ModelProto:
+    """``x [N, 1, 28, 28] -> Flatten -> Gemm -> Slice`` of the first 9 rows: a valid graph whose class scores
+    have 9 rows whatever the batch, so they cannot be scored against a batch's labels."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(_weights(rng, 10, 784), "fc_w"),
+             *(numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("start", 0), ("end", 9), ("axis", 0)))]
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fc_w"], ["scores"], name="fc", transB=1),
+             helper.make_node("Slice", ["scores", "start", "end", "axis"], ["logits"], name="first_rows")]
+    graph = helper.make_graph(nodes, "fixed_rows", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                   ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["M", 10])], inits)
+    return make_model(graph)
+
+
 def external_data(location: str, features: int = 4) -> onnx.ModelProto:
     """The MLP with ``w1`` stored outside the file at ``location`` (nothing is written there)."""
     model = small_model(features=features)

@@ -97,6 +97,9 @@ CASES = [
            ("input 'x' is declared [N, C, H, W], so nestc ran it as [1, 32, 32, 32]", "node 'conv' (Conv)",
             "export the model with fixed input dimensions"), command, extra) for command, extra in
       (("compact", ()), ("compress", COMPRESS))],
+    *[Case(f"scores not one row per sample ({command})", _file("rows.onnx", h.fixed_rows),
+           ("output 'logits' has 9 rows for a batch of", "one row of class scores per sample"), command, extra)
+      for command, extra in (("compress", COMPRESS), ("train", ("--data", "embedded", "--device", "cpu")))],
     Case("external data missing", _beside("ext.onnx", lambda: h.external_data("w1.bin")),
          ("external data file 'w1.bin'", "missing")),
     Case("external data ../../etc/passwd", _beside("ext.onnx", lambda: h.external_data("../../etc/passwd")),

@@ -118,13 +118,23 @@ class ClassifierView(nn.Module):
     def __init__(self, net: Network, output: str | None = None, label: str = "model") -> None:
         super().__init__()
         self.net = net
+        self.label = label
         choose_input(net, label)
         self.output = choose_output(net, output, label)
         self.logits_name = logits_tensor(net, self.output)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[N, classes]`` for a batch ``x``."""
-        return self.net(x, until=self.logits_name)[0].flatten(1)
+        """Logits ``[N, classes]`` for a batch ``x``.
+
+        Raises:
+            ModelError: the output does not have one row per sample (a graph that slices or reshapes the batch
+                axis to a fixed size): its rows cannot be scored against the samples' labels.
+        """
+        logits = self.net(x, until=self.logits_name)[0]
+        if logits.shape[0] != x.shape[0]:
+            raise ModelError(f"{self.label}: output '{self.output}' has {logits.shape[0]} rows for a batch of "
+                             f"{x.shape[0]} inputs; nestc needs one row of class scores per sample")
+        return logits.flatten(1)
 
 
 def trainable_view(net: Network, output: str | None = None, label: str = "model") -> ClassifierView:
