@@ -53,6 +53,19 @@ def _assert_emitted_matches(net: Network, x: torch.Tensor) -> None:
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
 
 
+def _masked_export(module: torch.nn.Module, path, sample_shape: tuple[int, ...], keep_bn: bool = False,
+                   **kwargs) -> Network:
+    """``module`` exported by the legacy exporter with a free batch (BatchNormalization kept with ``keep_bn``),
+    loaded and given connection masks."""
+    if keep_bn:
+        kwargs.update(do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE)
+    torch.onnx.export(module, (torch.randn(2, *sample_shape),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}}, **kwargs)
+    net = load_network(path)
+    ensure_masks(net)
+    return net
+
+
 def test_masks_follow_the_seed_zeros(images) -> None:
     probe = _probe("lenet-300-100", images)
     net = probe.view.net
@@ -164,10 +177,7 @@ def test_prune_units_removes_channels_a_squeeze_excitation_gate_multiplies(tmp_p
     torch.manual_seed(0)
     module = SqueezeExcite().eval()
     path = tmp_path / "se.onnx"
-    torch.onnx.export(module, (torch.randn(2, 3, 8, 8),), str(path), dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "n"}})
-    net = load_network(path)
-    ensure_masks(net)
+    net = _masked_export(module, path, (3, 8, 8))
     x = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     gated = [s for s in prunable_spaces(net, analyse_channels(net, x[:2])) if len(s.producers) == 2]
     assert len(gated) == 1, "the gated space has two writers: the block's convolution and the gate's"
@@ -209,12 +219,7 @@ def grouped_net(tmp_path) -> Network:
         bn.running_mean.uniform_(-0.2, 0.2)
         bn.running_var.uniform_(0.5, 1.5)
     path = tmp_path / "resnext.onnx"
-    torch.onnx.export(module, (torch.randn(2, 1, 28, 28),), str(path), dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "n"}}, do_constant_folding=False,
-                      training=torch.onnx.TrainingMode.PRESERVE)
-    net = load_network(path)
-    ensure_masks(net)
-    return net
+    return _masked_export(module, path, (1, 28, 28), keep_bn=True)
 
 
 def _grouped_conv(net: Network):
@@ -292,12 +297,7 @@ class InvertedBottleneck(torch.nn.Module):
 def inverted_net(tmp_path) -> Network:
     torch.manual_seed(0)
     path = tmp_path / "inverted.onnx"
-    torch.onnx.export(InvertedBottleneck().eval(), (torch.randn(2, 1, 28, 28),), str(path), dynamo=False,
-                      input_names=["x"], dynamic_axes={"x": {0: "n"}}, do_constant_folding=False,
-                      training=torch.onnx.TrainingMode.PRESERVE)
-    net = load_network(path)
-    ensure_masks(net)
-    return net
+    return _masked_export(InvertedBottleneck().eval(), path, (1, 28, 28), keep_bn=True)
 
 
 def test_grown_feature_maps_get_depthwise_filters(inverted_net: Network, images) -> None:
@@ -463,10 +463,7 @@ def test_grow_neurons_in_towers_that_read_one_input(tmp_path) -> None:
     """Both towers' hidden spaces tap the same input for their bridging gradients; each grows."""
     torch.manual_seed(0)
     path = tmp_path / "towers.onnx"
-    torch.onnx.export(TwoTowers().eval(), (torch.randn(2, 12),), str(path), dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "n"}})
-    net = load_network(path)
-    ensure_masks(net)
+    net = _masked_export(TwoTowers().eval(), path, (12,))
     x, y = torch.randn(64, 12), torch.randint(0, 4, (64,))
     assert grow_neurons(Probe(ClassifierView(net), x, y), count=2).details["spaces"] == 2
     assert [tuple(net.tensor(layer.weight).shape) for layer in layers(net)] == [(18, 12), (4, 18), (10, 12), (4, 10)]
@@ -492,10 +489,7 @@ def test_growth_leaves_spaces_the_loss_does_not_read(tmp_path) -> None:
     to grow by, and they stay as they are (growth ran the graph up to the logits only, and crashed there)."""
     torch.manual_seed(0)
     path = tmp_path / "aux.onnx"
-    torch.onnx.export(AuxiliaryHead().eval(), (torch.randn(2, 3, 8, 8),), str(path), dynamo=False, input_names=["x"],
-                      output_names=["aux", "logits"], dynamic_axes={"x": {0: "n"}})
-    net = load_network(path)
-    ensure_masks(net)
+    net = _masked_export(AuxiliaryHead().eval(), path, (3, 8, 8), output_names=["aux", "logits"])
     probe = Probe(ClassifierView(net, "logits"), torch.randn(32, 3, 8, 8), torch.randint(0, 4, (32,)))
     assert grow_neurons(probe, count=2).details["spaces"] == 1
     assert grow_feature_maps(probe, count=1, candidates=2).details["spaces"] == 1
@@ -632,10 +626,7 @@ def test_grow_feature_maps_in_transposed_convolutions(tmp_path, images) -> None:
     new maps are columns there and rows of the next convolution's input axis; old entries stay."""
     torch.manual_seed(0)
     path = tmp_path / "up.onnx"
-    torch.onnx.export(Upsampling().eval(), (torch.randn(2, 1, 28, 28),), str(path), dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "n"}})
-    net = load_network(path)
-    ensure_masks(net)
+    net = _masked_export(Upsampling().eval(), path, (1, 28, 28))
     old = net.tensor("up.weight").detach().clone()
     assert grow_feature_maps(Probe(ClassifierView(net), images[0][:64], images[1][:64]), count=1, candidates=2).modified
     assert tuple(net.tensor("up.weight").shape) == (9, 7, 2, 2) and net.tensor("up.bias").shape[0] == 7
@@ -852,10 +843,7 @@ def test_partial_area_masks_the_positions_of_least_float64_contribution(tmp_path
     torch.manual_seed(0)
     module = TwoConvolutions().eval()
     path = tmp_path / "convs.onnx"
-    torch.onnx.export(module, (torch.randn(2, 1, 28, 28),), str(path), dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "n"}})
-    net = load_network(path)
-    ensure_masks(net)
+    net = _masked_export(module, path, (1, 28, 28))
     x, y = images[0][:64], images[1][:64]
     reference = module.double()
     sources = [x.double(), torch.relu(reference.conv1(x.double())).detach()]
@@ -888,10 +876,7 @@ def test_grown_feature_map_is_the_candidate_of_lowest_float64_loss(tmp_path, ima
     torch.manual_seed(0)
     module = OneConvolution().eval()
     path = tmp_path / "conv.onnx"
-    torch.onnx.export(module, (torch.randn(2, 1, 28, 28),), str(path), dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "n"}})
-    net = load_network(path)
-    ensure_masks(net)
+    net = _masked_export(module, path, (1, 28, 28))
     draws = []
 
     def recorded(*args, **kwargs):
