@@ -193,6 +193,20 @@ def test_prune_units_removes_channels_a_squeeze_excitation_gate_multiplies(tmp_p
     _assert_emitted_matches(net, x)
 
 
+def test_grow_feature_maps_adds_a_gated_channel_to_the_block_and_to_its_gate(tmp_path) -> None:
+    """The gated space has two writers: a new channel is a new row of the block's convolution and of the gate's
+    expanding one (its gate value), a column of the projection, and the file computes what the network does."""
+    torch.manual_seed(0)
+    net = _masked_export(SqueezeExcite().eval(), tmp_path / "se.onnx", (3, 8, 8))
+    generator = torch.Generator().manual_seed(1)
+    x, y = torch.randn(32, 3, 8, 8, generator=generator), torch.randint(5, (32,), generator=generator)
+    assert grow_feature_maps(Probe(ClassifierView(net), x, y), count=1, candidates=2).modified
+    assert net.tensor("conv.weight").shape[0] == net.tensor("expand.weight").shape[0] == 17
+    assert net.tensor("project.weight").shape[1] == 17 and net.tensor("squeeze.weight").shape[1] == 17
+    assert bool(net.tensor("conv.weight")[16].any()) and bool(net.tensor("project.weight")[:, 16].any())
+    _assert_emitted_matches(net, x)
+
+
 class GroupedBottleneck(torch.nn.Module):
     """ResNeXt's block: 1x1 reduce -> grouped 3x3 (4 groups) -> 1x1 expand, added to the stream."""
 
