@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from fractions import Fraction
 from typing import NoReturn
@@ -32,39 +33,30 @@ POSITIVE = click.FloatRange(0, min_open=True)
 POSITIVE.name = "float"  # click would say "'abc' is not a valid float range"
 
 
-class _Numbers(click.ParamType):
-    """Comma-separated finite numbers; fractions such as ``1/255`` are allowed (raw-pixel models)."""
+class _Separated(click.ParamType):
+    """A comma-separated tuple of values, each read by ``parse``; a bad one fails naming what to give.
 
-    name = "numbers"
+    ``x`` separates too where ``by_x`` (``3x32x32``, as image sizes are often written).
+    """
+
+    def __init__(self, name: str, parse: Callable[[str], object], expected: str, by_x: bool = False) -> None:
+        self.name, self.parse, self.expected, self.by_x = name, parse, expected, by_x
 
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
+        text = str(value).replace("x", ",") if self.by_x else str(value)
         try:
-            return tuple(float(Fraction(part.strip())) for part in str(value).split(","))
+            return tuple(self.parse(part) for part in text.split(","))
         except (ValueError, ZeroDivisionError):
-            self.fail(f"{value!r}: give numbers separated by commas, e.g. 0.5 or 0.485,0.456,0.406 or 1/255",
-                      param, ctx)
+            self.fail(f"{value!r}: give {self.expected}", param, ctx)
 
 
-NUMBERS = _Numbers()
-
-
-class _Sizes(click.ParamType):
-    """Whole sizes separated by commas or ``x`` (``3,32,32``, ``3x32x32``); their range is the API's to check."""
-
-    name = "sizes"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            return tuple(int(part) for part in str(value).replace("x", ",").split(","))
-        except ValueError:
-            self.fail(f"{value!r}: give whole numbers separated by commas, e.g. 3,32,32", param, ctx)
-
-
-SIZES = _Sizes()
+NUMBERS = _Separated("numbers", lambda part: float(Fraction(part.strip())),
+                     "numbers separated by commas, e.g. 0.5 or 0.485,0.456,0.406 or 1/255")
+"""Finite numbers; fractions such as ``1/255`` are allowed (raw-pixel models)."""
+SIZES = _Separated("sizes", int, "whole numbers separated by commas, e.g. 3,32,32", by_x=True)
+"""Whole sizes (``3,32,32``, ``3x32x32``); their range is the API's to check."""
 
 
 def _normalisation_options(func):
@@ -415,10 +407,10 @@ def _exit_stopped(exc: KeyboardInterrupt) -> NoReturn:
 def _interrupted(exc: KeyboardInterrupt, checkpoint: str | None, unit: str) -> NoReturn:
     """Ctrl-C or SIGTERM in a training command: one line that says no output was written and, when the
     run's checkpoint is on disk, how to go on from it (a bare "interrupted" left the user guessing)."""
-    stopped, code = _stop(exc)
     if checkpoint is None:
-        click.echo(f"nestc: {stopped}; no output was written", err=True)
-    elif os.path.exists(checkpoint):
+        _exit_stopped(exc)
+    stopped, code = _stop(exc)
+    if os.path.exists(checkpoint):
         click.echo(f"nestc: {stopped}; no output was written. The last finished {unit} is kept in {checkpoint}: "
                    "run the same command with --resume to continue", err=True)
     else:
