@@ -184,20 +184,23 @@ class NestRun:
     def stop_reason(self) -> str:
         """Why the run ended, in the words of the option that ended it: a CI log and the report say whether
         more epochs or time could have bought a smaller model."""
-        cfg = self.config
         if self._target_reached():
             return "--target-params reached"
-        if self.state["epochs_used"] >= cfg.max_epochs:
+        if self._epochs_spent():
             return "--max-epochs spent"
-        if cfg.time_budget is not None and time.perf_counter() - self.started >= cfg.time_budget:
+        if self._time_spent():
             return "--time-budget spent"
         return "pruning stalled (step size below min_prune_fraction, no grow-and-prune cycle left)"
 
+    def _epochs_spent(self) -> bool:
+        return self.state["epochs_used"] >= self.config.max_epochs
+
+    def _time_spent(self) -> bool:
+        budget = self.config.time_budget
+        return budget is not None and time.perf_counter() - self.started >= budget
+
     def _out_of_budget(self) -> bool:
-        cfg = self.config
-        if self.state["epochs_used"] >= cfg.max_epochs:
-            return True
-        return cfg.time_budget is not None and time.perf_counter() - self.started >= cfg.time_budget
+        return self._epochs_spent() or self._time_spent()
 
     def _record(self, phase: str, action: str, accepted: bool, accuracy: float) -> None:
         stats = model_stats(self.net)
