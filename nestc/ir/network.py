@@ -206,6 +206,12 @@ class Network(nn.Module):
         """The nodes that read ``name``, in graph order (a graph output reading it is not among them)."""
         return [node for node in self.nodes if name in node.inputs]
 
+    def sole_reader(self, name: str) -> Node | None:
+        """The one node that reads ``name``; None when several or none do, or when the graph returns it too
+        (whoever reads a graph output is a reader no pass sees)."""
+        readers = [] if name in self.output_names else self.readers(name)
+        return readers[0] if len(readers) == 1 else None
+
     def private_input(self, node: Node, slot: int) -> str:
         """Name of a constant input of ``node`` that no other node reads, copying it when shared.
 

@@ -104,10 +104,9 @@ def _gate(net: Network, analysis: ChannelAnalysis, node: Node, space: int, width
     """
     tensor = node.outputs[0]
     while True:
-        readers = _readers(net, tensor)
-        if len(readers) != 1 or readers[0].inputs[0] != tensor:
+        reader = net.sole_reader(tensor)
+        if reader is None or reader.inputs[0] != tensor:
             return None
-        reader = readers[0]
         if reader.op_type in _LANE_WISE:
             tensor = reader.outputs[0]
             continue
@@ -125,11 +124,6 @@ def _is_depthwise(net: Network, node: Node) -> bool:
     Conv with wider groups mixes channels and gates none)."""
     return (node.op_type == "Conv" and int(node.attr("group", 1)) > 1 and net.has_tensor(node.inputs[1])
             and net.tensor(node.inputs[1]).shape[1] == 1)
-
-
-def _readers(net: Network, tensor: str) -> list[Node]:
-    """Nodes reading ``tensor`` (a graph output counts as a reader that is no node: returns [])."""
-    return [] if tensor in net.output_names else net.readers(tensor)
 
 
 def find_dead_units(net: Network, analysis: ChannelAnalysis, sample: list[torch.Tensor]) -> DeadUnits:
@@ -234,19 +228,18 @@ def _fold_into_bias(net: Network, analysis: ChannelAnalysis, node: Node, delta: 
     for member, name in zip(analysis.members, analysis.member_nodes, strict=True):
         if name == node.name and member.role == "bias":
             beta = float(node.attr("beta", 1.0)) if node.op_type == "Gemm" else 1.0
-            if beta == 0 or len(_readers(net, member.tensor)) != 1:
+            if beta == 0 or net.sole_reader(member.tensor) is None:
                 return None
             return [Fold(member.tensor, member.axis, delta / beta)]
     out = node.outputs[0]
-    readers = _readers(net, out)
-    if len(readers) != 1:
+    reader = net.sole_reader(out)
+    if reader is None:
         return None
-    reader = readers[0]
     if reader.op_type == "Add":
         return _fold_into_add(net, analysis, node, reader, delta)
     if (reader.op_type == "BatchNormalization" and reader.inputs[0] == out and len(reader.inputs) > 3
             and net.has_tensor(reader.inputs[3]) and node.op_type in ("Conv", "ConvTranspose", "Gemm")
-            and len(_readers(net, reader.inputs[3])) == 1):
+            and net.sole_reader(reader.inputs[3]) is not None):
         mean = net.tensor(reader.inputs[3])
         if mean.dim() == 1 and mean.numel() == delta.numel():
             return [Fold(reader.inputs[3], 0, -delta)]
@@ -259,7 +252,7 @@ def _fold_into_add(net: Network, analysis: ChannelAnalysis, node: Node, add: Nod
     out = node.outputs[0]
     others = [i for i in add.inputs if i != out]
     if (len(others) != 1 or not net.has_tensor(others[0]) or not net.is_trainable(others[0])
-            or len(_readers(net, others[0])) != 1):
+            or net.sole_reader(others[0]) is None):
         return None
     for member, name in zip(analysis.members, analysis.member_nodes, strict=True):
         if name == add.name and member.tensor == others[0] and net.tensor(member.tensor).numel() == delta.numel():

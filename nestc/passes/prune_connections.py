@@ -84,10 +84,9 @@ def batch_norm_gain(net: Network, layer: Layer, shapes: Shapes) -> torch.Tensor 
     tensor, offset = layer.node.outputs[0], 0
     units = output_channels(net, layer)
     while True:
-        readers = [] if tensor in net.output_names else net.readers(tensor)
-        if len(readers) != 1:
+        reader = net.sole_reader(tensor)
+        if reader is None:
             return None
-        reader = readers[0]
         if reader.op_type == "BatchNormalization" and reader.inputs[0] == tensor:
             gain = net.tensor(reader.inputs[1]).detach().abs() / torch.sqrt(
                 net.tensor(reader.inputs[4]).detach() + float(reader.attr("epsilon", 1e-5)))
