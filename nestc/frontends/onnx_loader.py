@@ -3,14 +3,14 @@
 Steps, each failing with one line that names the file:
 1. read the bytes and external data safely (:mod:`nestc.frontends.files`);
 2. inline model-local functions (torch's ``export_modules_as_functions`` writes each module as one), and
-   drop the nodes no graph output depends on;
+   drop the nodes and MaxPool ``Indices`` outputs no graph output depends on;
 3. refuse control flow and list every unsupported node at once;
 4. ``onnx.checker``;
 5. bring the default-domain opset into :data:`SUPPORTED_OPSETS` with onnx's version converter;
 6. train float16 and float64 models in float32 (:mod:`nestc.frontends.precision`; emitted models go
    back to the stored type);
 7. give normalisation parameters an exporter merged by value their own tensors
-   (:mod:`nestc.frontends.untie`), and drop MaxPool ``Indices`` outputs that nothing reads;
+   (:mod:`nestc.frontends.untie`);
 8. fold shape-only subgraphs and free the batch dimension (:mod:`nestc.frontends.shape_folding`).
 """
 
@@ -54,13 +54,12 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     _spell_default_domain_one_way(model)
     _densify_sparse_initializers(model)
     model = _inline_local_functions(model, file)
-    _drop_dead_nodes(model)
+    _drop_unused(model)
     _refuse_unsupported(model, file)
     _check(model, file)
     model = _normalise_opset(model, file)
     widen_to_float32(model)
     untie_normalisation_parameters(model)
-    _drop_unread_pool_indices(model)
     try:
         model = fold_shape_subgraphs(model)
     except (onnx.shape_inference.InferenceError, ValueError) as exc:
@@ -128,12 +127,15 @@ def _inline_local_functions(model: onnx.ModelProto, file: Path) -> onnx.ModelPro
         raise ModelError(f"{file}: its local functions could not be inlined ({first_line(exc)})") from exc
 
 
-def _drop_dead_nodes(model: onnx.ModelProto) -> None:
-    """Remove the nodes no graph output depends on, and the initializers only they read.
+def _drop_unused(model: onnx.ModelProto) -> None:
+    """Remove what no graph output depends on: nodes, the initializers only they read, and MaxPool's
+    optional ``Indices`` output where nothing reads it.
 
     Exporters leave such nodes behind (a shape computation nothing uses, a detached branch); onnxruntime
     never runs them, so they must not count as parameters or MACs, be trained, or keep a model with an
-    operator nestc lacks from loading. Fed graph inputs stay, read or not: they are the file's interface.
+    operator nestc lacks from loading. Some converters name MaxPool's ``Indices`` on every pool; nestc
+    computes only the pooled values, so a named one was refused at run time although nothing used it.
+    Fed graph inputs stay, read or not: they are the file's interface.
     """
     graph = model.graph
     needed = {value.name for value in graph.output}
@@ -142,6 +144,9 @@ def _drop_dead_nodes(model: onnx.ModelProto) -> None:
         if needed.intersection(node.output):
             live.append(node)
             needed.update(name for name in node.input if name)
+    for node in live:
+        if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1] not in needed:
+            del node.output[1:]
     if len(live) == len(graph.node):
         return
     del graph.node[:]
@@ -153,19 +158,6 @@ def _drop_dead_nodes(model: onnx.ModelProto) -> None:
     inputs = [value for value in graph.input if value.name not in dead]  # initializers listed as inputs (IR 3)
     del graph.input[:]
     graph.input.extend(inputs)
-
-
-def _drop_unread_pool_indices(model: onnx.ModelProto) -> None:
-    """Remove the optional ``Indices`` output of MaxPool nodes where no node and no graph output reads it.
-
-    Some converters name it on every MaxPool; nestc computes only the pooled values, so a named one
-    was refused at run time although nothing used it.
-    """
-    graph = model.graph
-    read = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
-    for node in graph.node:
-        if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1] not in read:
-            del node.output[1:]
 
 
 def _densify_sparse_initializers(model: onnx.ModelProto) -> None:
