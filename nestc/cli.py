@@ -17,11 +17,8 @@ from typing import NoReturn
 
 import click
 
-from nestc import api
 from nestc.errors import NestcError, one_line
-from nestc.input_record import describe_values
 from nestc.report import json_text
-from nestc.stats import format_table
 
 MODEL = click.Path(dir_okay=True, path_type=str)
 
@@ -95,6 +92,8 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (totals under params, nonzero_params, macs).")
 def inspect(model: str, as_json: bool) -> None:
     """Per-layer weights, non-zeros and MACs per sample of MODEL."""
+    from nestc import api
+    from nestc.stats import format_table
     stats = api.inspect(model)
     click.echo(json_text(stats.to_dict()) if as_json else format_table(stats))
 
@@ -115,6 +114,7 @@ def inspect(model: str, as_json: bool) -> None:
 def validate(original: str, candidate: str, data: str | None, data_dir: str | None, download: bool, atol: float,
              rtol: float, samples: int, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> None:
     """Run ORIGINAL and CANDIDATE in onnxruntime on the same inputs; exit 1 when they differ."""
+    from nestc import api
     report = api.validate(original, candidate, data, atol, rtol, samples, data_dir, mean=mean, std=std,
                           download=download)
     for diff in report.outputs:
@@ -136,6 +136,7 @@ def validate(original: str, candidate: str, data: str | None, data_dir: str | No
               help="coo: store weights as sparse initializers where that is smaller (smaller file, same speed).")
 def compact(model: str, output: str, round_to: int, sparse_format: str) -> None:
     """Remove every provably dead neuron and channel of MODEL."""
+    from nestc import api
     report = api.compact(model, output, round_to, sparse_format)
     click.echo(f"params {report.before.params:,} -> {report.after.params:,}   "
                f"non-zero {report.before.nonzero_params:,} -> {report.after.nonzero_params:,}   "
@@ -210,6 +211,8 @@ def train(model: str, output: str, data: str, data_dir: str | None, download: bo
           grad_clip: float | None, optimizer: str, device: str, amp: str, seed_value: int, quiet: bool,
           output_name: str | None, checkpoint: str | None, resume: bool) -> None:
     """Train all weights of MODEL on --data and write it to -o."""
+    from nestc import api
+
     config = _train_config(batch_size, lr, weight_decay, grad_clip, optimizer, device, amp, seed_value, quiet,
                            10 if epochs is None else epochs)
     existing = _file_stamp(output)
@@ -245,6 +248,8 @@ def train(model: str, output: str, data: str, data_dir: str | None, download: bo
 def eval_(model: str, data: str, data_dir: str | None, download: bool, mean: tuple[float, ...] | None,
           std: tuple[float, ...] | None, batch_size: int, output_name: str | None, as_json: bool) -> None:
     """Accuracy, loss and latency of MODEL on the test split, measured by onnxruntime."""
+    from nestc import api
+    from nestc.input_record import describe_values
     report = api.evaluate(model, data, data_dir, download, batch_size, output_name, mean, std)
     if as_json:
         click.echo(json_text(asdict(report)))
@@ -274,6 +279,7 @@ def eval_(model: str, data: str, data_dir: str | None, download: bool, mean: tup
 def seed(arch: str, output: str, width_ratio: float, density: float, classes: int,
          input_shape: tuple[int, ...] | None, seed_value: int) -> None:
     """Write a seed architecture (the NeST paper's) as ONNX."""
+    from nestc import api
     stats = api.seed(arch, output, width_ratio, density, classes, seed_value, input_shape)
     click.echo(f"{arch}: {stats.params:,} params ({stats.nonzero_params:,} non-zero), {stats.macs:,} MACs; "
                f"wrote {output}")
@@ -338,7 +344,7 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
              round_to: int, lr_check_epochs: float, retrain_epochs: float, birth_strength: float, validation: str,
              sparse_format: str, limit: int | None, resume: bool) -> None:
     """Grow and prune MODEL with NeST on --data; exit 3 when no model met the accuracy budget."""
-    from nestc.compress import compress as run_compress
+    from nestc.compression import compress as run_compress
     from nestc.schedule.config import NestConfig
 
     config = NestConfig(max_acc_drop=max_acc_drop, target_params=target_params, max_epochs=max_epochs,
@@ -447,10 +453,10 @@ def _print_summary(report: dict) -> None:
 @click.option("--quiet", is_flag=True, help="No step log: the seed line and the before/after table only.")
 def demo(output: str, quiet: bool) -> None:
     """Seed LeNet-300-100, compress it on the embedded Fashion-MNIST subset (CPU), print the table."""
-    import os
     import tempfile
 
-    from nestc.compress import compress as run_compress
+    from nestc import api
+    from nestc.compression import compress as run_compress
     from nestc.fileio import check_output_path
     from nestc.schedule.config import NestConfig
     from nestc.training import TrainConfig

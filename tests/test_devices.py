@@ -13,7 +13,7 @@ from onnx import helper
 
 import nestc
 from nestc import runtime
-from nestc.compress import _check_equivalence
+from nestc.compression import _check_equivalence
 from nestc.errors import OptionError
 from nestc.ir.emit import emit_model
 from nestc.ir.network import Network

@@ -22,7 +22,7 @@ from errors_helpers import Run, assert_clean_failure, run_cli, run_cli_many, sav
 from onnx import helper
 
 from nestc import api
-from nestc.compress import compress
+from nestc.compression import compress
 from nestc.errors import ModelError
 from nestc.schedule.config import NestConfig
 from nestc.training import TrainConfig

@@ -19,7 +19,7 @@ import pytest
 from errors_helpers import Run, assert_clean_failure, run_cli, run_cli_many
 
 from nestc import api
-from nestc.compress import compress
+from nestc.compression import compress
 from nestc.errors import OptionError
 
 

@@ -26,7 +26,7 @@ from errors_helpers import assert_clean_failure, nestc_env, run_cli
 from onnx import numpy_helper
 
 from nestc import api
-from nestc.compress import compress
+from nestc.compression import compress
 from nestc.errors import OutputError, TrainingDiverged
 from nestc.fileio import atomic_write_bytes
 from nestc.schedule import runner
@@ -221,6 +221,40 @@ def test_a_signal_in_eval_is_one_line_with_its_exit_code(seed_model: Path, sig: 
     assert done.stdout == ""
 
 
+SIGNAL_WHILE_TORCH_LOADS = """
+import os, signal, sys
+sig = getattr(signal, sys.argv[1])
+class SignalOnImport:  # the signal arrives while torch is being imported, as a Ctrl-C right after Enter would
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            os.kill(os.getpid(), sig)
+        return None
+sys.meta_path.insert(0, SignalOnImport())
+from nestc import cli
+sys.argv = ["nestc", *sys.argv[2:]]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize(("sig", "code", "stopped"), [("SIGINT", 130, "interrupted"),
+                                                      ("SIGTERM", 143, "terminated (SIGTERM)")])
+def test_a_signal_while_torch_loads_is_one_line_with_its_exit_code(seed_model: Path, sig: str, code: int,
+                                                                    stopped: str) -> None:
+    """The command line imported torch before any handler was in place: a Ctrl-C in the first seconds printed
+    a traceback from inside torch's import, and SIGTERM killed the process without a word."""
+    done = subprocess.run([sys.executable, "-c", SIGNAL_WHILE_TORCH_LOADS, sig, "inspect", str(seed_model)],
+                          capture_output=True, text=True, env=nestc_env(), timeout=120)
+    assert done.returncode == code, done.stderr
+    assert done.stderr == f"nestc: {stopped}; no output was written\n"
+
+
+def test_the_command_line_starts_without_torch_or_onnxruntime() -> None:
+    """``nestc --help`` and a mistyped option answer before the heavy libraries load (2 s before, now 0.2 s)."""
+    probe = "import sys, nestc.cli; print(sorted({'torch', 'onnxruntime', 'onnx', 'numpy'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=nestc_env(), timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr or done.stdout
+
+
 def test_ctrl_c_in_train_after_the_output_is_written_says_so(seed_model: Path, tmp_path: Path) -> None:
     """A real Ctrl-C once the output is written, while its accuracy is measured: the line said that no output
     was written, beside the file just written."""
@@ -345,10 +379,9 @@ def test_nan_in_one_step_rolls_back_to_the_network_before_it(seed_model: Path, t
 
 INTERRUPT_EACH_WRITE = """
 import os, signal, sys
-import nestc
+import nestc.compression as c
 from nestc.schedule.config import NestConfig
 from nestc.training import TrainConfig
-c = sys.modules["nestc.compress"]  # the package's `compress` is the function
 real = c.atomic_write_bytes
 def write(path, data):
     real(path, data)
