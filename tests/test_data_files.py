@@ -152,3 +152,16 @@ def test_image_folder_errors(tmp_path: Path) -> None:
         load_dataset(str(tmp_path))
     with pytest.raises(DataError, match="no class subfolders"):
         load_dataset(str(tmp_path / "train" / "a"))
+
+
+def test_hidden_files_and_folders_in_class_folders_are_skipped(tmp_path: Path) -> None:
+    """A folder copied from a Mac holds ``._0.png`` beside ``0.png`` (resource forks, not images) and a
+    Jupyter one ``.ipynb_checkpoints``; one of them made the whole folder unreadable."""
+    for cls in ("a", "b"):
+        for i in range(5):
+            _image(tmp_path / cls / f"{i}.png", 40 * i)
+        (tmp_path / cls / "._0.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+        _image(tmp_path / cls / ".ipynb_checkpoints" / "0-checkpoint.png", 255)
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    ds = load_dataset(str(tmp_path))
+    assert len(ds.x_train) + len(ds.x_test) == 10 and ds.num_classes == 2

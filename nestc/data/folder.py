@@ -5,6 +5,10 @@ files are split 80/20 with a fixed seed, so the same folder always gives the sam
 are the sorted subfolder names of the training folder (their index is the label), as in
 torchvision.
 
+Hidden files and folders (a name starting with ``.``) are skipped, as the class folders themselves are:
+macOS leaves a ``._name.jpg`` beside every image copied from its disks (metadata, not an image) and
+Jupyter a ``.ipynb_checkpoints`` folder of duplicates.
+
 Images are read with Pillow. If any image has colour, all are read as RGB, else as greyscale.
 Images may differ in size: each is resized (bilinear) to the size of the first image in sorted
 order, because real photo folders rarely share one size and a model needs one.
@@ -46,18 +50,24 @@ def read_image_folder(root: Path) -> tuple[Split, Split]:
 
 
 def _scan(folder: Path) -> dict[str, list[Path]]:
-    """Class name -> sorted image files (searched recursively, as torchvision does)."""
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Class name -> sorted image files (searched recursively, as torchvision does; hidden ones skipped)."""
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not _hidden(p.name))
     if not classes:
         raise DataError(f"{folder}: no class subfolders (expected {folder}/<class>/<image>)")
     found = {
-        c: sorted(p for p in (folder / c).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        c: sorted(p for p in (folder / c).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(_hidden(part) for part in p.relative_to(folder / c).parts) and p.is_file())
         for c in classes
     }
     empty = [c for c, files in found.items() if not files]
     if empty:
         raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in class folder(s) {', '.join(empty)}")
     return found
+
+
+def _hidden(name: str) -> bool:
+    """Whether a file or folder name is hidden (``.DS_Store``, ``._photo.jpg``, ``.ipynb_checkpoints``)."""
+    return name.startswith(".")
 
 
 def _items(
