@@ -165,3 +165,22 @@ def test_hidden_files_and_folders_in_class_folders_are_skipped(tmp_path: Path) -
     (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     ds = load_dataset(str(tmp_path))
     assert len(ds.x_train) + len(ds.x_test) == 10 and ds.num_classes == 2
+
+
+@pytest.mark.parametrize("form", ["column", "one-hot-float", "one-hot-uint8"])
+def test_npz_labels_as_a_column_or_one_hot_are_class_indices(tmp_path: Path, form: str) -> None:
+    """``np.savez(x_train=..., y_train=...)`` straight from Keras: ``cifar10.load_data()`` gives (N, 1) labels,
+    ``to_categorical`` one-hot rows; both were refused as "expected N labels"."""
+    y_train, y_test = np.arange(40) % 4, np.arange(12) % 4
+    encode = {"column": lambda y: y.astype(np.uint8)[:, None],
+              "one-hot-float": lambda y: np.eye(4, dtype=np.float32)[y],
+              "one-hot-uint8": lambda y: np.eye(4, dtype=np.uint8)[y]}[form]
+    ds = load_dataset(_npz(tmp_path / "k.npz", y_train=encode(y_train), y_test=encode(y_test)))
+    assert ds.y_train.tolist() == y_train.tolist() and ds.y_test.tolist() == y_test.tolist() and ds.num_classes == 4
+
+
+def test_npz_soft_labels_are_refused_naming_the_file(tmp_path: Path) -> None:
+    soft = np.full((40, 4), 0.25, np.float32)
+    path = _npz(tmp_path / "soft.npz", y_train=soft)
+    with pytest.raises(DataError, match=r"soft\.npz \[y_train\]: labels of shape \(40, 4\) must be one-hot rows"):
+        load_dataset(path)

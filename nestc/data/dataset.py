@@ -126,10 +126,14 @@ MAX_CLASSES = 2**31
 
 
 def _labels(split: Split, num_classes: int | None) -> np.ndarray | None:
-    """int64 labels, one per sample, whole and non-negative (and below ``num_classes`` if known)."""
+    """int64 labels, one per sample, whole and non-negative (and below ``num_classes`` if known).
+
+    Class indices may also come as a column, ``(N, 1)`` (Keras' ``cifar10.load_data()``), or one-hot,
+    ``(N, K)`` rows of a single 1 (Keras' ``to_categorical``); both are read as the indices they hold.
+    """
     if split.y is None:
         return None
-    y, source = np.asarray(split.y), split.label_source
+    y, source = _class_indices(np.asarray(split.y), split.label_source), split.label_source
     if y.ndim != 1 or len(y) != len(split.x):
         raise DataError(f"{source}: expected {len(split.x)} labels (one per sample), got shape {y.shape}")
     if y.dtype.kind == "f":
@@ -147,3 +151,15 @@ def _labels(split: Split, num_classes: int | None) -> np.ndarray | None:
     if num_classes is not None and y.max() >= num_classes:
         raise DataError(f"{source}: label {int(y.max())} is out of range for {num_classes} classes")
     return y
+
+
+def _class_indices(y: np.ndarray, source: str) -> np.ndarray:
+    """``(N, 1)`` columns and ``(N, K)`` one-hot rows as ``(N,)`` class indices; anything else as it is."""
+    if y.ndim != 2 or y.dtype.kind not in "biuf" or not len(y):
+        return y
+    if y.shape[1] == 1:
+        return y[:, 0]
+    if not (((y == 0) | (y == 1)).all() and (y.sum(axis=1) == 1).all()):
+        raise DataError(f"{source}: labels of shape {y.shape} must be one-hot rows (a single 1 each) or one class "
+                        "index per sample; soft or multi-label targets are not class labels")
+    return y.argmax(axis=1)
