@@ -21,7 +21,7 @@ import torch
 
 from nestc import runtime
 from nestc.data.load import data_files
-from nestc.errors import OptionError, PassError, about, require
+from nestc.errors import DataError, OptionError, PassError, about, require
 from nestc.fileio import atomic_write_bytes, check_outputs, run_identity, uninterruptible
 from nestc.frontends import load_model
 from nestc.frontends.files import model_bytes, model_files
@@ -30,7 +30,15 @@ from nestc.input_record import describe_values, record_input
 from nestc.ir.classifier import ClassifierView, class_scores, trainable_view
 from nestc.ir.emit import SPARSE_FORMATS, emit_model
 from nestc.ir.network import Network
-from nestc.model_data import check_normalisation, data_for_model, is_trained, output_classes, split_validation
+from nestc.model_data import (
+    PROBE_SAMPLES,
+    check_normalisation,
+    data_for_model,
+    is_trained,
+    output_classes,
+    split_validation,
+    untrained_seed,
+)
 from nestc.report import history_png, json_bytes
 from nestc.schedule.config import NestConfig
 from nestc.schedule.runner import NestRun, SplitData
@@ -200,10 +208,12 @@ def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: Nes
     """
     original.to(trainer.device)
     unlabeled = dataset.y_train is None or dataset.y_test is None
+    classes = int(trainer.predict_logits(original, dataset.x_test[:1]).shape[1])
+    if unlabeled:
+        _check_teacher(trainer, original, dataset, classes, label)
     y_test = dataset.y_test
     if unlabeled:
         y_test = trainer.predict_logits(original, dataset.x_test).argmax(1).numpy()
-    classes = int(trainer.predict_logits(original, dataset.x_test[:1]).shape[1])
     accuracy = float(trainer.evaluate(original, dataset.x_test, y_test)[1])
     trained = unlabeled or is_trained(accuracy, classes)
     if not trained:
@@ -229,6 +239,33 @@ def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: Nes
     # stage keeps None where it was given one; the training and held-out tensors never are
     return SplitData(x_train_t, y_train_t, x_val_t, y_val_t, teacher_t,  # type: ignore[arg-type]
                      source, trained, x_test_t, y_test_t)
+
+
+def _check_teacher(trainer: Trainer, original: ClassifierView, dataset, classes: int, label: str) -> None:
+    """Refuse data with an unlabeled split when the original model has nothing to teach.
+
+    Such data are learnt from, and judged by, the original's own predictions; an untrained model's are
+    random, and a run on them reported 100 % accuracy for a network that had learnt nothing. Untrained:
+    near chance on the split that has labels (a random sample of it: a class-sorted file's first images
+    are one class) or, with none, a seed as ``nestc seed`` wrote it.
+    """
+    labelled = [(split, x, y) for split, x, y in (("test", dataset.x_test, dataset.y_test),
+                                                  ("training", dataset.x_train, dataset.y_train)) if y is not None]
+    missing = " and ".join(split for split, y in (("training", dataset.y_train), ("test", dataset.y_test)) if y is None)
+    if labelled:
+        split, x, y = labelled[0]
+        keep = np.random.default_rng(0).permutation(len(x))[:PROBE_SAMPLES]
+        accuracy = float(trainer.evaluate(original, x[keep], y[keep])[1])
+        if is_trained(accuracy, classes):
+            return
+        why = f"untrained ({accuracy:.1%} on the labelled {split} split, {classes} classes)"
+    elif untrained_seed(original.net.template):
+        why = "a seed as `nestc seed` wrote it, untrained"
+    else:
+        return
+    raise DataError(f"data '{dataset.name}' has no labels in its {missing} split{'s' if ' and ' in missing else ''}, "
+                    f"and {label} is {why}: unlabeled data is learnt from the model's own predictions, which are "
+                    "random; give labels for both splits, or a trained model")
 
 
 def _check_equivalence(net: Network, emitted: onnx.ModelProto, x: np.ndarray, label: str) -> None:

@@ -21,15 +21,17 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
+import onnx
 import torch
 
 from nestc.data import Dataset, fit_to_input, load_dataset
 from nestc.data.dataset import channel_stats
 from nestc.data.fit import SPATIAL_FITS, default_spatial_fit, spatial_target
 from nestc.errors import DataError, OptionError, about
-from nestc.input_record import recorded_input
+from nestc.input_record import KEY, recorded_input
 from nestc.ir.classifier import ClassifierView
 from nestc.ir.network import Network
+from nestc.metadata import metadata_value
 from nestc.training.data import place
 from nestc.training.inference import eval_batch_size, evaluate
 
@@ -61,16 +63,28 @@ def data_for_model(view: ClassifierView, spec: str | os.PathLike, data_dir: str 
 def _seed_hint(net: Network, raw: Dataset) -> str:
     """For a model ``nestc seed`` built, the command that builds the same seed for these data: seeds are
     made for MNIST-sized grey images and 10 classes unless told otherwise, which CIFAR data are not."""
-    from nestc.seeds.archs import ARCHITECTURES
-
-    arch = net.template.graph.name
-    if net.template.producer_name != "nestc" or arch not in ARCHITECTURES or raw.x_test.ndim != 4:
+    arch = seed_architecture(net.template)
+    if arch is None or raw.x_test.ndim != 4:
         return ""
     shape = ",".join(str(size) for size in raw.x_test.shape[1:])
     labels = [y for y in (raw.y_train, raw.y_test) if y is not None and len(y)]
     classes = f" --classes {max(int(y.max()) for y in labels) + 1}" if labels else ""
     return (f"; `nestc seed {arch} --input-shape {shape}{classes}` (with your other seed options) builds the seed "
             "for these data")
+
+
+def seed_architecture(model: onnx.ModelProto) -> str | None:
+    """The architecture of a file ``nestc seed`` wrote (trained since or not), None for any other file."""
+    from nestc.seeds.archs import ARCHITECTURES
+
+    arch = model.graph.name
+    return arch if model.producer_name == "nestc" and arch in ARCHITECTURES else None
+
+
+def untrained_seed(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` is a seed as ``nestc seed`` wrote it, random weights: ``train`` and ``compress``
+    record the inputs they trained on in what they write (``compact`` keeps its input's record or none)."""
+    return seed_architecture(model) is not None and metadata_value(model, KEY) is None
 
 
 def _check_labels(view: ClassifierView, raw: Dataset, input_shape: list, spec: str | os.PathLike, label: str) -> None:

@@ -174,6 +174,12 @@ CASES = [
          ("notrain.npz [x_train]", "training split is empty")),
     Case("CIFAR batch with a pickle payload", _cifar_payload, ("data_batch_2: refused", "system")),
     Case(".npz with pickled objects", _objects, ("objects.npz: not a readable .npz", "allow_pickle=False")),
+    Case("no labels for an untrained seed",
+         _arrays("nolabels.npz", lambda: {"x_train": _images(), "x_test": _images(10, 1)}),
+         ("nolabels.npz", "no labels in its training and test splits", "seed.onnx is a seed", "untrained")),
+    Case("no training labels for an untrained seed",
+         _arrays("testlabels.npz", lambda: {"x_train": _images(), "x_test": _images(40, 1), "y_test": _labels(40)}),
+         ("testlabels.npz", "no labels in its training split", "seed.onnx is untrained", "labelled test split")),
 ]
 
 
