@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_formats import isolate, py2_pickle, write_cifar
+from test_data_formats import isolate, py2_pickle, write_cifar, write_mnist
 
 from nestc.data import load_dataset
 from nestc.data.safe_pickle import load_restricted
@@ -191,3 +191,21 @@ def test_batch_with_wrong_image_width_is_refused(tmp_path: Path) -> None:
     (folder / "train").write_bytes(pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"fine_labels": [0, 1]}))
     with pytest.raises(DataError, match=r"'data' must be a uint8 array of shape \(N, 3072\)"):
         load_dataset("cifar100", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("given", ["cifar-10-batches-py", "."], ids=["data set folder", "torchvision root"])
+def test_official_folder_given_as_a_path_names_the_option_to_use(tmp_path: Path, given: str) -> None:
+    """``--data data/cifar-10-batches-py`` was read as an image folder and failed with "no class subfolders"."""
+    write_cifar(tmp_path / "root" / "cifar-10-batches-py", "python", 10)
+    folder = str(tmp_path / "root" / given)
+    with pytest.raises(DataError, match=f"official files of cifar10.*--data cifar10 --data-dir {folder}$"):
+        load_dataset(folder)
+    assert load_dataset("cifar10", data_dir=folder).x_train.shape == (20, 3, 32, 32)
+
+
+def test_mnist_format_folder_given_as_a_path_asks_which_data_set(tmp_path: Path) -> None:
+    write_mnist(tmp_path / "MNIST" / "raw")
+    with pytest.raises(DataError, match=r"MNIST-format files \(mnist, fashion-mnist or kmnist"):
+        load_dataset(str(tmp_path / "MNIST" / "raw"))
+    with pytest.raises(DataError, match=r"official files of mnist.*--data mnist --data-dir"):
+        load_dataset(str(tmp_path))

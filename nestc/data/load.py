@@ -69,12 +69,29 @@ def load_dataset(
             raise DataError(f"{path}: no such .npz file")
         return assemble(spec, *read_npz(path), limit=limit)
     if path.is_dir():
+        _refuse_official_layout(spec, path)
         from nestc.data.folder import read_image_folder  # Pillow is only needed for folders
 
         return assemble(spec, *read_image_folder(path), limit=limit)
     raise DataError(
         f"unknown data set '{spec}': accepted names are {', '.join(NAMES)}, or a path to a .npz file or an image folder"
     )
+
+
+def _refuse_official_layout(spec: str, folder: Path) -> None:
+    """A folder given as ``--data`` that holds a named data set's official files (``--data
+    data/cifar-10-batches-py``, or torchvision's ``root``) is no image folder; reading it as one failed with
+    "no class subfolders", which sent the user looking for images that were never meant to be there."""
+    found = [name for name, entry in CATALOG.items() if locate(entry, [Root(folder, named=True)]) is not None]
+    if not found:
+        return
+    if len(found) > 1 and set(found) <= {"mnist", "fashion-mnist", "kmnist"}:  # they share their file names
+        what = "MNIST-format files (mnist, fashion-mnist or kmnist: say which)"
+        name = "mnist (or fashion-mnist, kmnist)"
+    else:
+        what, name = f"the official files of {' and '.join(found)}", found[0]
+    raise DataError(f"--data {spec}: the folder holds {what}, not one image folder per class; name the data set "
+                    f"and the folder: --data {name} --data-dir {spec}")
 
 
 def data_files(spec: str | os.PathLike) -> list[Path]:
