@@ -234,8 +234,9 @@ def _validation_inputs(model: onnx.ModelProto, view: ClassifierView | None, data
     if view is not None:
         dataset = data_for_model(view, data, data_dir, download, mean, std, label=label)
     else:  # validate checked mean and std already
-        dataset = fit_to_input(load_dataset(data, data_dir=data_dir, download=download), ["N", *dims[1:]], mean, std,
-                               model_label=label)
+        shape = ["N", *dims[1:]]
+        dataset = fit_to_input(load_dataset(data, data_dir=data_dir, download=download, input_shape=shape), shape,
+                               mean, std, model_label=label)
     x = dataset.x_test[:samples]
     y = None if dataset.y_test is None else dataset.y_test[:samples]
     return x, y

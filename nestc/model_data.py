@@ -47,7 +47,7 @@ def data_for_model(view: ClassifierView, spec: str | os.PathLike, data_dir: str 
     net = view.net
     value = next(v for v in net.template.graph.input if v.name == net.input_names[0])
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
-    raw = load_dataset(spec, data_dir=data_dir, download=download, limit=limit)
+    raw = load_dataset(spec, data_dir=data_dir, download=download, limit=limit, input_shape=["N", *dims[1:]])
     with about(label):  # checking labels and choosing the normalisation run the model, which knows no file
         try:
             _check_labels(view, raw, ["N", *dims[1:]], spec, label)

@@ -184,3 +184,25 @@ def test_npz_soft_labels_are_refused_naming_the_file(tmp_path: Path) -> None:
     path = _npz(tmp_path / "soft.npz", y_train=soft)
     with pytest.raises(DataError, match=r"soft\.npz \[y_train\]: labels of shape \(40, 4\) must be one-hot rows"):
         load_dataset(path)
+
+
+def test_image_folder_of_mixed_sizes_is_read_at_the_models_size(tmp_path: Path) -> None:
+    """One large photo sorted first set the size every image was held at: 240 ImageNet-sized JPEGs with a
+    3000x4000 one first asked for 27 GiB. Mixed sizes are read at the model's size, else the most common."""
+    for cls in ("a", "b"):
+        for i in range(5):
+            _image(tmp_path / cls / f"{i}.png", (200, 40 * i, 0), size=(400, 300) if (cls, i) == ("a", 0) else (8, 6))
+    assert load_dataset(str(tmp_path)).x_train.shape[1:] == (3, 6, 8)  # most common, not the first
+    for shape in (["N", 3, 32, 24], ["N", 32, 24, 3]):  # channels first or last
+        ds = load_dataset(str(tmp_path), input_shape=shape)
+        assert ds.x_train.shape[1:] == (3, 32, 24) and ds.x_test.shape[1:] == (3, 32, 24)
+    assert load_dataset(str(tmp_path), input_shape=["N", 1, 32, 24]).x_train.shape[1:] == (3, 6, 8), "not its images"
+
+
+def test_image_folder_of_one_size_keeps_it_for_the_model_to_fit(tmp_path: Path) -> None:
+    """Images of one size stay as they are: padding them (28x28 digits for a 32x32 LeNet-5) or resizing
+    them is chosen later, for the model."""
+    for cls in ("a", "b"):
+        for i in range(5):
+            _image(tmp_path / cls / f"{i}.png", 50 * i, size=(28, 28))
+    assert load_dataset(str(tmp_path), input_shape=["N", 1, 32, 32]).x_train.shape[1:] == (1, 28, 28)

@@ -79,12 +79,20 @@ def spatial_target(sample: tuple[int, ...], target: tuple[Dim, ...]) -> tuple[in
     None when they need not, or cannot: the model must take the images' channel count (channels first
     or last) and state its height and width.
     """
-    if len(sample) != 3 or len(target) != 4:
+    if len(sample) != 3:
         return None
-    c, h, w = sample
+    size = model_image_size(sample[0], target)
+    return None if size is None or size == tuple(sample[1:]) else size
+
+
+def model_image_size(channels: int, target: tuple[Dim, ...]) -> tuple[int, int] | None:
+    """The height and width of model input ``target`` (batch first) for images of ``channels`` channels, first
+    or last; None when it takes no such images or leaves their size open."""
+    if len(target) != 4:
+        return None
     for channel, height, width in ((target[1], target[2], target[3]), (target[3], target[1], target[2])):
-        if channel == c and _known(height) and _known(width):
-            return None if (height, width) == (h, w) else (int(height), int(width))  # type: ignore[arg-type]
+        if channel == channels and _known(height) and _known(width):
+            return int(height), int(width)  # type: ignore[arg-type]
     return None
 
 

@@ -8,6 +8,7 @@ when asked; paths are ``.npz`` files or image folders. Every reader returns raw 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from nestc.data.catalog import CATALOG
@@ -30,6 +31,7 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     download: bool = False,
     limit: int | None = None,
+    input_shape: Sequence[int | str | None] | None = None,
 ) -> Dataset:
     """Load a named data set, an ``.npz`` file or an image folder.
 
@@ -41,6 +43,8 @@ def load_dataset(
         download: fetch a named data set that is not found (official URLs, MD5 verified).
         limit: keep at most this many training samples, class-stratified with a fixed seed
             (first ``limit`` when unlabelled); the test split is kept whole.
+        input_shape: the model's input shape (batch first); an image folder's images of different
+            sizes are resized straight to its height and width as they are read.
 
     Raises:
         DataError: unknown name, data set not found, or a corrupt / unusable file (named).
@@ -72,7 +76,7 @@ def load_dataset(
         _refuse_official_layout(spec, path)
         from nestc.data.folder import read_image_folder  # Pillow is only needed for folders
 
-        return assemble(spec, *read_image_folder(path), limit=limit)
+        return assemble(spec, *read_image_folder(path, input_shape), limit=limit)
     raise DataError(
         f"unknown data set '{spec}': accepted names are {', '.join(NAMES)}, or a path to a .npz file or an image folder"
     )
