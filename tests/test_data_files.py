@@ -206,3 +206,28 @@ def test_image_folder_of_one_size_keeps_it_for_the_model_to_fit(tmp_path: Path) 
         for i in range(5):
             _image(tmp_path / cls / f"{i}.png", 50 * i, size=(28, 28))
     assert load_dataset(str(tmp_path), input_shape=["N", 1, 32, 32]).x_train.shape[1:] == (1, 28, 28)
+
+
+@pytest.mark.parametrize("labels", ["indices", "one-hot", "none"])
+def test_npz_without_a_test_split_holds_out_a_fifth_of_each_class(tmp_path: Path, labels: str) -> None:
+    """An .npz with only x_train (and y_train) failed with "missing key x_test"; it is split as an image
+    folder without test/ is: 20 % of each class, the same samples every time."""
+    y = np.arange(40) % 4
+    y_train = {"indices": y, "one-hot": np.eye(4, dtype=np.uint8)[y], "none": None}[labels]
+    path = _npz(tmp_path / "train_only.npz", y_train=y_train, x_test=None, y_test=None)
+    ds = load_dataset(path)
+    assert len(ds.x_train) == 32 and len(ds.x_test) == 8 and ds.x_test.shape[1:] == (1, 8, 8)
+    if labels != "none":
+        assert np.bincount(ds.y_test).tolist() == [2, 2, 2, 2] and np.bincount(ds.y_train).tolist() == [8] * 4
+    assert np.array_equal(load_dataset(path).x_test, ds.x_test)
+    with np.load(path) as npz:  # the two splits are the file's samples, each once
+        every = np.sort(np.concatenate([ds.x_train, ds.x_test]).reshape(40, -1), axis=0)
+        assert np.array_equal(every, np.sort(npz["x_train"].reshape(40, -1) / np.float32(255), axis=0))
+
+
+def test_npz_without_a_test_split_checks_the_label_count(tmp_path: Path) -> None:
+    path = _npz(tmp_path / "short.npz", y_train=np.arange(39) % 4, x_test=None, y_test=None)
+    with pytest.raises(DataError, match=r"short\.npz \[y_train\]: expected 40 labels"):
+        load_dataset(path)
+    with pytest.raises(DataError, match=r"missing key\(s\) x_test"):  # test labels without test samples
+        load_dataset(_npz(tmp_path / "half.npz", x_test=None))

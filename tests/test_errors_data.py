@@ -157,7 +157,7 @@ CASES = [
     Case("truncated CIFAR batch", _cifar_truncated, ("data_batch_3.bin", "not a whole number of 3073-byte")),
     Case("corrupt .npz", _corrupt_npz, ("corrupt.npz: not a readable .npz",)),
     Case("truncated .npz", _truncated_npz, ("truncated.npz: not a readable .npz",)),
-    Case("npz missing a key", _arrays("nokey.npz", lambda: {"x_train": _images()}), ("nokey.npz", "x_test")),
+    Case("npz missing a key", _arrays("nokey.npz", lambda: {"x_test": _images()}), ("nokey.npz", "x_train")),
     Case("wrong sample shape", _npz("rgb.npz", shape=(3, 32, 32)), ("rgb.npz", "(3, 32, 32)", "seed.onnx input",
                                                                    "`nestc seed lenet-300-100 --input-shape 3,32,32 "
                                                                    "--classes 10`")),

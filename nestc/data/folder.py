@@ -29,13 +29,12 @@ from PIL import Image
 
 from nestc.data.dataset import Split
 from nestc.data.fit import Dim, model_image_size
+from nestc.data.subset import held_out
 from nestc.errors import DataError
 
 #: File suffixes read as images (torchvision's list).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
-TEST_FRACTION = 0.2
-SPLIT_SEED = 0
 
 
 def read_image_folder(root: Path, input_shape: Sequence[Dim] | None = None) -> tuple[Split, Split]:
@@ -92,13 +91,9 @@ def _items(
 
 def _split(items: list[tuple[Path, int]]) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
     """80/20 per class with a fixed seed; order within each split stays sorted."""
-    labels = np.array([label for _, label in items])
-    rng = np.random.default_rng(SPLIT_SEED)
-    held = set()
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        held.update(rng.permutation(members)[: round(len(members) * TEST_FRACTION)].tolist())
-    return ([it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held])
+    held = held_out(np.array([label for _, label in items]))
+    return ([it for it, test in zip(items, held, strict=True) if not test],
+            [it for it, test in zip(items, held, strict=True) if test])
 
 
 def _common_format(items: list[tuple[Path, int]], input_shape: Sequence[Dim] | None

@@ -26,3 +26,23 @@ def stratified_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
         rank[members] = np.arange(int(members.sum()))
     picked = order[np.lexsort((np.arange(len(labels)), rank))][:n]
     return np.sort(picked)
+
+
+TEST_FRACTION = 0.2
+"""Share of each class held out as the test split of data that come without one."""
+SPLIT_SEED = 0
+
+
+def held_out(labels: np.ndarray, fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED) -> np.ndarray:
+    """A boolean mask of ``fraction`` of each class's samples (rounded), picked with ``seed``.
+
+    The test split of data that come without one (an image folder with no ``test/``, an ``.npz`` with no
+    ``x_test``); the same labels give the same split on every machine.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(labels), dtype=bool)
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        mask[rng.permutation(members)[: round(len(members) * fraction)]] = True
+    return mask
