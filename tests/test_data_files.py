@@ -64,9 +64,11 @@ def test_npz_channels_last_is_transposed(tmp_path: Path) -> None:
         ({"x_test": np.zeros((0, 8, 8), np.uint8), "y_test": np.zeros(0, int)}, r"\[x_test\]: the test split is empty"),
         ({"x_test": np.zeros((12, 9, 9), np.uint8)}, r"test samples have shape \(1, 9, 9\)"),
         ({"x_train": None}, "missing key.* x_train"),
+        ({"x_test": np.array(5)}, r"\[x_test\]: samples must be .*got shape \(\)"),
         ({"y_train": np.full(40, 2**63 + 5, np.uint64)}, r"label 9223372036854775813 is too large for a class index"),
     ],
-    ids=["nan", "inf", "negative", "fractional", "strings", "count", "empty", "shape", "missing", "huge-uint64"],
+    ids=["nan", "inf", "negative", "fractional", "strings", "count", "empty", "shape", "missing", "scalar",
+         "huge-uint64"],
 )
 def test_bad_npz_content_names_the_file(tmp_path: Path, arrays: dict, problem: str) -> None:
     path = _npz(tmp_path / "bad.npz", **arrays)

@@ -74,6 +74,9 @@ def assemble(
     to values computed from the (limited) training split.
     """
     for split, role in ((train, "training"), (test, "test")):
+        if split.x.ndim not in (2, 3, 4):  # before len(): a 0-d array (np.savez(x_test=5)) has none
+            raise DataError(f"{split.x_source}: samples must be (N, F), (N, H, W) or (N, C, H, W); "
+                            f"got shape {split.x.shape}")
         if len(split.x) == 0:
             raise DataError(f"{split.x_source}: the {role} split is empty")
     if limit is not None and limit < len(train.x):
@@ -107,9 +110,7 @@ def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def _pixels(split: Split) -> np.ndarray:
     """float32 samples with a channel axis; uint8 pixels become [0, 1], NaN/Inf are refused."""
-    x = split.x
-    if x.ndim not in (2, 3, 4):
-        raise DataError(f"{split.x_source}: samples must be (N, F), (N, H, W) or (N, C, H, W); got shape {x.shape}")
+    x = split.x  # (N, F), (N, H, W) or (N, C, H, W): assemble checked
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / np.float32(255)
     elif x.dtype.kind in "biuf":
