@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_data_formats import isolate, py2_pickle, write_cifar, write_mnist
 
 from nestc.data import load_dataset
@@ -209,3 +210,20 @@ def test_mnist_format_folder_given_as_a_path_asks_which_data_set(tmp_path: Path)
         load_dataset(str(tmp_path / "MNIST" / "raw"))
     with pytest.raises(DataError, match=r"official files of mnist.*--data mnist --data-dir"):
         load_dataset(str(tmp_path))
+
+
+@pytest.mark.parametrize("spelling", ["CIFAR-10", "cifar_10", "Cifar10"])
+def test_names_are_accepted_as_torchvision_and_the_archives_spell_them(tmp_path: Path, spelling: str) -> None:
+    """``--data cifar-10`` (the archive's name) or ``FashionMNIST`` (torchvision's class) was an unknown data set."""
+    write_cifar(tmp_path / "root" / "cifar-10-batches-bin", "binary", 10)
+    assert load_dataset(spelling, data_dir=tmp_path / "root").name == "cifar10"
+    write_mnist(tmp_path / "root" / "FashionMNIST" / "raw")
+    assert load_dataset("FashionMNIST", data_dir=tmp_path / "root").name == "fashion-mnist"
+
+
+def test_a_folder_named_like_a_data_set_stays_an_image_folder(tmp_path: Path) -> None:
+    for cls in ("cat", "dog"):
+        (tmp_path / "cifar-10" / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (32, 32), (40 * i, 0, 0)).save(tmp_path / "cifar-10" / cls / f"{i}.png")
+    assert load_dataset("cifar-10").num_classes == 2  # the working directory is tmp_path

@@ -108,9 +108,18 @@ def data_files(spec: str | os.PathLike) -> list[Path]:
     return [path] if _key(os.fspath(spec)) not in NAMES and path.suffix.lower() == ".npz" else []
 
 
+#: The names without separators: torchvision's classes and the archives spell them so (FashionMNIST, CIFAR-10).
+_SQUASHED = {name.replace("-", ""): name for name in NAMES}
+
+
 def _key(spec: str) -> str:
-    """A data set name as the catalog spells it (case and ``_`` for ``-`` forgiven)."""
-    return spec.strip().lower().replace("_", "-")
+    """A data set name as the catalog spells it (case, ``_`` for ``-`` forgiven, and ``-`` where a spelling
+    of it has one or none: ``FashionMNIST``, ``cifar-10``), unless a file or folder of that name exists
+    (an image folder called ``cifar-10`` stays one)."""
+    key = spec.strip().lower().replace("_", "-")
+    if key in NAMES or Path(spec).expanduser().exists():
+        return key
+    return _SQUASHED.get(key.replace("-", ""), key)
 
 
 def _load_named(name: str, data_dir: str | os.PathLike | None, download: bool, limit: int | None) -> Dataset:
