@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 from test_data_formats import isolate, py2_pickle, write_cifar, write_mnist
 
 from nestc.data import load_dataset
+from nestc.data.download import extract_tar
 from nestc.data.safe_pickle import load_restricted
 from nestc.errors import DataError
 
@@ -227,3 +229,16 @@ def test_a_folder_named_like_a_data_set_stays_an_image_folder(tmp_path: Path) ->
         for i in range(5):
             Image.new("RGB", (32, 32), (40 * i, 0, 0)).save(tmp_path / "cifar-10" / cls / f"{i}.png")
     assert load_dataset("cifar-10").num_classes == 2  # the working directory is tmp_path
+
+
+def test_a_packed_official_archive_is_named_in_the_not_found_error(tmp_path: Path) -> None:
+    """A manual download is the archive itself; "not found" alone left the user guessing why it was not read."""
+    write_cifar(tmp_path / "unpacked" / "cifar-10-batches-py", "python", 10)
+    (tmp_path / "root").mkdir()
+    with tarfile.open(tmp_path / "root" / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "unpacked" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    archive = tmp_path / "root" / "cifar-10-python.tar.gz"
+    with pytest.raises(DataError, match=f"{archive} is its official archive, still packed: unpack it"):
+        load_dataset("cifar10", data_dir=tmp_path / "root")
+    extract_tar(archive, tmp_path / "root")  # unpacked where it is, it is found
+    assert load_dataset("cifar10", data_dir=tmp_path / "root").x_train.shape == (20, 3, 32, 32)

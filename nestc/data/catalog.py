@@ -66,6 +66,8 @@ class Named:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     hint: str = ""
+    archives: tuple[str, ...] = ()
+    """File names of the official archives that unpack into the layouts (named when found still packed)."""
 
 
 def _mnist_like(
@@ -104,8 +106,10 @@ def _cifar(
         )
         for folder, train, test, read in (binary, python)
     )
-    resources = (Resource(url.rsplit("/", 1)[1], md5, (url,), extract=True),)
-    return Named(name, ("", name), layouts, resources, num_classes, mean, std)
+    archive = url.rsplit("/", 1)[1]
+    resources = (Resource(archive, md5, (url,), extract=True),)
+    archives = (archive.replace("-python.", "-binary."), archive)
+    return Named(name, ("", name), layouts, resources, num_classes, mean, std, archives=archives)
 
 
 _MNIST_MD5 = (

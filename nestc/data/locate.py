@@ -96,6 +96,11 @@ def not_found(entry: Named, roots: list[Root]) -> DataError:
              and any("" in layout.folders and layout.holds(root.path) for layout in entry.layouts)]
     unread = (f"; the files lying directly in {loose[0]} are not read unless named: pass --data-dir {loose[0]}"
               if loose else "")
+    packed = next((folder / name for root in roots for base in dict.fromkeys(("", *entry.bases))
+                   for folder in [root.path / base] for name in entry.archives if (folder / name).is_file()), None)
+    if packed is not None:  # torchvision unpacks it when told to download; here it is said, not done
+        unread += (f"; {packed} is its official archive, still packed: unpack it where it is "
+                   f"(tar -xzf {packed} -C {packed.parent})")
     return DataError(
         f"data set '{entry.name}' not found: looked for {wanted} in {', '.join(map(str, roots))} "
         f"(and their subfolders {subfolders}){unread}; get it with --download (needs network){entry.hint}, "
