@@ -229,6 +229,10 @@ def train(model: str, output: str, data: str, data_dir: str | None, download: bo
                        err=True)
             sys.exit(code)
         _interrupted(exc, checkpoint, "epoch")
+    from nestc.training import init_from_env
+
+    if after is None and init_from_env().is_main:  # under torchrun only rank 0 measures; it says it wrote
+        click.echo(f"wrote {output}; test accuracy not measured: the test split of '{data}' has no labels")
     if after is not None:
         click.echo(f"test accuracy (onnxruntime): {before:.2%} -> {after:.2%}; wrote {output}")
         if before is not None and after < before - LOST_ACCURACY:

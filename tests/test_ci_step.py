@@ -92,3 +92,16 @@ def test_train_writes_a_line_per_epoch_to_a_log_and_nothing_with_quiet(tmp_path:
     quiet = run_cli("train", seed, "-o", tmp_path / "b.onnx", "--epochs", "3", "--quiet")
     assert quiet.code == 0 and quiet.stdout.replace("b.onnx", "a.onnx").splitlines() == [
         line for line in loud.stdout.splitlines() if not line.startswith("[epoch ")]
+
+
+def test_train_on_data_without_test_labels_says_what_it_wrote(tmp_path: Path) -> None:
+    """Training labels but none for the test split: train wrote its output and printed nothing about it."""
+    seed = tmp_path / "seed.onnx"
+    api.seed("lenet-300-100", seed, width_ratio=0.2, density=0.5)
+    data = h.image_npz(tmp_path / "d.npz", n_train=40, n_test=10)
+    with np.load(data) as npz:
+        h.write_npz(data, x_train=npz["x_train"], y_train=npz["y_train"], x_test=npz["x_test"])
+    run = run_cli("train", seed, "--data", data, "-o", tmp_path / "out.onnx", "--epochs", "1", "--quiet")
+    assert run.code == 0 and (tmp_path / "out.onnx").is_file(), run.stderr
+    assert run.stdout.splitlines() == [f"wrote {tmp_path / 'out.onnx'}; test accuracy not measured: the test split of "
+                                       f"'{data}' has no labels"]
