@@ -314,7 +314,8 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
               help="Largest step: a step that cost no accuracy makes the next 1.5x larger, up to this "
                    "[default: 0.5, or --prune-fraction when larger].")
 @click.option("--grow-prune-cycles", default=3, show_default=True, type=int,
-              help="Times a stalled pruning phase regrows connections by gradient and prunes again.")
+              help="Times in a row a stalled pruning phase regrows connections by gradient and prunes "
+                   "again without finding a smaller network (a cycle that finds one resets the count).")
 @click.option("--cycle-growth", default=0.5, show_default=True, type=float,
               help="Connections regrown per cycle, relative to the active count.")
 @click.option("--regrow-fraction", default=0.0, show_default=True, type=float,

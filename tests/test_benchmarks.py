@@ -142,3 +142,23 @@ def test_exporters_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert rows["tf2onnx-lenet5"]["input_fit"] is None and rows["opset9-digits-mlp"]["data"] == "digits"
     printed = capsys.readouterr().out
     assert "| tf2onnx-lenet5 |" in printed and "nestc smaller" in printed
+
+
+@pytest.mark.slow
+def test_budget_sweep_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Both methods run at every budget and seed from one dense model; Han et al. prunes in rounds (at most
+    40 whatever the budget, each retrained budget / 40 epochs), and the ratio is what the rows say."""
+    sweep = load_benchmark("budget_sweep")
+    code = sweep.main(["--data", "embedded", "--limit", "600", "--dense-epochs", "1", "--budgets", "1,2",
+                       "--seeds", "0", "--threads", "1", "--out", str(tmp_path)])
+    assert code == 0
+    payload = json.loads((tmp_path / "budget-sweep-lenet-300-100.json").read_text())
+    assert [(r["budget"], r["seed"]) for r in payload["runs"]] == [(1.0, 0), (2.0, 0)]
+    for run in payload["runs"]:
+        curve = [nonzero for nonzero, _accuracy in run["han"]["curve"]]
+        assert 0 < len(curve) <= sweep.HAN_ROUNDS and curve == sorted(curve, reverse=True)
+        for method in ("han", "nestc"):
+            assert 0 < run[method]["nonzero"] <= 266_610 and 0.0 <= run[method]["accuracy"] <= 1.0
+        assert run["ratio"] == pytest.approx(run["han"]["nonzero"] / run["nestc"]["nonzero"])
+    printed = capsys.readouterr().out
+    assert "| budget (epochs) |" in printed and "| budget | seed |" in printed

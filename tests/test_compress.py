@@ -397,18 +397,28 @@ def test_plot_marks_undone_steps_and_the_written_network() -> None:
 def test_stalled_pruning_regrows_and_keeps_the_smallest_network(trained_mlp: Path, tmp_path: Path) -> None:
     """Once an undone step leaves the step size below its minimum, a grow-and-prune cycle regrows
     connections of the best network by gradient; the written model is still the smallest one that met
-    the budget, not the regrown one."""
+    the budget, not the regrown one. ``grow_prune_cycles`` counts the cycles in a row that found nothing
+    smaller: one that paid lets another start (with 3 fixed cycles, a 160-epoch LeNet-300-100 run stopped
+    with half its budget left at 3,138 non-zeros where going on reached 2,620), one that did not ends the run."""
     config = NestConfig(max_acc_drop=3, prune_fraction=0.5, min_prune_fraction=0.3, grow_prune_cycles=1,
                         max_epochs=12, retrain_epochs=0.5, recovery_epochs=0, grow_epochs=0.5)
     result = nestc.compress(trained_mlp, tmp_path / "out.onnx", "embedded", config,
                             TrainConfig(device="cpu", quiet=True), log=lambda _line: None)
     history = result.report["history"]
     cycles = [i for i, h in enumerate(history) if h["phase"] == "regrow"]
-    assert len(cycles) == 1, [h["action"] for h in history]
-    before_cycle = history[:cycles[0]]
-    assert not before_cycle[-1]["accepted"], "a cycle starts only after an undone step"
-    smallest_before = min(h["nonzero_params"] for h in before_cycle if h["accepted"])
-    assert history[cycles[0]]["nonzero_params"] > smallest_before, "connections were regrown"
+    assert cycles, [h["action"] for h in history]
+
+    def smallest_kept(rows: list[dict]) -> int:
+        return min(h["nonzero_params"] for h in rows if h["accepted"] and h["phase"] != "regrow")
+
+    for start, end in zip(cycles, [*cycles[1:], len(history)]):
+        before = history[:start]
+        assert not before[-1]["accepted"], "a cycle starts only after an undone step"
+        assert history[start]["nonzero_params"] > smallest_kept(before), "connections were regrown"
+        paid = smallest_kept(history[:end]) < smallest_kept(before)
+        assert paid == (end < len(history)), f"cycle at row {start}: paid {paid}, another cycle after it: " \
+                                             f"{end < len(history)}; {[h['action'] for h in history]}"
+    assert result.report["stopped_by"].endswith("no grow-and-prune cycle left)")
     kept = [h["nonzero_params"] for h in history if h["accepted"] and h["phase"] != "regrow"]
     assert result.met_budget
     assert result.report["nonzero_params"]["after"] == min(kept)

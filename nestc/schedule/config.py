@@ -61,9 +61,10 @@ class NestConfig:
         grow_prune_cycles: when pruning stalls (the step size fell below ``min_prune_fraction``) and
             epochs remain (``grow_epochs`` plus one ``retrain_epochs``), the smallest network within
             budget regrows ``cycle_growth`` x its active connections by gradient, trains
-            ``grow_epochs``, and pruning starts over from it; at most
-            this many times. NeST's grow-and-prune applied to a trained model: the connections
-            magnitude pruning left are re-chosen by the loss.
+            ``grow_epochs``, and pruning starts over from it; at most this many cycles in a row
+            that find no smaller network (a cycle that does resets the count, so a long budget is
+            spent on cycles while they pay). NeST's grow-and-prune applied to a trained model: the
+            connections magnitude pruning left are re-chosen by the loss.
         cycle_growth: connections regrown per cycle, relative to the active count.
         partial_area_gamma: share of active convolution input positions masked per pruning step.
         round_to: a width that stays above ``round_to`` units is a multiple of it (dead units beyond

@@ -360,9 +360,11 @@ class NestRun:
         """Keep the current network as the best when the test split confirms the verdict too and it is the
         smallest yet (or, while none has met the budget, when it is the best attempt)."""
         if verdict.within and verdict.test_miss is None:
-            if self.state["met"] and self.best is not None and \
-                    active_connections(self.net) > active_connections(self.best):
-                return  # within budget but larger than the best (after a regrow cycle)
+            if self.state["met"] and self.best is not None:
+                if active_connections(self.net) > active_connections(self.best):
+                    return  # within budget but larger than the best (after a regrow cycle)
+                if active_connections(self.net) < active_connections(self.best):
+                    self.state["cycles"] = 0  # the cycles so far paid: the limit counts those in a row that did not
             self.state["met"] = True
             self._set_best()
         elif not self.state["met"] and accuracy > self.state["attempt_accuracy"]:
