@@ -1,5 +1,6 @@
 """What running on a GPU changes, checked on any machine: process-group backends, device errors, bf16,
-TF32 in comparisons, and where tensors are created (the ``meta`` device stands in for a GPU)."""
+TF32 in comparisons, and where tensors are created (the ``meta`` device, or :mod:`simulated_gpu`'s
+checks of CUDA's device rules, stand in for a GPU)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,19 @@ import pytest
 import torch
 import torch.distributed as dist
 from onnx import helper
+from simulated_gpu import simulated_gpu
 
 import nestc
 from nestc import runtime
 from nestc.compression import _check_equivalence
+from nestc.data import fit_to_input, load_dataset
 from nestc.errors import OptionError
+from nestc.ir.classifier import ClassifierView
 from nestc.ir.emit import emit_model
 from nestc.ir.network import Network
+from nestc.passes.base import Probe, ensure_masks
+from nestc.passes.grow_feature_maps import grow_feature_maps
+from nestc.passes.grow_neurons import grow_neurons
 from nestc.seeds import build_seed
 from nestc.training import TrainConfig, Trainer
 from nestc.training.config import resolve_amp
@@ -127,3 +134,37 @@ def test_torchrun_processes_sharing_a_gpu_are_refused_before_joining(device, loc
     monkeypatch.setattr(dist, "init_process_group", lambda *_a, **_k: pytest.fail("joined the process group"))
     with pytest.raises(OptionError, match=named):
         Trainer(TrainConfig(device=device, quiet=True))
+
+
+def test_the_simulated_gpu_refuses_what_cuda_refuses():
+    """The checks below are only as good as the simulation: host tensors next to GPU ones fail, scalars do not."""
+    with simulated_gpu() as gpu:
+        weight = torch.ones(4, 3, device="cuda")
+        assert weight.device == torch.device("cuda", 0) and gpu.on_gpu(weight) and not gpu.on_gpu(torch.ones(3))
+        assert gpu.on_gpu(weight * torch.tensor(2.0)) and gpu.on_gpu(torch.ones(3).to(weight.device))
+        assert not gpu.on_gpu(weight.cpu())
+        with pytest.raises(RuntimeError, match="one device"):
+            weight + torch.ones(4, 3)
+        with pytest.raises(RuntimeError, match="__setitem__"):
+            weight[torch.tensor([1])] = torch.ones(1, 3)  # CUDA's index_put_ moves only 0-dim values
+        with pytest.raises(TypeError, match="numpy"):
+            weight.numpy()
+
+
+@pytest.fixture(scope="module")
+def probe_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    data = fit_to_input(load_dataset("embedded"), ["N", 1, 28, 28])
+    return torch.from_numpy(data.x_train[:128]), torch.from_numpy(data.y_train[:128])
+
+
+@pytest.mark.parametrize(("arch", "grow"), [("lenet-300-100", "neurons"), ("lenet-5", "feature maps")])
+def test_growth_on_a_gpu_writes_its_host_draws_there(arch, grow, probe_batch):
+    """New units are drawn on the host (the same draws on every device); their mask entries must reach the GPU."""
+    x, y = probe_batch
+    with simulated_gpu() as gpu:
+        net = Network(build_seed(arch, width_ratio=0.25, density=0.2)).to("cuda")
+        ensure_masks(net)
+        probe = Probe(ClassifierView(net), x.to("cuda"), y.to("cuda"))
+        grown = grow_neurons(probe, 2) if grow == "neurons" else grow_feature_maps(probe, 2, candidates=2)
+        assert grown.modified
+        assert all(gpu.on_gpu(t) for t in [*net.parameters(), *net.buffers()])

@@ -112,15 +112,19 @@ def write_units(net: Network, analysis: ChannelAnalysis, member: Member, space: 
     """Set the entries of ``member`` that belong to ``units`` to ``values`` (unit axis first).
 
     ``values`` has shape ``[len(positions), *rest]`` where positions are the member's positions of
-    those units along its axis; ``mask`` (same shape) replaces the connection mask there.
+    those units along its axis; ``mask`` (same shape) replaces the connection mask there. Both may live on
+    the host while the network is on a GPU.
     """
-    positions = torch.tensor(unit_positions(analysis.table, member.layout, space, set(units)), dtype=torch.long)
     weight = net.tensor(member.tensor).detach().clone()
+    positions = torch.tensor(unit_positions(analysis.table, member.layout, space, set(units)), dtype=torch.long,
+                             device=weight.device)
     moved = weight.movedim(member.axis, 0)
-    moved[positions.to(weight.device)] = values.to(weight.dtype).to(weight.device)
+    moved[positions] = values.to(device=weight.device, dtype=weight.dtype)
     net.set_tensor(member.tensor, moved.movedim(0, member.axis))
     current = net.mask(member.tensor)
     if current is not None:
         new_mask = current.clone().movedim(member.axis, 0)
-        new_mask[positions.to(weight.device)] = (values != 0).to(new_mask.dtype) if mask is None else mask
+        # the growth passes draw values on the host: CUDA stores only a 0-dim host value into a GPU tensor
+        entries = (values != 0) if mask is None else mask
+        new_mask[positions] = entries.to(device=new_mask.device, dtype=new_mask.dtype)
         net.set_mask(member.tensor, new_mask.movedim(0, member.axis))
