@@ -174,8 +174,8 @@ def _train_options(func):
                      help="sgd: SGD with Nesterov momentum 0.9; adam: AdamW."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--amp", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "off"]),
-                     help="bf16 autocast of forward passes; auto: on GPUs with native bf16 (Ampere or newer); "
-                          "bf16: also on CPUs (where it is usually slower)."),
+                     help="bf16 autocast of training's forward passes (evaluation stays float32); auto: on GPUs "
+                          "with native bf16 (Ampere or newer); bf16: also on CPUs (where it is usually slower)."),
         click.option("--seed", "seed_value", default=0, show_default=True, type=int,
                      help="Seed of data order, initialisation of grown units and every random choice."),
         click.option("--quiet", is_flag=True, help="No progress bars and no log lines (errors still print)."),

@@ -27,6 +27,7 @@ from nestc.passes.grow_neurons import grow_neurons
 from nestc.seeds import build_seed
 from nestc.training import TrainConfig, Trainer
 from nestc.training.config import resolve_amp
+from nestc.training.synthetic import mlp, separable_problem
 
 
 class _Joined(Exception):
@@ -168,3 +169,15 @@ def test_growth_on_a_gpu_writes_its_host_draws_there(arch, grow, probe_batch):
         grown = grow_neurons(probe, 2) if grow == "neurons" else grow_feature_maps(probe, 2, candidates=2)
         assert grown.modified
         assert all(gpu.on_gpu(t) for t in [*net.parameters(), *net.buffers()])
+
+
+def test_evaluation_judges_float32_whatever_training_autocasts():
+    """Steps are kept or undone by accuracy within a budget that the written float32 file is held to; under
+    bf16 autocast (the default on Ampere and newer GPUs, asked for on a CPU here) evaluation must not change."""
+    x, y = separable_problem(samples=256, features=16, classes=4, seed=1)
+    model = mlp((16, 32, 4), seed=1)
+    exact, autocast = (Trainer(TrainConfig(device="cpu", amp=amp, quiet=True)) for amp in ("off", "bf16"))
+    assert autocast.amp
+    assert autocast.evaluate(model, x, y) == exact.evaluate(model, x, y)
+    assert torch.equal(autocast.predict_logits(model, x), exact.predict_logits(model, x))
+

@@ -240,17 +240,20 @@ class Trainer:
 
         Runs in eval mode without gradients and restores every submodule's previous mode. Every rank
         evaluates the whole set, so all ranks get the same numbers without communicating. The default
-        batch size suits the device (:func:`inference.eval_batch_size`).
+        batch size suits the device (:func:`inference.eval_batch_size`). Computed in float32 even where
+        training autocasts to bf16: these numbers keep or undo steps against a hard accuracy budget that
+        the written float32 file is held to, and bf16 rounding can flip a prediction near a tie.
         """
         if y is None:
             raise OptionError("evaluate needs labels; for unlabeled data pass the original model's predicted "
                               "classes, e.g. predict_logits(original, x).argmax(1)")
-        return inference.evaluate(model, place(x, y, None, self.device), self._eval_batch(batch_size), self.amp)
+        return inference.evaluate(model, place(x, y, None, self.device), self._eval_batch(batch_size), amp=False)
 
     def predict_logits(self, model: nn.Module, x: ArrayLike, batch_size: int | None = None) -> torch.Tensor:
-        """``model``'s float32 logits for ``x``, on the CPU (e.g. teacher logits for distillation)."""
+        """``model``'s float32 logits for ``x``, on the CPU (e.g. teacher logits for distillation), computed in
+        float32 as :meth:`evaluate` (their argmax labels unlabeled data)."""
         return inference.predict_logits(model, place(x, None, None, self.device), self._eval_batch(batch_size),
-                                        self.amp)
+                                        amp=False)
 
     # ------------------------------------------------------------------------------------ helpers
     def _eval_batch(self, batch_size: int | None) -> int:
