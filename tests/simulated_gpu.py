@@ -94,6 +94,11 @@ class SimulatedGpu(TorchFunctionMode):
             return gpu
         if name in _TO_HOST_ARRAY and self.on_gpu(args[0]):
             raise TypeError("simulated CUDA: can't convert cuda:0 device type tensor to numpy; use Tensor.cpu()")
+        if name == "pin_memory":  # page-locked host memory is host memory
+            if self.on_gpu(args[0]):
+                raise RuntimeError("simulated CUDA: cannot pin a cuda:0 tensor, only dense CPU tensors can be pinned")
+            return args[0].clone()
+        kwargs.pop("pin_memory", None)
         if name not in _CROSS_DEVICE:
             self._check(name, args, kwargs)
         target = self._target_device(name, args, kwargs)

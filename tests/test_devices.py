@@ -24,6 +24,7 @@ from nestc.ir.network import Network
 from nestc.passes.base import Probe, ensure_masks
 from nestc.passes.grow_feature_maps import grow_feature_maps
 from nestc.passes.grow_neurons import grow_neurons
+from nestc.schedule.config import NestConfig
 from nestc.seeds import build_seed
 from nestc.training import TrainConfig, Trainer
 from nestc.training.config import resolve_amp
@@ -181,3 +182,34 @@ def test_evaluation_judges_float32_whatever_training_autocasts():
     assert autocast.evaluate(model, x, y) == exact.evaluate(model, x, y)
     assert torch.equal(autocast.predict_logits(model, x), exact.predict_logits(model, x))
 
+
+@pytest.fixture
+def one_gpu_machine(monkeypatch):
+    """torch.cuda's queries and controls as on a machine with one Hopper GPU; its tensors are simulated_gpu's."""
+    host_rng = torch.zeros(16, dtype=torch.uint8)
+    machine = {"is_available": lambda: True, "device_count": lambda: 1, "set_device": lambda _device: None,
+               "get_device_capability": lambda _device=None: (9, 0),
+               "mem_get_info": lambda _device=None: (2**34, 2**34), "manual_seed": lambda _seed: None,
+               "get_rng_state": lambda _device="cuda": host_rng.clone(),
+               "set_rng_state": lambda _state, _device="cuda": None, "synchronize": lambda _device=None: None}
+    for name, value in machine.items():
+        monkeypatch.setattr(torch.cuda, name, value)
+
+
+@pytest.mark.slow
+def test_compress_with_every_pass_and_train_with_resume_keep_cudas_device_rules(tmp_path, one_gpu_machine):
+    """``--device cuda`` end to end: a seed's growth, every pruning pass, checkpoints, emission and validation,
+    and ``train`` with a checkpoint resumed (amp off: autocast has no simulated form; see the bf16 tests)."""
+    nestc.seed("lenet-5", tmp_path / "seed.onnx", width_ratio=0.25, density=0.3)
+    config = NestConfig(max_epochs=1.5, grow="on", grow_steps=1, grow_epochs=0.25, retrain_epochs=0.25,
+                        lr_check_epochs=0, unit_prune_fraction=0.1, partial_area_gamma=0.02, regrow_fraction=0.1)
+    gpu_training = TrainConfig(device="cuda", amp="off", quiet=True, epochs=0.5)
+    with simulated_gpu():
+        assert Trainer(gpu_training).device == torch.device("cuda", 0)
+        result = nestc.compress(tmp_path / "seed.onnx", tmp_path / "out.onnx", train_config=gpu_training, config=config,
+                                limit=300)
+        for resume in (False, True):
+            nestc.train(tmp_path / "out.onnx", tmp_path / "trained.onnx", config=gpu_training,
+                        checkpoint=tmp_path / "train.ckpt", resume=resume)
+    actions = [row["action"] for row in result.report["history"]]
+    assert any(a.startswith("grow") for a in actions) and any(a.startswith("prune") for a in actions), actions
