@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch import nn
 
 from nestc.training import TrainConfig, Trainer, all_reduce_mean, broadcast_object, init_from_env
 from nestc.training.synthetic import mlp, separable_problem
@@ -41,11 +42,20 @@ def _worker(rank: int, port: int, out: str) -> None:
         result = trainer.fit(model, x, y, checkpoint=Path(out) / "ckpt.pt")
         decision = broadcast_object({"prune": [3, 1, 4]} if info.is_main else None)
         mean = all_reduce_mean(torch.tensor([float(rank)]))
+        normalised = _batch_norm_mlp()
+        trainer.fit(normalised, x, y, epochs=1)
         torch.save({"state": model.state_dict(), "loss_before": loss_before, "result": result.train_loss,
                     "eval": trainer.evaluate(model, x, y), "decision": decision, "mean": mean.item(),
-                    "info": (info.rank, info.world_size, info.is_main)}, Path(out) / f"rank{rank}.pt")
+                    "info": (info.rank, info.world_size, info.is_main), "normalised": normalised.state_dict(),
+                    "normalised_eval": trainer.evaluate(normalised, x, y)}, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def _batch_norm_mlp() -> nn.Sequential:
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(0)
+        return nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4))
 
 
 def _spawn(out: Path) -> None:
@@ -65,6 +75,10 @@ def test_two_gloo_processes_train_identical_replicas_like_one_process(tmp_path):
     for (name, a), b in zip(ranks[0]["state"].items(), ranks[1]["state"].values()):
         assert torch.equal(a, b), name
     assert [r["decision"] for r in ranks] == [{"prune": [3, 1, 4]}] * WORLD
+    # each rank's last step updated the batch-norm statistics from its own batch; the fit ends with rank 0's
+    for (name, a), b in zip(ranks[0]["normalised"].items(), ranks[1]["normalised"].values()):
+        assert torch.equal(a, b), name
+    assert ranks[0]["normalised_eval"] == ranks[1]["normalised_eval"]
     assert [r["mean"] for r in ranks] == [0.5, 0.5]
     assert ranks[0]["result"] == ranks[1]["result"]
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 T = TypeVar("T")
 
@@ -89,6 +90,20 @@ def all_gather_object(obj: T) -> list[T]:
     gathered: list[T] = [obj] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Give every rank rank ``src``'s buffers, in place (nothing happens when alone).
+
+    DDP keeps parameters equal (it averages gradients) and hands every forward pass rank 0's buffers, but
+    batch normalisation then updates its running statistics from each rank's own share of the batch: after
+    the last step of a fit every rank holds different ones. Evaluation and the passes read them (held-out
+    accuracy, a BatchNormalization's gain), so the ranks' decisions, and then their networks' shapes, would
+    part. Buffers live where the backend communicates (the rank's GPU for nccl), as DDP requires.
+    """
+    if active():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=src)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -229,6 +229,7 @@ class Trainer:
         assert xb is not None, "every epoch has a step (FitPlan.steps_in >= 1): xb is its last batch"
         bad = ~(tally.loss.isfinite() & all_finite(run.model).to(self.device) & _computes_finite(run.model, xb))
         loss_total, correct_total, bad_ranks = distributed.all_reduce_sum(tally.totals(bad)).tolist()
+        distributed.broadcast_buffers(run.model)  # the last step updated each rank's statistics from its own batch
         samples = seen * self.dist.world_size
         accuracy = correct_total / samples if data.y is not None else None
         return _EpochOutcome(loss_total / samples, accuracy, samples, bad_ranks == 0)
