@@ -44,10 +44,13 @@ def _worker(rank: int, port: int, out: str) -> None:
         mean = all_reduce_mean(torch.tensor([float(rank)]))
         normalised = _batch_norm_mlp()
         trainer.fit(normalised, x, y, epochs=1)
+        two_heads = _TwoHeads()
+        trainer.fit(two_heads, x, y, epochs=1)  # DDP would wait for the other head's gradients
         torch.save({"state": model.state_dict(), "loss_before": loss_before, "result": result.train_loss,
                     "eval": trainer.evaluate(model, x, y), "decision": decision, "mean": mean.item(),
                     "info": (info.rank, info.world_size, info.is_main), "normalised": normalised.state_dict(),
-                    "normalised_eval": trainer.evaluate(normalised, x, y)}, Path(out) / f"rank{rank}.pt")
+                    "normalised_eval": trainer.evaluate(normalised, x, y), "two_heads": two_heads.state_dict()},
+                   Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -56,6 +59,17 @@ def _batch_norm_mlp() -> nn.Sequential:
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(0)
         return nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4))
+
+
+class _TwoHeads(nn.Module):
+    """A network whose second head is not trained on (``compress --output-name`` of a two-output graph)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head, self.other = mlp(seed=1), mlp(seed=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
 
 
 def _spawn(out: Path) -> None:
@@ -79,6 +93,11 @@ def test_two_gloo_processes_train_identical_replicas_like_one_process(tmp_path):
     for (name, a), b in zip(ranks[0]["normalised"].items(), ranks[1]["normalised"].values()):
         assert torch.equal(a, b), name
     assert ranks[0]["normalised_eval"] == ranks[1]["normalised_eval"]
+    untouched = mlp(seed=2).state_dict()
+    for (name, a), b in zip(ranks[0]["two_heads"].items(), ranks[1]["two_heads"].values()):
+        assert torch.equal(a, b), name
+        if name.startswith("other."):
+            assert torch.equal(a, untouched[name.removeprefix("other.")]), name
     assert [r["mean"] for r in ranks] == [0.5, 0.5]
     assert ranks[0]["result"] == ranks[1]["result"]
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)

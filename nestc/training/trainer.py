@@ -161,7 +161,7 @@ class Trainer:
                 fit_index, start_epoch, rolled_back, last = self._resume(
                     state, checkpoint, plan, model, optimizer, schedule, identity)  # type: ignore[arg-type]
                 self._fits = fit_index + 1
-            run = _Run(self._wrap(model), model, data, plan, objective, optimizer, schedule, fit_index, on_batch,
+            run = _Run(self._wrap(model, data), model, data, plan, objective, optimizer, schedule, fit_index, on_batch,
                        Progress(plan.total_steps, wanted(cfg.quiet, self.dist.is_main)), time.perf_counter(), identity)
             if state is not None:
                 run.progress.advance(schedule.step, last["loss"], last["accuracy"], 0.0)
@@ -269,12 +269,19 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.manual_seed(seed)  # the current device, set to self.device in __init__
 
-    def _wrap(self, model: nn.Module) -> nn.Module:
-        """DDP around ``model`` when data-parallel; built per fit, as parameters change between fits."""
+    def _wrap(self, model: nn.Module, data: DeviceData) -> nn.Module:
+        """DDP around ``model`` when data-parallel; built per fit, as parameters change between fits.
+
+        DDP waits for a gradient of every parameter before the next step; one that does not reach the
+        logits (a second head of the graph, next to the output trained on) gets none, and the second step
+        then fails. Such parameters are looked for once per fit, on two samples (a batch normalisation that
+        uses batch statistics needs more than one; every rank finds the same).
+        """
         if self.dist.world_size == 1:
             return model
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids)
+        unused = _has_unused_parameters(model, data.slice(0, 2)[0])  # type: ignore[arg-type]
+        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=unused)
 
     def _save(self, path: str | os.PathLike[str], run: _Run, epoch: int, rolled_back: int,
               last: dict[str, Any]) -> None:
@@ -314,6 +321,15 @@ def _computes_finite(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """
     with torch.no_grad(), training_mode(model, False):
         return model(x).isfinite().all()
+
+
+def _has_unused_parameters(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether a trainable parameter of ``model`` gets no gradient from its output for the batch ``x``
+    (evaluated in inference mode, which updates no statistics and draws no dropout)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    with training_mode(model, False):
+        out = model(x)
+    return any(g is None for g in torch.autograd.grad(out.float().sum(), params, allow_unused=True))
 
 
 def _plan_key(plan: FitPlan) -> dict[str, int]:
