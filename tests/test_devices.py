@@ -4,6 +4,7 @@ checks of CUDA's device rules, stand in for a GPU)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -197,19 +198,28 @@ def one_gpu_machine(monkeypatch):
 
 
 @pytest.mark.slow
-def test_compress_with_every_pass_and_train_with_resume_keep_cudas_device_rules(tmp_path, one_gpu_machine):
-    """``--device cuda`` end to end: a seed's growth, every pruning pass, checkpoints, emission and validation,
-    and ``train`` with a checkpoint resumed (amp off: autocast has no simulated form; see the bf16 tests)."""
+def test_compress_with_every_pass_and_train_with_resume_keep_cudas_device_rules(tmp_path, one_gpu_machine,
+                                                                                monkeypatch):
+    """``--device cuda`` end to end: a seed's growth, every pruning pass, checkpoints, emission and validation;
+    ``train`` with a checkpoint resumed; a trained model's learning-rate check, distillation and held-out
+    decisions with the data in (pinned) host memory. Amp is off: autocast has no simulated form (see the bf16
+    tests)."""
     nestc.seed("lenet-5", tmp_path / "seed.onnx", width_ratio=0.25, density=0.3)
-    config = NestConfig(max_epochs=1.5, grow="on", grow_steps=1, grow_epochs=0.25, retrain_epochs=0.25,
-                        lr_check_epochs=0, unit_prune_fraction=0.1, partial_area_gamma=0.02, regrow_fraction=0.1)
+    seed_run = NestConfig(max_epochs=1.5, grow="on", grow_steps=1, grow_epochs=0.25, retrain_epochs=0.25,
+                          lr_check_epochs=0, unit_prune_fraction=0.1, partial_area_gamma=0.02, regrow_fraction=0.1)
+    trained_run = NestConfig(max_epochs=0.5, retrain_epochs=0.25, lr_check_epochs=0.1, distill=True,
+                             validation="train")
     gpu_training = TrainConfig(device="cuda", amp="off", quiet=True, epochs=0.5)
     with simulated_gpu():
         assert Trainer(gpu_training).device == torch.device("cuda", 0)
-        result = nestc.compress(tmp_path / "seed.onnx", tmp_path / "out.onnx", train_config=gpu_training, config=config,
-                                limit=300)
+        grown = nestc.compress(tmp_path / "seed.onnx", tmp_path / "out.onnx", train_config=gpu_training,
+                               config=seed_run, limit=300)
         for resume in (False, True):
-            nestc.train(tmp_path / "out.onnx", tmp_path / "trained.onnx", config=gpu_training,
+            nestc.train(tmp_path / "out.onnx", tmp_path / "trained.onnx", config=replace(gpu_training, epochs=1),
                         checkpoint=tmp_path / "train.ckpt", resume=resume)
-    actions = [row["action"] for row in result.report["history"]]
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _device=None: (0, 2**34))  # no room: host memory
+        pruned = nestc.compress(tmp_path / "trained.onnx", tmp_path / "pruned.onnx", train_config=gpu_training,
+                                config=trained_run, limit=300)
+    actions = [row["action"] for row in grown.report["history"]]
     assert any(a.startswith("grow") for a in actions) and any(a.startswith("prune") for a in actions), actions
+    assert pruned.report["history"][0]["action"] == "original model" and pruned.report["validation"] == "train"
