@@ -19,12 +19,18 @@ from nestc import runtime
 from nestc.compression import _check_equivalence
 from nestc.data import fit_to_input, load_dataset
 from nestc.errors import OptionError
+from nestc.frontends import load_model
 from nestc.ir.classifier import ClassifierView
 from nestc.ir.emit import emit_model
 from nestc.ir.network import Network
-from nestc.passes.base import Probe, ensure_masks
+from nestc.passes.base import Probe, effective_gradients, ensure_masks
+from nestc.passes.compact import compact
+from nestc.passes.grow_connections import grow_connections
 from nestc.passes.grow_feature_maps import grow_feature_maps
 from nestc.passes.grow_neurons import grow_neurons
+from nestc.passes.partial_area import partial_area
+from nestc.passes.prune_connections import prune_connections
+from nestc.passes.prune_units import prune_units
 from nestc.schedule.config import NestConfig
 from nestc.seeds import build_seed
 from nestc.training import TrainConfig, Trainer
@@ -223,3 +229,25 @@ def test_compress_with_every_pass_and_train_with_resume_keep_cudas_device_rules(
     actions = [row["action"] for row in grown.report["history"]]
     assert any(a.startswith("grow") for a in actions) and any(a.startswith("prune") for a in actions), actions
     assert pruned.report["history"][0]["action"] == "original model" and pruned.report["validation"] == "train"
+
+
+@pytest.mark.parametrize("name", ["Residual", "DepthwiseConcat", "SliceNet", "TokenMLP"])
+def test_every_pass_on_a_gpu_network_of_the_zoo_keeps_cudas_device_rules(name, zoo_export):
+    """Residual streams, depthwise convolutions, concatenations, slices and token MLPs through every pass."""
+    exported = zoo_export(name, keep_bn=True)
+    x = torch.randn(64, *exported.module.INPUT, generator=torch.Generator().manual_seed(0))
+    with simulated_gpu() as gpu:
+        net = Network(load_model(exported.path)).to("cuda")
+        view = ClassifierView(net)
+        classes = view(x[:2].to("cuda")).shape[1]
+        probe = Probe(view, x.to("cuda"), torch.arange(64).remainder(classes).to("cuda"))
+        ensure_masks(net)
+        grow_connections(net, effective_gradients(probe)[0], 0.2)
+        grow_neurons(probe, 2)
+        grow_feature_maps(probe, 2, candidates=2, round_to=4)
+        prune_connections(net, 0.3)
+        prune_units(net, 0.3, probe.x)
+        partial_area(probe, 0.05)
+        compact(net, probe.x, round_to=4)
+        assert all(gpu.on_gpu(t) for t in [*net.parameters(), *net.buffers()])
+        assert np.isfinite(net.run_numpy(x[:4].numpy())[0]).all()
