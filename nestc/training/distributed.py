@@ -99,11 +99,16 @@ def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
     batch normalisation then updates its running statistics from each rank's own share of the batch: after
     the last step of a fit every rank holds different ones. Evaluation and the passes read them (held-out
     accuracy, a BatchNormalization's gain), so the ranks' decisions, and then their networks' shapes, would
-    part. Buffers live where the backend communicates (the rank's GPU for nccl), as DDP requires.
+    part. Buffers live where the backend communicates (the rank's GPU for nccl), as DDP requires; nccl sends
+    contiguous memory only, so a buffer with other strides travels as a contiguous copy.
     """
-    if active():
-        for buffer in module.buffers():
-            dist.broadcast(buffer, src=src)
+    if not active():
+        return
+    for buffer in module.buffers():
+        sent = buffer if buffer.is_contiguous() else buffer.contiguous()
+        dist.broadcast(sent, src=src)
+        if sent is not buffer:
+            buffer.copy_(sent)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
