@@ -4,8 +4,10 @@ Tensors marked as the GPU's report ``device`` ``cuda:0`` while their data stay i
 torch call is checked as CUDA would check it: a call that mixes them with host tensors of one or more
 dimensions fails (a host scalar, 0-dim, may join them, and host index tensors may index them); a marked
 tensor cannot become a numpy array. Marks follow the data: results of a call on marked tensors are marked,
-``.to("cuda")`` and factories given ``device="cuda"`` mark what they return, ``.cpu()`` returns an unmarked
-copy. ``meta`` tensors would not do: their kernels check no devices, and they hold no values to decide on.
+``.to("cuda")`` (of a module too) and factories given ``device="cuda"`` mark what they return, ``.cpu()``
+returns an unmarked copy, pinned host memory is host memory. ``meta`` tensors would not do: their kernels check
+no devices, and they hold no values to decide on. torch.cuda's own functions are not simulated: tests that call
+them replace them (``one_gpu_machine`` in ``test_devices.py``).
 """
 
 from __future__ import annotations
@@ -52,12 +54,6 @@ class SimulatedGpu(TorchFunctionMode):
         """Whether ``tensor`` is a tensor on the simulated GPU."""
         ref = self._marked.get(id(tensor))
         return ref is not None and ref() is tensor
-
-    def mark_module(self, module: nn.Module) -> nn.Module:
-        """Every parameter and buffer of ``module`` on the simulated GPU (what ``module.to("cuda")`` does)."""
-        for tensor in [*module.parameters(), *module.buffers()]:
-            self.mark(tensor)
-        return module
 
     # ------------------------------------------------------------------------------ checks
     def _host(self, tensor: torch.Tensor) -> bool:
