@@ -537,3 +537,38 @@ def test_nodes_no_output_depends_on_are_dropped_with_their_weights(tmp_path) -> 
     assert [i.name for i in written.input] == ["x"]
     x = rng.standard_normal((4, 6)).astype(np.float32)
     models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))
+
+
+def _batch_two_export(target: list[int]) -> onnx.ModelProto:
+    """A graph as torch's dynamo exporter writes it for an example batch of 2: the input, the outputs and
+    every intermediate value declared at batch 2, and the flatten a Reshape to ``target`` (``allowzero``)."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "conv_w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Reshape", ["r", "target"], ["flat"], name="view", allowzero=1),
+             helper.make_node("Gemm", ["flat", "fc_w"], ["y"], name="fc", transB=1)]
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "conv_w"),
+             numpy_helper.from_array(rng.standard_normal((3, 4 * 5 * 5)).astype(np.float32), "fc_w"),
+             numpy_helper.from_array(np.array(target, np.int64), "target")]
+    value_info = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+                  for name, shape in (("c", [2, 4, 5, 5]), ("r", [2, 4, 5, 5]), ("flat", [2, 100]))]
+    graph = helper.make_graph(nodes, "batch2", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 1, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], inits,
+                              value_info=value_info)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("target", [[2, -1], [2, 100]], ids=["inferred-width", "spelt-out"])
+def test_an_export_at_batch_two_gets_a_free_batch(tmp_path, target: list[int]) -> None:
+    """``torch.onnx.export(model, torch.randn(2, ...), dynamo=True)`` fixes the batch at 2 in the flatten's
+    target and in every declared shape. The declared shapes hid the batch folded at (the target was left
+    at 2: refused at batch 1), and ``[2, -1]`` folded at batch 1 became ``[-1, 50]``, half a sample per row."""
+    path = tmp_path / "batch2.onnx"
+    onnx.save(_batch_two_export(target), str(path))
+    net = api.load_network(path)
+    emitted = emit_model(net)
+    x = np.random.default_rng(1).standard_normal((6, 1, 5, 5)).astype(np.float32)
+    reference = np.concatenate([models.ort_run(path, x[i: i + 2]) for i in range(0, 6, 2)])
+    for batch in (1, 6):
+        models.assert_close(net.run_numpy(x[:batch])[0], reference[:batch])
+        models.assert_close(models.ort_run(emitted, x[:batch]), reference[:batch])

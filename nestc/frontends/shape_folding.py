@@ -12,6 +12,8 @@ Reshape target stay computed at run time.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
@@ -212,7 +214,19 @@ def _set_input_batch(model: onnx.ModelProto, batch: int) -> set[int]:
 
 
 def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    """Fixed shapes of the model's values at its input shapes, as onnx's shape inference finds them.
+
+    The file's own ``value_info`` and output shapes are left out: they hold the shapes at the batch the
+    model was exported with (torch's dynamo exporter declares every value of an export at batch 2 with
+    batch 2), not at the batch folded at, and some converters write wrong ones. Inference kept them
+    where they disagreed, and Reshape targets were then rewritten for the wrong batch.
+    """
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.value_info[:]
+    for value in probe.graph.output:
+        value.type.tensor_type.ClearField("shape")
+    inferred = shape_inference.infer_shapes(probe, strict_mode=False, data_prop=True)
     shapes: dict[str, tuple[int, ...]] = {}
     values = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
     for value in values:
@@ -303,20 +317,36 @@ def _free_batch(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tup
         if int(target[0]) not in batches or int(target[0]) in (0, -1):
             continue
         if -1 in target[1:].tolist():
-            # The batch becomes the inferred axis; the other -1 is spelled out from the static
-            # shape ([1, -1] -> [-1, 288]). "0" (copy the input's batch) would also do, but means a
+            # The batch becomes the inferred axis; the other -1 is spelled out from one sample's size
+            # ([1, -1] -> [-1, 288]). "0" (copy the input's batch) would also do, but means a
             # literal zero under allowzero=1, which torch's dynamo exporter sets.
-            out_shape = shapes.get(node.output[0])
-            if out_shape is None or len(out_shape) != len(target):
-                allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
-                if allowzero:
-                    continue
-                target[0] = 0
+            allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
+            rest = _sample_entries(target[1:].tolist(), data_shape, allowzero)
+            if rest is not None:
+                target = np.array([-1, *rest], dtype=target.dtype)
+            elif allowzero:
+                continue
             else:
-                target = np.array([-1, *out_shape[1:]], dtype=target.dtype)
+                target[0] = 0
         else:
             target[0] = -1
         _set_initializer(graph, node, 1, target, inits, taken)
+
+
+def _sample_entries(rest: list[int], data_shape: tuple[int, ...], allowzero: bool) -> list[int] | None:
+    """The entries after the batch of a Reshape target with its ``-1`` worked out from one sample of
+    ``data_shape`` (None when they do not divide it).
+
+    Not from the target's output shape at the folding batch: an export at batch 2 writes ``[2, -1]``,
+    which at batch 1 makes rows of half a sample (``[2, 200]`` where a sample has 400 values).
+    """
+    entries = [data_shape[i] if value == 0 and not allowzero and i < len(data_shape) else value
+               for i, value in enumerate(rest, start=1)]
+    known = math.prod(value for value in entries if value != -1)
+    sample = math.prod(data_shape[1:])
+    if entries.count(-1) != 1 or known <= 0 or sample % known:
+        return None
+    return [sample // known if value == -1 else value for value in entries]
 
 
 def _set_initializer(graph: onnx.GraphProto, node: onnx.NodeProto, slot: int, value: np.ndarray,
