@@ -572,3 +572,28 @@ def test_an_export_at_batch_two_gets_a_free_batch(tmp_path, target: list[int]) -
     for batch in (1, 6):
         models.assert_close(net.run_numpy(x[:batch])[0], reference[:batch])
         models.assert_close(models.ort_run(emitted, x[:batch]), reference[:batch])
+
+
+def test_training_mode_batch_norm_of_one_sample_is_its_shift(tmp_path) -> None:
+    """A ``BatchNorm1d`` exported in training mode normalises ``[N, C]`` features with the batch's statistics;
+    one sample has one value per channel, its variance is zero and onnxruntime returns the shift. nestc
+    runs one sample to inspect a model, and torch's batch norm refused it ("Expected more than 1 value
+    per channel when training")."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"], name="fc1", transB=1),
+             helper.make_node("BatchNormalization", ["h", "scale", "shift", "mean", "var"], ["n", "mean2", "var2"],
+                              name="bn", training_mode=1),
+             helper.make_node("Relu", ["n"], ["r"], name="relu"),
+             helper.make_node("Gemm", ["r", "w2"], ["y"], name="fc2", transB=1)]
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+             for name, shape in (("w1", (6, 4)), ("scale", (6,)), ("shift", (6,)), ("mean", (6,)), ("w2", (3, 6)))]
+    inits.append(numpy_helper.from_array(np.ones(6, np.float32), "var"))
+    graph = helper.make_graph(nodes, "bn1d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    path = tmp_path / "bn1d.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)]), str(path))
+    assert api.inspect(path).params == 6 * 4 + 2 * 6 + 3 * 6
+    net = api.load_network(path)
+    for batch in (1, 5):  # onnxruntime's zero variance of one value is a rounding error, divided by sqrt(eps)
+        x = rng.standard_normal((batch, 4)).astype(np.float32)
+        models.assert_close(net.run_numpy(x)[0], models.ort_run(path, x), rtol=1e-4, atol=1e-4)

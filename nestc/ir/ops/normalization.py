@@ -37,7 +37,7 @@ class BatchNormalization(OpHandler):
         eps = node.attr("epsilon", 1e-5)
         if not training and not uses_batch_statistics(node):
             return [F.batch_norm(x, mean, var, scale, bias, training=False, eps=eps), mean, var][: len(node.outputs)]
-        y = F.batch_norm(x, None, None, scale, bias, training=True, eps=eps)
+        y = _batch_statistics_norm(x, scale, bias, eps)
         momentum = node.attr("momentum", 0.9)
         with torch.no_grad():
             dims = [d for d in range(x.dim()) if d != 1]
@@ -49,6 +49,23 @@ class BatchNormalization(OpHandler):
                 mean.copy_(new_mean)
                 var.copy_(new_var)
         return [y, new_mean, new_var][: len(node.outputs)]
+
+
+def _batch_statistics_norm(x: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None,
+                           eps: float) -> torch.Tensor:
+    """``x`` normalised with its own batch's statistics, then scaled and shifted.
+
+    ``F.batch_norm`` refuses a batch with one value per channel (one sample of ``[N, C]`` features, which
+    inspecting a model runs); ONNX defines it, with a batch variance of zero: every value becomes its
+    channel's shift, as onnxruntime computes it.
+    """
+    if x.numel() != x.shape[1]:
+        return F.batch_norm(x, None, None, scale, bias, training=True, eps=eps)
+    y = (x - x) / math.sqrt(eps)  # each value is its channel's batch mean, and the batch variance is zero
+    per_channel = (1, -1, *[1] * (x.dim() - 2))
+    if scale is not None:
+        y = y * scale.reshape(per_channel)
+    return y if bias is None else y + bias.reshape(per_channel)
 
 
 def uses_batch_statistics(node: Node) -> bool:
