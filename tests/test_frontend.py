@@ -597,3 +597,29 @@ def test_training_mode_batch_norm_of_one_sample_is_its_shift(tmp_path) -> None:
     for batch in (1, 5):  # onnxruntime's zero variance of one value is a rounding error, divided by sqrt(eps)
         x = rng.standard_normal((batch, 4)).astype(np.float32)
         models.assert_close(net.run_numpy(x)[0], models.ort_run(path, x), rtol=1e-4, atol=1e-4)
+
+
+def test_an_opset_11_softmax_over_an_inner_axis_runs_at_any_batch(tmp_path) -> None:
+    """Before opset 13 Softmax normalised the flattened axes from ``axis`` on; onnx's version converter
+    writes that as ``Flatten`` to ``[N * C, H * W]``, ``Softmax`` and a ``Reshape`` back to ``Shape(x)``.
+    The folded target ``[1, 4, 3, 3]`` kept its batch of 1: the batch did not lead the flattened rows, so
+    the model ran at batch 1 only."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "conv_w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Softmax", ["c"], ["s"], name="spatial_softmax", axis=2),
+             helper.make_node("Flatten", ["s"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fc_w"], ["y"], name="fc", transB=1)]
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "conv_w"),
+             numpy_helper.from_array(rng.standard_normal((5, 36)).astype(np.float32), "fc_w")]
+    graph = helper.make_graph(nodes, "softmax11",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits)
+    path = tmp_path / "softmax11.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(path))
+    net = api.load_network(path)
+    emitted = emit_model(net)
+    for batch in (1, 4):
+        x = rng.standard_normal((batch, 2, 3, 3)).astype(np.float32)
+        reference = models.ort_run(path, x)
+        models.assert_close(net.run_numpy(x)[0], reference)
+        models.assert_close(models.ort_run(emitted, x), reference)

@@ -63,7 +63,7 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
     # arithmetic (a channel shuffle's Reshape -> Transpose -> Reshape built from Shape and Div)
     shapes = _static_shapes(folded)
     _explicit_splits(folded, shapes)
-    _free_batch(folded, original_batches | {FOLD_BATCH}, shapes, _batch_names(model))
+    _free_batch(folded, original_batches | {FOLD_BATCH}, shapes, _batch_names(model), batch_first)
     return folded
 
 
@@ -293,9 +293,15 @@ def _batch_names(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def _free_batch(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tuple[int, ...]],
-                names: dict[str, str]) -> None:
+                names: dict[str, str], batch_first: set[str]) -> None:
     """Make dimension 0 symbolic on inputs/outputs (keeping the ``names`` they had, else ``N``) and
-    rewrite batch entries of Reshape targets."""
+    rewrite batch entries of Reshape targets.
+
+    A target's first entry is taken for the batch when the batch leads the reshaped tensor too, or when
+    the target was folded from the input's shape and only that entry followed the batch (``batch_first``):
+    onnx's version converter turns an opset-11 ``Softmax(axis=2)`` of ``[N, C, H, W]`` into ``Flatten`` to
+    ``[N * C, H * W]``, ``Softmax`` and ``Reshape`` to ``Shape(x)``.
+    """
     graph = model.graph
     init_names = {t.name for t in graph.initializer}
     for value in [*graph.input, *graph.output]:
@@ -312,11 +318,16 @@ def _free_batch(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tup
             continue
         data_shape = shapes.get(node.input[0])
         target = numpy_helper.to_array(inits[node.input[1]]).copy()
-        if data_shape is None or not data_shape or data_shape[0] != FOLD_BATCH or not target.size:
+        if not target.size or int(target[0]) not in batches or int(target[0]) in (0, -1):
             continue
-        if int(target[0]) not in batches or int(target[0]) in (0, -1):
+        batch_leads = data_shape is not None and len(data_shape) > 0 and data_shape[0] == FOLD_BATCH
+        if -1 not in target[1:].tolist():
+            if not batch_leads and node.input[1] not in batch_first:
+                continue
+            target[0] = -1
+        elif not batch_leads or data_shape is None:
             continue
-        if -1 in target[1:].tolist():
+        else:
             # The batch becomes the inferred axis; the other -1 is spelled out from one sample's size
             # ([1, -1] -> [-1, 288]). "0" (copy the input's batch) would also do, but means a
             # literal zero under allowzero=1, which torch's dynamo exporter sets.
@@ -328,8 +339,6 @@ def _free_batch(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tup
                 continue
             else:
                 target[0] = 0
-        else:
-            target[0] = -1
         _set_initializer(graph, node, 1, target, inits, taken)
 
 
