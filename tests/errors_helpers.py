@@ -284,6 +284,15 @@ def integer_input() -> onnx.ModelProto:
     return make_model(graph)
 
 
+def fed_weights() -> onnx.ModelProto:
+    """The MLP with its weights as graph inputs and none stored, as ``torch.onnx.export(..., export_params=False)``
+    writes it."""
+    graph = mlp_graph()
+    graph.input.extend([helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in graph.initializer])
+    del graph.initializer[:]
+    return make_model(graph)
+
+
 def open_cnn(channels: int | str = 1) -> onnx.ModelProto:
     """``x [N, channels, H, W] -> Conv -> Relu -> MaxPool -> MaxPool -> GlobalAveragePool -> Gemm``: height and
     width (and the channels, given a name) left open, as exporters write them with dynamic axes."""

@@ -93,6 +93,9 @@ CASES = [
          ("output 'label' is int64 [N], not class scores [N, classes]",), "compress",
          (*COMPRESS, "--output-name", "label")),
     Case("integer input", _file("ids.onnx", h.integer_input), ("input 'ids'", "not a float"), "compress", COMPRESS),
+    *[Case(f"weights fed as inputs ({command})", _file("fed.onnx", h.fed_weights),
+           ("weights are graph inputs, not stored in the file", "'fc1' (Gemm) reads w1, b1", "export_params=True"),
+           command, extra) for command, extra in (("compact", ()), ("compress", COMPRESS))],
     *[Case(f"open channel dimension ({command})", _file("open_channels.onnx", lambda: h.open_cnn("C")),
            ("input 'x' is declared [N, C, H, W], so nestc ran it as [1, 32, 32, 32]", "node 'conv' (Conv)",
             "export the model with fixed input dimensions"), command, extra) for command, extra in

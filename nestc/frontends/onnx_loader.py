@@ -4,7 +4,7 @@ Steps, each failing with one line that names the file:
 1. read the bytes and external data safely (:mod:`nestc.frontends.files`);
 2. inline model-local functions (torch's ``export_modules_as_functions`` writes each module as one), and
    drop the nodes and MaxPool ``Indices`` outputs no graph output depends on;
-3. refuse control flow and list every unsupported node at once;
+3. refuse control flow and list every unsupported node at once, and refuse weights fed as graph inputs;
 4. ``onnx.checker``;
 5. bring the default-domain opset into :data:`SUPPORTED_OPSETS` with onnx's version converter;
 6. train float16 and float64 models in float32 (:mod:`nestc.frontends.precision`; emitted models go
@@ -56,6 +56,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     model = _inline_local_functions(model, file)
     _drop_unused(model)
     _refuse_unsupported(model, file)
+    _refuse_fed_weights(model, file)
     _check(model, file)
     model = _normalise_opset(model, file)
     widen_to_float32(model)
@@ -90,6 +91,32 @@ def _refuse_unsupported(model: onnx.ModelProto, file: Path) -> None:
             missing.append(f"'{node.name or f'{node.op_type}_{index}'}' ({domain}{node.op_type})")
     if missing:
         raise UnsupportedOpError(f"{file}: unsupported operators in {len(missing)} node(s): {', '.join(missing)}")
+
+
+def _refuse_fed_weights(model: onnx.ModelProto, file: Path) -> None:
+    """Refuse a model whose layers all read their weights from graph inputs instead of the file.
+
+    ``torch.onnx.export(..., export_params=False)`` writes every parameter as a graph input: there is
+    nothing to train or resize, and treating each input's first axis as the batch, as nestc does,
+    broke the weights' shapes (reported as a shape error onnxruntime does not make on the file). A
+    model with any stored weight is left alone: a MatMul's data operand is one of its weight slots too.
+    """
+    fed = {value.name for value in graph_inputs(model)}
+    stored = {t.name for t in model.graph.initializer} | {
+        o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    found, any_stored = [], False
+    for index, node in enumerate(model.graph.node):
+        handler = handler_for(node.op_type)
+        slots = handler.weight_inputs if handler is not None and node.domain in handler.domains else ()
+        names = [node.input[slot] for slot in slots if slot < len(node.input) and node.input[slot]]
+        any_stored = any_stored or any(name in stored for name in names)
+        if any(name in fed for name in names):
+            label = node.name or f"{node.op_type}_{index}"
+            found.append(f"'{label}' ({node.op_type}) reads {', '.join(n for n in names if n in fed)}")
+    if found and not any_stored:
+        shown = "; ".join(found[:3]) + (f"; and {len(found) - 3} more" if len(found) > 3 else "")
+        raise ModelError(f"{file}: weights are graph inputs, not stored in the file ({shown}); export the model "
+                         f"with its parameters (torch.onnx.export(..., export_params=True), the default)")
 
 
 def _spell_default_domain_one_way(model: onnx.ModelProto) -> None:
