@@ -293,6 +293,13 @@ def fed_weights() -> onnx.ModelProto:
     return make_model(graph)
 
 
+def shapeless_input() -> onnx.ModelProto:
+    """The MLP with an input that declares no shape (``make_tensor_value_info("x", FLOAT, None)``)."""
+    graph = mlp_graph()
+    graph.input[0].CopyFrom(helper.make_tensor_value_info("x", TensorProto.FLOAT, None))
+    return make_model(graph)
+
+
 def open_cnn(channels: int | str = 1) -> onnx.ModelProto:
     """``x [N, channels, H, W] -> Conv -> Relu -> MaxPool -> MaxPool -> GlobalAveragePool -> Gemm``: height and
     width (and the channels, given a name) left open, as exporters write them with dynamic axes."""

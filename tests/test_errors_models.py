@@ -74,6 +74,8 @@ CASES = [
     Case("GraphProto bytes", _file("graph.onnx", h.graph_bytes), ("not an ONNX model",)),
     Case("fails onnx.checker", _file("unchecked.onnx", h.fails_checker),
          ("onnx.checker", "'undefined_tensor'", "is not output of any previous nodes")),
+    Case("input without a shape", _file("shapeless.onnx", h.shapeless_input),
+         ("fails onnx.checker", "graph inputs and outputs without a shape: 'x'")),
     Case("opset 99", _file("future.onnx", lambda: h.make_model(h.mlp_graph(), opset=99)),
          ("opset 99", "export the model with")),
     Case("unsupported ops", _file("unsupported.onnx", h.unsupported_ops),

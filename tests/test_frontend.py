@@ -623,3 +623,26 @@ def test_an_opset_11_softmax_over_an_inner_axis_runs_at_any_batch(tmp_path) -> N
         reference = models.ort_run(path, x)
         models.assert_close(net.run_numpy(x)[0], reference)
         models.assert_close(models.ort_run(emitted, x), reference)
+
+
+def test_an_output_declared_without_a_shape_gets_the_inferred_one(tmp_path) -> None:
+    """``helper.make_tensor_value_info("y", FLOAT, None)`` leaves the output's shape out: onnxruntime runs the
+    file, onnx's checker refused it without naming the output ("Field 'shape' of 'type' is required")."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((6, 5)).astype(np.float32)
+    w1[:, 2] = 0.0  # hidden unit 2 is dead
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    inits = [numpy_helper.from_array(w1, "w1"),
+             numpy_helper.from_array(rng.standard_normal((5, 3)).astype(np.float32), "w2")]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = tmp_path / "shapeless.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    report = api.compact(path, tmp_path / "out.onnx")
+    assert report.after.params == report.before.params - 6 - 3
+    written = onnx.load(str(tmp_path / "out.onnx"))
+    onnx.checker.check_model(written)
+    assert [d.dim_value or d.dim_param for d in written.graph.output[0].type.tensor_type.shape.dim] == ["N", 3]
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import inliner, numpy_helper, version_converter
+from onnx import inliner, numpy_helper, shape_inference, version_converter
 
 from nestc.errors import PATH, ModelError, UnsupportedOpError, first_line, require
 from nestc.frontends.files import read_model_file
@@ -57,6 +57,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     _drop_unused(model)
     _refuse_unsupported(model, file)
     _refuse_fed_weights(model, file)
+    _declare_output_shapes(model)
     _check(model, file)
     model = _normalise_opset(model, file)
     widen_to_float32(model)
@@ -206,11 +207,39 @@ def _densify_sparse_initializers(model: onnx.ModelProto) -> None:
     del graph.sparse_initializer[:]
 
 
+def _declare_output_shapes(model: onnx.ModelProto) -> None:
+    """Give graph outputs that declare no shape at all the one onnx's shape inference finds.
+
+    ``helper.make_tensor_value_info(name, elem_type, None)`` leaves the shape out; onnxruntime runs such a
+    file, onnx's checker refuses it ("Field 'shape' of 'type' is required but missing"). An output whose
+    shape inference cannot find stays as it is, and :func:`_check` names it.
+    """
+    graph = model.graph
+    missing = {value.name for value in graph.output if _lacks_shape(value)}
+    if not missing:
+        return
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=False)
+    except (shape_inference.InferenceError, ValueError, RuntimeError):
+        return
+    found = {value.name: value for value in [*inferred.graph.output, *inferred.graph.value_info]
+             if value.name in missing and not _lacks_shape(value)}
+    for value in graph.output:
+        if value.name in found:
+            value.type.tensor_type.shape.CopyFrom(found[value.name].type.tensor_type.shape)
+
+
+def _lacks_shape(value: onnx.ValueInfoProto) -> bool:
+    return value.type.HasField("tensor_type") and not value.type.tensor_type.HasField("shape")
+
+
 def _check(model: onnx.ModelProto, file: Path) -> None:
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        raise ModelError(f"{file}: fails onnx.checker: {first_line(exc)}") from exc
+        shapeless = [f"'{value.name}'" for value in [*graph_inputs(model), *model.graph.output] if _lacks_shape(value)]
+        where = f" (graph inputs and outputs without a shape: {', '.join(shapeless)})" if shapeless else ""
+        raise ModelError(f"{file}: fails onnx.checker: {first_line(exc)}{where}") from exc
 
 
 def default_opset(model: onnx.ModelProto) -> int:
