@@ -646,3 +646,37 @@ def test_an_output_declared_without_a_shape_gets_the_inferred_one(tmp_path) -> N
     assert [d.dim_value or d.dim_param for d in written.graph.output[0].type.tensor_type.shape.dim] == ["N", 3]
     x = rng.standard_normal((4, 6)).astype(np.float32)
     models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))
+
+
+def _constant_of_export_batch(constant: np.ndarray) -> onnx.ModelProto:
+    """``Gemm -> Max(h, constant) -> Gemm`` exported at batch 2, ``constant`` of shape [2, 4] (what the dynamo
+    exporter folds ``torch.maximum(h, torch.zeros_like(h))`` into)."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"], name="fc1", transB=1),
+             helper.make_node("Max", ["h", "floor"], ["m"], name="maximum"),
+             helper.make_node("Gemm", ["m", "w2"], ["y"], name="fc2", transB=1)]
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(constant.astype(np.float32), "floor"),
+             numpy_helper.from_array(rng.standard_normal((2, 4)).astype(np.float32), "w2")]
+    graph = helper.make_graph(nodes, "export_batch", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_a_constant_repeating_one_sample_over_the_export_batch_follows_the_batch(tmp_path) -> None:
+    """A ``[2, 4]`` constant of equal rows, folded at the export batch of 2, met the data at batch 1 and
+    failed ("The size of tensor a (1) must match the size of tensor b (2)"); one row broadcasts to every
+    batch. A constant whose rows differ is not one sample: it is left as the file has it."""
+    path = tmp_path / "zeros_like.onnx"
+    onnx.save(_constant_of_export_batch(np.zeros((2, 4))), str(path))
+    net = api.load_network(path)
+    emitted = emit_model(net)
+    x = np.random.default_rng(1).standard_normal((6, 3)).astype(np.float32)
+    reference = np.concatenate([models.ort_run(path, x[i: i + 2]) for i in range(0, 6, 2)])
+    for batch in (1, 6):
+        models.assert_close(net.run_numpy(x[:batch])[0], reference[:batch])
+        models.assert_close(models.ort_run(emitted, x[:batch]), reference[:batch])
+    rows = tmp_path / "rows.onnx"
+    onnx.save(_constant_of_export_batch(np.arange(8.0).reshape(2, 4) - 4), str(rows))
+    assert load_model(rows).graph.initializer[1].dims == [2, 4]
+    models.assert_close(api.load_network(rows).run_numpy(x[:2])[0], models.ort_run(rows, x[:2]))

@@ -63,6 +63,7 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
     # arithmetic (a channel shuffle's Reshape -> Transpose -> Reshape built from Shape and Div)
     shapes = _static_shapes(folded)
     _explicit_splits(folded, shapes)
+    _one_sample_constants(folded, original_batches - {FOLD_BATCH}, shapes)
     _free_batch(folded, original_batches | {FOLD_BATCH}, shapes, _batch_names(model), batch_first)
     return folded
 
@@ -196,6 +197,37 @@ def _explicit_splits(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
         kept = [a for a in node.attribute if a.name != "num_outputs"]
         del node.attribute[:]
         node.attribute.extend(kept)
+
+
+_BROADCASTING_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Equal", "Less",
+                               "Greater", "Where"})
+
+
+def _one_sample_constants(model: onnx.ModelProto, export_batches: set[int], shapes: dict[str, tuple[int, ...]]
+                          ) -> None:
+    """Cut constants that repeat one sample over a fixed export batch down to that sample.
+
+    Exported at a batch of 2, torch's dynamo exporter folds ``torch.zeros_like(x)`` (``ones_like``,
+    ``full_like``) into a constant of shape ``[2, ...]``, which fails to meet ``x`` at any other batch. When
+    only broadcasting element-wise ops read it, each against values whose first axis is the batch, and
+    its samples are all equal, its first sample broadcast over the batch computes the same at the export
+    batch and at every other.
+    """
+    graph = model.graph
+    outputs = {value.name for value in graph.output}
+    for tensor in graph.initializer:
+        if not tensor.dims or tensor.dims[0] not in export_batches or tensor.name in outputs:
+            continue
+        readers = [node for node in graph.node if tensor.name in node.input]
+        rank = len(tensor.dims)
+        if not readers or not all(
+                node.op_type in _BROADCASTING_OPS and node.domain == ""
+                and all(shapes.get(name, ())[:1] == (FOLD_BATCH,) and len(shapes[name]) == rank
+                        for name in node.input if name and name != tensor.name) for node in readers):
+            continue
+        array = numpy_helper.to_array(tensor)
+        if (array == array[:1]).all():
+            tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array[:1]), tensor.name))
 
 
 def _set_input_batch(model: onnx.ModelProto, batch: int) -> set[int]:
