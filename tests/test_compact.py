@@ -402,6 +402,37 @@ def test_new_channel_rules_resize_their_constants(tmp_path) -> None:
     assert _init(model, "target").tolist() == [1, 6, 6, 6]
 
 
+def test_a_bias_computed_at_run_time_freezes_its_units(tmp_path) -> None:
+    """conv1's bias is ``b1 * scale``, computed when the graph runs, so its dead units 1 and 4 have a tensor
+    compaction cannot resize: they stay, while conv2's unread unit 2 goes. The channel analysis looked the
+    bias up among the initializers and stopped with a KeyError."""
+    rng = np.random.default_rng(0)
+    w1, b1 = rng.standard_normal((8, 3, 3, 3)).astype(np.float32), rng.standard_normal(8).astype(np.float32)
+    w1[[1, 4]], b1[[1, 4]] = 0.0, 0.0
+    fc = rng.standard_normal((6, 3)).astype(np.float32)
+    fc[2] = 0.0
+    nodes = [onnx.helper.make_node("Mul", ["b1", "scale"], ["bias1"]),
+             onnx.helper.make_node("Conv", ["x", "w1", "bias1"], ["c1"], pads=[1, 1, 1, 1]),
+             onnx.helper.make_node("Relu", ["c1"], ["r1"]),
+             onnx.helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
+             onnx.helper.make_node("Relu", ["c2"], ["r2"]),
+             onnx.helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+             onnx.helper.make_node("Flatten", ["g"], ["f"]),
+             onnx.helper.make_node("Gemm", ["f", "fc"], ["y"])]
+    inits = [numpy_helper.from_array(v, k) for k, v in {
+        "w1": w1, "b1": b1, "scale": rng.uniform(0.5, 1.5, 8).astype(np.float32),
+        "w2": rng.standard_normal((6, 8, 3, 3)).astype(np.float32), "b2": rng.standard_normal(6).astype(np.float32),
+        "fc": fc}.items()]
+    graph = onnx.helper.make_graph(
+        nodes, "run_time_bias", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 6, 6])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3])], inits)
+    path = tmp_path / "run_time_bias.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    report, model = _compact(models.Exported(ImageInput(), str(path)), tmp_path)
+    assert _drop(report) == 8 * 9 + 1 + 3
+    assert _weight_shapes(model)["w1"] == (8, 3, 3, 3)
+
+
 # ---------------------------------------------------------------------------------- split/chunk
 @pytest.mark.parametrize("exporter", ["legacy"])  # dynamo writes the same Split with explicit sizes
 def test_split_sizes_follow_removed_channels(zoo_export, tmp_path, exporter: str) -> None:

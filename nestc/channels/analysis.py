@@ -143,7 +143,11 @@ class RuleContext:
         return not left and not right
 
     def member(self, tensor: str, axis: int, layout: Layout, fill: float = 0.0, role: str = "param") -> None:
-        """Declare that initializer ``tensor`` holds ``layout``'s units along ``axis``."""
+        """Declare that initializer ``tensor`` holds ``layout``'s units along ``axis``; a tensor computed at run
+        time (a bias built by ``Expand``) cannot be resized, so its units are frozen instead."""
+        if not self.is_initializer(tensor):
+            self.table.freeze(layout, f"{self.where()}: {tensor} is computed at run time")
+            return
         if layout_size(layout) != self.net.tensor(tensor).shape[axis]:
             self.table.freeze(layout, f"{self.where()}: {tensor} axis {axis} does not match")
             return
