@@ -433,6 +433,40 @@ def test_a_bias_computed_at_run_time_freezes_its_units(tmp_path) -> None:
     assert _weight_shapes(model)["w1"] == (8, 3, 3, 3)
 
 
+def test_a_zero_bias_built_from_the_weight_shape_is_a_constant(tmp_path) -> None:
+    """torch's dynamo exporter with ``optimize=False`` gives a Conv without bias the bias
+    ``Expand(CastLike(0, x), Shape(W)[:1])``. Folded into a constant, conv1's dead units 1 and 4 (zero
+    filters, zero batch-norm scale and shift) can go; computed at run time, they were frozen."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    w1[[1, 4]] = 0.0
+    scale, shift = rng.uniform(0.5, 1.5, 8).astype(np.float32), rng.standard_normal(8).astype(np.float32)
+    scale[[1, 4]], shift[[1, 4]] = 0.0, 0.0
+    nodes = [onnx.helper.make_node("Shape", ["w1"], ["out_channels"], start=0, end=1),
+             onnx.helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.array(0.0, np.float32))),
+             onnx.helper.make_node("CastLike", ["zero", "x"], ["zero_like_x"]),
+             onnx.helper.make_node("Expand", ["zero_like_x", "out_channels"], ["bias1"]),
+             onnx.helper.make_node("Conv", ["x", "w1", "bias1"], ["c1"], pads=[1, 1, 1, 1]),
+             onnx.helper.make_node("BatchNormalization", ["c1", "scale", "shift", "mean", "var"], ["n1"]),
+             onnx.helper.make_node("Relu", ["n1"], ["r1"]),
+             onnx.helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+             onnx.helper.make_node("GlobalAveragePool", ["c2"], ["g"]),
+             onnx.helper.make_node("Flatten", ["g"], ["f"]),
+             onnx.helper.make_node("Gemm", ["f", "fc"], ["y"])]
+    inits = [numpy_helper.from_array(v, k) for k, v in {
+        "w1": w1, "scale": scale, "shift": shift, "mean": np.zeros(8, np.float32), "var": np.ones(8, np.float32),
+        "w2": rng.standard_normal((6, 8, 3, 3)).astype(np.float32),
+        "fc": rng.standard_normal((6, 3)).astype(np.float32)}.items()]
+    graph = onnx.helper.make_graph(
+        nodes, "fill_bias", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 6, 6])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3])], inits)
+    path = tmp_path / "fill_bias.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)]), str(path))
+    report, model = _compact(models.Exported(ImageInput(), str(path)), tmp_path)
+    assert _drop(report) == 2 * (27 + 1 + 2 + 6 * 9)  # filters, the zero bias, scale and shift, conv2 columns
+    assert not {"Expand", "CastLike", "Shape"} & {n.op_type for n in model.graph.node}
+
+
 # ---------------------------------------------------------------------------------- split/chunk
 @pytest.mark.parametrize("exporter", ["legacy"])  # dynamo writes the same Split with explicit sizes
 def test_split_sizes_follow_removed_channels(zoo_export, tmp_path, exporter: str) -> None:

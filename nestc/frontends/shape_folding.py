@@ -69,14 +69,15 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _folded_values(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], set[int]]:
-    """Every value integer-only nodes compute at the model's input shapes, and those nodes (by index)."""
-    shapes = _static_shapes(model)
+    """Every value integer-only nodes (and fills, see :func:`_try_fold`) compute at the model's input
+    shapes, and those nodes (by index)."""
+    shapes, types = _inferred(model)
     known = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type in _INT_TYPES}
     opset = {o.domain: o.version for o in model.opset_import}
     values: dict[str, np.ndarray] = {}
     folded: set[int] = set()
     for index, node in enumerate(model.graph.node):
-        value = _try_fold(node, known, shapes, opset)
+        value = _try_fold(node, known, shapes, types, opset)
         if value is None:
             continue
         folded.add(index)
@@ -215,6 +216,7 @@ def _one_sample_constants(model: onnx.ModelProto, export_batches: set[int], shap
     """
     graph = model.graph
     outputs = {value.name for value in graph.output}
+    constants = {tensor.name for tensor in graph.initializer}
     for tensor in graph.initializer:
         if not tensor.dims or tensor.dims[0] not in export_batches or tensor.name in outputs:
             continue
@@ -222,12 +224,18 @@ def _one_sample_constants(model: onnx.ModelProto, export_batches: set[int], shap
         rank = len(tensor.dims)
         if not readers or not all(
                 node.op_type in _BROADCASTING_OPS and node.domain == ""
-                and all(shapes.get(name, ())[:1] == (FOLD_BATCH,) and len(shapes[name]) == rank
-                        for name in node.input if name and name != tensor.name) for node in readers):
+                and all(_led_by_batch(name, rank, shapes, constants) for name in node.input
+                        if name and name != tensor.name) for node in readers):
             continue
         array = numpy_helper.to_array(tensor)
         if (array == array[:1]).all():
             tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array[:1]), tensor.name))
+
+
+def _led_by_batch(name: str, rank: int, shapes: dict[str, tuple[int, ...]], constants: set[str]) -> bool:
+    """A value computed at run time, of ``rank`` axes, whose first axis is the batch (at the folding batch)."""
+    shape = shapes.get(name)
+    return name not in constants and shape is not None and len(shape) == rank and shape[0] == FOLD_BATCH
 
 
 def _set_input_batch(model: onnx.ModelProto, batch: int) -> set[int]:
@@ -246,7 +254,13 @@ def _set_input_batch(model: onnx.ModelProto, batch: int) -> set[int]:
 
 
 def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    """Fixed shapes of the model's values at its input shapes, as onnx's shape inference finds them.
+    """Fixed shapes of the model's values at its input shapes (see :func:`_inferred`)."""
+    return _inferred(model)[0]
+
+
+def _inferred(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+    """Fixed shapes and element types of the model's values at its input shapes, as onnx's shape inference
+    finds them.
 
     The file's own ``value_info`` and output shapes are left out: they hold the shapes at the batch the
     model was exported with (torch's dynamo exporter declares every value of an export at batch 2 with
@@ -260,16 +274,33 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
         value.type.tensor_type.ClearField("shape")
     inferred = shape_inference.infer_shapes(probe, strict_mode=False, data_prop=True)
     shapes: dict[str, tuple[int, ...]] = {}
+    types: dict[str, int] = {}
     values = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
     for value in values:
         tensor_type = value.type.tensor_type
+        if tensor_type.elem_type:
+            types[value.name] = tensor_type.elem_type
         if tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in tensor_type.shape.dim):
             shapes[value.name] = tuple(d.dim_value for d in tensor_type.shape.dim)
-    return shapes
+    for tensor in model.graph.initializer:  # Shape(W) of a weight: how a computed bias learns its width
+        shapes.setdefault(tensor.name, tuple(tensor.dims))
+        types.setdefault(tensor.name, tensor.data_type)
+    return shapes, types
+
+
+FILL_LIMIT = 1 << 16
+"""Largest float value (elements) folded into an initializer; larger fills stay computed at run time."""
 
 
 def _try_fold(node: onnx.NodeProto, known: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],
-              opset: dict[str, int]) -> list[np.ndarray] | None:
+              types: dict[str, int], opset: dict[str, int]) -> list[np.ndarray] | None:
+    """The node's outputs when its inputs are known and they are integers (shape arithmetic) or fills.
+
+    A fill is a float value of one repeated number, made from constants and shapes: torch's dynamo
+    exporter without its optimiser gives a Conv without bias ``Expand(CastLike(0, x), Shape(W)[:1])``.
+    Folded, it is a constant bias the layer's units can be removed from; computed, it froze them. Float
+    values made from other floats (weights) stay as the file computes them.
+    """
     if node.domain != "" or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                                                  for a in node.attribute):
         return None
@@ -282,13 +313,26 @@ def _try_fold(node: onnx.NodeProto, known: dict[str, np.ndarray], shapes: dict[s
         # every numeric Constant becomes an initializer: weights exported as Constant nodes are then
         # trainable, and constants live with the network's other tensors on its device
         return [value] if value is not None and value.dtype.kind in "biuf" else None
-    inputs = [i for i in node.input if i]
-    if not inputs or any(i not in known for i in inputs):
-        return None
-    outputs = _evaluate(node, {i: known[i] for i in inputs}, opset)
-    if outputs is None or any(np.asarray(o).dtype.kind not in "iub" for o in outputs):
-        return None
-    return [np.asarray(o) for o in outputs]
+    if node.op_type == "CastLike" and len(node.input) == 2 and node.input[0] in known and node.input[1] in types:
+        target = helper.tensor_dtype_to_np_dtype(types[node.input[1]])  # the second input gives only a type
+        inputs, outputs = [node.input[0]], [known[node.input[0]].astype(target)]
+    else:
+        inputs = [i for i in node.input if i]
+        if not inputs or any(i not in known for i in inputs):
+            return None
+        outputs = _evaluate(node, {i: known[i] for i in inputs}, opset)
+        if outputs is None:
+            return None
+    arrays = [np.asarray(o) for o in outputs]
+    if all(a.dtype.kind in "iub" for a in arrays):
+        return arrays
+    fills = all(_is_fill(known[i]) for i in inputs if known[i].dtype.kind not in "iub")
+    return arrays if fills and all(_is_fill(a) and a.size <= FILL_LIMIT for a in arrays) else None
+
+
+def _is_fill(array: np.ndarray) -> bool:
+    """A numeric array of one repeated value (empty arrays included)."""
+    return array.dtype.kind in "biuf" and (array.size == 0 or bool((array == array.flat[0]).all()))
 
 
 def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
