@@ -488,11 +488,15 @@ def test_an_unread_max_pool_indices_output_is_dropped(tmp_path) -> None:
     models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))
 
 
-@pytest.mark.parametrize("imports", [[("", 17)], [("ai.onnx", 13)], [("ai.onnx", 8)], [("", 17), ("ai.onnx", 17)]],
-                         ids=["nodes-ai.onnx-import-default", "ai.onnx-13", "ai.onnx-8-converted", "both-imported"])
+@pytest.mark.parametrize("imports", [[("", 17)], [("ai.onnx", 13)], [("ai.onnx", 8)], [("", 17), ("ai.onnx", 17)],
+                                     [("", 11), ("com.microsoft", 1), ("ai.onnx.ml", 3)]],
+                         ids=["nodes-ai.onnx-import-default", "ai.onnx-13", "ai.onnx-8-converted", "both-imported",
+                              "opset-11-with-unused-com.microsoft"])
 def test_the_default_domain_spelt_ai_onnx_loads_and_compacts(tmp_path, imports: list[tuple[str, int]]) -> None:
     """ONNX's default domain has two names; converters that write nodes or imports as ``ai.onnx`` (or mix
-    both) make files onnxruntime runs and onnx's checker and version converter refused."""
+    both) make files onnxruntime runs and onnx's checker and version converter refused. An old opset that
+    also imports ``com.microsoft`` (onnxruntime's optimiser and tf2onnx write it, used or not) was refused
+    after its conversion, asking onnx for the IR version a domain it has no table for needs."""
     rng = np.random.default_rng(0)
     w1 = rng.standard_normal((6, 5)).astype(np.float32)
     w1[:, 3] = 0.0  # hidden unit 3 has no fan-in (and no bias): dead

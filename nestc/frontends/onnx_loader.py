@@ -261,8 +261,10 @@ def _normalise_opset(model: onnx.ModelProto, file: Path) -> onnx.ModelProto:
                          f"with one of those")
     try:
         converted = version_converter.convert_version(model, CONVERSION_TARGET)
-        # the converter keeps the file's IR version, older than the new opset requires (IR 6, opset 17)
-        converted.ir_version = max(converted.ir_version, onnx.helper.find_min_ir_version_for(converted.opset_import))
+        # the converter keeps the file's IR version, older than the new opset requires (IR 6, opset 17); domains
+        # onnx has no table for (com.microsoft, which onnxruntime's optimiser and tf2onnx import) ask for none
+        converted.ir_version = max(converted.ir_version,
+                                   onnx.helper.find_min_ir_version_for(converted.opset_import, ignore_unknown=True))
         onnx.checker.check_model(converted)
     except Exception as exc:
         raise ModelError(f"{file}: opset {version} is outside the supported range "
