@@ -4,10 +4,10 @@ Exporters compute Reshape targets at run time (``Shape -> Gather -> Concat -> Re
 export batch into them (torch's dynamo exporter writes ``[1, 1568]``). nestc needs those targets as
 plain constants (compaction rewrites them when a channel disappears) and needs any batch size to
 work (training uses 128, inference 1). Folding evaluates every node whose inputs are all integer
-constants with onnx's reference evaluator, at batch 1 and again at batch 3; freeing the batch then
-replaces the batch entry of each affected Reshape target by ``-1`` (or ``0`` when the target already
-has a ``-1``). Values that differ between the two batches and are read by anything but such a
-Reshape target stay computed at run time.
+constants (or float fills, see :func:`_try_fold`) with onnx's reference evaluator, at batch 1 and again
+at batch 3; freeing the batch then replaces the batch entry of each affected Reshape target by ``-1``
+(spelling out the target's other ``-1``, or ``0`` where that cannot be done). Values that differ between
+the two batches and are read by anything but such a Reshape target stay computed at run time.
 """
 
 from __future__ import annotations
