@@ -346,13 +346,18 @@ def _conv_pair_model(tmp_path, middle: list[onnx.NodeProto], constants: dict[str
         onnx.helper.make_node("Flatten", ["g"], ["f"]),
         onnx.helper.make_node("Gemm", ["f", "fc"], ["y"]),
     ]
-    inits = [numpy_helper.from_array(v, k) for k, v in {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "fc": fc,
-                                                        **constants}.items()]
+    return _image_model(tmp_path, "conv_pair", nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "fc": fc, **constants})
+
+
+def _image_model(tmp_path, name: str, nodes: list[onnx.NodeProto], constants: dict[str, np.ndarray],
+                 opset: int = 17) -> models.Exported:
+    """``nodes`` from ``x`` [N, 3, 6, 6] to ``y`` [N, 3], reading ``constants`` by name, saved as ``name``.onnx."""
+    inits = [numpy_helper.from_array(v, k) for k, v in constants.items()]
     graph = onnx.helper.make_graph(
-        nodes, "conv_pair", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 6, 6])],
+        nodes, name, [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 6, 6])],
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3])], inits)
-    path = tmp_path / "conv_pair.onnx"
-    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)]), str(path))
     return models.Exported(ImageInput(), str(path))
 
 
@@ -419,16 +424,11 @@ def test_a_bias_computed_at_run_time_freezes_its_units(tmp_path) -> None:
              onnx.helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
              onnx.helper.make_node("Flatten", ["g"], ["f"]),
              onnx.helper.make_node("Gemm", ["f", "fc"], ["y"])]
-    inits = [numpy_helper.from_array(v, k) for k, v in {
+    exp = _image_model(tmp_path, "run_time_bias", nodes, {
         "w1": w1, "b1": b1, "scale": rng.uniform(0.5, 1.5, 8).astype(np.float32),
         "w2": rng.standard_normal((6, 8, 3, 3)).astype(np.float32), "b2": rng.standard_normal(6).astype(np.float32),
-        "fc": fc}.items()]
-    graph = onnx.helper.make_graph(
-        nodes, "run_time_bias", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 6, 6])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3])], inits)
-    path = tmp_path / "run_time_bias.onnx"
-    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
-    report, model = _compact(models.Exported(ImageInput(), str(path)), tmp_path)
+        "fc": fc})
+    report, model = _compact(exp, tmp_path)
     assert _drop(report) == 8 * 9 + 1 + 3
     assert _weight_shapes(model)["w1"] == (8, 3, 3, 3)
 
@@ -453,16 +453,11 @@ def test_a_zero_bias_built_from_the_weight_shape_is_a_constant(tmp_path) -> None
              onnx.helper.make_node("GlobalAveragePool", ["c2"], ["g"]),
              onnx.helper.make_node("Flatten", ["g"], ["f"]),
              onnx.helper.make_node("Gemm", ["f", "fc"], ["y"])]
-    inits = [numpy_helper.from_array(v, k) for k, v in {
+    exp = _image_model(tmp_path, "fill_bias", nodes, {
         "w1": w1, "scale": scale, "shift": shift, "mean": np.zeros(8, np.float32), "var": np.ones(8, np.float32),
         "w2": rng.standard_normal((6, 8, 3, 3)).astype(np.float32),
-        "fc": rng.standard_normal((6, 3)).astype(np.float32)}.items()]
-    graph = onnx.helper.make_graph(
-        nodes, "fill_bias", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 6, 6])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3])], inits)
-    path = tmp_path / "fill_bias.onnx"
-    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)]), str(path))
-    report, model = _compact(models.Exported(ImageInput(), str(path)), tmp_path)
+        "fc": rng.standard_normal((6, 3)).astype(np.float32)}, opset=18)
+    report, model = _compact(exp, tmp_path)
     assert _drop(report) == 2 * (27 + 1 + 2 + 6 * 9)  # filters, the zero bias, scale and shift, conv2 columns
     assert not {"Expand", "CastLike", "Shape"} & {n.op_type for n in model.graph.node}
 
