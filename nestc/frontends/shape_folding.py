@@ -313,6 +313,7 @@ def _try_fold(node: onnx.NodeProto, known: dict[str, np.ndarray], shapes: dict[s
         # every numeric Constant becomes an initializer: weights exported as Constant nodes are then
         # trainable, and constants live with the network's other tensors on its device
         return [value] if value is not None and value.dtype.kind in "biuf" else None
+    outputs: list[np.ndarray] | None
     if node.op_type == "CastLike" and len(node.input) == 2 and node.input[0] in known and node.input[1] in types:
         target = helper.tensor_dtype_to_np_dtype(types[node.input[1]])  # the second input gives only a type
         inputs, outputs = [node.input[0]], [known[node.input[0]].astype(target)]
