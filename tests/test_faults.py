@@ -47,11 +47,23 @@ def seed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """A child started from a shell's background job (``cmd &``, ``nohup``, some CI runners) inherits an
+    ignored SIGINT, and Python then installs no KeyboardInterrupt handler: a Ctrl-C test would pass without
+    any interrupt happening. The child gets the default disposition a terminal gives it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(*args: str | os.PathLike) -> subprocess.Popen:
     """``python -m nestc ARGS`` in the background, with Ctrl-C handled as in a terminal."""
     return subprocess.Popen([sys.executable, "-m", "nestc", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=nestc_env(),
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stderr=subprocess.PIPE, text=True, env=nestc_env(), preexec_fn=_ctrl_c_as_in_a_terminal)
+
+
+def _python(script: str, *args: str | os.PathLike, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -c SCRIPT ARGS`` to its end, with Ctrl-C handled as in a terminal."""
+    return subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
+                          env=nestc_env(), timeout=timeout, preexec_fn=_ctrl_c_as_in_a_terminal)
 
 
 def _interrupt_after(proc: subprocess.Popen, checkpoint: Path, writes: int, sig: int, timeout: float = 240) -> str:
@@ -214,8 +226,7 @@ cli.main()
 def test_a_signal_in_eval_is_one_line_with_its_exit_code(seed_model: Path, sig: str, code: int, stopped: str) -> None:
     """Commands without a handler of their own stop as compress and train do: SIGTERM (a CI timeout) in
     ``eval`` was reported as "interrupted", exit 130, after a blank line."""
-    done = subprocess.run([sys.executable, "-c", SIGNAL_IN_EVALUATE, sig, "eval", str(seed_model), "--json"],
-                          capture_output=True, text=True, env=nestc_env(), timeout=120)
+    done = _python(SIGNAL_IN_EVALUATE, sig, "eval", seed_model, "--json")
     assert done.returncode == code, done.stderr
     assert done.stderr == f"nestc: {stopped}; no output was written\n"
     assert done.stdout == ""
@@ -242,8 +253,7 @@ def test_a_signal_while_torch_loads_is_one_line_with_its_exit_code(seed_model: P
                                                                     stopped: str) -> None:
     """The command line imported torch before any handler was in place: a Ctrl-C in the first seconds printed
     a traceback from inside torch's import, and SIGTERM killed the process without a word."""
-    done = subprocess.run([sys.executable, "-c", SIGNAL_WHILE_TORCH_LOADS, sig, "inspect", str(seed_model)],
-                          capture_output=True, text=True, env=nestc_env(), timeout=120)
+    done = _python(SIGNAL_WHILE_TORCH_LOADS, sig, "inspect", seed_model)
     assert done.returncode == code, done.stderr
     assert done.stderr == f"nestc: {stopped}; no output was written\n"
 
@@ -260,9 +270,8 @@ def test_ctrl_c_in_train_after_the_output_is_written_says_so(seed_model: Path, t
     was written, beside the file just written."""
     out = tmp_path / "out.onnx"
     data = h.image_npz(tmp_path / "small.npz", n_train=256, n_test=32)
-    done = subprocess.run([sys.executable, "-c", INTERRUPT_EVALUATE, "train", str(seed_model), "-o", str(out),
-                           "--data", str(data), "--mean", "0.5", "--std", "0.25", "--epochs", "1", "--device", "cpu",
-                           "--quiet"], capture_output=True, text=True, env=nestc_env(), timeout=120)
+    done = _python(INTERRUPT_EVALUATE, "train", seed_model, "-o", out, "--data", data, "--mean", "0.5", "--std", "0.25",
+                   "--epochs", "1", "--device", "cpu", "--quiet")
     assert done.returncode == 130, done.stderr
     assert done.stderr == f"nestc: interrupted after {out} was written, before its test accuracy was measured\n"
     assert out.exists()
@@ -398,8 +407,7 @@ def test_ctrl_c_while_the_outputs_are_written_does_not_split_them(seed_model: Pa
     goes with them. Between the writes (the plot took a second to render) it left the model and report, no
     plot and the checkpoint, and said that no output was written."""
     out = tmp_path / "out.onnx"
-    done = subprocess.run([sys.executable, "-c", INTERRUPT_EACH_WRITE, str(seed_model), str(out)],
-                          capture_output=True, text=True, env=nestc_env(), timeout=120)
+    done = _python(INTERRUPT_EACH_WRITE, seed_model, out)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx", "out.onnx.json", "out.onnx.png"]
 
