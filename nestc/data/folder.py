@@ -44,11 +44,11 @@ def read_image_folder(root: Path, input_shape: Sequence[Dim] | None = None) -> t
     are resized to its height and width.
     """
     if (root / "train").is_dir():
-        held_out = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
-        if held_out is None:
+        test_folder = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
+        if test_folder is None:
             raise DataError(f"{root}: has train/ but neither test/ nor val/")
         classes = _scan(root / "train")
-        train, test = _items(classes), _items(_scan(held_out), list(classes), held_out)
+        train, test = _items(classes), _items(_scan(test_folder), list(classes), test_folder)
     else:
         train, test = _split(_items(_scan(root)))
     if not test:
