@@ -436,6 +436,9 @@ def test_no_cycle_starts_without_epochs_to_prune_after_it(trained_mlp: Path, tmp
     assert not [h for h in history if h["phase"] == "regrow"], [h["action"] for h in history]
     assert not history[-1]["accepted"], "pruning stalled on an undone step"
     assert history[-1]["epochs_used"] < config.max_epochs, "the run ended before the budget did"
+    # more epochs would have bought a cycle: the reason says so, where it used to say none was left
+    assert result.report["stopped_by"].endswith("the next grow-and-prune cycle needs more epochs than --max-epochs "
+                                                "leaves"), result.report["stopped_by"]
 
 
 def _step_percent(action: str) -> int:

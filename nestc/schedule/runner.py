@@ -190,6 +190,9 @@ class NestRun:
             return "--max-epochs spent"
         if self._time_spent():
             return "--time-budget spent"
+        if self.state["cycles"] < self.config.grow_prune_cycles and self.state["met"] and not self._cycle_fits():
+            return ("pruning stalled (step size below min_prune_fraction); the next grow-and-prune cycle needs more "
+                    "epochs than --max-epochs leaves")
         return "pruning stalled (step size below min_prune_fraction, no grow-and-prune cycle left)"
 
     def _epochs_spent(self) -> bool:
