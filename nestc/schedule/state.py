@@ -21,6 +21,9 @@ from nestc.fileio import atomic_write_bytes
 from nestc.ir.emit import emit_model
 from nestc.ir.network import Network
 
+STATE_KEYS = frozenset({"step", "epochs_used", "phase", "history"})
+"""Counters every checkpoint of a run holds; a file without them was not written by this version's runs."""
+
 
 def _bytes_tensor(data: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
@@ -54,10 +57,15 @@ def save_checkpoint(path: str | os.PathLike, current: Network, best: Network | N
 def _read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-        return payload, json.loads(payload["state"].numpy().tobytes().decode())
+        state = json.loads(payload["state"].numpy().tobytes().decode())
+        missing = sorted({"onnx", "masks"} - payload["current"].keys()) + sorted(STATE_KEYS - state.keys())
     except Exception as exc:  # a torn or foreign file: torch and json raise many types
         raise OptionError(f"--resume: checkpoint {path} is unreadable ({type(exc).__name__}); "
                           "delete it to start over") from exc
+    if missing:  # another version's file: the resumed run failed on the first absent entry, a KeyError traceback
+        raise OptionError(f"--resume: checkpoint {path} is unreadable (it lacks {', '.join(missing)}: written by "
+                          "another nestc version); delete it to start over")
+    return payload, state
 
 
 def read_state(path: str | os.PathLike) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from nestc.errors import OptionError, first_line
 from nestc.fileio import atomic_write_bytes
 
 FORMAT = 1
+REQUIRED = frozenset({"model", "optimizer", "schedule", "epoch", "fit_index", "rolled_back", "plan", "rng", "last"})
+"""The entries ``Trainer`` saves in every checkpoint and reads back on a resume."""
 
 
 def save_atomic(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
@@ -48,6 +50,10 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any] | None:
                           "over") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise OptionError(f"{os.fspath(path)!r} is not a nestc training checkpoint (format {FORMAT})")
+    missing = sorted(REQUIRED - payload.keys())
+    if missing:  # another version's or a hand-made file: resuming it failed with a KeyError traceback
+        raise OptionError(f"checkpoint {os.fspath(path)!r} lacks {', '.join(missing)}: written by another nestc "
+                          "version or not by nestc; delete it to start over")
     return payload
 
 
