@@ -21,8 +21,8 @@ import torch
 
 from nestc import runtime
 from nestc.data.load import data_files
-from nestc.errors import DataError, OptionError, PassError, about, require
-from nestc.fileio import atomic_write_bytes, check_outputs, run_identity, uninterruptible
+from nestc.errors import DataError, OptionError, OutputError, PassError, about, require
+from nestc.fileio import atomic_write_files, check_outputs, run_identity, uninterruptible
 from nestc.frontends import load_model
 from nestc.frontends.files import model_bytes, model_files
 from nestc.frontends.precision import computes_in_half, stored_precision
@@ -177,8 +177,13 @@ def _write_outputs(files: dict[str | os.PathLike, bytes], checkpoint: str) -> No
     checkpoint kept, and the command said that no output was written.
     """
     with uninterruptible():
-        for path, data in files.items():
-            atomic_write_bytes(path, data)
+        try:
+            atomic_write_files(files)  # all or none: a full disk for the report left the model written alone
+        except OutputError as exc:
+            if os.path.exists(checkpoint):
+                exc.args = (f"{exc}; no output was written, the run is kept in {checkpoint}: run the same command "
+                            "with --resume once that is fixed",)
+            raise
         if os.path.exists(checkpoint):
             os.unlink(checkpoint)
 

@@ -65,6 +65,13 @@ def first_line(exc: BaseException) -> str:
     return one_line(str(exc)) or type(exc).__name__
 
 
+def shown(path: str | os.PathLike, limit: int = 80) -> str:
+    """``path`` for a message, its middle cut when longer than ``limit`` characters: the error line is cut at
+    300, which dropped the reason after a name too long for the file system."""
+    name = os.fspath(path)
+    return name if len(name) <= limit else f"{name[:limit // 2]}...{name[-(limit // 2):]}"
+
+
 @contextmanager
 def about(path: str | os.PathLike) -> Iterator[None]:
     """Name ``path`` in model errors raised inside that do not already name it.
@@ -75,7 +82,7 @@ def about(path: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except ModelError as exc:
-        if str(path) not in str(exc):
+        if str(path) not in str(exc) and shown(path) not in str(exc):
             exc.args = (f"{path}: {exc}",)
         raise
 

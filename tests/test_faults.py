@@ -391,11 +391,12 @@ import os, signal, sys
 import nestc.compression as c
 from nestc.schedule.config import NestConfig
 from nestc.training import TrainConfig
-real = c.atomic_write_bytes
-def write(path, data):
-    real(path, data)
-    os.kill(os.getpid(), signal.SIGINT)
-c.atomic_write_bytes = write
+real = c.atomic_write_files
+def write(files):
+    for path, data in files.items():
+        real({path: data})
+        os.kill(os.getpid(), signal.SIGINT)
+c.atomic_write_files = write
 out = sys.argv[2]
 c.compress(sys.argv[1], out, "embedded", NestConfig(max_epochs=1, grow_epochs=0.5), TrainConfig(device="cpu",
            quiet=True), report=out + ".json", plot=out + ".png", limit=300, log=lambda _line: None)

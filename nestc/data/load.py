@@ -17,7 +17,8 @@ from nestc.data.download import download_named
 from nestc.data.embedded import embedded_path
 from nestc.data.locate import Root, cache_dir, incomplete, locate, not_found, search_roots
 from nestc.data.npz import read_npz
-from nestc.errors import PATH, DataError, OptionError, require
+from nestc.errors import PATH, DataError, OptionError, require, shown
+from nestc.fileio import os_reason, special_file
 
 #: Fashion-MNIST's default normalisation, also used for the embedded subset of it.
 _FASHION = CATALOG["fashion-mnist"]
@@ -59,6 +60,9 @@ def load_dataset(
     if limit is not None and limit < 1:
         raise OptionError(f"limit must be at least 1; got {limit}")
     spec = os.fspath(spec)
+    _check_lookup(spec, "--data")
+    if data_dir is not None:
+        _check_lookup(data_dir, "--data-dir")
     if not spec.strip():  # Path("") is the current folder, which would be read as an image folder
         raise OptionError(f"--data {spec!r}: give a data set name ({', '.join(NAMES)}), a .npz file or an image folder")
     key = _key(spec)
@@ -69,6 +73,9 @@ def load_dataset(
         return _load_named(key, data_dir, download, limit)
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".npz":
+        kind = special_file(path)
+        if kind is not None:  # reading a FIFO waits for a writer; it was reported as "no such .npz file"
+            raise DataError(f"{path}: is {kind}, not a regular file; save the data to a .npz file")
         if not path.is_file():
             raise DataError(f"{path}: no such .npz file")
         return assemble(spec, *read_npz(path), limit=limit)
@@ -104,12 +111,24 @@ def data_files(spec: str | os.PathLike) -> list[Path]:
     Named data sets and image folders are read from folders, and an output path is never a folder.
     """
     require(spec, PATH, "--data", "a data set name or path")
+    _check_lookup(spec, "--data")
     path = Path(os.fspath(spec)).expanduser()
     return [path] if _key(os.fspath(spec)) not in NAMES and path.suffix.lower() == ".npz" else []
 
 
 #: The names without separators: torchvision's classes and the archives spell them so (FashionMNIST, CIFAR-10).
 _SQUASHED = {name.replace("-", ""): name for name in NAMES}
+
+
+def _check_lookup(path: str | os.PathLike, option: str) -> None:
+    """Refuse a path the system cannot even look up (a name too long, a symbolic link loop) by ``option``'s
+    name; every later check of it (``exists()``, ``is_file()``) raised the OSError with a traceback."""
+    try:
+        os.stat(Path(os.fspath(path)).expanduser())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        pass  # absent: the data set's own lookup says what it looked for
+    except OSError as exc:
+        raise DataError(f"{option} {shown(path)}: cannot read ({os_reason(exc)})") from exc
 
 
 def _key(spec: str) -> str:

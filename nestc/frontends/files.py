@@ -10,7 +10,8 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
-from nestc.errors import PATH, ModelError, first_line, require
+from nestc.errors import PATH, ModelError, first_line, require, shown
+from nestc.fileio import os_reason, special_file
 
 
 def read_model_file(path: str | os.PathLike) -> onnx.ModelProto:
@@ -54,11 +55,18 @@ def model_bytes(files: Iterable[Path]) -> int:
 
 def _parse(file: Path) -> onnx.ModelProto:
     """The model proto in ``file``, its external data not loaded."""
-    if not file.exists():
-        raise ModelError(f"{file}: no such file")
+    try:
+        info = file.stat()
+    except FileNotFoundError:
+        raise ModelError(f"{file}: no such file") from None
+    except (OSError, RuntimeError) as exc:  # a name too long, a symbolic link loop, a folder not readable
+        raise ModelError(f"{shown(file)}: cannot read ({os_reason(exc)})") from exc
     if file.is_dir():
         raise ModelError(f"{file}: is a directory, expected an .onnx file")
-    if file.stat().st_size == 0:
+    kind = special_file(file)
+    if kind is not None:  # reading a FIFO waits for a writer; it was reported as "file is empty"
+        raise ModelError(f"{file}: is {kind}, not a regular file; save the model to a file")
+    if info.st_size == 0:
         raise ModelError(f"{file}: file is empty")
     try:
         model = onnx.load_model(str(file), load_external_data=False)
