@@ -8,6 +8,7 @@ input, ambiguous outputs, nothing to train) run ``compress``; it must stop befor
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import re
 from collections.abc import Callable
@@ -70,6 +71,8 @@ CASES = [
     Case("random bytes", _file("random.onnx", lambda: np.random.default_rng(0).bytes(4096)), ("not an ONNX model",)),
     Case("truncated protobuf", _file("truncated.onnx", lambda: h.small_model().SerializeToString()[:301]),
          ("not an ONNX model",)),
+    Case("gzip of a model", _file("model.onnx", lambda: gzip.compress(h.small_model().SerializeToString(), mtime=0)),
+         ("not an ONNX model but a gzip file", "unpack")),
     Case("TensorProto bytes", _file("tensor.onnx", h.tensor_bytes), ("not an ONNX model",)),
     Case("GraphProto bytes", _file("graph.onnx", h.graph_bytes), ("not an ONNX model",)),
     Case("fails onnx.checker", _file("unchecked.onnx", h.fails_checker),

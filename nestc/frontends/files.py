@@ -71,12 +71,29 @@ def _parse(file: Path) -> onnx.ModelProto:
     try:
         model = onnx.load_model(str(file), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
+        packed = _packed(file)
+        if packed is not None:  # "Wire format was corrupt" said nothing of the archive around the model
+            raise ModelError(f"{file}: not an ONNX model but a {packed} file; unpack the .onnx inside it") from exc
         raise ModelError(f"{file}: not an ONNX model ({first_line(exc) or 'protobuf parse failed'})") from exc
     except OSError as exc:
         raise ModelError(f"{file}: cannot read ({exc.strerror or exc})") from exc
     if not model.HasField("graph") or not model.opset_import or model.ir_version <= 0:
         raise ModelError(f"{file}: not an ONNX model (no graph, opset or IR version)")
     return model
+
+
+_ARCHIVES = ((b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "zip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"),
+             (b"\x28\xb5\x2f\xfd", "zstd"))
+
+
+def _packed(file: Path) -> str | None:
+    """The archive format ``file`` starts with (a model saved as ``model.onnx.gz``, say), or None."""
+    try:
+        with open(file, "rb") as handle:
+            start = handle.read(8)
+    except OSError:
+        return None
+    return next((name for magic, name in _ARCHIVES if start.startswith(magic)), None)
 
 
 def _location(tensor: onnx.TensorProto) -> str:
