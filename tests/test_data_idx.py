@@ -93,8 +93,11 @@ def test_data_dir_may_name_the_torchvision_data_set_folder(cache: Path, tmp_path
     write_mnist(tmp_path / "datasets" / "MNIST" / "raw", n_train=19)
     assert len(load_dataset("mnist", data_dir=tmp_path / "datasets" / "MNIST").x_train) == 19
     write_mnist(tmp_path / "data" / "raw", n_train=7)
-    with pytest.raises(DataError, match="'kmnist' not found"):
+    with pytest.raises(DataError, match="'kmnist' not found") as caught:
         load_dataset("kmnist")
+    # the message listed raw/ among every root's subfolders, where it is looked for only under a named root
+    subfolders = str(caught.value).split("their subfolders ")[1].split(")")[0]
+    assert "raw/" in subfolders and not any(part == "raw/" for part in subfolders.split(", ")), subfolders
 
 
 def test_flat_files_count_only_in_a_folder_the_user_named(cache: Path, tmp_path: Path,

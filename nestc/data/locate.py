@@ -91,7 +91,9 @@ def _has(folder: Path, name: str, gzip_ok: bool) -> bool:
 def not_found(entry: Named, roots: list[Root]) -> DataError:
     """The one-line error naming what was looked for, where, and how to get it."""
     wanted = " or ".join(layout.describe() for layout in entry.layouts)
-    subfolders = ", ".join(f"{base}/" for base in entry.bases if base)
+    subfolders = ", ".join(f"{base}/" for base in entry.bases if base not in NAMED_ONLY_BASES)
+    if any(root.named for root in roots) and "raw" in entry.bases:  # looked for only where the user pointed
+        subfolders += ", and raw/ of --data-dir or $NESTC_DATA"
     loose = [root.path for root in roots if not root.named
              and any("" in layout.folders and layout.holds(root.path) for layout in entry.layouts)]
     unread = (f"; the files lying directly in {loose[0]} are not read unless named: pass --data-dir {loose[0]}"
