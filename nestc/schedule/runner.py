@@ -190,7 +190,7 @@ class NestRun:
             return "--max-epochs spent"
         if self._time_spent():
             return "--time-budget spent"
-        if self.state["cycles"] < self.config.grow_prune_cycles and self.state["met"] and not self._cycle_fits():
+        if self._cycle_left() and not self._cycle_fits():
             return ("pruning stalled (step size below min_prune_fraction); the next grow-and-prune cycle needs more "
                     "epochs than --max-epochs leaves")
         return "pruning stalled (step size below min_prune_fraction, no grow-and-prune cycle left)"
@@ -364,9 +364,10 @@ class NestRun:
         smallest yet (or, while none has met the budget, when it is the best attempt)."""
         if verdict.within and verdict.test_miss is None:
             if self.state["met"] and self.best is not None:
-                if active_connections(self.net) > active_connections(self.best):
+                size, best_size = active_connections(self.net), active_connections(self.best)
+                if size > best_size:
                     return  # within budget but larger than the best (after a regrow cycle)
-                if active_connections(self.net) < active_connections(self.best):
+                if size < best_size:
                     self.state["cycles"] = 0  # the cycles so far paid: the limit counts those in a row that did not
             self.state["met"] = True
             self._set_best()
@@ -413,10 +414,15 @@ class NestRun:
         while not (self._out_of_budget() or self._target_reached()):
             if self.state["fraction"] >= cfg.prune_step_bounds[0]:
                 self._prune_step()
-            elif self.state["cycles"] < cfg.grow_prune_cycles and self.state["met"] and self._cycle_fits():
+            elif self._cycle_left() and self._cycle_fits():
                 self._regrow_cycle()
             else:
                 break
+
+    def _cycle_left(self) -> bool:
+        """Whether a grow-and-prune cycle may start: fewer than ``grow_prune_cycles`` in a row found nothing
+        smaller, and a network met the budget to regrow from."""
+        return self.state["cycles"] < self.config.grow_prune_cycles and bool(self.state["met"])
 
     def _cycle_fits(self) -> bool:
         """A cycle pays only through the pruning steps after it: it needs the epochs for its own training
