@@ -141,8 +141,8 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str | os
     if dataset.num_classes is not None and scores > dataset.num_classes:  # e.g. --output-name on a feature output
         log(f"note: output '{view.output}' has {scores} scores, data '{dataset.name}' has {dataset.num_classes} "
             f"classes: the other {scores - dataset.num_classes} are trained toward no label")
-    split = _split_data(trainer, ClassifierView(copy.deepcopy(net), output_name, str(model)), dataset, config,
-                        train_config.seed, str(model), log)
+    split = _split_data(trainer, ClassifierView(copy.deepcopy(net), output_name, str(model)), dataset, scores,
+                        config, train_config.seed, str(model), log)
     tc = train_config if split.teacher is None else replace(
         train_config, distill_weight=1.0 if split.y_train is None else 0.5)
     run = NestRun(net, output_name, split, config, tc, checkpoint=checkpoint, resume=resume, log=log, started=started)
@@ -201,7 +201,7 @@ def _check_resumable(checkpoint: str, identity: str) -> None:
                           "checkpoint to start over")
 
 
-def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: NestConfig, seed: int,
+def _split_data(trainer: Trainer, original: ClassifierView, dataset, classes: int, config: NestConfig, seed: int,
                 label: str, log: Callable[[str], None]) -> SplitData:
     """Training and validation tensors on the device, with teacher logits when distillation helps.
 
@@ -209,15 +209,14 @@ def _split_data(trainer: Trainer, original: ClassifierView, dataset, config: Nes
     flatter it; decisions are therefore judged on the test split unless ``validation="train"`` holds
     out part of the training split (the schedule then confirms results on the test split). The original
     teaches only when it is a trained classifier (``model_data.is_trained``); unlabeled data is
-    always distilled and judged by agreement with the original model's predictions.
+    always distilled and judged by agreement with the original model's predictions. ``classes``: the number
+    of scores the original gives (``compress`` measured it already).
     """
     original.to(trainer.device)
     unlabeled = dataset.y_train is None or dataset.y_test is None
-    classes = int(trainer.predict_logits(original, dataset.x_test[:1]).shape[1])
-    if unlabeled:
-        _check_teacher(trainer, original, dataset, classes, label)
     y_test = dataset.y_test
     if unlabeled:
+        _check_teacher(trainer, original, dataset, classes, label)
         y_test = trainer.predict_logits(original, dataset.x_test).argmax(1).numpy()
     accuracy = float(trainer.evaluate(original, dataset.x_test, y_test)[1])
     trained = unlabeled or is_trained(accuracy, classes)
