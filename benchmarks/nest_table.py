@@ -89,7 +89,6 @@ PLANS: dict[str, ModelPlan] = {
     "lenet-5": ModelPlan("lenet-5", dense_epochs=8, quick_dense_epochs=2, seed_width=0.5),
 }
 
-FULL_COMPRESS_EPOCHS = nestc.NestConfig().max_epochs  # epochs of a compress run after dense training
 QUICK_COMPRESS_EPOCHS = 8.0
 QUICK_LIMIT = 6000
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
@@ -120,7 +119,7 @@ class Settings:
     limit: int | None = None
     test_limit: int | None = None
     dense_epochs: float = 10.0
-    compress_epochs: float = FULL_COMPRESS_EPOCHS
+    compress_epochs: float | None = None  # None: nestc's default budget for the data (40 epochs from 50,000 samples)
     device: str = "auto"
     max_acc_drop: float = BUDGET_POINTS
     curve: bool = False
@@ -146,7 +145,7 @@ def settings_for(model: str, quick: bool = False, **overrides: object) -> Settin
     base = Settings(model, quick=quick,
                     limit=QUICK_LIMIT if quick else None,
                     dense_epochs=plan.quick_dense_epochs if quick else plan.dense_epochs,
-                    compress_epochs=QUICK_COMPRESS_EPOCHS if quick else FULL_COMPRESS_EPOCHS)
+                    compress_epochs=QUICK_COMPRESS_EPOCHS if quick else None)
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -476,6 +475,8 @@ def run_model(settings: Settings, workdir: Path, log: Callable[[str], None] = pr
         torch.set_num_threads(settings.threads)
     workdir.mkdir(parents=True, exist_ok=True)
     spec = prepare_data(settings, workdir)
+    if settings.compress_epochs is None:  # every method gets the budget compress would choose for this data
+        settings = replace(settings, compress_epochs=nestc.NestConfig().epoch_budget(_train_count(spec)))
     probe = workdir / f"{settings.model}.shape.onnx"
     nestc.seed(settings.model, probe)
     x_test, y_test, calibration, input_name = evaluation_tensors(spec, probe, settings.calibration_batches,

@@ -161,7 +161,8 @@ def _train_options(func):
     for decorator in reversed([
         click.option("--epochs", default=None, type=POSITIVE,
                      help="train: epochs [default: 10]. compress: epochs of each growth step, of a seed's or "
-                          "untrained model's training steps and of each grow-and-prune cycle [default: 2]."),
+                          "untrained model's training steps and of each grow-and-prune cycle [default: 2, and "
+                          "100,000 samples' worth for the growth phase when that is more]."),
         click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1),
                      help="Global batch (split over torchrun processes)."),
         click.option("--lr", default=0.05, show_default=True, type=POSITIVE,
@@ -301,7 +302,9 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
               help="Accuracy budget: percentage points below the reference (a trained original; else the "
                    "network nestc trained or grew from it), on the --validation data.")
 @click.option("--target-params", default=None, type=int, help="Stop once non-zero parameters reach this.")
-@click.option("--max-epochs", default=40.0, show_default=True, type=float, help="Training epochs for the whole run.")
+@click.option("--max-epochs", default=None, type=float,
+              help="Training epochs for the whole run [default: 40, or 2,000,000 training samples' worth when that "
+                   "is more: a small training split gets more, shorter epochs].")
 @click.option("--time-budget", default=None, type=float,
               help="Seconds for the whole run, loading included; checked between steps (the step in progress "
                    "finishes). A --resume run gets it afresh, as a CI job's time limit would.")
@@ -343,11 +346,11 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
              mean: tuple[float, ...] | None, std: tuple[float, ...] | None, epochs: float | None,
              batch_size: int, lr: float, weight_decay: float, grad_clip: float | None, optimizer: str, device: str,
              amp: str, seed_value: int, quiet: bool, output_name: str | None, report: str | None, plot: str | None,
-             max_acc_drop: float, target_params: int | None, max_epochs: float, time_budget: float | None, grow: str,
-             prune_fraction: float, max_prune_fraction: float | None, grow_prune_cycles: int, cycle_growth: float,
-             regrow_fraction: float, unit_prune_fraction: float, distill: bool, partial_area_gamma: float,
-             round_to: int, lr_check_epochs: float, retrain_epochs: float, birth_strength: float, validation: str,
-             sparse_format: str, limit: int | None, resume: bool) -> None:
+             max_acc_drop: float, target_params: int | None, max_epochs: float | None, time_budget: float | None,
+             grow: str, prune_fraction: float, max_prune_fraction: float | None, grow_prune_cycles: int,
+             cycle_growth: float, regrow_fraction: float, unit_prune_fraction: float, distill: bool,
+             partial_area_gamma: float, round_to: int, lr_check_epochs: float, retrain_epochs: float,
+             birth_strength: float, validation: str, sparse_format: str, limit: int | None, resume: bool) -> None:
     """Grow and prune MODEL with NeST on --data; exit 3 when no model met the accuracy budget."""
     from nestc.compression import compress as run_compress
     from nestc.schedule.config import NestConfig

@@ -61,8 +61,9 @@ class CompressResult:
     ``report`` is the JSON written with ``--report``: ``accuracy`` (``before``/``after``, by onnxruntime on the
     test split), ``params``, ``nonzero_params``, ``macs``, ``nonzero_macs`` and ``file_bytes`` (each
     ``before``/``after``), ``compression`` (non-zero ratios), ``ort_latency_ms``, ``input_normalisation``,
-    ``input_fit``, ``learning_rate``, ``target_params``, ``stopped_by``, ``layers_after`` (the rows of
-    :class:`~nestc.stats.LayerStats`), ``history`` (one row per step, as the log), ``seconds``.
+    ``input_fit``, ``learning_rate``, ``target_params``, ``stopped_by``, ``max_epochs`` (the epoch budget),
+    ``layers_after`` (the rows of :class:`~nestc.stats.LayerStats`), ``history`` (one row per step, as the log),
+    ``seconds``.
     """
 
     output: str
@@ -343,4 +344,5 @@ def _report(model, output, before_bytes: int, before_stats: ModelStats, after_mo
         "history": [asdict(h) for h in outcome.history],
         "output_step": outcome.output_step,
         "stopped_by": outcome.stopped_by,
+        "max_epochs": outcome.max_epochs,
     }

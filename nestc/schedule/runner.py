@@ -30,7 +30,15 @@ from nestc.passes.grow_neurons import grow_neurons
 from nestc.passes.partial_area import partial_area
 from nestc.passes.prune_connections import prune_connections
 from nestc.passes.prune_units import prune_units
-from nestc.schedule.config import LR_CHECK_TRIES, STEP_GROWTH, NestConfig
+from nestc.schedule.config import (
+    DEFAULT_BUDGET_SAMPLES,
+    DEFAULT_EPOCHS,
+    DEFAULT_GROW_EPOCHS,
+    DEFAULT_GROW_SAMPLES,
+    LR_CHECK_TRIES,
+    STEP_GROWTH,
+    NestConfig,
+)
 from nestc.schedule.state import load_checkpoint, save_checkpoint
 from nestc.stats import model_stats
 from nestc.training import TrainConfig, Trainer
@@ -103,6 +111,8 @@ class NestOutcome:
     """The history row that describes ``network`` (None when no row does, as after an old checkpoint)."""
     stopped_by: str | None = None
     """Why the run ended (:meth:`NestRun.stop_reason`)."""
+    max_epochs: float | None = None
+    """The run's epoch budget (``NestConfig.epoch_budget``)."""
 
 
 def layer_density(net: Network) -> float:
@@ -130,6 +140,8 @@ class NestRun:
                             "patience": 0, "grew": False, "met": False, "attempt_accuracy": -1.0, "cycles": 0}
         self.best: Network | None = None
         self.trainer = Trainer(train_config)
+        self.max_epochs = config.epoch_budget(len(data.x_train))
+        self.grow_epochs = config.growth_epochs(len(data.x_train))
 
     @property
     def net(self) -> Network:
@@ -146,7 +158,7 @@ class NestRun:
         """
         seed = epoch_seed(self.train_config.seed, self.state["step"], int(self.state["epochs_used"] * 1000)) % 2**31
         # --max-epochs is a cap: the last fit gets what is left (the same on every rank, unlike wall time)
-        epochs = min(epochs, self.config.max_epochs - self.state["epochs_used"])
+        epochs = min(epochs, self.max_epochs - self.state["epochs_used"])
         if epochs <= 1e-9:
             return False
         try:
@@ -196,7 +208,7 @@ class NestRun:
         return "pruning stalled (step size below min_prune_fraction, no grow-and-prune cycle left)"
 
     def _epochs_spent(self) -> bool:
-        return self.state["epochs_used"] >= self.config.max_epochs
+        return self.state["epochs_used"] >= self.max_epochs
 
     def _time_spent(self) -> bool:
         budget = self.config.time_budget
@@ -241,6 +253,7 @@ class NestRun:
             # LeNet-5 ended 1.5x larger grown than only trained, docs/schedule.md)
             sparse_seed = layer_density(self.net) < SEED_DENSITY
             self.state["grew"] = self.config.grow == "on" or (self.config.grow == "auto" and sparse_seed)
+            self._log_small_split_lengths()
             if self.config.grow == "auto" and not sparse_seed and not self.data.trained and self.trainer.dist.is_main:
                 self.log(f"weights {layer_density(self.net):.0%} dense: trained, not grown (growth chooses among "
                          "dormant connections of a sparse seed, `nestc seed --density`; --grow on grows it anyway)")
@@ -263,6 +276,19 @@ class NestRun:
         if self.state["phase"] == "prune":
             self._prune_phase()
         return self._outcome()
+
+    def _log_small_split_lengths(self) -> None:
+        """Say when the defaults gave a small training split more epochs than their nominal counts."""
+        cfg, samples = self.config, len(self.data.x_train)
+        if not self.trainer.dist.is_main:
+            return
+        if cfg.max_epochs is None and self.max_epochs > DEFAULT_EPOCHS:
+            self.log(f"epoch budget: {self.max_epochs:,.0f} epochs ({DEFAULT_BUDGET_SAMPLES:,} training samples, "
+                     f"{samples:,} an epoch; --max-epochs sets it)")
+        growth = self.state["grew"] or not self.data.trained
+        if cfg.grow_epochs is None and self.grow_epochs > DEFAULT_GROW_EPOCHS and growth:
+            self.log(f"growth phase: {self.grow_epochs:,.0f} epochs per fit ({DEFAULT_GROW_SAMPLES:,} samples; "
+                     "--epochs sets it)")
 
     def _check_learning_rate(self) -> None:
         """Lower the training rate until a short fine-tune of the original keeps its accuracy.
@@ -326,7 +352,7 @@ class NestRun:
                 grow_feature_maps(probe, cfg.feature_map_growth, cfg.map_candidates, seed=self.state["step"],
                                   round_to=cfg.round_to)
                 action = f"grow {grown} connections + units"
-            if not self._fit(cfg.grow_epochs):  # growth ends with the last network that trained
+            if not self._fit(self.grow_epochs):  # growth ends with the last network that trained
                 if self.state["grow_best"] is None:  # none did: the untrained input is no result to write
                     raise TrainingDiverged(f"training the untrained model diverged at --lr {self.train_config.lr:g} "
                                            "and at every lower rate the trainer retried; no model was written: "
@@ -340,9 +366,15 @@ class NestRun:
                 continue
             accuracy = self._accuracy()
             improved = self.state["grow_best"] is None or accuracy > self.state["grow_best"] + 1e-3
+            # a step that lost accuracy is undone, so that growth ends with its best network: the one
+            # pruning starts from and a seed's budget is judged against (kept, a LeNet-5 seed on a small
+            # split fell from 84.9 % to 41.8 % in one step and was pruned against its last 67.3 %)
+            kept = self.state["grow_best"] is None or accuracy >= self.state["grow_best"]
             self.state["patience"] = 0 if improved else self.state["patience"] + 1
             self.state["grow_best"] = max(accuracy, self.state["grow_best"] or 0.0)
-            self._record(label, action, True, accuracy)
+            self._record(label, action, kept, accuracy)
+            if not kept:
+                self.view.net = before
             self._save()
 
     def _budget(self) -> float:
@@ -428,7 +460,7 @@ class NestRun:
         """A cycle pays only through the pruning steps after it: it needs the epochs for its own training
         and at least one step's retraining, or it only spends wall time on a network nothing prunes."""
         cfg = self.config
-        return self.state["epochs_used"] + cfg.grow_epochs + cfg.retrain_epochs <= cfg.max_epochs
+        return self.state["epochs_used"] + cfg.cycle_epochs + cfg.retrain_epochs <= self.max_epochs
 
     def _prune_step(self) -> None:
         """Prune one step, retrain, and keep it or undo it (halving the step size)."""
@@ -484,7 +516,7 @@ class NestRun:
         if grown == 0:  # nothing dormant to regrow (the best is still dense): cycles cannot help
             self.state["cycles"] = cfg.grow_prune_cycles
             return
-        trained = self._fit(cfg.grow_epochs)
+        trained = self._fit(self.config.cycle_epochs)
         if not trained:
             self.view.net = self._copy_of_best()
         self._record("regrow", f"regrow {grown:,} connections" + ("" if trained else " (loss diverged)"), trained,
@@ -510,4 +542,4 @@ class NestRun:
         return NestOutcome(chosen, bool(self.state["met"]), float(self.state["reference"]),
                            float(self._budget()), bool(self.state["grew"]),
                            [StepRecord(**h) for h in self.state["history"]], self.train_config.lr,
-                           self.state.get("reference_test"), output_step, stopped_by)
+                           self.state.get("reference_test"), output_step, stopped_by, self.max_epochs)
