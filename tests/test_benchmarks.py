@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import load_benchmark
 
@@ -48,7 +49,7 @@ def test_nest_table_smoke(nest_table, tmp_path: Path, capsys: pytest.CaptureFixt
                  "nestc (dense, drop 0.5, units 0.2)", "nestc (seed, drop 0.5)"):  # 1 + 1 epochs budget
         assert 0.0 < rows[name]["epochs"] <= 3.0, name  # (a step may overrun by its recovery epoch)
     assert code == (1 if any(row["error"] for row in rows.values()) else 0)
-    assert payload["data"] == {"spec": "embedded", "train_samples": 600, "test_samples": 500}
+    assert payload["data"] == {"spec": "embedded", "train_samples": 600, "test_samples": 500, "compress_epochs": 1}
     assert {"cpu", "cores", "torch", "onnxruntime"} <= set(payload["machine"])
     assert {t["target"] for t in payload["targets"]} == {">= 30x fewer params",
                                                           ">= 3x fewer params than pruning only, Han et al.",
@@ -162,3 +163,14 @@ def test_budget_sweep_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert run["ratio"] == pytest.approx(run["han"]["nonzero"] / run["nestc"]["nonzero"])
     printed = capsys.readouterr().out
     assert "| budget (epochs) |" in printed and "| budget | seed |" in printed
+
+
+def test_digits_at_28x28_are_a_stratified_split_in_the_npz_layout(nest_table, tmp_path: Path) -> None:
+    """``--data sklearn-digits``: scikit-learn's digits resized to 28x28 bytes, a quarter of every class held out;
+    the table's budget stays unset, for compress to choose for those 1,347 training images."""
+    with np.load(nest_table.digits_28(tmp_path)) as data:
+        assert data["x_train"].shape == (1347, 28, 28) and data["x_test"].shape == (450, 28, 28)
+        assert data["x_train"].dtype == np.uint8 and data["x_train"].max() == 255
+        share = np.bincount(data["y_test"]) / (np.bincount(data["y_test"]) + np.bincount(data["y_train"]))
+        assert np.allclose(share, 0.25, atol=0.01), share
+    assert nest_table.settings_for("lenet-300-100", data=nest_table.SKLEARN_DIGITS).compress_epochs is None
