@@ -11,7 +11,7 @@ Usage::
 
     python benchmarks/budget_sweep.py --model lenet-300-100 --budgets 40,80,160 --seeds 0,1,2 --threads 1
 
-Writes ``<out>/budget-sweep-<model>.json`` and prints one markdown row per budget (medians over seeds)
+Writes ``<out>/budget-sweep-<model>[-<data>].json`` and prints one markdown row per budget (medians over seeds)
 and one per run.
 """
 
@@ -123,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                "total_seconds": round(time.perf_counter() - started, 1), "runs": runs}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"budget-sweep-{args.model}.json").write_text(json.dumps(payload, indent=1))
+    other_data = "" if args.data == "fashion-mnist" else f"-{Path(args.data).stem}"
+    (out / f"budget-sweep-{args.model}{other_data}.json").write_text(json.dumps(payload, indent=1))
     print(format_tables(runs))
     return 0
 

@@ -43,7 +43,7 @@ Usage::
 ``C`` (``--compress-epochs``) is unset by default: every method gets the budget ``nestc compress`` would choose
 for the training split (40 epochs from 50,000 samples up, more below; 1,485 for the digits).
 
-Writes ``<out>/<model>[-quick|-debug].json`` and prints a markdown table and the target checks per model.
+Writes ``<out>/<model>[-<data>][-quick|-debug].json`` and prints a markdown table and the target checks per model.
 """
 
 from __future__ import annotations
@@ -672,12 +672,15 @@ def format_targets(targets: Sequence[dict]) -> str:
 
 
 def result_name(settings: dict) -> str:
-    """``<model>.json`` (full), ``<model>-quick.json``, or ``<model>-debug.json`` when a debug limit
-    or another data set changed the mode's defaults (so a debug run never passes for a real one)."""
+    """``<model>.json`` (full), ``<model>-quick.json``, ``<model>-<data>.json`` for the full table on another data
+    set, or ``<model>-debug.json`` when a debug limit changed the mode's defaults (so a debug run never passes for
+    a real one)."""
     defaults = asdict(settings_for(settings["model"], settings["quick"]))
-    keys = ("data", "limit", "test_limit", "dense_epochs", "compress_epochs", "sparsities", "onnxsim_kinds")
+    keys = ("limit", "test_limit", "dense_epochs", "compress_epochs", "sparsities", "onnxsim_kinds")
     debug = any(json.dumps(settings[k]) != json.dumps(defaults[k]) for k in keys)
-    return f"{settings['model']}{'-debug' if debug else '-quick' if settings['quick'] else ''}.json"
+    other_data = settings["data"] != defaults["data"]
+    suffix = "-debug" if debug else f"-{Path(settings['data']).stem}" if other_data else ""
+    return f"{settings['model']}{suffix}{'-quick' if settings['quick'] and not debug else ''}.json"
 
 
 def write_result(payload: dict, out: Path) -> Path:

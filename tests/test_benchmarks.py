@@ -173,4 +173,8 @@ def test_digits_at_28x28_are_a_stratified_split_in_the_npz_layout(nest_table, tm
         assert data["x_train"].dtype == np.uint8 and data["x_train"].max() == 255
         share = np.bincount(data["y_test"]) / (np.bincount(data["y_test"]) + np.bincount(data["y_train"]))
         assert np.allclose(share, 0.25, atol=0.01), share
-    assert nest_table.settings_for("lenet-300-100", data=nest_table.SKLEARN_DIGITS).compress_epochs is None
+    settings = nest_table.settings_for("lenet-300-100", data=nest_table.SKLEARN_DIGITS)
+    assert settings.compress_epochs is None
+    assert nest_table.result_name(nest_table.asdict(settings)) == "lenet-300-100-sklearn-digits.json"
+    limited = nest_table.asdict(nest_table.replace(settings, limit=500))
+    assert nest_table.result_name(limited) == "lenet-300-100-debug.json"

@@ -40,7 +40,7 @@ class NestConfig:
             (a trained original's accuracy; else that of the network nestc trained or grew from it).
         target_params: stop pruning once non-zero parameters are at or below this.
         max_epochs: total training epochs for the whole run (growth, retraining, recovery). ``None``: the
-            default budget, :func:`epoch_budget`: 40 epochs, more on a training split under 50,000 samples.
+            default budget, :meth:`epoch_budget`: 40 epochs, more on a training split under 50,000 samples.
         time_budget: wall-clock seconds for the whole run (from the start of ``compress``), checked between
             steps: the step in progress finishes. A resumed run counts from its own start (epochs carry
             over in the checkpoint, wall time does not: each invocation fits its job's limit). ``None`` for
