@@ -153,7 +153,7 @@ def test_budget_sweep_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     code = sweep.main(["--data", "embedded", "--limit", "600", "--dense-epochs", "1", "--budgets", "1,2",
                        "--seeds", "0", "--threads", "1", "--out", str(tmp_path)])
     assert code == 0
-    payload = json.loads((tmp_path / "budget-sweep-lenet-300-100.json").read_text())
+    payload = json.loads((tmp_path / "budget-sweep-lenet-300-100-embedded.json").read_text())
     assert [(r["budget"], r["seed"]) for r in payload["runs"]] == [(1.0, 0), (2.0, 0)]
     for run in payload["runs"]:
         curve = [nonzero for nonzero, _accuracy in run["han"]["curve"]]
