@@ -346,7 +346,8 @@ def run_case(case: Case, folder: Path, args: argparse.Namespace) -> dict:
     han_config = dataclasses.replace(train_config, lr=args.han_lr or report["learning_rate"])
     baseline = han_row(model, folder / f"{case.name}.han.onnx", data, han_config, config,
                        None if case.data == "digits" else args.limit) if args.han else {}
-    return {**baseline, "model": case.name, "style": case.style, "data": case.data,
+    used = case.data if case.data == "digits" else args.data  # the image models take --data
+    return {**baseline, "model": case.name, "style": case.style, "data": used,
             "accuracy_before": report["accuracy"]["before"], "accuracy_after": report["accuracy"]["after"],
             "nonzero_before": report["nonzero_params"]["before"], "nonzero_after": report["nonzero_params"]["after"],
             "params_after": report["params"]["after"],

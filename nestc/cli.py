@@ -330,8 +330,9 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
               help="Share of conv input positions masked per pruning step (partial-area convolution).")
 @click.option("--round-to", default=4, show_default=True, type=int,
               help="A width that stays above N units is a multiple of N (fast runtime kernels); 1: no rounding.")
-@click.option("--lr-check-epochs", default=0.25, show_default=True, type=float,
-              help="Fine-tune a copy of a trained model this long first; lower --lr while it loses accuracy. 0: off.")
+@click.option("--lr-check-epochs", default=None, type=float,
+              help="Fine-tune a copy of a trained model this long first; lower --lr while it loses accuracy. 0: off "
+                   "[default: 0.25, or 12,500 samples' worth when that is more, up to a sixteenth of the budget].")
 @click.option("--retrain-epochs", default=1.0, show_default=True, type=float,
               help="Retraining after every pruning step (one more before a step that missed is undone).")
 @click.option("--birth-strength", default=0.5, show_default=True, type=float,
@@ -349,7 +350,7 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
              max_acc_drop: float, target_params: int | None, max_epochs: float | None, time_budget: float | None,
              grow: str, prune_fraction: float, max_prune_fraction: float | None, grow_prune_cycles: int,
              cycle_growth: float, regrow_fraction: float, unit_prune_fraction: float, distill: bool,
-             partial_area_gamma: float, round_to: int, lr_check_epochs: float, retrain_epochs: float,
+             partial_area_gamma: float, round_to: int, lr_check_epochs: float | None, retrain_epochs: float,
              birth_strength: float, validation: str, sparse_format: str, limit: int | None, resume: bool) -> None:
     """Grow and prune MODEL with NeST on --data; exit 3 when no model met the accuracy budget."""
     from nestc.compression import compress as run_compress

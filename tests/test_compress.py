@@ -545,13 +545,18 @@ def test_growth_ends_with_its_best_network(tmp_path: Path) -> None:
 
 
 def test_default_budget_grows_on_a_small_training_split(trained_mlp: Path, tmp_path: Path) -> None:
-    """Unset, the budget is 40 epochs or 2,000,000 samples' worth, and a growth-phase fit 2 epochs or 100,000
-    samples' worth: on a small split the schedule's epochs are a few optimizer steps each. Set values stay."""
+    """Unset, the budget is 40 epochs or 2,000,000 samples' worth, a growth-phase fit 2 epochs or 100,000 samples'
+    worth and the learning-rate check a quarter epoch or 12,500 samples' worth: on a small split the schedule's
+    epochs are a few optimizer steps each. Set values stay."""
     assert NestConfig().epoch_budget(60_000) == 40 and NestConfig().epoch_budget(1_000) == 2_000
     assert NestConfig(max_epochs=3).epoch_budget(1_000) == 3
     assert NestConfig().growth_epochs(60_000) == 2 and NestConfig().growth_epochs(1_000) == 100
     assert NestConfig(grow_epochs=0.5).growth_epochs(1_000) == 0.5
     assert NestConfig().cycle_epochs == 2 and NestConfig(grow_epochs=0.5).cycle_epochs == 0.5
+    # the learning-rate check: a quarter epoch, or 12,500 samples up to a sixteenth of the budget
+    assert NestConfig().lr_check_fit(60_000, 40) == 0.25 and NestConfig().lr_check_fit(1_000, 2_000) == 12.5
+    assert NestConfig().lr_check_fit(1_000, 40) == 2.5 and NestConfig().lr_check_fit(1_000, 2) == 0.25
+    assert NestConfig(lr_check_epochs=0).lr_check_fit(1_000, 2_000) == 0
     lines: list[str] = []
     result = nestc.compress(trained_mlp, tmp_path / "out.onnx", "embedded", NestConfig(target_params=10**9),
                             TrainConfig(device="cpu", quiet=True), limit=500, log=lines.append)

@@ -35,6 +35,7 @@ from nestc.schedule.config import (
     DEFAULT_EPOCHS,
     DEFAULT_GROW_EPOCHS,
     DEFAULT_GROW_SAMPLES,
+    DEFAULT_LR_CHECK_EPOCHS,
     LR_CHECK_TRIES,
     STEP_GROWTH,
     NestConfig,
@@ -142,6 +143,7 @@ class NestRun:
         self.trainer = Trainer(train_config)
         self.max_epochs = config.epoch_budget(len(data.x_train))
         self.grow_epochs = config.growth_epochs(len(data.x_train))
+        self.lr_check_epochs = config.lr_check_fit(len(data.x_train), self.max_epochs)
 
     @property
     def net(self) -> Network:
@@ -289,6 +291,9 @@ class NestRun:
         if cfg.grow_epochs is None and self.grow_epochs > DEFAULT_GROW_EPOCHS and growth:
             self.log(f"growth phase: {self.grow_epochs:,.0f} epochs per fit ({DEFAULT_GROW_SAMPLES:,} samples; "
                      "--epochs sets it)")
+        if cfg.lr_check_epochs is None and self.lr_check_epochs > DEFAULT_LR_CHECK_EPOCHS and self.data.trained:
+            self.log(f"learning-rate check: {self.lr_check_epochs:,.2f} epochs per rate tried (--lr-check-epochs "
+                     "sets it)")
 
     def _check_learning_rate(self) -> None:
         """Lower the training rate until a short fine-tune of the original keeps its accuracy.
@@ -301,12 +306,12 @@ class NestRun:
         """
         cfg = self.config
         rate = self.train_config.lr
-        for attempt in range(LR_CHECK_TRIES if cfg.lr_check_epochs > 0 else 0):
+        for attempt in range(LR_CHECK_TRIES if self.lr_check_epochs > 0 else 0):
             if attempt and self._out_of_budget():
                 break
             original, self.view.net = self.net, copy.deepcopy(self.net)
             self.train_config = replace(self.train_config, lr=rate)
-            trained = self._fit(cfg.lr_check_epochs)
+            trained = self._fit(self.lr_check_epochs)
             accuracy = self._accuracy() if trained else 0.0
             self.view.net = original
             kept = accuracy >= self.state["reference"] - cfg.lr_check_tolerance / 100
