@@ -169,7 +169,7 @@ class NestConfig:
         """
         if self.max_epochs is not None:
             return self.max_epochs
-        return max(DEFAULT_EPOCHS, DEFAULT_BUDGET_SAMPLES / max(train_samples, 1))
+        return max(DEFAULT_EPOCHS, _epochs_of(DEFAULT_BUDGET_SAMPLES, train_samples))
 
     def growth_epochs(self, train_samples: int) -> float:
         """Epochs of one growth-phase fit on a training split of ``train_samples``: ``grow_epochs`` when set.
@@ -179,7 +179,7 @@ class NestConfig:
         """
         if self.grow_epochs is not None:
             return self.grow_epochs
-        return max(DEFAULT_GROW_EPOCHS, DEFAULT_GROW_SAMPLES / max(train_samples, 1))
+        return max(DEFAULT_GROW_EPOCHS, _epochs_of(DEFAULT_GROW_SAMPLES, train_samples))
 
     def lr_check_fit(self, train_samples: int, budget: float) -> float:
         """Epochs of one learning-rate check on a training split of ``train_samples`` in a run of ``budget``
@@ -192,7 +192,7 @@ class NestConfig:
         """
         if self.lr_check_epochs is not None:
             return self.lr_check_epochs
-        scaled = min(DEFAULT_LR_CHECK_SAMPLES / max(train_samples, 1), budget * LR_CHECK_BUDGET_SHARE)
+        scaled = min(_epochs_of(DEFAULT_LR_CHECK_SAMPLES, train_samples), budget * LR_CHECK_BUDGET_SHARE)
         return max(DEFAULT_LR_CHECK_EPOCHS, scaled)
 
     @property
@@ -240,6 +240,11 @@ class NestConfig:
         _check(self.map_candidates >= 1, "map_candidates", self.map_candidates, "an integer >= 1")
         _check(self.probe_samples >= 1, "probe_samples", self.probe_samples, "an integer >= 1")
         _check(0 < self.birth_strength <= 10, "birth_strength", self.birth_strength, "a number in (0, 10]")
+
+
+def _epochs_of(samples: int, train_samples: int) -> float:
+    """How many epochs of a ``train_samples`` split the default lengths stated in samples take."""
+    return samples / max(train_samples, 1)
 
 
 CLI_OPTIONS = {

@@ -141,9 +141,10 @@ class NestRun:
                             "patience": 0, "grew": False, "met": False, "attempt_accuracy": -1.0, "cycles": 0}
         self.best: Network | None = None
         self.trainer = Trainer(train_config)
-        self.max_epochs = config.epoch_budget(len(data.x_train))
-        self.grow_epochs = config.growth_epochs(len(data.x_train))
-        self.lr_check_epochs = config.lr_check_fit(len(data.x_train), self.max_epochs)
+        samples = len(data.x_train)  # the lengths config leaves unset follow the split's size
+        self.max_epochs = config.epoch_budget(samples)
+        self.grow_epochs = config.growth_epochs(samples)
+        self.lr_check_epochs = config.lr_check_fit(samples, self.max_epochs)
 
     @property
     def net(self) -> Network:
@@ -521,7 +522,7 @@ class NestRun:
         if grown == 0:  # nothing dormant to regrow (the best is still dense): cycles cannot help
             self.state["cycles"] = cfg.grow_prune_cycles
             return
-        trained = self._fit(self.config.cycle_epochs)
+        trained = self._fit(cfg.cycle_epochs)
         if not trained:
             self.view.net = self._copy_of_best()
         self._record("regrow", f"regrow {grown:,} connections" + ("" if trained else " (loss diverged)"), trained,
