@@ -161,6 +161,9 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike, opt
 
 
 def _check_output_path(output: str | os.PathLike, inputs: Sequence[str | os.PathLike], option: str) -> Path:
+    if os.fspath(output) == "-":  # the usual "standard output" spelling: it used to write a file named "-"
+        raise OptionError(f"{option} -: nestc writes files atomically and cannot write to standard output; "
+                          "give a file path (./- for a file named '-')")
     out = Path(output)
     for source in inputs:
         src = Path(source)
