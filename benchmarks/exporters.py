@@ -336,7 +336,7 @@ def run_case(case: Case, folder: Path, args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     case.make(model, data, args.train_epochs)
     trained = time.perf_counter() - started
-    config = nestc.NestConfig(max_epochs=args.max_epochs)
+    config = nestc.NestConfig(max_epochs=args.max_epochs, batch_norm=args.batch_norm)
     train_config = nestc.TrainConfig(device=args.device, quiet=True)
     output = folder / f"{case.name}.nest.onnx"
     result = nestc.compress(model, output, data, config, train_config,
@@ -368,7 +368,7 @@ def han_row(model: Path, output: Path, data: str, train_config: object, config: 
     import nestc
 
     result = han_pruning(str(model), str(output), data, train_config, config.max_acc_drop, config.max_epochs,
-                         limit=limit)
+                         limit=limit, batch_norm=config.batch_norm)
     return {"han_nonzero": nestc.inspect(output).nonzero_params, "han_accuracy": nestc.evaluate(output, data).accuracy,
             "han_met_budget": result.met_budget, "han_rounds": len(result.history)}
 
@@ -409,6 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--han", action="store_true", help="also prune each model by Han et al.'s schedule")
     parser.add_argument("--han-lr", type=float, default=None,
                         help="Han et al.'s learning rate [default: the one compress's check chose]")
+    parser.add_argument("--no-batch-norm", dest="batch_norm", action="store_false",
+                        help="train the graphs as they are (compress's --no-batch-norm, for both methods)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS / "exporters.json"))

@@ -30,6 +30,7 @@ from nestc.ir.classifier import trainable_view
 from nestc.ir.network import Network
 from nestc.model_data import data_for_model
 from nestc.passes.base import ensure_masks, layers
+from nestc.passes.batch_norms import fold_batch_norms, insert_batch_norms, statistics_sample
 from nestc.passes.prune_connections import mask_smallest
 from nestc.training import TrainConfig, Trainer
 
@@ -62,14 +63,19 @@ def prune_each_layer(net: Network, fraction: float) -> None:
 
 def han_pruning(model: str, output: str, data: str, train_config: TrainConfig, max_acc_drop: float,
                 max_epochs: float, fraction: float = ROUND_FRACTION, retrain_epochs: float = 1.0,
-                give_up: float = 1.0, limit: int | None = None) -> HanResult:
+                give_up: float = 1.0, limit: int | None = None, batch_norm: bool = True) -> HanResult:
     """Prune ``model`` round by round and write the sparsest round within ``max_acc_drop`` points.
 
     Decisions use the test split, as ``nestc compress`` does by default (``validation="test"``), so the
     two rows are judged on the same data; ``limit`` takes the same share of the training split.
+    ``batch_norm``: train every Conv without a BatchNormalization with one, as ``nestc compress`` trains a
+    trained model (``NestConfig.batch_norm``), folded back into the written file; pruning alone then gets the
+    training the normalisation gives nestc.
     """
     view = trainable_view(load_network(model), label=model)
     dataset = data_for_model(view, data, limit=limit, label=model)
+    if batch_norm:
+        view.net, _ = insert_batch_norms(view.net, statistics_sample(dataset.x_train))
     trainer = Trainer(train_config)
     view.to(trainer.device)
     ensure_masks(view.net)
@@ -92,5 +98,5 @@ def han_pruning(model: str, output: str, data: str, train_config: TrainConfig, m
         if accuracy >= budget:
             best, best_accuracy = copy.deepcopy(view.net), accuracy
         far_below = far_below + 1 if accuracy < budget - give_up / 100 else 0
-    save_network(best, output)
+    save_network(fold_batch_norms(best), output)
     return HanResult(best_accuracy, reference, epochs, best_accuracy >= budget, history)

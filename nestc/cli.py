@@ -326,6 +326,9 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--unit-prune-fraction", default=0.0, show_default=True, type=float,
               help="Share of live neurons / feature maps removed per pruning step, by magnitude (for speed).")
 @click.option("--distill", is_flag=True, help="Distil from the original model while retraining.")
+@click.option("--batch-norm/--no-batch-norm", default=True, show_default=True,
+              help="Train every Conv without a BatchNormalization after it with one (exporters fold them into the "
+                   "convolutions); folded back in the output.")
 @click.option("--partial-area-gamma", default=0.0, show_default=True, type=float,
               help="Share of conv input positions masked per pruning step (partial-area convolution).")
 @click.option("--round-to", default=4, show_default=True, type=int,
@@ -350,8 +353,9 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
              max_acc_drop: float, target_params: int | None, max_epochs: float | None, time_budget: float | None,
              grow: str, prune_fraction: float, max_prune_fraction: float | None, grow_prune_cycles: int,
              cycle_growth: float, regrow_fraction: float, unit_prune_fraction: float, distill: bool,
-             partial_area_gamma: float, round_to: int, lr_check_epochs: float | None, retrain_epochs: float,
-             birth_strength: float, validation: str, sparse_format: str, limit: int | None, resume: bool) -> None:
+             batch_norm: bool, partial_area_gamma: float, round_to: int, lr_check_epochs: float | None,
+             retrain_epochs: float, birth_strength: float, validation: str, sparse_format: str, limit: int | None,
+             resume: bool) -> None:
     """Grow and prune MODEL with NeST on --data; exit 3 when no model met the accuracy budget."""
     from nestc.compression import compress as run_compress
     from nestc.schedule.config import NestConfig
@@ -360,7 +364,8 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
                         time_budget=time_budget, grow=grow, prune_fraction=prune_fraction,
                         grow_prune_cycles=grow_prune_cycles, cycle_growth=cycle_growth,
                         regrow_fraction=regrow_fraction, unit_prune_fraction=unit_prune_fraction, distill=distill,
-                        partial_area_gamma=partial_area_gamma, round_to=round_to, lr_check_epochs=lr_check_epochs,
+                        batch_norm=batch_norm, partial_area_gamma=partial_area_gamma, round_to=round_to,
+                        lr_check_epochs=lr_check_epochs,
                         retrain_epochs=retrain_epochs, birth_strength=birth_strength, validation=validation,
                         max_prune_fraction=max_prune_fraction)
     if epochs is not None:

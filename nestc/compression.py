@@ -39,6 +39,7 @@ from nestc.model_data import (
     split_validation,
     untrained_seed,
 )
+from nestc.passes.batch_norms import fold_batch_norms, insert_batch_norms, statistics_sample
 from nestc.report import history_png, json_bytes
 from nestc.schedule.config import NestConfig
 from nestc.schedule.runner import NestRun, SplitData
@@ -62,6 +63,7 @@ class CompressResult:
     test split), ``params``, ``nonzero_params``, ``macs``, ``nonzero_macs`` and ``file_bytes`` (each
     ``before``/``after``), ``compression`` (non-zero ratios), ``ort_latency_ms``, ``input_normalisation``,
     ``input_fit``, ``learning_rate``, ``target_params``, ``stopped_by``, ``max_epochs`` (the epoch budget),
+    ``batch_norms_inserted`` (BatchNormalizations trained after Convs that had none, folded back in the file),
     ``layers_after`` (the rows of :class:`~nestc.stats.LayerStats`), ``history`` (one row per step, as the log),
     ``seconds``.
     """
@@ -144,21 +146,25 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str | os
             f"classes: the other {scores - dataset.num_classes} are trained toward no label")
     split = _split_data(trainer, ClassifierView(copy.deepcopy(net), output_name, str(model)), dataset, scores,
                         config, train_config.seed, str(model), log)
+    inserted = 0
+    if config.batch_norm and split.trained:  # a seed trains as its graph says: nothing was folded out of it
+        net, inserted = _with_batch_norms(net, dataset.x_train, log)
     tc = train_config if split.teacher is None else replace(
         train_config, distill_weight=1.0 if split.y_train is None else 0.5)
     run = NestRun(net, output_name, split, config, tc, checkpoint=checkpoint, resume=resume, log=log, started=started)
     run.state["identity"] = identity  # saved in every checkpoint; a resumed run keeps the original's
     with about(model):  # the passes run the graph without knowing its file
         outcome = run.run()
-    final = outcome.network
+    final = fold_batch_norms(outcome.network)  # the file has the input's graph: inserted normalisation folded
     record_input(final.template, dataset)  # the output keeps the inputs it was trained on (eval reads them)
     emitted = stored_precision(emit_model(final, sparse_format))
     onnx.checker.check_model(emitted)
-    _check_equivalence(final, emitted, dataset.x_test[:256], str(output))
+    _check_equivalence(outcome.network, emitted, dataset.x_test[:256], str(output))
     after_ort = runtime.session(emitted, str(output))
     payload = _report(model, output, model_bytes(sources), before_stats, emitted, final, outcome, dataset,
                       before_ort, after_ort, time.perf_counter() - started, view.output, split.validation,
                       config.target_params)
+    payload["batch_norms_inserted"] = inserted
     serialized = emitted.SerializeToString()
     payload["file_bytes"]["after"] = len(serialized)
     if trainer.dist.is_main:  # under torchrun every rank ends with the same model; one writes it
@@ -169,6 +175,16 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str | os
             files[plot] = history_png(payload["history"], f"nestc compress {Path(model).name}", outcome.output_step)
         _write_outputs(files, checkpoint)
     return CompressResult(str(output), outcome.met_budget, payload)
+
+
+def _with_batch_norms(net: Network, x_train: np.ndarray, log: Callable[[str], None]) -> tuple[Network, int]:
+    """``net`` with a BatchNormalization after every Conv that has none (``nestc.passes.batch_norms``), and how
+    many were inserted."""
+    net, inserted = insert_batch_norms(net, statistics_sample(x_train))
+    if inserted:
+        log(f"batch normalisation: {inserted} convolution(s) without it train with one, folded back into them in "
+            "the output (--no-batch-norm: off)")
+    return net, inserted
 
 
 def _write_outputs(files: dict[str | os.PathLike, bytes], checkpoint: str) -> None:

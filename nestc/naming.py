@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Container
 
+INSERTED_BATCH_NORM = "/nestc_training_batch_norm"
+"""Suffix of the name of every BatchNormalization nestc inserts to train a Conv with it; such a node is folded
+into its Conv before anything is written (``nestc.passes.batch_norms``), so statistics do not count it."""
+
 
 def unique_name(base: str, taken: Container[str]) -> str:
     """``base`` when it is free, else ``base_1``, ``base_2``, ... (the first one not in ``taken``)."""

@@ -14,6 +14,7 @@ import torch
 
 from nestc.channels.analysis import sample_inputs
 from nestc.ir.network import Network
+from nestc.naming import INSERTED_BATCH_NORM
 
 
 @dataclass
@@ -55,6 +56,8 @@ def model_stats(net: Network) -> ModelStats:
     stats = ModelStats()
     counted: set[str] = set()
     for node, handler in zip(net.nodes, net.handlers, strict=True):
+        if node.name.endswith(INSERTED_BATCH_NORM):  # folded into its Conv in every file nestc writes
+            continue
         owned = [n for n in node.inputs if n and net.is_trainable(n) and n not in counted]
         weights = [net.effective_weight(n).detach() if n and net.has_tensor(n) else None for n in node.inputs]
         macs = handler.macs(node, [shapes.get(n) for n in node.inputs], [shapes.get(n) for n in node.outputs],

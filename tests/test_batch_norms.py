@@ -1,0 +1,156 @@
+"""Batch normalisation inserted to train the convolutions an exporter folded it out of, and folded back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import models
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import nestc
+from nestc.api import load_network
+from nestc.ir.emit import emit_model
+from nestc.naming import INSERTED_BATCH_NORM
+from nestc.passes.batch_norms import fold_batch_norms, insert_batch_norms
+from nestc.stats import model_stats
+
+ZOO_CASES = [("Residual", 5), ("DepthwiseConcat", None), ("LeNet5", 2)]
+
+
+def _inputs(module: models.Zoo, count: int = 64, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((count, *module.INPUT)).astype(np.float32)
+
+
+def _convs(model: onnx.ModelProto) -> int:
+    return sum(node.op_type == "Conv" for node in model.graph.node)
+
+
+def _disturb_batch_norms(net) -> None:
+    """What training does to an inserted normalisation: scales, shifts and running statistics move."""
+    generator = torch.Generator().manual_seed(3)
+    for node in net.nodes:
+        if node.name.endswith(INSERTED_BATCH_NORM):
+            for slot, (low, high) in zip(range(1, 5), ((0.5, 1.5), (-0.3, 0.3), (-0.3, 0.3), (0.5, 2.0)),
+                                         strict=True):
+                value = net.tensor(node.inputs[slot])
+                net.set_tensor(node.inputs[slot], low + (high - low) * torch.rand(value.shape, generator=generator))
+
+
+@pytest.mark.parametrize(("name", "convs"), ZOO_CASES)
+def test_inserted_normalisation_computes_what_the_file_did(zoo_export: Callable[..., models.Exported], name: str,
+                                                          convs: int | None) -> None:
+    """In inference mode every inserted BatchNormalization is the identity: onnxruntime gives the emitted
+    training form the original file's outputs, and statistics count the network as the file."""
+    exported = zoo_export(name)  # legacy exporter, eval mode: batch normalisation folded into the convolutions
+    original = onnx.load(exported.path)
+    x = _inputs(exported.module)
+    net = load_network(exported.path)
+    widened, inserted = insert_batch_norms(net, torch.from_numpy(x))
+    assert inserted == (convs if convs is not None else _convs(original))
+    assert sum(n.name.endswith(INSERTED_BATCH_NORM) for n in widened.nodes) == inserted
+    models.assert_close(models.ort_run(emit_model(widened), x), models.ort_run(original, x))
+    assert model_stats(widened) == model_stats(net)
+
+
+@pytest.mark.parametrize(("name", "convs"), ZOO_CASES)
+def test_folding_gives_back_the_input_graph_with_the_trained_function(zoo_export: Callable[..., models.Exported],
+                                                                      name: str, convs: int | None) -> None:
+    """After training moved the inserted scales, shifts and statistics, the folded file has the input's nodes
+    and computes what the network with its normalisation computes (onnxruntime against the network)."""
+    exported = zoo_export(name)
+    original = onnx.load(exported.path)
+    x = _inputs(exported.module, seed=1)
+    widened, _ = insert_batch_norms(load_network(exported.path), torch.from_numpy(_inputs(exported.module)))
+    _disturb_batch_norms(widened)
+    folded = emit_model(fold_batch_norms(widened))
+    onnx.checker.check_model(folded, full_check=True)
+    assert [n.op_type for n in folded.graph.node] == [n.op_type for n in original.graph.node]
+    assert {n.name for n in folded.graph.node} == {n.name for n in original.graph.node}
+    models.assert_close(models.ort_run(folded, x), widened.run_numpy(x)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_connection_masks_survive_the_fold(zoo_export: Callable[..., models.Exported]) -> None:
+    """A pruned connection stays pruned: folding scales a Conv's rows, it does not fill zeros."""
+    exported = zoo_export("Residual")
+    widened, _ = insert_batch_norms(load_network(exported.path), torch.from_numpy(_inputs(exported.module)))
+    conv = next(n for n in widened.nodes if n.op_type == "Conv")
+    weight = conv.inputs[1]
+    mask = (torch.rand(widened.tensor(weight).shape, generator=torch.Generator().manual_seed(0)) > 0.6).float()
+    widened.set_mask(weight, mask)
+    _disturb_batch_norms(widened)
+    folded = fold_batch_norms(widened)
+    assert torch.equal(folded.mask(weight), mask)
+    assert torch.equal(folded.effective_weight(weight) != 0, mask.bool())
+
+
+def test_convolutions_with_their_normalisation_get_none_inserted(zoo_export: Callable[..., models.Exported]) -> None:
+    """A model that kept its BatchNormalization nodes is trained as it is."""
+    exported = zoo_export("Residual", keep_bn=True)
+    net = load_network(exported.path)
+    same, inserted = insert_batch_norms(net, torch.from_numpy(_inputs(exported.module)))
+    assert inserted == 0 and same is net
+
+
+def test_bias_free_convolution_gets_the_folded_shift_as_its_bias(tmp_path: Path) -> None:
+    """A Conv without a bias input gets one from the fold (the normalisation's shift), and computes the same."""
+    x = np.random.default_rng(0).standard_normal((8, 1, 6, 6)).astype(np.float32)
+    kernel = np.random.default_rng(1).standard_normal((4, 1, 3, 3)).astype(np.float32)
+    weight = onnx.numpy_helper.from_array(kernel, "w")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 1, 6, 6])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4, 6, 6])], [weight])
+    path = tmp_path / "conv.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    widened, inserted = insert_batch_norms(load_network(path), torch.from_numpy(x))
+    assert inserted == 1
+    _disturb_batch_norms(widened)
+    folded = emit_model(fold_batch_norms(widened))
+    assert len(folded.graph.node[0].input) == 3
+    models.assert_close(models.ort_run(folded, x), widened.run_numpy(x)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained_lenet5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A narrow LeNet-5 (no normalisation) trained on the embedded data."""
+    folder = tmp_path_factory.mktemp("lenet5")
+    nestc.seed("lenet-5", folder / "seed.onnx", width_ratio=0.25)
+    nestc.train(folder / "seed.onnx", folder / "trained.onnx", "embedded",
+                nestc.TrainConfig(epochs=3, quiet=True, device="cpu"))
+    return folder / "trained.onnx"
+
+
+def test_compress_trains_with_normalisation_and_writes_the_input_graph(trained_lenet5: Path, tmp_path: Path) -> None:
+    """End to end: the log says what was inserted, the file has the input's operators and no inserted node,
+    and the history row of the written network counts what the file holds."""
+    lines: list[str] = []
+    result = nestc.compress(trained_lenet5, tmp_path / "out.onnx", "embedded", nestc.NestConfig(max_epochs=2),
+                            nestc.TrainConfig(quiet=True, device="cpu"), report=tmp_path / "r.json",
+                            log=lines.append)
+    assert any(line.startswith("batch normalisation: 2 convolution(s)") for line in lines)
+    written = onnx.load(tmp_path / "out.onnx")
+    assert [n.op_type for n in written.graph.node] == [n.op_type for n in onnx.load(trained_lenet5).graph.node]
+    assert not any(INSERTED_BATCH_NORM in n.name for n in written.graph.node)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["batch_norms_inserted"] == 2
+    row = report["history"][report["output_step"]]
+    assert row["nonzero_params"] == report["nonzero_params"]["after"] == result.report["nonzero_params"]["after"]
+
+
+@pytest.mark.parametrize("trained", [True, False])
+def test_no_insertion_without_batch_norm_or_for_a_seed(trained_lenet5: Path, tmp_path: Path, trained: bool) -> None:
+    """``batch_norm=False`` trains a trained model's graph as it is; a seed (untrained) always is: nothing was
+    folded out of it."""
+    model = trained_lenet5
+    if not trained:
+        model = tmp_path / "seed.onnx"
+        nestc.seed("lenet-5", model, width_ratio=0.25)
+    lines: list[str] = []
+    nestc.compress(model, tmp_path / "out.onnx", "embedded", nestc.NestConfig(max_epochs=1, batch_norm=not trained),
+                   nestc.TrainConfig(quiet=True, device="cpu"), log=lines.append)
+    assert lines and not any(line.startswith("batch normalisation") for line in lines)
