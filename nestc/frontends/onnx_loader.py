@@ -66,6 +66,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         model = fold_shape_subgraphs(model)
     except (onnx.shape_inference.InferenceError, ValueError) as exc:
         raise ModelError(f"{file}: shape inference failed ({first_line(exc)})") from exc
+    _drop_unused(model)
     inputs = graph_inputs(model)
     if not inputs:
         raise ModelError(f"{file}: the graph has no inputs to feed")
@@ -163,7 +164,9 @@ def _drop_unused(model: onnx.ModelProto) -> None:
     never runs them, so they must not count as parameters or MACs, be trained, or keep a model with an
     operator nestc lacks from loading. Some converters name MaxPool's ``Indices`` on every pool; nestc
     computes only the pooled values, so a named one was refused at run time although nothing used it.
-    Fed graph inputs stay, read or not: they are the file's interface.
+    Fed graph inputs stay, read or not: they are the file's interface. It runs again after shape folding,
+    which leaves the constants of the arithmetic it replaced unread (tf2onnx's dynamic Flatten: onnxruntime
+    warned about each of them on every load of the output).
     """
     graph = model.graph
     needed = {value.name for value in graph.output}
@@ -175,11 +178,12 @@ def _drop_unused(model: onnx.ModelProto) -> None:
     for node in live:
         if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1] not in needed:
             del node.output[1:]
-    if len(live) == len(graph.node):
-        return
-    del graph.node[:]
-    graph.node.extend(reversed(live))
+    if len(live) < len(graph.node):
+        del graph.node[:]
+        graph.node.extend(reversed(live))
     dead = [t.name for t in graph.initializer if t.name not in needed]
+    if not dead:
+        return
     kept = [t for t in graph.initializer if t.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(kept)
