@@ -154,3 +154,26 @@ def test_no_insertion_without_batch_norm_or_for_a_seed(trained_lenet5: Path, tmp
     nestc.compress(model, tmp_path / "out.onnx", "embedded", nestc.NestConfig(max_epochs=1, batch_norm=not trained),
                    nestc.TrainConfig(quiet=True, device="cpu"), log=lines.append)
     assert lines and not any(line.startswith("batch normalisation") for line in lines)
+
+
+def test_scale_and_shift_after_an_inserted_normalisation_stay_trainable(tmp_path: Path) -> None:
+    """tf2onnx writes the batch normalisation after a depthwise Conv as Mul + Add; with a BatchNormalization
+    inserted between the Conv and them they are still the layer's per-unit scale and shift: trained, and
+    counted as before."""
+    rng = np.random.default_rng(2)
+    constants = {"w": rng.standard_normal((4, 1, 3, 3)), "b": rng.standard_normal(4),
+                 "s": 1 + 0.1 * rng.standard_normal((1, 4, 1, 1)), "t": rng.standard_normal((1, 4, 1, 1))}
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         onnx.helper.make_node("Mul", ["c", "s"], ["m"], name="scale"),
+         onnx.helper.make_node("Add", ["m", "t"], ["y"], name="shift")], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 1, 6, 6])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4, 6, 6])],
+        [onnx.numpy_helper.from_array(v.astype(np.float32), k) for k, v in constants.items()])
+    path = tmp_path / "conv.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    net = load_network(path)
+    widened, inserted = insert_batch_norms(net, torch.from_numpy(rng.standard_normal((8, 1, 6, 6)).astype(np.float32)))
+    assert inserted == 1
+    assert widened.is_trainable("s") and widened.is_trainable("t")
+    assert model_stats(widened) == model_stats(net)

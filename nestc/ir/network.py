@@ -135,6 +135,8 @@ class Network(nn.Module):
             consts = [i for i in node.inputs if i in floats]
             if node.op_type == "BatchNormalization":
                 stats.update(node.inputs[i] for i in _BN_STAT_INPUTS if i < len(node.inputs))
+                if node.inputs[0] in follows_weights:  # its outputs are still per unit of that layer: a scale or
+                    follows_weights.update(node.outputs)  # shift after it trains as it would right after the layer
             if node.op_type in _BIAS_LIKE_OPS:
                 others = [i for i in node.inputs if i not in floats]
                 # a bias or scale has a unit axis, even of width 1; a rank-0 constant is part of a formula
