@@ -177,3 +177,20 @@ def test_scale_and_shift_after_an_inserted_normalisation_stay_trainable(tmp_path
     assert inserted == 1
     assert widened.is_trainable("s") and widened.is_trainable("t")
     assert model_stats(widened) == model_stats(net)
+
+
+@pytest.mark.parametrize(("name", "convs"), ZOO_CASES)
+def test_training_starts_from_the_function_it_imported(zoo_export: Callable[..., models.Exported], name: str,
+                                                      convs: int | None) -> None:
+    """On the sample it was measured on, every inserted normalisation's batch statistics are its running ones:
+    in training mode the network computes what it computes at inference, Convs of every output size alike
+    (LeNet-5's Convs write different spatial sizes: counted with the first one's, the second's statistics
+    were off by the ratio of their sizes)."""
+    exported = zoo_export(name)
+    x = torch.from_numpy(_inputs(exported.module, count=96))
+    widened, _ = insert_batch_norms(load_network(exported.path), x)
+    expected = widened.run_numpy(x.numpy())[0]
+    widened.train(True)
+    with torch.no_grad():
+        trained_mode = widened(x)[0].numpy()
+    models.assert_close(trained_mode, expected, rtol=1e-3, atol=1e-4)

@@ -120,7 +120,7 @@ def _output_statistics(net: Network, sample: torch.Tensor, outputs: list[str]
     """Per-channel mean and (biased) variance of each of ``outputs`` over ``sample``, in inference mode."""
     sums: dict[str, torch.Tensor] = {}
     squares: dict[str, torch.Tensor] = {}
-    count = 0
+    counts = dict.fromkeys(outputs, 0)  # values per channel: each output has its own spatial size
     for start in range(0, len(sample), CHUNK):
         found = net.activations([sample[start:start + CHUNK].to(net.device)], outputs)
         for name in outputs:
@@ -128,11 +128,11 @@ def _output_statistics(net: Network, sample: torch.Tensor, outputs: list[str]
             dims = [d for d in range(value.dim()) if d != 1]
             sums[name] = sums.get(name, 0) + value.sum(dims).cpu()
             squares[name] = squares.get(name, 0) + (value * value).sum(dims).cpu()
-        count += found[outputs[0]].numel() // found[outputs[0]].shape[1]
+            counts[name] += value.numel() // value.shape[1]
     statistics = {}
     for name in outputs:
-        mean = sums[name] / count
-        statistics[name] = (mean.float(), (squares[name] / count - mean * mean).clamp_min(0).float())
+        mean = sums[name] / counts[name]
+        statistics[name] = (mean.float(), (squares[name] / counts[name] - mean * mean).clamp_min(0).float())
     return statistics
 
 
