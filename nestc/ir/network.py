@@ -168,6 +168,16 @@ class Network(nn.Module):
         else:
             self.ints[name] = tensor
 
+    @classmethod
+    def with_masks(cls, model: onnx.ModelProto, masks: dict[str, torch.Tensor], device: torch.device) -> Network:
+        """``model`` (as :func:`nestc.ir.emit.emit_model` wrote it) on ``device`` with its connection ``masks``
+        restored: an emitted file keeps the masked-out weights as zeros, not which zeros are masks."""
+        net = cls(model)
+        net.to(device)
+        for name, mask in masks.items():
+            net.set_mask(name, mask.to(device))
+        return net
+
     # ------------------------------------------------------------------------------ tensor access
     def has_tensor(self, name: str) -> bool:
         """True when ``name`` is an initializer of the model."""

@@ -34,21 +34,19 @@ SAMPLES = 256
 """Training samples whose Conv outputs give an inserted BatchNormalization its running statistics."""
 CHUNK = 32
 """Samples per inference pass while measuring statistics: every Conv output of a chunk is held at once."""
-MIN_OPSET = 9
-"""BatchNormalization's five-input, one-output form without the ``spatial``/``is_test`` attributes."""
 
 
 def insert_batch_norms(net: Network, sample: torch.Tensor) -> tuple[Network, int]:
     """A copy of ``net`` with a BatchNormalization after every Conv that has none, and how many were inserted.
 
     ``sample``: inputs as the model takes them; their Conv outputs give the running statistics. ``net`` is
-    returned unchanged (with 0) when no Conv lacks normalisation or the model's opset predates the
-    BatchNormalization this inserts.
+    returned unchanged (with 0) when no Conv lacks normalisation. The BatchNormalization inserted is opset 9's
+    and later's; ``load_model`` brings every model to opset 13 or later.
     """
     shapes = lazy_shapes(net)
     convs = [layer.node for layer in layers(net) if layer.node.op_type == "Conv"
              and batch_norm_gain(net, layer, shapes) is None]
-    if not convs or _default_opset(net.template) < MIN_OPSET:
+    if not convs:
         return net, 0
     statistics = _output_statistics(net, sample, [conv.outputs[0] for conv in convs])
     model = emit_model(net)
@@ -84,11 +82,11 @@ def statistics_sample(x_train: np.ndarray) -> torch.Tensor:
 def fold_batch_norms(net: Network) -> Network:
     """``net`` with every BatchNormalization :func:`insert_batch_norms` added folded into its Conv (``net``
     itself when it has none). In inference mode both compute the same function."""
+    if not any(node.name.endswith(MARK) for node in net.nodes):  # every run without an inserted one: no emit
+        return net
     model = emit_model(net)
     graph = model.graph
     marked = [node for node in graph.node if node.op_type == "BatchNormalization" and node.name.endswith(MARK)]
-    if not marked:
-        return net
     values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     producer = {output: node for node in graph.node for output in node.output}
     taken = set(values) | {name for node in graph.node for name in (*node.input, *node.output)}
@@ -138,13 +136,9 @@ def _output_statistics(net: Network, sample: torch.Tensor, outputs: list[str]
 
 def _rebuilt(model: onnx.ModelProto, like: Network) -> Network:
     """``model`` as a network on ``like``'s device and in its mode, with ``like``'s connection masks."""
-    net = Network(model)
-    net.to(like.device)
+    masks = {name: mask.clone() for name in like.masks if (mask := like.mask(name)) is not None}
+    net = Network.with_masks(model, masks, like.device)
     net.train(like.training)
-    for name in like.masks:
-        mask = like.mask(name)
-        assert mask is not None
-        net.set_mask(name, mask.clone())
     return net
 
 
@@ -154,6 +148,3 @@ def _fresh(base: str, taken: set[str]) -> str:
     taken.add(name)
     return name
 
-
-def _default_opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)

@@ -106,7 +106,7 @@ class NestConfig:
             the mean), folded back into the Conv in the output (:mod:`nestc.passes.batch_norms`). Exporters fold
             batch normalisation into the convolutions, and without it the retraining after every pruning step
             recovers far less: a residual net exported so ended at 17,176 non-zeros without, 3,302 with
-            (docs/schedule.md).
+            (docs/schedule.md; measured before the fix to the inserted statistics of commit 00bc023).
         probe_samples: samples used to measure gradients for growth decisions.
         validation: which data every decision is judged on. ``test`` (the default): the data set's
             test split, the only data a model trained elsewhere on the whole training split has not

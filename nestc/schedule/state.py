@@ -37,11 +37,7 @@ def pack_network(net: Network) -> dict[str, Any]:
 
 def unpack_network(packed: dict[str, Any], device: torch.device) -> Network:
     """Rebuild a network saved by :func:`pack_network` on ``device``."""
-    net = Network(onnx.load_model_from_string(packed["onnx"].numpy().tobytes()))
-    net.to(device)
-    for name, mask in packed["masks"].items():
-        net.set_mask(name, mask.to(device))
-    return net
+    return Network.with_masks(onnx.load_model_from_string(packed["onnx"].numpy().tobytes()), packed["masks"], device)
 
 
 def save_checkpoint(path: str | os.PathLike, current: Network, best: Network | None, state: dict[str, Any]) -> None:
