@@ -339,16 +339,17 @@ def run_case(case: Case, folder: Path, args: argparse.Namespace) -> dict:
     config = nestc.NestConfig(max_epochs=args.max_epochs, batch_norm=args.batch_norm)
     train_config = nestc.TrainConfig(device=args.device, quiet=True)
     output = folder / f"{case.name}.nest.onnx"
-    result = nestc.compress(model, output, data, config, train_config,
-                            limit=None if case.data == "digits" else args.limit, log=lambda _line: None)
+    limit = None if case.data == "digits" else args.limit
+    result = nestc.compress(model, output, data, config, train_config, limit=limit, log=lambda _line: None)
     report = result.report
     latency = batch_256_latency(model, output, data, args.threads or 1)
     layers = [layer["weight_shape"] for layer in report["layers_after"]]
     # Han et al. trains at the rate compress's check chose (or --han-lr): a rate that wrecks the model fails
     # every round
     han_config = dataclasses.replace(train_config, lr=args.han_lr or report["learning_rate"])
-    baseline = han_row(model, folder / f"{case.name}.han.onnx", data, han_config, config,
-                       None if case.data == "digits" else args.limit) if args.han else {}
+    # Han et al. trains as compress chose to: with inserted normalisation when compress trained with it
+    baseline = han_row(model, folder / f"{case.name}.han.onnx", data, han_config, config, limit,
+                       report["batch_norms_inserted"] > 0) if args.han else {}
     used = case.data if case.data == "digits" else args.data  # the image models take --data
     return {**baseline, "model": case.name, "style": case.style, "data": used,
             "accuracy_before": report["accuracy"]["before"], "accuracy_after": report["accuracy"]["after"],
@@ -356,11 +357,13 @@ def run_case(case: Case, folder: Path, args: argparse.Namespace) -> dict:
             "params_after": report["params"]["after"],
             "latency_b256_before": latency["before"], "latency_b256_after": latency["after"],
             "learning_rate": report["learning_rate"], "input_fit": report["input_fit"],
+            "batch_norms_inserted": report["batch_norms_inserted"],
             "exit_code": result.exit_code, "train_s": round(trained, 1), "compress_s": report["seconds"],
             "weight_shapes_after": layers}
 
 
-def han_row(model: Path, output: Path, data: str, train_config: object, config: object, limit: int | None) -> dict:
+def han_row(model: Path, output: Path, data: str, train_config: object, config: object, limit: int | None,
+            batch_norm: bool) -> dict:
     """Iterative magnitude pruning alone on the same model, data, budget and epochs; its accuracy by
     onnxruntime, as compress measures its own."""
     from han_pruning import han_pruning
@@ -368,7 +371,7 @@ def han_row(model: Path, output: Path, data: str, train_config: object, config: 
     import nestc
 
     result = han_pruning(str(model), str(output), data, train_config, config.max_acc_drop, config.max_epochs,
-                         limit=limit, batch_norm=config.batch_norm)
+                         limit=limit, batch_norm=batch_norm)
     return {"han_nonzero": nestc.inspect(output).nonzero_params, "han_accuracy": nestc.evaluate(output, data).accuracy,
             "han_met_budget": result.met_budget, "han_rounds": len(result.history)}
 
@@ -409,8 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--han", action="store_true", help="also prune each model by Han et al.'s schedule")
     parser.add_argument("--han-lr", type=float, default=None,
                         help="Han et al.'s learning rate [default: the one compress's check chose]")
-    parser.add_argument("--no-batch-norm", dest="batch_norm", action="store_false",
-                        help="train the graphs as they are (compress's --no-batch-norm, for both methods)")
+    parser.add_argument("--batch-norm", choices=("auto", "on", "off"), default="auto",
+                        help="compress's --batch-norm; Han et al. trains with normalisation when compress did")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS / "exporters.json"))

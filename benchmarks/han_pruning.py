@@ -63,14 +63,14 @@ def prune_each_layer(net: Network, fraction: float) -> None:
 
 def han_pruning(model: str, output: str, data: str, train_config: TrainConfig, max_acc_drop: float,
                 max_epochs: float, fraction: float = ROUND_FRACTION, retrain_epochs: float = 1.0,
-                give_up: float = 1.0, limit: int | None = None, batch_norm: bool = True) -> HanResult:
+                give_up: float = 1.0, limit: int | None = None, batch_norm: bool = False) -> HanResult:
     """Prune ``model`` round by round and write the sparsest round within ``max_acc_drop`` points.
 
     Decisions use the test split, as ``nestc compress`` does by default (``validation="test"``), so the
     two rows are judged on the same data; ``limit`` takes the same share of the training split.
-    ``batch_norm``: train every Conv without a BatchNormalization with one, as ``nestc compress`` trains a
-    trained model (``NestConfig.batch_norm``), folded back into the written file; pruning alone then gets the
-    training the normalisation gives nestc.
+    ``batch_norm``: train every Conv without a BatchNormalization with one, folded back into the written file,
+    as ``nestc compress`` does when its learning-rate check chose to (``NestConfig.batch_norm``): pass what
+    compress reported (``batch_norms_inserted``) and pruning alone gets the same training.
     """
     view = trainable_view(load_network(model), label=model)
     dataset = data_for_model(view, data, limit=limit, label=model)

@@ -326,9 +326,10 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--unit-prune-fraction", default=0.0, show_default=True, type=float,
               help="Share of live neurons / feature maps removed per pruning step, by magnitude (for speed).")
 @click.option("--distill", is_flag=True, help="Distil from the original model while retraining.")
-@click.option("--batch-norm/--no-batch-norm", default=True, show_default=True,
+@click.option("--batch-norm", default="auto", show_default=True, type=click.Choice(["auto", "on", "off"]),
               help="Train every Conv without a BatchNormalization after it with one (exporters fold them into the "
-                   "convolutions); folded back in the output.")
+                   "convolutions), folded back in the output; auto: when the learning-rate check trains the model "
+                   "clearly better with it.")
 @click.option("--partial-area-gamma", default=0.0, show_default=True, type=float,
               help="Share of conv input positions masked per pruning step (partial-area convolution).")
 @click.option("--round-to", default=4, show_default=True, type=int,
@@ -353,7 +354,7 @@ def compress(model: str, output: str, data: str, data_dir: str | None, download:
              max_acc_drop: float, target_params: int | None, max_epochs: float | None, time_budget: float | None,
              grow: str, prune_fraction: float, max_prune_fraction: float | None, grow_prune_cycles: int,
              cycle_growth: float, regrow_fraction: float, unit_prune_fraction: float, distill: bool,
-             batch_norm: bool, partial_area_gamma: float, round_to: int, lr_check_epochs: float | None,
+             batch_norm: str, partial_area_gamma: float, round_to: int, lr_check_epochs: float | None,
              retrain_epochs: float, birth_strength: float, validation: str, sparse_format: str, limit: int | None,
              resume: bool) -> None:
     """Grow and prune MODEL with NeST on --data; exit 3 when no model met the accuracy budget."""

@@ -146,12 +146,11 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str | os
             f"classes: the other {scores - dataset.num_classes} are trained toward no label")
     split = _split_data(trainer, ClassifierView(copy.deepcopy(net), output_name, str(model)), dataset, scores,
                         config, train_config.seed, str(model), log)
-    inserted = 0
-    if config.batch_norm and split.trained:  # a seed trains as its graph says: nothing was folded out of it
-        net, inserted = _with_batch_norms(net, dataset.x_train, log)
+    net, with_norms = _batch_norm_candidate(net, dataset.x_train, config.batch_norm if split.trained else "off", log)
     tc = train_config if split.teacher is None else replace(
         train_config, distill_weight=1.0 if split.y_train is None else 0.5)
-    run = NestRun(net, output_name, split, config, tc, checkpoint=checkpoint, resume=resume, log=log, started=started)
+    run = NestRun(net, output_name, split, config, tc, checkpoint=checkpoint, resume=resume, log=log, started=started,
+                  normalised=with_norms)
     run.state["identity"] = identity  # saved in every checkpoint; a resumed run keeps the original's
     with about(model):  # the passes run the graph without knowing its file
         outcome = run.run()
@@ -164,7 +163,7 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str | os
     payload = _report(model, output, model_bytes(sources), before_stats, emitted, final, outcome, dataset,
                       before_ort, after_ort, time.perf_counter() - started, view.output, split.validation,
                       config.target_params)
-    payload["batch_norms_inserted"] = inserted
+    payload["batch_norms_inserted"] = run.state.get("batch_norms_inserted", 0)
     serialized = emitted.SerializeToString()
     payload["file_bytes"]["after"] = len(serialized)
     if trainer.dist.is_main:  # under torchrun every rank ends with the same model; one writes it
@@ -177,14 +176,23 @@ def compress(model: str | os.PathLike, output: str | os.PathLike, data: str | os
     return CompressResult(str(output), outcome.met_budget, payload)
 
 
-def _with_batch_norms(net: Network, x_train: np.ndarray, log: Callable[[str], None]) -> tuple[Network, int]:
-    """``net`` with a BatchNormalization after every Conv that has none (``nestc.passes.batch_norms``), and how
-    many were inserted."""
-    net, inserted = insert_batch_norms(net, statistics_sample(x_train))
-    if inserted:
+def _batch_norm_candidate(net: Network, x_train: np.ndarray, mode: str,
+                          log: Callable[[str], None]) -> tuple[Network, Network | None]:
+    """The network to train and, for ``auto``, the one with inserted normalisation for the learning-rate check
+    to choose (``NestConfig.batch_norm``; ``off`` for a seed, which trains as its graph says: nothing was folded
+    out of it)."""
+    if mode == "off":
+        return net, None
+    candidate, inserted = insert_batch_norms(net, statistics_sample(x_train))
+    if not inserted:
+        return net, None
+    if mode == "on":
         log(f"batch normalisation: {inserted} convolution(s) without it train with one, folded back into them in "
-            "the output (--no-batch-norm: off)")
-    return net, inserted
+            "the output (--batch-norm off: not)")
+        return candidate, None
+    log(f"batch normalisation: {inserted} convolution(s) without it; the learning-rate check trains the model with "
+        "and without one after each (exporters fold it into the convolutions)")
+    return net, candidate
 
 
 def _write_outputs(files: dict[str | os.PathLike, bytes], checkpoint: str) -> None:

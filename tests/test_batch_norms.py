@@ -17,6 +17,7 @@ from nestc.api import load_network
 from nestc.ir.emit import emit_model
 from nestc.naming import INSERTED_BATCH_NORM
 from nestc.passes.batch_norms import fold_batch_norms, insert_batch_norms
+from nestc.schedule.runner import BATCH_NORM_GAIN
 from nestc.stats import model_stats
 
 ZOO_CASES = [("Residual", 5), ("DepthwiseConcat", None), ("LeNet5", 2)]
@@ -129,7 +130,8 @@ def test_compress_trains_with_normalisation_and_writes_the_input_graph(trained_l
     """End to end: the log says what was inserted, the file has the input's operators and no inserted node,
     and the history row of the written network counts what the file holds."""
     lines: list[str] = []
-    result = nestc.compress(trained_lenet5, tmp_path / "out.onnx", "embedded", nestc.NestConfig(max_epochs=2),
+    result = nestc.compress(trained_lenet5, tmp_path / "out.onnx", "embedded",
+                            nestc.NestConfig(max_epochs=2, batch_norm="on"),
                             nestc.TrainConfig(quiet=True, device="cpu"), report=tmp_path / "r.json",
                             log=lines.append)
     assert any(line.startswith("batch normalisation: 2 convolution(s)") for line in lines)
@@ -144,16 +146,47 @@ def test_compress_trains_with_normalisation_and_writes_the_input_graph(trained_l
 
 @pytest.mark.parametrize("trained", [True, False])
 def test_no_insertion_without_batch_norm_or_for_a_seed(trained_lenet5: Path, tmp_path: Path, trained: bool) -> None:
-    """``batch_norm=False`` trains a trained model's graph as it is; a seed (untrained) always is: nothing was
-    folded out of it."""
+    """``batch_norm="off"`` trains a trained model's graph as it is; a seed (untrained) always is, even with
+    ``on``: nothing was folded out of it."""
     model = trained_lenet5
     if not trained:
         model = tmp_path / "seed.onnx"
         nestc.seed("lenet-5", model, width_ratio=0.25)
     lines: list[str] = []
-    nestc.compress(model, tmp_path / "out.onnx", "embedded", nestc.NestConfig(max_epochs=1, batch_norm=not trained),
-                   nestc.TrainConfig(quiet=True, device="cpu"), log=lines.append)
+    config = nestc.NestConfig(max_epochs=1, batch_norm="off" if trained else "on")
+    nestc.compress(model, tmp_path / "out.onnx", "embedded", config, nestc.TrainConfig(quiet=True, device="cpu"),
+                   log=lines.append)
     assert lines and not any(line.startswith("batch normalisation") for line in lines)
+
+
+def test_auto_trains_with_normalisation_only_when_the_check_gains(trained_lenet5: Path, tmp_path: Path) -> None:
+    """``auto``: the learning-rate check fine-tunes the model as it is and with inserted normalisation, both are
+    history rows, and the run trains with the normalisation exactly when it scored ``BATCH_NORM_GAIN`` points
+    more; the report and the log say which."""
+    lines: list[str] = []
+    result = nestc.compress(trained_lenet5, tmp_path / "out.onnx", "embedded",
+                            nestc.NestConfig(max_epochs=2, lr_check_epochs=0.5),
+                            nestc.TrainConfig(quiet=True, device="cpu"), log=lines.append)
+    history = result.report["history"]
+    plain = next(r for r in history if r["action"].endswith("graph as it is"))
+    normalised = next(r for r in history if r["action"].endswith("batch normalisation inserted"))
+    chosen = normalised["val_accuracy"] >= plain["val_accuracy"] + BATCH_NORM_GAIN / 100
+    assert (normalised["accepted"], plain["accepted"]) == (chosen, not chosen)
+    assert result.report["batch_norms_inserted"] == (2 if chosen else 0)
+    decision = [line for line in lines if line.startswith("batch normalisation: ") and "without:" in line]
+    assert len(decision) == 1 and ("trained with it" in decision[0]) == chosen
+    written = onnx.load(tmp_path / "out.onnx")
+    assert [n.op_type for n in written.graph.node] == [n.op_type for n in onnx.load(trained_lenet5).graph.node]
+
+
+def test_auto_without_the_learning_rate_check_trains_the_graph_as_it_is(trained_lenet5: Path, tmp_path: Path) -> None:
+    """With the check off there is nothing to compare: ``auto`` says so and inserts nothing."""
+    lines: list[str] = []
+    result = nestc.compress(trained_lenet5, tmp_path / "out.onnx", "embedded",
+                            nestc.NestConfig(max_epochs=1, lr_check_epochs=0),
+                            nestc.TrainConfig(quiet=True, device="cpu"), log=lines.append)
+    assert result.report["batch_norms_inserted"] == 0
+    assert any("no learning-rate check to compare with" in line for line in lines)
 
 
 def test_scale_and_shift_after_an_inserted_normalisation_stay_trainable(tmp_path: Path) -> None:

@@ -163,6 +163,7 @@ CASES = [
     Case("--max-prune-fraction 1", _compress("--max-prune-fraction", "1"), ("--max-prune-fraction 1",)),
     Case("--grow-prune-cycles -1", _compress("--grow-prune-cycles", "-1"), ("--grow-prune-cycles -1",)),
     Case("--cycle-growth 0", _compress("--cycle-growth", "0"), ("--cycle-growth 0",)),
+    Case("--batch-norm maybe", _compress("--batch-norm", "maybe"), ("--batch-norm", "maybe")),
     Case("--target-params 0", _compress("--target-params", "0"), ("--target-params 0",)),
     Case("--time-budget -5", _compress("--time-budget", "-5"), ("--time-budget -5",)),
     Case("--limit 0", _compress("--limit", "0"), ("--limit 0",)),
@@ -346,6 +347,10 @@ def test_config_errors_name_the_option_a_user_can_type() -> None:
         NestConfig(probe_samples=0).validate()
     with pytest.raises(OptionError, match=r"--epochs 0: must be a number > 0"):
         NestConfig(grow_epochs=0).validate()
+    with pytest.raises(OptionError, match=r"--batch-norm True: must be a string"):
+        NestConfig(batch_norm=True).validate()  # type: ignore[arg-type]  # the boolean of earlier releases
+    with pytest.raises(OptionError, match=r"--batch-norm yes: use one of auto, on, off"):
+        NestConfig(batch_norm="yes").validate()
 
 
 @pytest.mark.parametrize(("call", "message"), [

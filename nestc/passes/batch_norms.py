@@ -79,10 +79,15 @@ def statistics_sample(x_train: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(x_train[pick]))
 
 
+def inserted_batch_norms(net: Network) -> int:
+    """How many BatchNormalizations of ``net`` :func:`insert_batch_norms` added."""
+    return sum(1 for node in net.nodes if node.name.endswith(MARK))
+
+
 def fold_batch_norms(net: Network) -> Network:
     """``net`` with every BatchNormalization :func:`insert_batch_norms` added folded into its Conv (``net``
     itself when it has none). In inference mode both compute the same function."""
-    if not any(node.name.endswith(MARK) for node in net.nodes):  # every run without an inserted one: no emit
+    if not inserted_batch_norms(net):  # every run without an inserted one: no emit
         return net
     model = emit_model(net)
     graph = model.graph

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from nestc.errors import OptionError
 
 GROW_MODES = ("auto", "on", "off")
+BATCH_NORM_MODES = ("auto", "on", "off")
 STEP_GROWTH = 1.5
 """Factor by which a pruning step grows after a step that cost no held-out accuracy."""
 DEFAULT_MAX_PRUNE_FRACTION = 0.5
@@ -101,12 +102,16 @@ class NestConfig:
         retrain_epochs: retraining after each pruning step.
         recovery_epochs: extra retraining for a step that misses the budget before it is undone.
         distill: distil from the original model when it is a trained classifier.
-        batch_norm: every Conv whose output reaches no BatchNormalization trains with one inserted after it
-            (identity in inference mode: running statistics of the Conv's output, scale sqrt(var + eps), shift
+        batch_norm: ``on``: every Conv whose output reaches no BatchNormalization trains with one inserted after
+            it (identity in inference mode: running statistics of the Conv's output, scale sqrt(var + eps), shift
             the mean), folded back into the Conv in the output (:mod:`nestc.passes.batch_norms`). Exporters fold
-            batch normalisation into the convolutions, and without it the retraining after every pruning step
-            recovers far less: a residual net exported so ended at 17,176 non-zeros without, 3,302 with
-            (docs/schedule.md; measured before the fix to the inserted statistics of commit 00bc023).
+            batch normalisation into the convolutions, and without it a network trained with it may not train:
+            a depthwise-separable net exported so fell from 86.0 % to 18.5 % in the learning-rate check's
+            fine-tune at 0.05, and kept 88.7 % with normalisation (docs/schedule.md). ``auto`` (trained models):
+            the learning-rate check fine-tunes the model both ways and keeps the normalisation only when it
+            trains at least :data:`nestc.schedule.runner.BATCH_NORM_GAIN` points better, since for a network
+            that was trained without it the normalisation was a draw or worse (a LeNet-5: 6,390 non-zeros with
+            it, fewer without). ``off``: every graph trains as it is. Seeds always do.
         probe_samples: samples used to measure gradients for growth decisions.
         validation: which data every decision is judged on. ``test`` (the default): the data set's
             test split, the only data a model trained elsewhere on the whole training split has not
@@ -143,7 +148,7 @@ class NestConfig:
     retrain_epochs: float = 1.0
     recovery_epochs: float = 1.0
     distill: bool = False
-    batch_norm: bool = True
+    batch_norm: str = "auto"
     probe_samples: int = 1024
     validation: str = "test"
     val_fraction: float = 0.1
@@ -236,6 +241,8 @@ class NestConfig:
         _check(0 < low <= self.prune_fraction, "min_prune_fraction", low, "a number in (0, prune fraction]")
         for name in ("regrow_fraction", "unit_prune_fraction", "partial_area_gamma", "neuron_beta"):
             _check(0 <= getattr(self, name) < 1, name, getattr(self, name), "a number in [0, 1)")
+        if self.batch_norm not in BATCH_NORM_MODES:
+            raise OptionError(f"--batch-norm {self.batch_norm}: use one of {', '.join(BATCH_NORM_MODES)}")
         if self.validation not in VALIDATION_SOURCES:
             raise OptionError(f"--validation {self.validation}: use one of {', '.join(VALIDATION_SOURCES)}")
         _check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "a number in (0, 1)")

@@ -23,6 +23,7 @@ from nestc.errors import TrainingDiverged
 from nestc.ir.classifier import ClassifierView
 from nestc.ir.network import Network
 from nestc.passes.base import Probe, active_connections, effective_gradients, ensure_masks, layers
+from nestc.passes.batch_norms import inserted_batch_norms
 from nestc.passes.compact import compact
 from nestc.passes.grow_connections import grow_connections
 from nestc.passes.grow_feature_maps import grow_feature_maps
@@ -45,6 +46,12 @@ from nestc.stats import model_stats
 from nestc.training import TrainConfig, Trainer
 from nestc.training.data import epoch_seed
 
+BATCH_NORM_GAIN = 1.0
+"""Accuracy points the learning-rate check's fine-tune must gain with inserted normalisation for the run to train
+with it (``NestConfig.batch_norm="auto"``). Measured (Fashion-MNIST, the check at 0.05; docs/schedule.md): a
+BN-folded depthwise-separable net 18.5 % as it is, 88.7 % normalised, and 1.3x smaller at the end; a LeNet-5
+and a three-branch net trained without normalisation within 0.3 points either way, and their pruning a draw
+(the LeNet-5 larger with it, the three-branch net smaller)."""
 SEED_DENSITY = 0.5
 """``grow=auto`` treats a model whose layer weights are less dense than this as a NeST seed."""
 
@@ -127,8 +134,12 @@ class NestRun:
 
     def __init__(self, net: Network, view_output: str | None, data: SplitData, config: NestConfig,
                  train_config: TrainConfig, checkpoint: str | None = None, resume: bool = False,
-                 log: Callable[[str], None] = print, started: float | None = None) -> None:
+                 log: Callable[[str], None] = print, started: float | None = None,
+                 normalised: Network | None = None) -> None:
+        """``normalised``: ``net`` with a BatchNormalization after every Conv that had none
+        (``NestConfig.batch_norm="auto"``); the learning-rate check trains with it when it trains clearly better."""
         self.view = ClassifierView(net, view_output)
+        self.normalised = normalised
         self.data = data
         self.config = config
         self.train_config = train_config
@@ -249,8 +260,11 @@ class NestRun:
             self.view.net = net
             self.log(f"resumed from {self.checkpoint} at step {self.state['step']}")
         else:
-            self.net.to(self.trainer.device)
-            ensure_masks(self.net)
+            self.state["batch_norms_inserted"] = inserted_batch_norms(self.net)  # --batch-norm on; auto: the check
+            for candidate in (self.net, self.normalised):
+                if candidate is not None:
+                    candidate.to(self.trainer.device)
+                    ensure_masks(candidate)
             # growth selects among dormant connections: a sparse seed has them, a dense model (trained or
             # not) has none, and its new units only widen an already full network (an untrained dense
             # LeNet-5 ended 1.5x larger grown than only trained, docs/schedule.md)
@@ -303,26 +317,61 @@ class NestRun:
         exporter that folds batch normalisation into the convolutions leaves a deep network with no
         normalisation, and SGD at 0.05 wrecks such a network within a tenth of an epoch (a MobileNet-style
         net fell from 82.6 % to 10 %), so every pruning step would be undone. The check fine-tunes copies
-        of the original, which stays untouched; the epochs it spends count against the budget.
+        of the original, which stays untouched; the epochs it spends count against the budget. Its first
+        fine-tune also decides whether the network trains with inserted normalisation (:meth:`_choose_batch_norm`).
         """
         cfg = self.config
         rate = self.train_config.lr
         for attempt in range(LR_CHECK_TRIES if self.lr_check_epochs > 0 else 0):
             if attempt and self._out_of_budget():
                 break
-            original, self.view.net = self.net, copy.deepcopy(self.net)
-            self.train_config = replace(self.train_config, lr=rate)
-            trained = self._fit(self.lr_check_epochs)
-            accuracy = self._accuracy() if trained else 0.0
-            self.view.net = original
+            accuracy = self._fine_tune_copy(self.net, rate)
             kept = accuracy >= self.state["reference"] - cfg.lr_check_tolerance / 100
-            if not kept or attempt:
+            if self.normalised is not None:
+                accuracy = self._choose_batch_norm(self.normalised, rate, accuracy)
+                kept = accuracy >= self.state["reference"] - cfg.lr_check_tolerance / 100
+            elif not kept or attempt:
                 self._record("start", f"fine-tune check at lr {rate:.3g}", kept, accuracy)
             if kept:
                 break
             rate /= 10 ** 0.5  # when no rate passes (or the budget ends the checks): the next one, untried
+        if self.normalised is not None:  # the check was off: nothing to compare, the graph trains as it is
+            self.log("batch normalisation: no learning-rate check to compare with (--lr-check-epochs 0): the graph "
+                     "trains as it is (--batch-norm on inserts it)")
+            self.normalised = None
         self.state["lr"] = rate
         self.train_config = replace(self.train_config, lr=rate)
+
+    def _fine_tune_copy(self, net: Network, rate: float) -> float:
+        """Held-out accuracy of a copy of ``net`` after the learning-rate check's fine-tune at ``rate``."""
+        original, self.view.net = self.net, copy.deepcopy(net)
+        self.train_config = replace(self.train_config, lr=rate)
+        trained = self._fit(self.lr_check_epochs)
+        accuracy = self._accuracy() if trained else 0.0
+        self.view.net = original
+        return accuracy
+
+    def _choose_batch_norm(self, normalised_net: Network, rate: float, plain: float) -> float:
+        """Train with the inserted normalisation from here on when its fine-tune ends at least
+        ``BATCH_NORM_GAIN`` points above the graph's own (``plain``); the accuracy of the one chosen.
+
+        A file does not say whether an exporter folded normalisation out of its convolutions; how the network
+        trains does. Both runs are history rows; the original stays the reference (the inserted layers are the
+        identity in inference mode).
+        """
+        normalised = self._fine_tune_copy(normalised_net, rate)
+        chosen = normalised >= plain + BATCH_NORM_GAIN / 100
+        self._record("start", f"fine-tune check at lr {rate:.3g}, graph as it is", not chosen, plain)
+        self._record("start", f"fine-tune check at lr {rate:.3g}, batch normalisation inserted", chosen, normalised)
+        self.log(f"batch normalisation: {normalised:.2%} after the check with it, {plain:.2%} without: "
+                 + ("trained with it, folded back into the convolutions in the output" if chosen else
+                    f"the graph trains as it is (inserted, it must be {BATCH_NORM_GAIN:g} points better)")
+                 + " (--batch-norm on|off decides)")
+        if chosen:
+            self.view.net = normalised_net
+            self.state["batch_norms_inserted"] = inserted_batch_norms(normalised_net)
+        self.normalised = None
+        return normalised if chosen else plain
 
     def _grow_phase(self) -> None:
         """Train the seed, then grow and train while held-out accuracy improves.
