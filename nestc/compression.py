@@ -188,7 +188,7 @@ def _batch_norm_candidate(net: Network, x_train: np.ndarray, mode: str,
         return net, None
     if mode == "on":
         log(f"batch normalisation: {inserted} convolution(s) without it train with one, folded back into them in "
-            "the output (--batch-norm off: not)")
+            "the output (--batch-norm on; auto lets the learning-rate check decide)")
         return candidate, None
     log(f"batch normalisation: {inserted} convolution(s) without it; the learning-rate check trains the model with "
         "and without one after each (exporters fold it into the convolutions)")

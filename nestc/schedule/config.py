@@ -111,7 +111,8 @@ class NestConfig:
             the learning-rate check fine-tunes the model both ways and keeps the normalisation only when it
             trains at least :data:`nestc.schedule.runner.BATCH_NORM_GAIN` points better, since for a network
             that was trained without it the normalisation was a draw (a LeNet-5: 6,390 non-zeros with it,
-            5,004 without; a three-branch net 3,081 with, 3,615 without). ``off``: every graph trains as it is. Seeds always do.
+            5,004 without; a three-branch net 3,081 with, 3,615 without). ``off``: every graph trains as it is.
+            Seeds always do.
         probe_samples: samples used to measure gradients for growth decisions.
         validation: which data every decision is judged on. ``test`` (the default): the data set's
             test split, the only data a model trained elsewhere on the whole training split has not
