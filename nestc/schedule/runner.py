@@ -320,25 +320,24 @@ class NestRun:
         of the original, which stays untouched; the epochs it spends count against the budget. Its first
         fine-tune also decides whether the network trains with inserted normalisation (:meth:`_choose_batch_norm`).
         """
-        cfg = self.config
         rate = self.train_config.lr
-        for attempt in range(LR_CHECK_TRIES if self.lr_check_epochs > 0 else 0):
+        threshold = self.state["reference"] - self.config.lr_check_tolerance / 100
+        attempts = LR_CHECK_TRIES if self.lr_check_epochs > 0 else 0
+        normalised, self.normalised = self.normalised, None  # compared once, in the first fine-tune
+        if normalised is not None and not attempts:
+            self.log("batch normalisation: no learning-rate check to compare with (--lr-check-epochs 0): the graph "
+                     "trains as it is (--batch-norm on inserts it)")
+        for attempt in range(attempts):
             if attempt and self._out_of_budget():
                 break
             accuracy = self._fine_tune_copy(self.net, rate)
-            kept = accuracy >= self.state["reference"] - cfg.lr_check_tolerance / 100
-            if self.normalised is not None:
-                accuracy = self._choose_batch_norm(self.normalised, rate, accuracy)
-                kept = accuracy >= self.state["reference"] - cfg.lr_check_tolerance / 100
-            elif not kept or attempt:
-                self._record("start", f"fine-tune check at lr {rate:.3g}", kept, accuracy)
-            if kept:
+            if normalised is not None and not attempt:
+                accuracy = self._choose_batch_norm(normalised, rate, accuracy)  # its history rows say both
+            elif accuracy < threshold or attempt:
+                self._record("start", f"fine-tune check at lr {rate:.3g}", accuracy >= threshold, accuracy)
+            if accuracy >= threshold:
                 break
             rate /= 10 ** 0.5  # when no rate passes (or the budget ends the checks): the next one, untried
-        if self.normalised is not None:  # the check was off: nothing to compare, the graph trains as it is
-            self.log("batch normalisation: no learning-rate check to compare with (--lr-check-epochs 0): the graph "
-                     "trains as it is (--batch-norm on inserts it)")
-            self.normalised = None
         self.state["lr"] = rate
         self.train_config = replace(self.train_config, lr=rate)
 
@@ -370,7 +369,6 @@ class NestRun:
         if chosen:
             self.view.net = normalised_net
             self.state["batch_norms_inserted"] = inserted_batch_norms(normalised_net)
-        self.normalised = None
         return normalised if chosen else plain
 
     def _grow_phase(self) -> None:
