@@ -107,6 +107,39 @@ def test_download_cifar_archive_into_data_dir(cache: Path, tmp_path: Path, monke
     assert not cache.exists()
 
 
+
+@pytest.mark.parametrize("named", [True, False], ids=["data-dir", "working-dir-data"])
+def test_download_unpacks_a_handed_archive_offline(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   named: bool) -> None:
+    write_cifar(tmp_path / "build", "python", 10)
+    data = tmp_path / "data"  # the working folder's ./data, searched with or without --data-dir
+    data.mkdir()
+    archive = _tarball(data / "cifar-10-python.tar.gz", tmp_path / "build", "cifar-10-batches-py")
+    serve(monkeypatch, "cifar10", [archive])
+    monkeypatch.setattr(download, "_open_url", _offline)
+    data_dir = data if named else None
+    with pytest.raises(DataError, match=r"still packed.*or pass --download"):
+        load_dataset("cifar10", data_dir=data_dir)
+    ds = load_dataset("cifar10", data_dir=data_dir, download=True)
+    assert ds.x_train.shape == (20, 3, 32, 32)
+    assert archive.is_file(), "the user's archive is kept"
+    assert ((data if named else cache) / "cifar10" / "cifar-10-batches-py").is_dir()
+
+
+def test_a_handed_archive_with_another_checksum_is_not_used(cache: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    write_cifar(tmp_path / "build", "python", 10)
+    data = tmp_path / "data"
+    data.mkdir()
+    archive = _tarball(data / "cifar-10-python.tar.gz", tmp_path / "build", "cifar-10-batches-py")
+    resource = Resource(archive.name, "0123456789abcdef0123456789abcdef", (archive.as_uri(),), extract=True)
+    monkeypatch.setitem(CATALOG, "cifar10", dataclasses.replace(CATALOG["cifar10"], resources=(resource,)))
+    monkeypatch.setattr(download, "_open_url", _offline)
+    with pytest.raises(DataError, match=r"could not download cifar-10-python\.tar\.gz"):
+        load_dataset("cifar10", data_dir=data, download=True)
+    assert not (data / "cifar10" / "cifar-10-batches-py").exists()
+
+
 def _evil_tar(path: Path, member: tarfile.TarInfo) -> Path:
     with tarfile.open(path, "w:gz") as tar:
         tar.addfile(member, io.BytesIO(b"x") if member.isfile() else None)

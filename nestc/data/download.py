@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,16 +34,25 @@ def _open_url(url: str) -> BinaryIO:
     return urllib.request.urlopen(url, timeout=60)  # URLs come from the catalog or the caller
 
 
-def download_named(entry: Named, target: Path) -> Path:
-    """Fetch and unpack ``entry``'s files into ``target/<name>/`` and return that folder."""
+def download_named(entry: Named, target: Path, handed: Iterable[Path] = ()) -> Path:
+    """Fetch and unpack ``entry``'s files into ``target/<name>/`` and return that folder.
+
+    ``handed``: archives already on disk (:func:`nestc.data.locate.packed_archives`). One with a resource's
+    name and checksum is unpacked from where it lies and kept, as torchvision does with ``download=True``:
+    a machine without network that was handed the archive gets the data set, and the file is the user's.
+    """
     folder = target / entry.name
     folder.mkdir(parents=True, exist_ok=True)
+    copies = list(handed)
     try:
         for res in entry.resources:
-            path = fetch(res.urls, folder / res.filename, res.md5)
+            handed_copy = next((path for path in copies if path.name == res.filename and _verified(path, res.md5)),
+                               None)
+            path = handed_copy or fetch(res.urls, folder / res.filename, res.md5)
             if res.extract:
                 extract_tar(path, folder)
-                path.unlink()
+                if handed_copy is None:
+                    path.unlink()
     except DataError:
         with contextlib.suppress(OSError):
             folder.rmdir()  # only if nothing was fetched: verified files are kept for the next try
@@ -50,9 +60,19 @@ def download_named(entry: Named, target: Path) -> Path:
     return folder
 
 
+def _verified(path: Path, md5: str) -> Path | None:
+    """``path`` when it is a file with MD5 ``md5``, else None (a file with another checksum is logged)."""
+    if not path.is_file():
+        return None
+    if file_md5(path) == md5:
+        return path
+    log.warning("%s: MD5 differs from the official archive's (%s); not used", path, md5)
+    return None
+
+
 def fetch(urls: tuple[str, ...], dest: Path, md5: str) -> Path:
     """``dest`` with MD5 ``md5``, downloaded from the first URL that delivers it if not already there."""
-    if dest.is_file() and file_md5(dest) == md5:
+    if _verified(dest, md5) is not None:
         return dest
     reasons = []
     for url in urls:

@@ -15,7 +15,7 @@ from nestc.data.catalog import CATALOG
 from nestc.data.dataset import Dataset, assemble
 from nestc.data.download import download_named
 from nestc.data.embedded import embedded_path
-from nestc.data.locate import Root, cache_dir, incomplete, locate, not_found, search_roots
+from nestc.data.locate import Root, cache_dir, incomplete, locate, not_found, packed_archives, search_roots
 from nestc.data.npz import read_npz
 from nestc.errors import PATH, DataError, OptionError, require, shown
 from nestc.fileio import os_reason, special_file
@@ -147,7 +147,7 @@ def _load_named(name: str, data_dir: str | os.PathLike | None, download: bool, l
     found = locate(entry, roots)
     if found is None and download:
         target = Path(data_dir).expanduser() if data_dir is not None else cache_dir()
-        download_named(entry, target)
+        download_named(entry, target, packed_archives(entry, [*roots, Root(target, named=True)]))
         found = locate(entry, [Root(target, named=True)])
     if found is None:
         raise incomplete(entry, roots) or not_found(entry, roots)

@@ -88,6 +88,15 @@ def _has(folder: Path, name: str, gzip_ok: bool) -> bool:
     return (folder / name).is_file() or (gzip_ok and (folder / f"{name}.gz").is_file())
 
 
+def packed_archives(entry: Named, roots: list[Root]) -> Iterator[Path]:
+    """The official archives of ``entry`` lying, still packed, in a root or one of its bases."""
+    for root in roots:
+        for base in dict.fromkeys(("", *entry.bases)):
+            for name in entry.archives:
+                if (root.path / base / name).is_file():
+                    yield root.path / base / name
+
+
 def not_found(entry: Named, roots: list[Root]) -> DataError:
     """The one-line error naming what was looked for, where, and how to get it."""
     wanted = " or ".join(layout.describe() for layout in entry.layouts)
@@ -98,11 +107,10 @@ def not_found(entry: Named, roots: list[Root]) -> DataError:
              and any("" in layout.folders and layout.holds(root.path) for layout in entry.layouts)]
     unread = (f"; the files lying directly in {loose[0]} are not read unless named: pass --data-dir {loose[0]}"
               if loose else "")
-    packed = next((folder / name for root in roots for base in dict.fromkeys(("", *entry.bases))
-                   for folder in [root.path / base] for name in entry.archives if (folder / name).is_file()), None)
-    if packed is not None:  # torchvision unpacks it when told to download; here it is said, not done
+    packed = next(packed_archives(entry, roots), None)
+    if packed is not None:  # unpacked only when told to download, as torchvision does
         unread += (f"; {packed} is its official archive, still packed: unpack it where it is "
-                   f"(tar -xzf {packed} -C {packed.parent})")
+                   f"(tar -xzf {packed} -C {packed.parent}), or pass --download to check and unpack it")
     return DataError(
         f"data set '{entry.name}' not found: looked for {wanted} in {', '.join(map(str, roots))} "
         f"(and their subfolders {subfolders}){unread}; get it with --download (needs network){entry.hint}, "
