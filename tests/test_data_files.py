@@ -143,6 +143,24 @@ def test_sixteen_bit_grey_images_are_scaled_not_clipped(tmp_path: Path) -> None:
     assert np.allclose(pixels[labels == bright], 233 / 255) and np.allclose(pixels[labels != bright], 4 / 255)
 
 
+
+@pytest.mark.parametrize(("dark", "bright", "expected"), [(0.2, 0.8, (51, 204)), (20.0, 300.0, (20, 255))],
+                         ids=["unit-scale", "pixel-scale"])
+def test_float_tiffs_keep_their_scale(tmp_path: Path, dark: float, bright: float, expected: tuple[int, int]) -> None:
+    """32-bit float TIFFs (scientific images) in [0, 1] are scaled to 0..255 (Pillow's conversion truncates
+    them to 0 and 1, a black image); float values beyond 1 are pixel values, clipped at 255."""
+    for cls, value in (("bright", bright), ("dark", dark)):
+        for i in range(5):
+            path = tmp_path / cls / f"{i}.tif"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((4, 6), value, np.float32)).save(path)
+            assert Image.open(path).mode == "F", "the file really is float"
+    ds = load_dataset(str(tmp_path))
+    pixels = np.concatenate([ds.x_train, ds.x_test])
+    labels = np.concatenate([ds.y_train, ds.y_test])
+    assert np.allclose(pixels[labels == 0], expected[1] / 255) and np.allclose(pixels[labels == 1], expected[0] / 255)
+
+
 def test_image_folder_errors(tmp_path: Path) -> None:
     _image(tmp_path / "train" / "a" / "0.png", 0)
     _image(tmp_path / "test" / "b" / "0.png", 0)

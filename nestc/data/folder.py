@@ -134,11 +134,21 @@ scaling them: 16-bit PNGs of pixel values 1,000 and 60,000 both became white."""
 
 
 def _eight_bit(img: Image.Image) -> Image.Image:
-    """``img`` with 16-bit grey values scaled to 8 bits (0..65535 -> 0..255); other images as they are."""
-    if img.mode not in WIDE_GREY_MODES:
+    """``img`` with 16-bit grey values scaled to 8 bits (0..65535 -> 0..255), float grey values in [0, 1]
+    scaled to 0..255 (``convert`` truncates them to 0 and 1: a black image), other float values clipped to
+    0..255; other images as they are.
+
+    A float image whose values all lie in [0, 1] is taken as the [0, 1] scale that float image writers use
+    (scikit-image, tifffile); one with larger values as pixel values.
+    """
+    if img.mode not in (*WIDE_GREY_MODES, "F"):
         return img
     wide = np.asarray(img, dtype=np.float64)
-    return Image.fromarray(np.clip(np.rint(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8), mode="L")
+    if img.mode == "F":
+        scale = 255.0 if wide.size and wide.min() >= 0.0 and wide.max() <= 1.0 else 1.0
+    else:
+        scale = 255.0 / 65535.0
+    return Image.fromarray(np.clip(np.rint(wide * scale), 0, 255).astype(np.uint8), mode="L")
 
 
 @contextmanager
