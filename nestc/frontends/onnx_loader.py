@@ -2,8 +2,9 @@
 
 Steps, each failing with one line that names the file:
 1. read the bytes and external data safely (:mod:`nestc.frontends.files`);
-2. inline model-local functions (torch's ``export_modules_as_functions`` writes each module as one), and
-   drop the nodes and MaxPool ``Indices`` outputs no graph output depends on;
+2. inline model-local functions (torch's ``export_modules_as_functions`` writes each module as one),
+   drop the nodes and MaxPool ``Indices`` outputs no graph output depends on, and split onnxruntime's
+   fused Conv and Gemm nodes back into standard ones (:mod:`nestc.frontends.unfuse`);
 3. refuse control flow and list every unsupported node at once, and refuse weights fed as graph inputs;
 4. ``onnx.checker``;
 5. bring the default-domain opset into :data:`SUPPORTED_OPSETS` with onnx's version converter;
@@ -27,6 +28,7 @@ from nestc.errors import PATH, ModelError, UnsupportedOpError, first_line, requi
 from nestc.frontends.files import read_model_file
 from nestc.frontends.precision import widen_to_float32
 from nestc.frontends.shape_folding import fold_shape_subgraphs
+from nestc.frontends.unfuse import unfuse_onnxruntime_ops
 from nestc.frontends.untie import untie_normalisation_parameters
 from nestc.ir.registry import handler_for
 
@@ -35,6 +37,8 @@ SUPPORTED_OPSETS = range(13, 25)
 
 CONVERSION_TARGET = 17
 """Opset that models outside the supported range are converted to."""
+
+NCHWC_DOMAIN = "com.microsoft.nchwc"
 
 _CONTROL_FLOW = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 
@@ -55,6 +59,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     _densify_sparse_initializers(model)
     model = _inline_local_functions(model, file)
     _drop_unused(model)
+    unfuse_onnxruntime_ops(model, file)
     _refuse_unsupported(model, file)
     _refuse_fed_weights(model, file)
     _declare_output_shapes(model)
@@ -92,7 +97,11 @@ def _refuse_unsupported(model: onnx.ModelProto, file: Path) -> None:
             domain = f"{node.domain}." if node.domain else ""
             missing.append(f"'{node.name or f'{node.op_type}_{index}'}' ({domain}{node.op_type})")
     if missing:
-        raise UnsupportedOpError(f"{file}: unsupported operators in {len(missing)} node(s): {', '.join(missing)}")
+        layout = any(node.domain == NCHWC_DOMAIN for node in nodes)
+        hint = (f"; {NCHWC_DOMAIN} is the CPU-specific layout onnxruntime writes at ORT_ENABLE_ALL: give nestc the "
+                f"model as exported, or as saved at ORT_ENABLE_EXTENDED at most") if layout else ""
+        raise UnsupportedOpError(
+            f"{file}: unsupported operators in {len(missing)} node(s): {', '.join(missing)}{hint}")
 
 
 def _refuse_fed_weights(model: onnx.ModelProto, file: Path) -> None:
