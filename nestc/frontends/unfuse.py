@@ -3,7 +3,8 @@
 A model saved by onnxruntime after its graph optimisations (``SessionOptions.optimized_model_filepath`` at
 ``ORT_ENABLE_EXTENDED``, or tools that call it) holds ``com.microsoft`` ``FusedConv`` and ``FusedGemm``: a
 Conv or Gemm with its activation (and for ``FusedConv`` an added residual ``Z``) in one node. They are the
-layers nestc trains and resizes, so each is split back into ``Conv``/``Gemm``, ``Add`` and the activation;
+layers nestc trains and resizes, so each is split back into ``Conv``/``Gemm``, ``Add`` and the activation,
+and ``QuickGelu`` (SiLU as EfficientNet uses it) into ``Sigmoid`` and ``Mul``;
 the emitted model has those standard nodes, which onnxruntime fuses again when it loads the file. The Conv or
 Gemm keeps the fused node's name and weights; the nodes after it get names of their own.
 """
@@ -32,7 +33,8 @@ _GEMM_ATTRIBUTES = ("alpha", "beta", "transA", "transB")
 
 
 def unfuse_onnxruntime_ops(model: onnx.ModelProto, file: Path) -> None:
-    """Replace every ``com.microsoft`` FusedConv and FusedGemm of ``model``'s graph by standard nodes, in place.
+    """Replace every ``com.microsoft`` FusedConv, FusedGemm and QuickGelu of ``model``'s graph by standard nodes,
+    in place.
 
     Raises:
         ModelError: a fused activation onnxruntime does not define, or one with the wrong parameter count.
@@ -59,7 +61,7 @@ _Unfuse = Callable[[onnx.NodeProto, onnx.GraphProto, set[str], Path], list[onnx.
 def _unfuser(node: onnx.NodeProto) -> _Unfuse | None:
     if node.domain != ORT_DOMAIN:
         return None
-    return {"FusedConv": _unfuse_conv, "FusedGemm": _unfuse_gemm}.get(node.op_type)
+    return {"FusedConv": _unfuse_conv, "FusedGemm": _unfuse_gemm, "QuickGelu": _unfuse_quick_gelu}.get(node.op_type)
 
 
 def _unfuse_conv(node: onnx.NodeProto, graph: onnx.GraphProto, taken: set[str], file: Path) -> list[onnx.NodeProto]:
@@ -86,6 +88,29 @@ def _unfuse_gemm(node: onnx.NodeProto, graph: onnx.GraphProto, taken: set[str], 
     return _chain(node, gemm, None, activation, params, graph, taken, file)
 
 
+def _unfuse_quick_gelu(node: onnx.NodeProto, graph: onnx.GraphProto, taken: set[str], file: Path
+                       ) -> list[onnx.NodeProto]:
+    """x * Sigmoid(alpha * x): onnxruntime writes SiLU/Swish (EfficientNet's activation) so, with alpha 1."""
+    alpha = next((float(helper.get_attribute_value(a)) for a in node.attribute if a.name == "alpha"), 1.702)
+    label, x = node.name or node.output[0], node.input[0]
+    nodes = []
+    if alpha != 1.0:
+        scale = _scalar(graph, taken, f"{label}_alpha", alpha)
+        nodes.append(helper.make_node("Mul", [x, scale], [_fresh(f"{label}_scaled", taken)],
+                                      name=_fresh(f"{label}_scale", taken)))
+    nodes.append(helper.make_node("Sigmoid", [nodes[-1].output[0] if nodes else x],
+                                  [_fresh(f"{label}_sigmoid_out", taken)], name=_fresh(f"{label}_sigmoid", taken)))
+    nodes.append(helper.make_node("Mul", [x, nodes[-1].output[0]], [node.output[0]], name=_fresh(label, taken)))
+    return nodes
+
+
+def _fresh(wanted: str, taken: set[str]) -> str:
+    """A name not in ``taken``, which gains it."""
+    name = unique_name(wanted, taken)
+    taken.add(name)
+    return name
+
+
 def _chain(fused: onnx.NodeProto, layer: onnx.NodeProto, residual: str | None, activation: str, params: list[float],
            graph: onnx.GraphProto, taken: set[str], file: Path) -> list[onnx.NodeProto]:
     """``layer``, then ``+ residual``, then ``activation``; the last node writes the fused node's output."""
@@ -101,34 +126,31 @@ def _chain(fused: onnx.NodeProto, layer: onnx.NodeProto, residual: str | None, a
     if residual is not None:
         steps.append(("Add", [residual], {}))
     if activation == "Clip":
-        dtype = _weight_dtype(graph, layer)
-        steps.append(("Clip", [_scalar(graph, taken, f"{label}_clip_{end}", value, dtype)
+        steps.append(("Clip", [_scalar(graph, taken, f"{label}_clip_{end}", value)
                                for end, value in zip(("min", "max"), params, strict=True)], {}))
     elif activation:
         steps.append((activation, [], dict(zip(_PARAM_NAMES[activation], params, strict=True))))
     nodes = [layer]
     for op_type, extra, attributes in steps:
-        value = unique_name(f"{label}_{nodes[-1].op_type.lower()}_out", taken)
-        taken.add(value)
+        value = _fresh(f"{label}_{nodes[-1].op_type.lower()}_out", taken)
         nodes[-1].output.append(value)
-        name = unique_name(f"{label}_{op_type.lower()}", taken)
-        taken.add(name)
-        nodes.append(helper.make_node(op_type, [value, *extra], [], name=name, **attributes))
+        nodes.append(helper.make_node(op_type, [value, *extra], [], name=_fresh(f"{label}_{op_type.lower()}", taken),
+                                      **attributes))
     nodes[-1].output.append(fused.output[0])
     return nodes
 
 
-def _weight_dtype(graph: onnx.GraphProto, layer: onnx.NodeProto) -> np.dtype:
-    """The element type of ``layer``'s stored weight (Clip's bounds must have its type), float32 if not stored."""
-    weight = next((t for t in graph.initializer if len(layer.input) > 1 and t.name == layer.input[1]), None)
-    return np.dtype(np.float32) if weight is None else helper.tensor_dtype_to_np_dtype(weight.data_type)
+def _float_dtype(graph: onnx.GraphProto) -> np.dtype:
+    """The model's float type, that of its first floating-point weight (Clip's bounds and the Mul's scale must
+    have it; nestc widens a float16 model to float32 after this, and back when it writes one); float32 if none."""
+    types = (helper.tensor_dtype_to_np_dtype(t.data_type) for t in graph.initializer)
+    return next((t for t in types if np.issubdtype(t, np.floating)), np.dtype(np.float32))
 
 
-def _scalar(graph: onnx.GraphProto, taken: set[str], wanted: str, value: float, dtype: np.dtype) -> str:
-    """Store ``value`` as a scalar initializer of ``dtype`` under a fresh name and return the name."""
-    name = unique_name(wanted, taken)
-    taken.add(name)
-    graph.initializer.append(numpy_helper.from_array(np.array(value, dtype=dtype), name))
+def _scalar(graph: onnx.GraphProto, taken: set[str], wanted: str, value: float) -> str:
+    """Store ``value`` as a scalar initializer of the model's float type under a fresh name; return the name."""
+    name = _fresh(wanted, taken)
+    graph.initializer.append(numpy_helper.from_array(np.array(value, dtype=_float_dtype(graph)), name))
     return name
 
 
