@@ -35,6 +35,7 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from machine import machine_info
 
@@ -45,7 +46,9 @@ from nestc.errors import NestcError
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "mnasnet0_5", "efficientnet_b0", "shufflenet_v2_x0_5",
           "squeezenet1_1", "googlenet", "densenet121", "regnet_x_400mf")
-EXPORTERS = ("legacy", "dynamo")
+EXPORTERS = ("legacy", "dynamo", "onnxruntime")
+"""``onnxruntime``: the legacy export as onnxruntime saves it after its ORT_ENABLE_EXTENDED graph optimisations
+(com.microsoft FusedConv, FusedGemm, QuickGelu), the file a user of onnxruntime's offline optimisation has."""
 STRESS = {"max_acc_drop": 100.0, "prune_fraction": 0.5, "unit_prune_fraction": 0.3, "lr_check_epochs": 0.0,
           "grow_prune_cycles": 0, "grow_epochs": 0.5, "grow_steps": 1}
 """Every step is kept whatever it costs: the run exercises compaction, not the accuracy budget. An
@@ -102,6 +105,14 @@ def train(module: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, e
 
 def export(module: torch.nn.Module, path: Path, exporter: str) -> None:
     """Export with a dynamic batch, as each exporter's documentation shows."""
+    if exporter == "onnxruntime":
+        legacy = path.with_suffix(".legacy.onnx")
+        export(module, legacy, "legacy")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(path)
+        ort.InferenceSession(str(legacy), options, providers=["CPUExecutionProvider"])
+        return
     example = torch.randn(2, 3, 32, 32)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -120,7 +131,7 @@ def run_model(name: str, models: ModuleType, data: Path, images: torch.Tensor, l
     module = getattr(models, name)(num_classes=10, **extra)
     train(module, images, labels, args.train_epochs)
     rows = []
-    for exporter in EXPORTERS:
+    for exporter in args.exporters.split(","):
         source, output = workdir / f"{name}.{exporter}.onnx", workdir / f"{name}.{exporter}.nest.onnx"
         export(module, source, exporter)
         started = time.perf_counter()
@@ -158,6 +169,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated torchvision model names")
+    parser.add_argument("--exporters", default="legacy,dynamo",
+                        help=f"comma-separated, of {', '.join(EXPORTERS)} (the legacy export saved by onnxruntime)")
     parser.add_argument("--limit", type=int, default=3000, help="training images")
     parser.add_argument("--test-limit", type=int, default=1000, help="test images")
     parser.add_argument("--train-epochs", type=int, default=2, help="PyTorch training before export")
