@@ -126,6 +126,17 @@ def test_download_unpacks_a_handed_archive_offline(cache: Path, tmp_path: Path, 
     assert ((data if named else cache) / "cifar10" / "cifar-10-batches-py").is_dir()
 
 
+
+def test_the_binary_archive_is_not_offered_to_download(cache: Path, tmp_path: Path) -> None:
+    """``--download`` fetches CIFAR's python archive; the binary one lying there must be unpacked by hand."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "cifar-10-binary.tar.gz").write_bytes(b"not checked")
+    with pytest.raises(DataError, match=r"cifar-10-binary\.tar\.gz is its official archive, still packed") as err:
+        load_dataset("cifar10", data_dir=data)
+    assert "pass --download to check" not in str(err.value)
+
+
 def test_a_handed_archive_with_another_checksum_is_not_used(cache: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     write_cifar(tmp_path / "build", "python", 10)

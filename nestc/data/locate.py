@@ -108,9 +108,11 @@ def not_found(entry: Named, roots: list[Root]) -> DataError:
     unread = (f"; the files lying directly in {loose[0]} are not read unless named: pass --data-dir {loose[0]}"
               if loose else "")
     packed = next(packed_archives(entry, roots), None)
-    if packed is not None:  # unpacked only when told to download, as torchvision does
+    if packed is not None:  # unpacked only when told to download, as torchvision does (the archive it downloads)
+        downloadable = any(res.filename == packed.name for res in entry.resources)
         unread += (f"; {packed} is its official archive, still packed: unpack it where it is "
-                   f"(tar -xzf {packed} -C {packed.parent}), or pass --download to check and unpack it")
+                   f"(tar -xzf {packed} -C {packed.parent})"
+                   + (", or pass --download to check and unpack it" if downloadable else ""))
     return DataError(
         f"data set '{entry.name}' not found: looked for {wanted} in {', '.join(map(str, roots))} "
         f"(and their subfolders {subfolders}){unread}; get it with --download (needs network){entry.hint}, "
