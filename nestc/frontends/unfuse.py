@@ -2,11 +2,12 @@
 
 A model saved by onnxruntime after its graph optimisations (``SessionOptions.optimized_model_filepath`` at
 ``ORT_ENABLE_EXTENDED``, or tools that call it) holds ``com.microsoft`` ``FusedConv`` and ``FusedGemm``: a
-Conv or Gemm with its activation (and for ``FusedConv`` an added residual ``Z``) in one node. They are the
-layers nestc trains and resizes, so each is split back into ``Conv``/``Gemm``, ``Add`` and the activation,
-and ``QuickGelu`` (SiLU as EfficientNet uses it) into ``Sigmoid`` and ``Mul``;
-the emitted model has those standard nodes, which onnxruntime fuses again when it loads the file. The Conv or
-Gemm keeps the fused node's name and weights; the nodes after it get names of their own.
+Conv or Gemm with its activation (and for ``FusedConv`` an added residual ``Z``) in one node, and
+``FusedMatMul``: a MatMul with its operands' Transposes and a constant factor. They are the layers nestc trains
+and resizes, so each is split back into ``Conv``/``Gemm``/``MatMul``, ``Transpose``, ``Add``, ``Mul`` and the
+activation, and ``QuickGelu`` (SiLU as EfficientNet uses it) into ``Sigmoid`` and ``Mul``;
+the emitted model has those standard nodes, which onnxruntime fuses again when it loads the file. The Conv,
+Gemm or MatMul keeps the fused node's name and weights; the nodes around it get names of their own.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ _GEMM_ATTRIBUTES = ("alpha", "beta", "transA", "transB")
 
 
 def unfuse_onnxruntime_ops(model: onnx.ModelProto, file: Path) -> None:
-    """Replace every ``com.microsoft`` FusedConv, FusedGemm and QuickGelu of ``model``'s graph by standard nodes,
-    in place.
+    """Replace every ``com.microsoft`` FusedConv, FusedGemm, FusedMatMul and QuickGelu of ``model``'s graph by
+    standard nodes, in place.
 
     Raises:
-        ModelError: a fused activation onnxruntime does not define, or one with the wrong parameter count.
+        ModelError: a fused activation onnxruntime does not define, one with the wrong parameter count, or a
+            FusedMatMul this module cannot write back (batch axes moved, a transposed operand of unknown rank).
     """
     graph = model.graph
     if not any(_unfuser(node) for node in graph.node):
@@ -61,7 +63,8 @@ _Unfuse = Callable[[onnx.NodeProto, onnx.GraphProto, set[str], Path], list[onnx.
 def _unfuser(node: onnx.NodeProto) -> _Unfuse | None:
     if node.domain != ORT_DOMAIN:
         return None
-    return {"FusedConv": _unfuse_conv, "FusedGemm": _unfuse_gemm, "QuickGelu": _unfuse_quick_gelu}.get(node.op_type)
+    return {"FusedConv": _unfuse_conv, "FusedGemm": _unfuse_gemm, "FusedMatMul": _unfuse_matmul,
+            "QuickGelu": _unfuse_quick_gelu}.get(node.op_type)
 
 
 def _unfuse_conv(node: onnx.NodeProto, graph: onnx.GraphProto, taken: set[str], file: Path) -> list[onnx.NodeProto]:
@@ -86,6 +89,47 @@ def _unfuse_gemm(node: onnx.NodeProto, graph: onnx.GraphProto, taken: set[str], 
     gemm = helper.make_node("Gemm", list(node.input), [], name=node.name,
                             **{k: v for k, v in attributes.items() if k in _GEMM_ATTRIBUTES})
     return _chain(node, gemm, None, activation, params, graph, taken, file)
+
+
+def _unfuse_matmul(node: onnx.NodeProto, graph: onnx.GraphProto, taken: set[str], file: Path
+                   ) -> list[onnx.NodeProto]:
+    """alpha * A' @ B', A' and B' with their last two axes swapped when ``transA`` / ``transB``: onnxruntime writes
+    a MatMul scaled by a constant (``x @ W * 0.5``, logits divided by a temperature) or fed by a Transpose so."""
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    label = node.name or node.output[0]
+    if attributes.get("transBatchA", 0) or attributes.get("transBatchB", 0):
+        raise ModelError(f"{file}: node '{label}' ({ORT_DOMAIN}.FusedMatMul) moves batch axes (transBatchA, "
+                         f"transBatchB), which nestc does not split back; give nestc the model as exported")
+    operands, nodes = list(node.input[:2]), []
+    for slot, flag in enumerate(("transA", "transB")):
+        if not attributes.get(flag, 0):
+            continue
+        rank = _rank(graph, operands[slot])
+        if rank is None:
+            raise ModelError(f"{file}: node '{label}' ({ORT_DOMAIN}.FusedMatMul) transposes '{operands[slot]}', whose "
+                             f"rank the file does not give; give nestc the model as exported")
+        perm = [*range(rank - 2), rank - 1, rank - 2]
+        nodes.append(helper.make_node("Transpose", [operands[slot]], [_fresh(f"{operands[slot]}_transposed", taken)],
+                                      name=_fresh(f"{label}_{flag}", taken), perm=perm))
+        operands[slot] = nodes[-1].output[0]
+    alpha = float(attributes.get("alpha", 1.0))
+    product = node.output[0] if alpha == 1.0 else _fresh(f"{label}_product", taken)
+    nodes.append(helper.make_node("MatMul", operands, [product], name=node.name))
+    if alpha != 1.0:
+        nodes.append(helper.make_node("Mul", [product, _scalar(graph, taken, f"{label}_alpha", alpha)],
+                                      [node.output[0]], name=_fresh(f"{label}_scale", taken)))
+    return nodes
+
+
+def _rank(graph: onnx.GraphProto, name: str) -> int | None:
+    """The rank of ``name`` as the file gives it (a stored tensor, or a declared input, output or value), or None."""
+    stored = next((t for t in graph.initializer if t.name == name), None)
+    if stored is not None:
+        return len(stored.dims)
+    declared = next((v for v in [*graph.input, *graph.value_info, *graph.output] if v.name == name), None)
+    if declared is None or not declared.type.tensor_type.HasField("shape"):
+        return None
+    return len(declared.type.tensor_type.shape.dim)
 
 
 def _unfuse_quick_gelu(node: onnx.NodeProto, graph: onnx.GraphProto, taken: set[str], file: Path
