@@ -4,7 +4,7 @@ Steps, each failing with one line that names the file:
 1. read the bytes and external data safely (:mod:`nestc.frontends.files`);
 2. inline model-local functions (torch's ``export_modules_as_functions`` writes each module as one),
    drop the nodes and MaxPool ``Indices`` outputs no graph output depends on, and split onnxruntime's
-   fused Conv and Gemm nodes back into standard ones (:mod:`nestc.frontends.unfuse`);
+   fused Conv, Gemm, MatMul and QuickGelu nodes back into standard ones (:mod:`nestc.frontends.unfuse`);
 3. refuse control flow and list every unsupported node at once, and refuse weights fed as graph inputs;
 4. ``onnx.checker``;
 5. bring the default-domain opset into :data:`SUPPORTED_OPSETS` with onnx's version converter;

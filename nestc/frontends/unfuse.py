@@ -69,7 +69,7 @@ def _unfuser(node: onnx.NodeProto) -> _Unfuse | None:
 
 def _unfuse_conv(node: onnx.NodeProto, graph: onnx.GraphProto, taken: set[str], file: Path) -> list[onnx.NodeProto]:
     """Conv(X, W, B) [+ Z] [-> activation]: ``activation_params`` holds the activation's parameters."""
-    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attributes = _attributes(node)
     activation = _text(attributes.pop("activation", b""))
     params = [float(v) for v in attributes.pop("activation_params", [])]
     inputs = list(node.input[:3])
@@ -82,7 +82,7 @@ def _unfuse_conv(node: onnx.NodeProto, graph: onnx.GraphProto, taken: set[str], 
 
 def _unfuse_gemm(node: onnx.NodeProto, graph: onnx.GraphProto, taken: set[str], file: Path) -> list[onnx.NodeProto]:
     """Gemm(A, B, C) [-> activation]: the activation's parameters are ``activation_alpha``, ``activation_beta``."""
-    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attributes = _attributes(node)
     activation = _text(attributes.get("activation", b""))
     names = _PARAM_NAMES.get(activation, ())
     params = [float(attributes[f"activation_{name}"]) for name in names if f"activation_{name}" in attributes]
@@ -95,8 +95,8 @@ def _unfuse_matmul(node: onnx.NodeProto, graph: onnx.GraphProto, taken: set[str]
                    ) -> list[onnx.NodeProto]:
     """alpha * A' @ B', A' and B' with their last two axes swapped when ``transA`` / ``transB``: onnxruntime writes
     a MatMul scaled by a constant (``x @ W * 0.5``, logits divided by a temperature) or fed by a Transpose so."""
-    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    label = node.name or node.output[0]
+    attributes = _attributes(node)
+    label = _label(node)
     if attributes.get("transBatchA", 0) or attributes.get("transBatchB", 0):
         raise ModelError(f"{file}: node '{label}' ({ORT_DOMAIN}.FusedMatMul) moves batch axes (transBatchA, "
                          f"transBatchB), which nestc does not split back; give nestc the model as exported")
@@ -135,8 +135,8 @@ def _rank(graph: onnx.GraphProto, name: str) -> int | None:
 def _unfuse_quick_gelu(node: onnx.NodeProto, graph: onnx.GraphProto, taken: set[str], file: Path
                        ) -> list[onnx.NodeProto]:
     """x * Sigmoid(alpha * x): onnxruntime writes SiLU/Swish (EfficientNet's activation) so, with alpha 1."""
-    alpha = next((float(helper.get_attribute_value(a)) for a in node.attribute if a.name == "alpha"), 1.702)
-    label, x = node.name or node.output[0], node.input[0]
+    alpha = float(_attributes(node).get("alpha", 1.702))
+    label, x = _label(node), node.input[0]
     nodes = []
     if alpha != 1.0:
         scale = _scalar(graph, taken, f"{label}_alpha", alpha)
@@ -146,6 +146,16 @@ def _unfuse_quick_gelu(node: onnx.NodeProto, graph: onnx.GraphProto, taken: set[
                                   [_fresh(f"{label}_sigmoid_out", taken)], name=_fresh(f"{label}_sigmoid", taken)))
     nodes.append(helper.make_node("Mul", [x, nodes[-1].output[0]], [node.output[0]], name=_fresh(label, taken)))
     return nodes
+
+
+def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
+    """``node``'s attributes by name, as Python values."""
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _label(node: onnx.NodeProto) -> str:
+    """What errors and new names call ``node``: its name, or its output's when it has none."""
+    return node.name or node.output[0]
 
 
 def _fresh(wanted: str, taken: set[str]) -> str:
@@ -158,7 +168,7 @@ def _fresh(wanted: str, taken: set[str]) -> str:
 def _chain(fused: onnx.NodeProto, layer: onnx.NodeProto, residual: str | None, activation: str, params: list[float],
            graph: onnx.GraphProto, taken: set[str], file: Path) -> list[onnx.NodeProto]:
     """``layer``, then ``+ residual``, then ``activation``; the last node writes the fused node's output."""
-    label = fused.name or fused.output[0]
+    label = _label(fused)
     if activation and activation not in _PARAM_NAMES:
         raise ModelError(f"{file}: node '{label}' ({ORT_DOMAIN}.{fused.op_type}) fuses the activation "
                          f"'{activation}', which onnxruntime does not define")
