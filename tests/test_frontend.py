@@ -545,6 +545,54 @@ def test_nodes_no_output_depends_on_are_dropped_with_their_weights(tmp_path) -> 
     models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))
 
 
+def _cntk_style_model(rng: np.random.Generator) -> onnx.ModelProto:
+    """The shape of the ONNX model zoo's MNIST model (CNTK, IR version 3): every initializer is also a graph
+    input, biases are ``Add`` of ``[C, 1, 1]`` tensors, the batch is fixed at 1 and the classifier's weight
+    reaches its MatMul through ``Reshape(Parameter, shape)``. Channel 1 of the convolution is dead."""
+    conv = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal((4, 1, 1)).astype(np.float32)
+    conv[1], bias[1] = 0.0, 0.0
+    inits = [numpy_helper.from_array(conv, "Parameter5"), numpy_helper.from_array(bias, "Parameter6"),
+             numpy_helper.from_array(np.array([1, 64], np.int64), "Pooling_reshape0_shape"),
+             numpy_helper.from_array(rng.standard_normal((4, 4, 4, 3)).astype(np.float32), "Parameter193"),
+             numpy_helper.from_array(np.array([64, 3], np.int64), "Parameter193_reshape1_shape"),
+             numpy_helper.from_array(rng.standard_normal((1, 3)).astype(np.float32), "Parameter194")]
+    nodes = [helper.make_node("Conv", ["Input3", "Parameter5"], ["conv"], kernel_shape=[3, 3], auto_pad="SAME_UPPER"),
+             helper.make_node("Add", ["conv", "Parameter6"], ["plus"]),
+             helper.make_node("Relu", ["plus"], ["relu"]),
+             helper.make_node("MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Reshape", ["pool", "Pooling_reshape0_shape"], ["flat"]),
+             helper.make_node("Reshape", ["Parameter193", "Parameter193_reshape1_shape"], ["Parameter193_reshape1"]),
+             helper.make_node("MatMul", ["flat", "Parameter193_reshape1"], ["times"]),
+             helper.make_node("Add", ["times", "Parameter194"], ["Plus214_Output_0"])]
+    inputs = [helper.make_tensor_value_info("Input3", TensorProto.FLOAT, [1, 1, 8, 8])] + [
+        helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits]
+    graph = helper.make_graph(nodes, "CNTKGraph", inputs,
+                              [helper.make_tensor_value_info("Plus214_Output_0", TensorProto.FLOAT, [1, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)], producer_name="CNTK")
+    model.ir_version = 3
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_an_ir_3_model_trains_and_compacts_its_reshaped_weights(tmp_path) -> None:
+    """Initializers listed as graph inputs (IR version 3) are the file's weights: the classifier reached through
+    ``Reshape(Parameter193)`` is a parameter, and the dead channel goes from the convolution, its bias and the
+    classifier's rows; the written file computes what the original does, at any batch."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "cntk.onnx"
+    onnx.save(_cntk_style_model(rng), str(path))
+    assert api.inspect(path).params == 36 + 4 + 192 + 3
+    report = api.compact(path, tmp_path / "out.onnx")
+    assert report.after.params == report.before.params - (9 + 1 + 16 * 3)
+    written = onnx.load(str(tmp_path / "out.onnx"))
+    assert [i.name for i in written.graph.input] == ["Input3"]
+    x = rng.standard_normal((1, 1, 8, 8)).astype(np.float32)
+    models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))
+    batch = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    models.assert_close(models.ort_run(tmp_path / "out.onnx", batch), models.ort_run(path, batch, static_batch=True))
+
+
 def _batch_two_export(target: list[int]) -> onnx.ModelProto:
     """A graph as torch's dynamo exporter writes it for an example batch of 2: the input, the outputs and
     every intermediate value declared at batch 2, and the flatten a Reshape to ``target`` (``allowzero``)."""

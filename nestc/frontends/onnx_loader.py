@@ -1,7 +1,8 @@
 """``load_model``: the one entry point from a user's ``.onnx`` file to a model nestc can work on.
 
 Steps, each failing with one line that names the file:
-1. read the bytes and external data safely (:mod:`nestc.frontends.files`);
+1. read the bytes and external data safely (:mod:`nestc.frontends.files`), densify sparse initializers and
+   stop listing initializers as graph inputs where IR version 3 required it;
 2. inline model-local functions (torch's ``export_modules_as_functions`` writes each module as one),
    drop the nodes and MaxPool ``Indices`` outputs no graph output depends on, and split onnxruntime's
    fused Conv, Gemm, MatMul and QuickGelu nodes back into standard ones (:mod:`nestc.frontends.unfuse`);
@@ -57,6 +58,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     model = read_model_file(file)
     _spell_default_domain_one_way(model)
     _densify_sparse_initializers(model)
+    _unlist_initializer_inputs(model)
     model = _inline_local_functions(model, file)
     _drop_unused(model)
     unfuse_onnxruntime_ops(model, file)
@@ -196,9 +198,28 @@ def _drop_unused(model: onnx.ModelProto) -> None:
     kept = [t for t in graph.initializer if t.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    inputs = [value for value in graph.input if value.name not in dead]  # initializers listed as inputs (IR 3)
+    inputs = [value for value in graph.input if value.name not in dead]  # keep_initializers_as_inputs listed them
     del graph.input[:]
     graph.input.extend(inputs)
+
+
+def _unlist_initializer_inputs(model: onnx.ModelProto) -> None:
+    """Stop listing initializers as graph inputs in a file whose IR version required it.
+
+    IR version 3 required every initializer to be a graph input as well (CNTK's exports in the ONNX model
+    zoo, old converters), so there the listing says nothing about the file's interface, and a weight that
+    looks fed is not one nestc may fold or resize: the MNIST model of the ONNX zoo reaches its classifier
+    through ``Reshape(Parameter193)``, and that layer was neither trained nor pruned. The IR version becomes
+    4, the first without the requirement; onnxruntime also folds constants only of unlisted initializers.
+    Later files list them by choice (``keep_initializers_as_inputs``), and the written file keeps that.
+    """
+    if model.ir_version >= 4:
+        return
+    stored = {t.name for t in model.graph.initializer}
+    inputs = [value for value in model.graph.input if value.name not in stored]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    model.ir_version = 4
 
 
 def _densify_sparse_initializers(model: onnx.ModelProto) -> None:
