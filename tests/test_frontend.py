@@ -545,10 +545,11 @@ def test_nodes_no_output_depends_on_are_dropped_with_their_weights(tmp_path) -> 
     models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))
 
 
-def _cntk_style_model(rng: np.random.Generator) -> onnx.ModelProto:
-    """The shape of the ONNX model zoo's MNIST model (CNTK, IR version 3): every initializer is also a graph
-    input, biases are ``Add`` of ``[C, 1, 1]`` tensors, the batch is fixed at 1 and the classifier's weight
-    reaches its MatMul through ``Reshape(Parameter, shape)``. Channel 1 of the convolution is dead."""
+def _cntk_style_model(rng: np.random.Generator, ir_version: int, opset: int) -> onnx.ModelProto:
+    """The shape of the ONNX model zoo's MNIST models (CNTK; IR version 3 at opset 8, converted to opset 12
+    later): every initializer is also a graph input, biases are ``Add`` of ``[C, 1, 1]`` tensors, the batch is
+    fixed at 1 and the classifier's weight reaches its MatMul through ``Reshape(Parameter, shape)``. Channel 1
+    of the convolution is dead."""
     conv = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
     bias = rng.standard_normal((4, 1, 1)).astype(np.float32)
     conv[1], bias[1] = 0.0, 0.0
@@ -569,24 +570,32 @@ def _cntk_style_model(rng: np.random.Generator) -> onnx.ModelProto:
         helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits]
     graph = helper.make_graph(nodes, "CNTKGraph", inputs,
                               [helper.make_tensor_value_info("Plus214_Output_0", TensorProto.FLOAT, [1, 3])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)], producer_name="CNTK")
-    model.ir_version = 3
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="CNTK")
+    model.ir_version = ir_version
     onnx.checker.check_model(model)
     return model
 
 
-def test_an_ir_3_model_trains_and_compacts_its_reshaped_weights(tmp_path) -> None:
-    """Initializers listed as graph inputs (IR version 3) are the file's weights: the classifier reached through
+@pytest.mark.parametrize(("ir_version", "opset"), [(3, 8), (7, 12)])
+def test_initializers_listed_as_inputs_are_weights_even_behind_a_reshape(tmp_path, ir_version: int,
+                                                                         opset: int) -> None:
+    """Initializers listed as graph inputs are the file's weights: the classifier reached through
     ``Reshape(Parameter193)`` is a parameter, and the dead channel goes from the convolution, its bias and the
-    classifier's rows; the written file computes what the original does, at any batch."""
+    classifier's rows; the written file computes what the original does, at any batch. IR 3 had to list
+    them, and the written file does not; a later file listed them by choice, and the written file does too."""
     rng = np.random.default_rng(0)
     path = tmp_path / "cntk.onnx"
-    onnx.save(_cntk_style_model(rng), str(path))
+    onnx.save(_cntk_style_model(rng, ir_version, opset), str(path))
     assert api.inspect(path).params == 36 + 4 + 192 + 3
     report = api.compact(path, tmp_path / "out.onnx")
     assert report.after.params == report.before.params - (9 + 1 + 16 * 3)
-    written = onnx.load(str(tmp_path / "out.onnx"))
-    assert [i.name for i in written.graph.input] == ["Input3"]
+    declared = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+                for v in onnx.load(str(tmp_path / "out.onnx")).graph.input}
+    if ir_version == 3:
+        assert list(declared) == ["Input3"]
+    else:
+        assert "Parameter193" not in declared and declared["Parameter193_reshape1"] == [48, 3]
+        assert declared["Parameter5"] == [3, 1, 3, 3]
     x = rng.standard_normal((1, 1, 8, 8)).astype(np.float32)
     models.assert_close(models.ort_run(tmp_path / "out.onnx", x), models.ort_run(path, x))
     batch = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)

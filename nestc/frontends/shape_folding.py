@@ -130,13 +130,18 @@ def _fold_weight_views(model: onnx.ModelProto) -> None:
     * torch's legacy exporter deduplicates equal parameters (two freshly initialised BatchNorms share
       one all-ones scale) and restores each by ``Identity(shared) -> bn2.weight``. Each ``Identity``
       becomes its own copy again, as the parameters were in the framework.
+
+    Initializers a file also lists as graph inputs (``keep_initializers_as_inputs``) are weights like the
+    others: a folded one's listing moves to the tensor that replaces it.
     """
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    fed = {i.name for i in graph.input} | {o.name for o in graph.output}
+    listed = {i.name for i in graph.input if i.name in inits}
+    fed = {i.name for i in graph.input if i.name not in inits} | {o.name for o in graph.output}
     opset = {o.domain: o.version for o in model.opset_import}
     kept: list[onnx.NodeProto] = []
     operands: set[str] = set()
+    replaced: dict[str, str] = {}  # new initializer -> the one it was made from
     for node in graph.node:
         source = node.input[0] if node.input else ""
         if (node.op_type not in _VIEW_OPS or node.domain != "" or source not in inits
@@ -150,6 +155,7 @@ def _fold_weight_views(model: onnx.ModelProto) -> None:
             graph.initializer.append(copy)
             inits[copy.name] = graph.initializer[-1]
             operands.add(source)
+            replaced[copy.name] = source
             continue
         folded = _evaluate(node, {i: numpy_helper.to_array(inits[i]) for i in node.input if i}, opset)
         if folded is None or _uses(graph, source) != 1:
@@ -158,11 +164,23 @@ def _fold_weight_views(model: onnx.ModelProto) -> None:
         operands.update(node.input)
         graph.initializer.append(numpy_helper.from_array(np.asarray(folded[0]), node.output[0]))
         inits[node.output[0]] = graph.initializer[-1]
+        replaced[node.output[0]] = source
     del graph.node[:]
     graph.node.extend(kept)
     used = {i for n in kept for i in n.input} | fed
     for tensor in [t for t in graph.initializer if t.name in operands - used]:
         graph.initializer.remove(tensor)
+    _move_listings(graph, listed, replaced)
+
+
+def _move_listings(graph: onnx.GraphProto, listed: set[str], replaced: dict[str, str]) -> None:
+    """List each new initializer made from a listed one as a graph input, and drop listings of removed ones."""
+    stored = {t.name: t for t in graph.initializer}
+    kept = [value for value in graph.input if value.name not in listed or value.name in stored]
+    kept.extend(helper.make_tensor_value_info(name, stored[name].data_type, list(stored[name].dims))
+                for name, source in replaced.items() if source in listed)
+    del graph.input[:]
+    graph.input.extend(kept)
 
 
 def _uses(graph: onnx.GraphProto, name: str) -> int:
