@@ -78,9 +78,12 @@ def _softmax_classifier(path: Path, nodes: list, initializers: list, x: str, rng
     _save(path, nodes, initializers, [graph_input], [output], 13)
 
 
-def _save(path: Path, nodes: list, initializers: list, inputs: list, outputs: list, opset: int) -> None:
+def _save(path: Path, nodes: list, initializers: list, inputs: list, outputs: list, opset: int,
+          producer: str = "tf2onnx", ir_version: int | None = None) -> None:
     graph = helper.make_graph(nodes, "model", inputs, outputs, initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tf2onnx")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=producer)
+    if ir_version is not None:
+        model.ir_version = ir_version
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
 
@@ -148,6 +151,43 @@ def opset9_digits_mlp(path: Path) -> None:
                     _zeros("b2", 10)]
     _save(path, nodes, initializers, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], 9)
+
+
+def cntk_mnist(path: Path) -> None:
+    """The ONNX model zoo's MNIST model as CNTK wrote it (IR version 3, opset 8): every initializer also a graph
+    input, the batch fixed at 1, convolutions with ``auto_pad`` and biases as ``Add`` of ``[C, 1, 1]`` tensors,
+    and the classifier's weight reached through ``Reshape(Parameter193)``."""
+    rng = np.random.default_rng(4)
+    tensor = numpy_helper.from_array
+    initializers = [_weight(rng, "Parameter5", [8, 1, 5, 5], 25),
+                    tensor(np.zeros((8, 1, 1), np.float32), "Parameter6"),
+                    _weight(rng, "Parameter87", [16, 8, 5, 5], 200),
+                    tensor(np.zeros((16, 1, 1), np.float32), "Parameter88"),
+                    tensor(np.array([1, 256], np.int64), "Pooling160_Output_0_reshape0_shape"),
+                    _weight(rng, "Parameter193", [16, 4, 4, 10], 256),
+                    tensor(np.array([256, 10], np.int64), "Parameter193_reshape1_shape"),
+                    tensor(np.zeros((1, 10), np.float32), "Parameter194")]
+    conv = {"kernel_shape": [5, 5], "strides": [1, 1], "auto_pad": "SAME_UPPER", "group": 1, "dilations": [1, 1]}
+    nodes = [helper.make_node("Conv", ["Input3", "Parameter5"], ["Convolution28_Output_0"], **conv),
+             helper.make_node("Add", ["Convolution28_Output_0", "Parameter6"], ["Plus30_Output_0"]),
+             helper.make_node("Relu", ["Plus30_Output_0"], ["ReLU32_Output_0"]),
+             helper.make_node("MaxPool", ["ReLU32_Output_0"], ["Pooling66_Output_0"], kernel_shape=[2, 2],
+                              strides=[2, 2]),
+             helper.make_node("Conv", ["Pooling66_Output_0", "Parameter87"], ["Convolution110_Output_0"], **conv),
+             helper.make_node("Add", ["Convolution110_Output_0", "Parameter88"], ["Plus112_Output_0"]),
+             helper.make_node("Relu", ["Plus112_Output_0"], ["ReLU114_Output_0"]),
+             helper.make_node("MaxPool", ["ReLU114_Output_0"], ["Pooling160_Output_0"], kernel_shape=[3, 3],
+                              strides=[3, 3]),
+             helper.make_node("Reshape", ["Pooling160_Output_0", "Pooling160_Output_0_reshape0_shape"],
+                              ["Pooling160_Output_0_reshape0"]),
+             helper.make_node("Reshape", ["Parameter193", "Parameter193_reshape1_shape"], ["Parameter193_reshape1"]),
+             helper.make_node("MatMul", ["Pooling160_Output_0_reshape0", "Parameter193_reshape1"],
+                              ["Times212_Output_0"]),
+             helper.make_node("Add", ["Times212_Output_0", "Parameter194"], ["Plus214_Output_0"])]
+    inputs = [helper.make_tensor_value_info("Input3", TensorProto.FLOAT, [1, 1, 28, 28])] + [
+        helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in initializers]
+    output = helper.make_tensor_value_info("Plus214_Output_0", TensorProto.FLOAT, [1, 10])
+    _save(path, nodes, initializers, inputs, [output], 8, producer="CNTK", ir_version=3)
 
 
 # ---------------------------------------------------------------------------- PyTorch-trained models
@@ -290,6 +330,8 @@ CASES = (
          _pytorch("lenet5-classic", "legacy", size=32, opset=11)),
     Case("opset9-digits-mlp", "opset 9 Flatten + Gemm, scikit-learn digits (8x8)", "digits",
          _hand_built(opset9_digits_mlp)),
+    Case("cntk-mnist", "IR 3 opset 8, weights listed as inputs, batch 1, Add of [C,1,1] biases, Reshape(weight)",
+         "fashion-mnist", _hand_built(cntk_mnist)),
 )
 
 

@@ -125,14 +125,15 @@ def test_han_rounds_prune_the_same_share_of_every_layer(nest_table, tmp_path: Pa
 
 @pytest.mark.slow
 def test_exporters_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Three exporter styles (channels-last tf2onnx, a 32x32 legacy LeNet-5 on 28x28 images, opset-9 Gemm on
-    scikit-learn's digits) made, trained and compressed through the script; each row is complete."""
+    """Four exporter styles (channels-last tf2onnx, a 32x32 legacy LeNet-5 on 28x28 images, opset-9 Gemm on
+    scikit-learn's digits, CNTK's IR 3 MNIST) made, trained and compressed through the script; each row is complete."""
     exporters = load_benchmark("exporters")
     out = tmp_path / "exporters.json"
-    code = exporters.main(["--models", "tf2onnx-lenet5,torch-lenet5-classic,opset9-digits-mlp", "--data", "embedded",
-                           "--limit", "600", "--train-epochs", "1", "--max-epochs", "1", "--han", "--out", str(out)])
+    code = exporters.main(["--models", "tf2onnx-lenet5,torch-lenet5-classic,opset9-digits-mlp,cntk-mnist",
+                           "--data", "embedded", "--limit", "600", "--train-epochs", "1", "--max-epochs", "1", "--han",
+                           "--out", str(out)])
     rows = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
-    assert code == 0 and set(rows) == {"tf2onnx-lenet5", "torch-lenet5-classic", "opset9-digits-mlp"}
+    assert code == 0 and set(rows) == {"tf2onnx-lenet5", "torch-lenet5-classic", "opset9-digits-mlp", "cntk-mnist"}
     for name, row in rows.items():
         assert "error" not in row, (name, row.get("error"))
         assert 0.0 <= row["accuracy_after"] <= 1.0 and 0 < row["nonzero_after"] <= row["nonzero_before"], name
