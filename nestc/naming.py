@@ -17,3 +17,10 @@ def unique_name(base: str, taken: Container[str]) -> str:
         index += 1
         name = f"{base}_{index}"
     return name
+
+
+def claim_name(base: str, taken: set[str]) -> str:
+    """:func:`unique_name`, added to ``taken`` so that the next new name in the same graph differs from it."""
+    name = unique_name(base, taken)
+    taken.add(name)
+    return name

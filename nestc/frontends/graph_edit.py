@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 
-from nestc.naming import unique_name
+from nestc.naming import claim_name
 
 
 def graph_names(graph: onnx.GraphProto) -> set[str]:
@@ -17,8 +17,7 @@ def own_initializer(graph: onnx.GraphProto, node: onnx.NodeProto, slot: int, val
                     taken: set[str]) -> onnx.TensorProto:
     """Store ``value`` under a fresh name (``<input>_<node>``), feed it to input ``slot`` of ``node``
     and return the stored tensor; ``taken`` holds every name in use and gains the new one."""
-    name = unique_name(f"{node.input[slot]}_{node.name or node.output[0]}", taken)
-    taken.add(name)
+    name = claim_name(f"{node.input[slot]}_{node.name or node.output[0]}", taken)
     tensor = onnx.TensorProto()
     tensor.CopyFrom(value)
     tensor.name = name

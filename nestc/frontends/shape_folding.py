@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
 from nestc.frontends.graph_edit import graph_names, own_initializer
-from nestc.naming import unique_name
+from nestc.naming import claim_name
 
 FOLD_BATCH = 1
 """Batch size fixed while folding; 1 is what static exporters use, so both cases look alike."""
@@ -208,8 +208,7 @@ def _explicit_splits(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
             continue
         chunk = -(-shape[axis] // count)
         sizes = [chunk] * (count - 1) + [shape[axis] - chunk * (count - 1)]
-        name = unique_name(f"{node.output[0]}_sizes", names)
-        names.add(name)
+        name = claim_name(f"{node.output[0]}_sizes", names)
         graph.initializer.append(numpy_helper.from_array(np.array(sizes, dtype=np.int64), name))
         del node.input[1:]
         node.input.append(name)

@@ -22,7 +22,7 @@ from onnx import helper, numpy_helper
 
 from nestc.errors import ModelError
 from nestc.frontends.graph_edit import graph_names
-from nestc.naming import unique_name
+from nestc.naming import claim_name
 
 ORT_DOMAIN = "com.microsoft"
 
@@ -109,15 +109,16 @@ def _unfuse_matmul(node: onnx.NodeProto, graph: onnx.GraphProto, taken: set[str]
             raise ModelError(f"{file}: node '{label}' ({ORT_DOMAIN}.FusedMatMul) transposes '{operands[slot]}', whose "
                              f"rank the file does not give; give nestc the model as exported")
         perm = [*range(rank - 2), rank - 1, rank - 2]
-        nodes.append(helper.make_node("Transpose", [operands[slot]], [_fresh(f"{operands[slot]}_transposed", taken)],
-                                      name=_fresh(f"{label}_{flag}", taken), perm=perm))
+        transposed = claim_name(f"{operands[slot]}_transposed", taken)
+        nodes.append(helper.make_node("Transpose", [operands[slot]], [transposed],
+                                      name=claim_name(f"{label}_{flag}", taken), perm=perm))
         operands[slot] = nodes[-1].output[0]
     alpha = float(attributes.get("alpha", 1.0))
-    product = node.output[0] if alpha == 1.0 else _fresh(f"{label}_product", taken)
+    product = node.output[0] if alpha == 1.0 else claim_name(f"{label}_product", taken)
     nodes.append(helper.make_node("MatMul", operands, [product], name=node.name))
     if alpha != 1.0:
         nodes.append(helper.make_node("Mul", [product, _scalar(graph, taken, f"{label}_alpha", alpha)],
-                                      [node.output[0]], name=_fresh(f"{label}_scale", taken)))
+                                      [node.output[0]], name=claim_name(f"{label}_scale", taken)))
     return nodes
 
 
@@ -140,11 +141,12 @@ def _unfuse_quick_gelu(node: onnx.NodeProto, graph: onnx.GraphProto, taken: set[
     nodes = []
     if alpha != 1.0:
         scale = _scalar(graph, taken, f"{label}_alpha", alpha)
-        nodes.append(helper.make_node("Mul", [x, scale], [_fresh(f"{label}_scaled", taken)],
-                                      name=_fresh(f"{label}_scale", taken)))
+        nodes.append(helper.make_node("Mul", [x, scale], [claim_name(f"{label}_scaled", taken)],
+                                      name=claim_name(f"{label}_scale", taken)))
     nodes.append(helper.make_node("Sigmoid", [nodes[-1].output[0] if nodes else x],
-                                  [_fresh(f"{label}_sigmoid_out", taken)], name=_fresh(f"{label}_sigmoid", taken)))
-    nodes.append(helper.make_node("Mul", [x, nodes[-1].output[0]], [node.output[0]], name=_fresh(label, taken)))
+                                  [claim_name(f"{label}_sigmoid_out", taken)],
+                                  name=claim_name(f"{label}_sigmoid", taken)))
+    nodes.append(helper.make_node("Mul", [x, nodes[-1].output[0]], [node.output[0]], name=claim_name(label, taken)))
     return nodes
 
 
@@ -156,13 +158,6 @@ def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
 def _label(node: onnx.NodeProto) -> str:
     """What errors and new names call ``node``: its name, or its output's when it has none."""
     return node.name or node.output[0]
-
-
-def _fresh(wanted: str, taken: set[str]) -> str:
-    """A name not in ``taken``, which gains it."""
-    name = unique_name(wanted, taken)
-    taken.add(name)
-    return name
 
 
 def _chain(fused: onnx.NodeProto, layer: onnx.NodeProto, residual: str | None, activation: str, params: list[float],
@@ -186,10 +181,10 @@ def _chain(fused: onnx.NodeProto, layer: onnx.NodeProto, residual: str | None, a
         steps.append((activation, [], dict(zip(_PARAM_NAMES[activation], params, strict=True))))
     nodes = [layer]
     for op_type, extra, attributes in steps:
-        value = _fresh(f"{label}_{nodes[-1].op_type.lower()}_out", taken)
+        value = claim_name(f"{label}_{nodes[-1].op_type.lower()}_out", taken)
         nodes[-1].output.append(value)
-        nodes.append(helper.make_node(op_type, [value, *extra], [], name=_fresh(f"{label}_{op_type.lower()}", taken),
-                                      **attributes))
+        nodes.append(helper.make_node(op_type, [value, *extra], [],
+                                      name=claim_name(f"{label}_{op_type.lower()}", taken), **attributes))
     nodes[-1].output.append(fused.output[0])
     return nodes
 
@@ -203,7 +198,7 @@ def _float_dtype(graph: onnx.GraphProto) -> np.dtype:
 
 def _scalar(graph: onnx.GraphProto, taken: set[str], wanted: str, value: float) -> str:
     """Store ``value`` as a scalar initializer of the model's float type under a fresh name; return the name."""
-    name = _fresh(wanted, taken)
+    name = claim_name(wanted, taken)
     graph.initializer.append(numpy_helper.from_array(np.array(value, dtype=_float_dtype(graph)), name))
     return name
 

@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper
 from nestc.ir.emit import emit_model
 from nestc.ir.network import Network
 from nestc.naming import INSERTED_BATCH_NORM as MARK
-from nestc.naming import unique_name
+from nestc.naming import claim_name
 from nestc.passes.base import layers
 from nestc.passes.prune_connections import batch_norm_gain, lazy_shapes
 
@@ -61,12 +61,12 @@ def insert_batch_norms(net: Network, sample: torch.Tensor) -> tuple[Network, int
         if output not in wanted:
             continue
         mean, var = statistics[output]
-        params = {part: _fresh(f"{output}_bn_{part}", taken) for part in ("scale", "shift", "mean", "var")}
+        params = {part: claim_name(f"{output}_bn_{part}", taken) for part in ("scale", "shift", "mean", "var")}
         for name, value in zip(params.values(), (torch.sqrt(var + EPSILON), mean, mean, var), strict=True):
             graph.initializer.append(numpy_helper.from_array(value.numpy().astype(np.float32), name))
-        proto.output[0] = _fresh(f"{output}_before_bn", taken)  # the BatchNormalization writes the Conv's output
+        proto.output[0] = claim_name(f"{output}_before_bn", taken)  # the BatchNormalization writes the Conv's output
         nodes.append(helper.make_node("BatchNormalization", [proto.output[0], *params.values()], [output],
-                                      name=_fresh(f"{proto.name or output}{MARK}", taken), epsilon=EPSILON))
+                                      name=claim_name(f"{proto.name or output}{MARK}", taken), epsilon=EPSILON))
     del graph.node[:]
     graph.node.extend(nodes)
     return _rebuilt(model, net), len(convs)
@@ -103,7 +103,7 @@ def fold_batch_norms(net: Network) -> Network:
         weight = values[conv.input[1]]
         values[conv.input[1]] = weight * factor.reshape(-1, *[1] * (weight.ndim - 1))
         if len(conv.input) < 3 or not conv.input[2]:
-            bias_name = _fresh(f"{conv.input[1]}_bias", taken)
+            bias_name = claim_name(f"{conv.input[1]}_bias", taken)
             values[bias_name] = np.zeros(len(factor), dtype=np.float32)
             del conv.input[2:]
             conv.input.append(bias_name)
@@ -147,9 +147,4 @@ def _rebuilt(model: onnx.ModelProto, like: Network) -> Network:
     return net
 
 
-def _fresh(base: str, taken: set[str]) -> str:
-    """A name not in ``taken``, which then holds it."""
-    name = unique_name(base, taken)
-    taken.add(name)
-    return name
 
