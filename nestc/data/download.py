@@ -60,19 +60,19 @@ def download_named(entry: Named, target: Path, handed: Iterable[Path] = ()) -> P
     return folder
 
 
-def _verified(path: Path, md5: str) -> Path | None:
-    """``path`` when it is a file with MD5 ``md5``, else None (a file with another checksum is logged)."""
+def _verified(path: Path, md5: str) -> bool:
+    """Whether ``path`` is a file with MD5 ``md5`` (a file with another checksum is logged)."""
     if not path.is_file():
-        return None
+        return False
     if file_md5(path) == md5:
-        return path
+        return True
     log.warning("%s: MD5 differs from the official archive's (%s); not used", path, md5)
-    return None
+    return False
 
 
 def fetch(urls: tuple[str, ...], dest: Path, md5: str) -> Path:
     """``dest`` with MD5 ``md5``, downloaded from the first URL that delivers it if not already there."""
-    if _verified(dest, md5) is not None:
+    if _verified(dest, md5):
         return dest
     reasons = []
     for url in urls:
