@@ -486,6 +486,47 @@ def test_learning_rate_check_lowers_a_rate_that_wrecks_the_model(trained_mlp: Pa
     assert any(h["phase"] == "prune" and h["accepted"] for h in history), "pruning retrained at the lowered rate"
 
 
+def _collapsed_rows(history: list[dict]) -> list[dict]:
+    return [h for h in history if "collapsed: lr" in h["action"]]
+
+
+def test_a_step_whose_fit_collapses_is_tried_again_at_a_lower_rate(trained_mlp: Path, tmp_path: Path) -> None:
+    """A rate that sends the pruned network to chance (here one no learning-rate check vetted) is the fault of
+    the rate, not of the step: the step is undone and tried again, same size, at a rate sqrt(10) lower, and
+    every later fit trains at the rate that worked."""
+    config = NestConfig(max_epochs=4, max_acc_drop=2, lr_check_epochs=0, retrain_epochs=0.5)
+    result = nestc.compress(trained_mlp, tmp_path / "out.onnx", "embedded", config,
+                            TrainConfig(device="cpu", quiet=True, lr=1.0), log=lambda _line: None)
+    history = result.report["history"]
+    steps = [h for h in history if h["phase"] == "prune"]
+    collapsed = _collapsed_rows(history)
+    assert collapsed and collapsed[0] is steps[0], [h["action"] for h in history]
+    reference = history[0]["val_accuracy"]
+    for row, following in itertools.pairwise(steps[:len(collapsed) + 1]):
+        assert not row["accepted"] and row["val_accuracy"] < 0.1 + (reference - 0.1) / 2
+        assert _step_percent(following["action"]) == _step_percent(row["action"]), "a retry keeps the step size"
+    assert result.report["learning_rate"] == pytest.approx(1.0 / 10 ** (0.5 * len(collapsed)))
+    assert steps[len(collapsed)]["accepted"], "the step trained at the lowered rate keeps the budget"
+    assert result.met_budget and result.report["nonzero_params"]["after"] < result.report["nonzero_params"]["before"]
+
+
+def test_a_collapse_lowers_the_rate_at_most_three_times(trained_mlp: Path, tmp_path: Path) -> None:
+    """Three rates below the configured one, the learning-rate check's ladder; a fourth collapse is a failed
+    step like any other, and halves the step size."""
+    config = NestConfig(max_epochs=3, max_acc_drop=2, lr_check_epochs=0, retrain_epochs=0.25, recovery_epochs=0)
+    result = nestc.compress(trained_mlp, tmp_path / "out.onnx", "embedded", config,
+                            TrainConfig(device="cpu", quiet=True, lr=20.0), log=lambda _line: None)
+    history = result.report["history"]
+    steps = [h for h in history if h["phase"] == "prune"]
+    lowered = [re.search(r"collapsed: lr ([\d.]+) -> ([\d.]+)", h["action"]).groups() for h in _collapsed_rows(steps)]
+    assert lowered == [("20", "6.32"), ("6.32", "2"), ("2", "0.632")], [h["action"] for h in steps]
+    assert [_step_percent(h["action"]) for h in steps[:5]] == [20, 20, 20, 20, 10]
+    fourth = steps[3]
+    assert not fourth["accepted"] and fourth["val_accuracy"] < 0.1 + (history[0]["val_accuracy"] - 0.1) / 2, \
+        "the fourth try collapsed too, and only halved the step"
+    assert result.report["learning_rate"] == pytest.approx(20.0 / 10 ** 1.5)
+
+
 def test_learning_rate_checks_stop_with_the_epoch_budget(trained_mlp: Path, tmp_path: Path) -> None:
     """Each check spends epochs: once the budget is gone no further rate is tried, and the run goes on at
     the next lower rate (the one the failed check would have tried next)."""
