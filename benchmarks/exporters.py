@@ -255,22 +255,40 @@ def _torch_modules() -> dict[str, Callable[[], object]]:
             x = torch.tanh(self.f6(torch.tanh(self.f5(x.view(x.size(0), -1)))))
             return F.log_softmax(self.out(x), dim=1)
 
-    return {"residual": Residual, "mobile": Mobile, "inception": Inception, "lenet5-classic": LeNet5Classic}
+    class LeNet5(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.c3 = nn.Conv2d(1, 6, 5, padding=2), nn.Conv2d(6, 16, 5)
+            self.f5, self.f6, self.out = nn.Linear(400, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = F.max_pool2d(F.relu(self.c1(x)), 2)
+            x = F.max_pool2d(F.relu(self.c3(x)), 2)
+            return self.out(F.relu(self.f6(F.relu(self.f5(x.flatten(1))))))
+
+    return {"residual": Residual, "mobile": Mobile, "inception": Inception, "lenet5-classic": LeNet5Classic,
+            "lenet5": LeNet5}
 
 
-def train_and_export(kind: str, path: Path, data: str, size: int, epochs: float, exporter: str, opset: int) -> None:
-    """Train a PyTorch module in plain PyTorch on ``size`` x ``size`` images (padded), then export it."""
+def train_and_export(kind: str, path: Path, data: str, size: int, epochs: float, exporter: str, opset: int,
+                     raw_pixels: bool = False) -> None:
+    """Train a PyTorch module in plain PyTorch on ``size`` x ``size`` images (padded), then export it.
+
+    ``raw_pixels``: on 0..255 values with Adam at 1e-3, as tutorials that skip normalisation train (SGD at 0.05
+    diverges there); otherwise normalised, with nestc's SGD."""
     import torch
     from torch.nn import functional as F
 
     from nestc.data import fit_to_input, load_dataset
 
     raw = load_dataset(data)
-    prepared = fit_to_input(raw, ["N", 1, size, size], spatial="pad")
+    prepared = fit_to_input(raw, ["N", 1, size, size], mean=[0.0] if raw_pixels else None,
+                            std=[1 / 255] if raw_pixels else None, spatial="pad")
     torch.manual_seed(0)
     module = _torch_modules()[kind]()
     x, y = torch.from_numpy(prepared.x_train), torch.from_numpy(raw.y_train).long()
-    optimiser = torch.optim.SGD(module.parameters(), 0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    optimiser = (torch.optim.Adam(module.parameters(), 1e-3) if raw_pixels else
+                 torch.optim.SGD(module.parameters(), 0.05, momentum=0.9, nesterov=True, weight_decay=5e-4))
     steps = int(epochs * len(x) / 128)
     order = torch.randperm(len(x))
     for step in range(steps):
@@ -308,9 +326,10 @@ def _hand_built(build: Callable[[Path], None]) -> Callable[[Path, str, float], N
     return make
 
 
-def _pytorch(kind: str, exporter: str, size: int = 28, opset: int = 17) -> Callable[[Path, str, float], None]:
+def _pytorch(kind: str, exporter: str, size: int = 28, opset: int = 17, raw_pixels: bool = False
+             ) -> Callable[[Path, str, float], None]:
     def make(path: Path, data: str, epochs: float) -> None:
-        train_and_export(kind, path, data, size, epochs, exporter, opset)
+        train_and_export(kind, path, data, size, epochs, exporter, opset, raw_pixels)
     return make
 
 
@@ -328,6 +347,8 @@ CASES = (
          _pytorch("inception", "dynamo")),
     Case("torch-lenet5-classic", "legacy opset 11, 32x32 input, Tanh, AveragePool, LogSoftmax", "fashion-mnist",
          _pytorch("lenet5-classic", "legacy", size=32, opset=11)),
+    Case("torch-raw-lenet5", "legacy exporter, trained with Adam on raw 0..255 pixels, ReLU, MaxPool",
+         "fashion-mnist", _pytorch("lenet5", "legacy", raw_pixels=True)),
     Case("opset9-digits-mlp", "opset 9 Flatten + Gemm, scikit-learn digits (8x8)", "digits",
          _hand_built(opset9_digits_mlp)),
     Case("cntk-mnist", "IR 3 opset 8, weights listed as inputs, batch 1, Add of [C,1,1] biases, Reshape(weight)",
@@ -379,7 +400,7 @@ def run_case(case: Case, folder: Path, args: argparse.Namespace) -> dict:
     case.make(model, data, args.train_epochs)
     trained = time.perf_counter() - started
     config = nestc.NestConfig(max_epochs=args.max_epochs, batch_norm=args.batch_norm)
-    train_config = nestc.TrainConfig(device=args.device, quiet=True)
+    train_config = nestc.TrainConfig(device=args.device, quiet=True, seed=args.seed)
     output = folder / f"{case.name}.nest.onnx"
     limit = None if case.data == "digits" else args.limit
     result = nestc.compress(model, output, data, config, train_config, limit=limit, log=lambda _line: None)
@@ -399,6 +420,7 @@ def run_case(case: Case, folder: Path, args: argparse.Namespace) -> dict:
             "params_after": report["params"]["after"],
             "latency_b256_before": latency["before"], "latency_b256_after": latency["after"],
             "learning_rate": report["learning_rate"], "input_fit": report["input_fit"],
+            "input_std": report["input_normalisation"]["std"],
             "batch_norms_inserted": report["batch_norms_inserted"],
             "exit_code": result.exit_code, "train_s": round(trained, 1), "compress_s": report["seconds"],
             "weight_shapes_after": layers}
@@ -458,6 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="compress's --batch-norm; Han et al. trains with normalisation when compress did")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0, help="training seed of compress and Han et al. (data order, "
+                        "growth); the models before compression are the same for every seed")
     parser.add_argument("--out", default=str(RESULTS / "exporters.json"))
     args = parser.parse_args(argv)
     if args.threads:
