@@ -191,29 +191,26 @@ class NestRun:
             self.state["epochs_used"] += epochs
         return True
 
-    def _collapsed(self, accuracy: float) -> bool:
-        """Whether a fit that missed the budget left the network near chance (``COLLAPSE_SHARE``): the training
-        rate, not the step, is then the suspect. Chance is the most frequent class's share of the decision data."""
-        if accuracy >= self._budget():
+    def _rate_to_blame(self, accuracy: float) -> bool:
+        """Whether a fit that missed the budget left the network near chance (``COLLAPSE_SHARE``; chance is the
+        most frequent class's share of the decision data) while a lower rate is left to try.
+
+        A rate the learning-rate check passed can still be too high for the fits after pruning: the check is a
+        quarter epoch of the intact network. Such a step is undone and tried again at a rate sqrt(10) lower (the
+        check's ladder), at most ``LR_CHECK_TRIES - 1`` times in a run; after that a collapse counts as any other
+        failed step. None of 1,258 pruning and regrowth rows of runs on models trained on normalised inputs
+        (LeNet-300-100 and LeNet-5 on Fashion-MNIST, the tests' networks) came near chance; the rule acts where a
+        rate is wrong for the model.
+        """
+        if accuracy >= self._budget() or self.state.get("rate_drops", 0) >= LR_CHECK_TRIES - 1:
             return False
         if "chance" not in self.state:
             self.state["chance"] = float(torch.bincount(self.data.y_val.long()).max()) / len(self.data.y_val)
         chance = self.state["chance"]
         return accuracy < chance + COLLAPSE_SHARE * (self.state["reference"] - chance)
 
-    def _answer_collapse(self, collapsed: bool) -> str | None:
-        """Lower the training rate after a collapsed fit, and say so for the step's row; ``None`` when the rate
-        stays where it is (the fit did not collapse, or no lower rate is left to try).
-
-        A rate the learning-rate check passed can still be too high for the fits after pruning: the check is a
-        quarter epoch of the intact network. After a collapse the step is undone and tried again at a rate
-        sqrt(10) lower (the check's ladder), at most ``LR_CHECK_TRIES - 1`` times in a run; after that a
-        collapse counts as any other failed step. None of 1,258 pruning and regrowth rows of runs on models trained
-        on normalised inputs (LeNet-300-100 and LeNet-5 on Fashion-MNIST, the tests' networks) came near chance;
-        the rule acts where a rate is wrong for the model.
-        """
-        if not collapsed or self.state.get("rate_drops", 0) >= LR_CHECK_TRIES - 1:
-            return None
+    def _lower_rate(self) -> str:
+        """Train every later fit at a rate sqrt(10) lower, after a collapse; what the step's row says of it."""
         self.state["rate_drops"] = self.state.get("rate_drops", 0) + 1
         rate = self.train_config.lr
         self._set_rate(rate / 10 ** 0.5)
@@ -570,8 +567,8 @@ class NestRun:
         compact(self.net, probe.x[:64], round_to=cfg.round_to)
         trained = self._fit(cfg.retrain_epochs)
         accuracy = self._accuracy()
-        collapsed = trained and self._collapsed(accuracy)  # recovery at the same rate would not bring it back
-        if trained and not collapsed and accuracy < self._budget() and cfg.recovery_epochs > 0 \
+        rate_to_blame = trained and self._rate_to_blame(accuracy)  # recovery at this rate would not bring it back
+        if trained and not rate_to_blame and accuracy < self._budget() and cfg.recovery_epochs > 0 \
                 and not self._out_of_budget():
             trained = self._fit(cfg.recovery_epochs)
             accuracy = self._accuracy()
@@ -581,7 +578,7 @@ class NestRun:
                   + ("" if trained else " (loss diverged)"))
         if verdict.test_miss is not None:
             action += f" (test {verdict.test_miss:.2%}: under budget, not a result)"
-        lowered = self._answer_collapse(collapsed)
+        lowered = self._lower_rate() if rate_to_blame else None
         if lowered is not None:
             action += f" ({lowered}; the step is tried again)"
         self._record("prune", action, accepted, accuracy)
@@ -615,9 +612,8 @@ class NestRun:
             return
         trained = self._fit(cfg.cycle_epochs)
         accuracy = self._accuracy()
-        collapsed = trained and self._collapsed(accuracy)
-        lowered = self._answer_collapse(collapsed)
-        kept = trained and not collapsed
+        lowered = self._lower_rate() if trained and self._rate_to_blame(accuracy) else None
+        kept = trained and lowered is None
         if not kept:  # pruning goes on from the best network
             self.view.net = self._copy_of_best()
             accuracy = accuracy if trained else self._accuracy()
