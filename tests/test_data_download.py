@@ -126,7 +126,6 @@ def test_download_unpacks_a_handed_archive_offline(cache: Path, tmp_path: Path, 
     assert ((data if named else cache) / "cifar10" / "cifar-10-batches-py").is_dir()
 
 
-
 def test_the_binary_archive_is_not_offered_to_download(cache: Path, tmp_path: Path) -> None:
     """``--download`` fetches CIFAR's python archive; the binary one lying there must be unpacked by hand."""
     data = tmp_path / "data"

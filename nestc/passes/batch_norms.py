@@ -145,6 +145,3 @@ def _rebuilt(model: onnx.ModelProto, like: Network) -> Network:
     net = Network.with_masks(model, masks, like.device)
     net.train(like.training)
     return net
-
-
-

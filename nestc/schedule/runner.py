@@ -204,9 +204,7 @@ class NestRun:
         """
         if accuracy >= self._budget() or self.state.get("rate_drops", 0) >= LR_CHECK_TRIES - 1:
             return False
-        if "chance" not in self.state:
-            self.state["chance"] = float(torch.bincount(self.data.y_val.long()).max()) / len(self.data.y_val)
-        chance = self.state["chance"]
+        chance = float(torch.bincount(self.data.y_val.long()).max()) / len(self.data.y_val)
         return accuracy < chance + COLLAPSE_SHARE * (self.state["reference"] - chance)
 
     def _lower_rate(self) -> str:
@@ -616,7 +614,8 @@ class NestRun:
         kept = trained and lowered is None
         if not kept:  # pruning goes on from the best network
             self.view.net = self._copy_of_best()
-            accuracy = accuracy if trained else self._accuracy()
+            if not trained:  # a diverged fit has no accuracy of its own: the row gives the best network's
+                accuracy = self._accuracy()
         self._record("regrow", f"regrow {grown:,} connections" + ("" if trained else " (loss diverged)")
                      + (f" ({lowered}; pruning goes on from the best network)" if lowered else ""), kept, accuracy)
         self.state["fraction"] = cfg.prune_fraction
