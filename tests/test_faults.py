@@ -37,6 +37,10 @@ BUDGET = ("--data", "embedded", "--limit", "300", "--max-epochs", "3", "--epochs
           "--validation", "train")
 """A run of about ten seconds: growth steps of a quarter epoch, then pruning steps. Judged on a 30-image held-out
 part, growth stops within the budget (on the 500 test images it still improves after three epochs)."""
+INTERRUPTED_BUDGET = tuple("12" if arg == "3" else arg for arg in BUDGET)
+"""BUDGET with 12 epochs, for runs a signal stops after their second checkpoint: in a 3-epoch run a test process
+starved on a loaded 2-core machine saw that write only when the run was writing its output, when signals are
+ignored, and the run ended with exit 0."""
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +139,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(seed_model: Path, tmp_pa
 def test_ctrl_c_writes_nothing_says_how_to_resume_and_resumes(seed_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.onnx"
     checkpoint = Path(f"{out}.ckpt")
-    victim = _start("compress", seed_model, "-o", out, *BUDGET)
+    victim = _start("compress", seed_model, "-o", out, *INTERRUPTED_BUDGET)
     stderr = _interrupt_after(victim, checkpoint, writes=2, sig=signal.SIGINT)
     interrupted = h.Run(victim.returncode, "", stderr)
     lines = [line for line in interrupted.stderr.splitlines() if line.strip()]
@@ -145,14 +149,14 @@ def test_ctrl_c_writes_nothing_says_how_to_resume_and_resumes(seed_model: Path, 
     assert not out.exists() and checkpoint.exists()
     assert not list(tmp_path.glob(".*.tmp")), "temporary files left behind"
 
-    other_seed = run_cli("compress", seed_model, "-o", out, *BUDGET, "--resume", "--seed", "1")
+    other_seed = run_cli("compress", seed_model, "-o", out, *INTERRUPTED_BUDGET, "--resume", "--seed", "1")
     assert_clean_failure(other_seed, str(checkpoint), "--seed", "delete the checkpoint", outputs=(out,))
 
-    resumed = run_cli("compress", seed_model, "-o", out, *BUDGET, "--resume")
+    resumed = run_cli("compress", seed_model, "-o", out, *INTERRUPTED_BUDGET, "--resume")
     assert resumed.code in (0, 3), resumed.stderr
     assert out.exists() and not checkpoint.exists()
 
-    loud = [arg for arg in BUDGET if arg != "--quiet"]
+    loud = [arg for arg in INTERRUPTED_BUDGET if arg != "--quiet"]
     again = run_cli("compress", seed_model, "-o", out, *loud, "--resume")  # the run had finished
     assert again.code == resumed.code, again.stderr
     assert f"--resume: no checkpoint {checkpoint}; starting from the beginning" in again.stdout
@@ -163,13 +167,13 @@ def test_sigterm_stops_like_ctrl_c_with_exit_143_and_resumes(seed_model: Path, t
     being written stayed behind); now it unwinds as Ctrl-C does."""
     out = tmp_path / "out.onnx"
     checkpoint = Path(f"{out}.ckpt")
-    victim = _start("compress", seed_model, "-o", out, *BUDGET)
+    victim = _start("compress", seed_model, "-o", out, *INTERRUPTED_BUDGET)
     stderr = _interrupt_after(victim, checkpoint, writes=2, sig=signal.SIGTERM)
     assert victim.returncode == 143, stderr
     assert stderr == (f"nestc: terminated (SIGTERM); no output was written. The last finished step is kept in "
                       f"{checkpoint}: run the same command with --resume to continue\n")
     assert sorted(tmp_path.iterdir()) == [checkpoint]
-    resumed = run_cli("compress", seed_model, "-o", out, *BUDGET, "--resume")
+    resumed = run_cli("compress", seed_model, "-o", out, *INTERRUPTED_BUDGET, "--resume")
     assert resumed.code in (0, 3), resumed.stderr
     assert out.exists() and not checkpoint.exists()
 
