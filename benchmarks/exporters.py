@@ -271,22 +271,32 @@ def _torch_modules() -> dict[str, Callable[[], object]]:
 
 
 def train_and_export(kind: str, path: Path, data: str, size: int, epochs: float, exporter: str, opset: int,
-                     raw_pixels: bool = False) -> None:
+                     raw_pixels: bool = False, uint8_input: bool = False) -> None:
     """Train a PyTorch module in plain PyTorch on ``size`` x ``size`` images (padded), then export it.
 
     ``raw_pixels``: on 0..255 values with Adam at 1e-3, as tutorials that skip normalisation train (SGD at 0.05
-    diverges there); otherwise normalised, with nestc's SGD."""
+    diverges there); otherwise normalised, with nestc's SGD. ``uint8_input``: the module takes uint8 pixels and
+    normalises them itself (``Cast``, ``Div(255)``, ``Sub``, ``Div`` in the graph), as edge image models do."""
     import torch
     from torch.nn import functional as F
 
     from nestc.data import fit_to_input, load_dataset
 
     raw = load_dataset(data)
-    prepared = fit_to_input(raw, ["N", 1, size, size], mean=[0.0] if raw_pixels else None,
-                            std=[1 / 255] if raw_pixels else None, spatial="pad")
+    pixel_scale = raw_pixels or uint8_input
+    prepared = fit_to_input(raw, ["N", 1, size, size], mean=[0.0] if pixel_scale else None,
+                            std=[1 / 255] if pixel_scale else None, spatial="pad", pixels=uint8_input)
     torch.manual_seed(0)
     module = _torch_modules()[kind]()
     x, y = torch.from_numpy(prepared.x_train), torch.from_numpy(raw.y_train).long()
+    if uint8_input:
+        mean, std = raw.mean[0], raw.std[0]
+
+        class Pixels(torch.nn.Module):
+            def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+                return (pixels.float() / 255 - mean) / std
+
+        module, x = torch.nn.Sequential(Pixels(), module), x.to(torch.uint8)
     optimiser = (torch.optim.Adam(module.parameters(), 1e-3) if raw_pixels else
                  torch.optim.SGD(module.parameters(), 0.05, momentum=0.9, nesterov=True, weight_decay=5e-4))
     steps = int(epochs * len(x) / 128)
@@ -326,10 +336,10 @@ def _hand_built(build: Callable[[Path], None]) -> Callable[[Path, str, float], N
     return make
 
 
-def _pytorch(kind: str, exporter: str, size: int = 28, opset: int = 17, raw_pixels: bool = False
-             ) -> Callable[[Path, str, float], None]:
+def _pytorch(kind: str, exporter: str, size: int = 28, opset: int = 17, raw_pixels: bool = False,
+             uint8_input: bool = False) -> Callable[[Path, str, float], None]:
     def make(path: Path, data: str, epochs: float) -> None:
-        train_and_export(kind, path, data, size, epochs, exporter, opset, raw_pixels)
+        train_and_export(kind, path, data, size, epochs, exporter, opset, raw_pixels, uint8_input)
     return make
 
 
@@ -349,6 +359,8 @@ CASES = (
          _pytorch("lenet5-classic", "legacy", size=32, opset=11)),
     Case("torch-raw-lenet5", "legacy exporter, trained with Adam on raw 0..255 pixels, ReLU, MaxPool",
          "fashion-mnist", _pytorch("lenet5", "legacy", raw_pixels=True)),
+    Case("torch-uint8-lenet5", "legacy exporter, uint8 input cast and normalised inside the graph, ReLU, MaxPool",
+         "fashion-mnist", _pytorch("lenet5", "legacy", uint8_input=True)),
     Case("opset9-digits-mlp", "opset 9 Flatten + Gemm, scikit-learn digits (8x8)", "digits",
          _hand_built(opset9_digits_mlp)),
     Case("cntk-mnist", "IR 3 opset 8, weights listed as inputs, batch 1, Add of [C,1,1] biases, Reshape(weight)",
@@ -383,7 +395,8 @@ def batch_256_latency(model: Path, output: Path, data: str, threads: int) -> dic
     usable = {label: sess for label, sess in sessions.items()
               if not isinstance(fixed[label], int) or fixed[label] == 256}
     shape = ["N", *sessions["after"].get_inputs()[0].shape[1:]]
-    x = fit_to_input(load_dataset(data), shape).x_test[:256]
+    pixels = sessions["after"].get_inputs()[0].type == "tensor(uint8)"
+    x = fit_to_input(load_dataset(data), shape, pixels=pixels).x_test[:256]
     measured = runtime.interleaved_latency_ms(usable, x, repeats=30)
     return {label: round(measured[label], 3) if label in measured else None for label in sessions}
 

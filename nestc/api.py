@@ -28,7 +28,7 @@ from nestc.frontends.precision import stored_precision
 from nestc.input_record import inherit_record
 from nestc.ir.classifier import ClassifierView, class_scores
 from nestc.ir.emit import SPARSE_FORMATS, emit_model
-from nestc.ir.network import Network
+from nestc.ir.network import PIXEL_INPUT_TYPES, Network
 from nestc.passes.compact import CompactResult
 from nestc.passes.compact import compact as compact_network
 from nestc.stats import ModelStats, model_stats
@@ -194,14 +194,15 @@ def _check_same_inputs(sessions: list, original: str, candidate: str) -> None:
 
 
 def _check_feedable(session, label: str) -> None:
-    """Refuse a model validate cannot feed: it feeds one float tensor (random, or ``data``'s test split),
-    and onnxruntime would refuse anything else in a stack trace."""
+    """Refuse a model validate cannot feed: it feeds one float or uint8 pixel tensor (random, or ``data``'s test
+    split), and onnxruntime would refuse anything else in a stack trace."""
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise ModelError(f"{label}: takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); validate "
                          "feeds one data tensor")
-    if inputs[0].type not in runtime.FLOAT_FEEDS:
-        raise ModelError(f"{label}: input '{inputs[0].name}' is {inputs[0].type}; validate feeds float data")
+    if inputs[0].type not in runtime.FEEDS:
+        raise ModelError(f"{label}: input '{inputs[0].name}' is {inputs[0].type}; validate feeds float data or "
+                         "uint8 pixels")
 
 
 def _compare(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> OutputDiff:
@@ -225,18 +226,25 @@ def _validation_inputs(model: onnx.ModelProto, view: ClassifierView | None, data
     own statistics for other models. Data that do not fit are blamed on ``label`` (the original's file)."""
     value = graph_inputs(model)[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+    pixels = value.type.tensor_type.elem_type in PIXEL_INPUT_TYPES
     if data is None:
         shape = [samples] + [d or 1 for d in dims[1:]]
-        return np.random.default_rng(seed).standard_normal(shape).astype(np.float32), None
+        rng = np.random.default_rng(seed)
+        x = rng.integers(0, 256, shape) if pixels else rng.standard_normal(shape)
+        return x.astype(np.float32), None
     from nestc.data import fit_to_input, load_dataset
     from nestc.model_data import data_for_model
 
     if view is not None:
         dataset = data_for_model(view, data, data_dir, download, mean, std, label=label)
     else:  # validate checked mean and std already
+        from nestc.model_data import pixel_normalisation
+
         shape = ["N", *dims[1:]]
-        dataset = fit_to_input(load_dataset(data, data_dir=data_dir, download=download, input_shape=shape), shape,
-                               mean, std, model_label=label)
+        raw = load_dataset(data, data_dir=data_dir, download=download, input_shape=shape)
+        if pixels and mean is None:
+            mean, std = pixel_normalisation(raw, f"{label} input '{value.name}'")
+        dataset = fit_to_input(raw, shape, mean, std, model_label=label, pixels=pixels)
     x = dataset.x_test[:samples]
     y = None if dataset.y_test is None else dataset.y_test[:samples]
     return x, y

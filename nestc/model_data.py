@@ -47,6 +47,9 @@ def data_for_model(view: ClassifierView, spec: str | os.PathLike, data_dir: str 
     net = view.net
     value = next(v for v in net.template.graph.input if v.name == net.input_names[0])
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+    if net.pixel_inputs and mean is not None:
+        raise OptionError(f"--mean/--std: {label} input '{value.name}' takes uint8 pixels, which nestc feeds as the "
+                          "stored 0..255 values (the model scales them itself); leave both out")
     raw = load_dataset(spec, data_dir=data_dir, download=download, limit=limit, input_shape=["N", *dims[1:]])
     with about(label):  # checking labels and choosing the normalisation run the model, which knows no file
         try:
@@ -55,9 +58,26 @@ def data_for_model(view: ClassifierView, spec: str | os.PathLike, data_dir: str 
             raise DataError(f"{exc}{_seed_hint(net, raw)}") from exc
         spatial = None
         if mean is None and std is None:
+            norms = [pixel_normalisation(raw, f"{label} input '{value.name}'")] if net.pixel_inputs else None
             recorded = recorded_input(net.template, raw.x_test.shape[1])
-            spatial, mean, std = recorded or choose_input_fit(view, raw, ["N", *dims[1:]], label)
-        return fit_to_input(raw, ["N", *dims[1:]], mean, std, model_label=label, spatial=spatial)
+            spatial, mean, std = recorded or choose_input_fit(view, raw, ["N", *dims[1:]], label, norms)
+        return fit_to_input(raw, ["N", *dims[1:]], mean, std, model_label=label, spatial=spatial,
+                            pixels=bool(net.pixel_inputs))
+
+
+def pixel_normalisation(raw: Dataset, label: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The ``(mean, std)`` that gives back ``raw``'s pixel values 0..255, for a model that takes uint8 pixels
+    (``label`` names its input): images are read at nestc's [0, 1] scale (std 1/255); data stored at a larger
+    scale (a ``.npz`` of float pixel values) are taken as they are (std 1). Values outside 0..255 at that
+    scale are no pixels, and are refused rather than saturated."""
+    low = float(min(raw.x_train.min(initial=0.0), raw.x_test.min(initial=0.0)))
+    high = float(max(raw.x_train.max(initial=0.0), raw.x_test.max(initial=0.0)))
+    scale = 255.0 if high <= 1.0 else 1.0
+    if low < 0 or high * scale > 255:
+        raise DataError(f"data '{raw.name}' holds values from {low:g} to {high:g}; {label} takes uint8 pixels, "
+                        "0..255 (or images at the [0, 1] scale nestc reads them at)")
+    channels = raw.x_test.shape[1]
+    return (0.0,) * channels, (1.0 / scale,) * channels
 
 
 def _seed_hint(net: Network, raw: Dataset) -> str:
@@ -90,7 +110,7 @@ def untrained_seed(model: onnx.ModelProto) -> bool:
 def _check_labels(view: ClassifierView, raw: Dataset, input_shape: list, spec: str | os.PathLike, label: str) -> None:
     """Refuse labels the model has no class score for, before any candidate input is scored by its loss."""
     sample = fit_to_input(replace(raw, x_train=raw.x_train[:2], x_test=raw.x_test[:2]), input_shape,
-                          model_label=label)
+                          model_label=label, pixels=bool(view.net.pixel_inputs))
     classes = output_classes(view, sample.x_test)
     for split, labels in (("train", raw.y_train), ("test", raw.y_test)):
         if labels is not None and len(labels) and int(labels.max()) >= classes:
@@ -168,18 +188,20 @@ def normalisation_candidates(raw: Dataset) -> list[tuple[tuple[float, ...], tupl
     return unique
 
 
-def choose_input_fit(view: ClassifierView, raw: Dataset, input_shape: list, label: str = "model"
+def choose_input_fit(view: ClassifierView, raw: Dataset, input_shape: list, label: str = "model",
+                     norms: list[tuple[tuple[float, ...], tuple[float, ...]]] | None = None
                      ) -> tuple[str | None, tuple[float, ...], tuple[float, ...]]:
     """The ``(spatial fit, mean, std)`` under which ``view`` is most accurate on a test sample (see module doc).
 
-    The spatial fit is None when the images already have the model's size.
+    The spatial fit is None when the images already have the model's size. ``norms``: the normalisations to
+    choose among (default :func:`normalisation_candidates`; a model that takes pixels has one).
     """
     size = spatial_target(raw.x_test.shape[1:], tuple(input_shape))
     fits: list[str | None] = [None]
     if size is not None:
         first = default_spatial_fit(raw.x_test.shape[1:], size)
         fits = [first, *(fit for fit in SPATIAL_FITS if fit != first)]
-    norms = normalisation_candidates(raw)
+    norms = normalisation_candidates(raw) if norms is None else norms
     if normalises_inside(view.net):
         norms.sort(key=lambda pair: pair != ((0.0,) * len(pair[0]), (1.0,) * len(pair[0])))  # stable: [0, 1] first
     candidates = [(fit, mean, std) for fit in fits for mean, std in norms]
@@ -187,7 +209,8 @@ def choose_input_fit(view: ClassifierView, raw: Dataset, input_shape: list, labe
         return candidates[0]
     keep = np.random.default_rng(0).permutation(len(raw.x_test))[:PROBE_SAMPLES]
     probe = replace(raw, x_train=raw.x_train[:1], y_train=None, x_test=raw.x_test[keep], y_test=raw.y_test[keep])
-    scores = [_loss_and_accuracy(view, fit_to_input(probe, input_shape, mean, std, model_label=label, spatial=fit))
+    scores = [_loss_and_accuracy(view, fit_to_input(probe, input_shape, mean, std, model_label=label, spatial=fit,
+                                                    pixels=bool(view.net.pixel_inputs)))
               for fit, mean, std in candidates]
     best = max(accuracy for _, accuracy in scores)
     if not is_trained(best, max(int(raw.y_test.max()) + 1, 2)):

@@ -46,15 +46,17 @@ def session(model: onnx.ModelProto | bytes, label: str = "model", threads: int |
         raise ModelError(f"{label}: onnxruntime cannot load it ({first_line(exc)})") from exc
 
 
-FLOAT_FEEDS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-"""Input types nestc can feed its (float32) data to, and the numpy type each is fed in."""
+FEEDS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+         "tensor(uint8)": np.uint8}
+"""Input types nestc can feed its (float32) data to, and the numpy type each is fed in (uint8: pixels, which
+the data hold as whole numbers, :func:`nestc.data.fit_to_input`)."""
 
 
 def run(sess: ort.InferenceSession, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """Run ``sess`` on positional ``inputs``; every output as a numpy array.
 
-    Floating inputs are given the precision the session declares (nestc's data is float32; a model
-    stored in float16 takes float16).
+    Float data are given the type the session declares (nestc's data is float32; a model stored in float16
+    takes float16, one that takes pixels uint8).
     """
     feeds = {meta.name: _as_declared(value, meta.type) for meta, value in zip(sess.get_inputs(), inputs, strict=True)}
     return [_as_array(out) for out in sess.run(None, feeds)]
@@ -95,7 +97,7 @@ def interleaved_latency_ms(sessions: dict[str, ort.InferenceSession], x: np.ndar
 
 
 def _as_declared(value: np.ndarray, declared: str) -> np.ndarray:
-    dtype = FLOAT_FEEDS.get(declared)
+    dtype = FEEDS.get(declared)
     return value.astype(dtype) if dtype is not None and value.dtype.kind == "f" and value.dtype != dtype else value
 
 

@@ -463,3 +463,32 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float = 1e-5, a
     hundreds of products round differently when a folded bias moved or a zero column went)."""
     scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale)
+
+
+def train_mlp_elsewhere(x_train: np.ndarray, y_train: np.ndarray, path: str | os.PathLike,
+                        inside: tuple[float, float] | None = None) -> None:
+    """A small MLP trained in plain PyTorch on exactly ``x_train`` (as a user's own pipeline prepared it) and
+    exported by torch's legacy exporter; ``inside``: ``(mean, std)`` the model's graph applies to its inputs
+    itself. A uint8 ``x_train`` makes a model that takes uint8 pixels, which its graph casts to float first."""
+    torch.manual_seed(0)
+    features = int(np.prod(x_train.shape[1:]))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(features, 64), nn.ReLU(), nn.Linear(64, 10))
+    if inside is not None:
+        mean, std = inside
+
+        class Normalise(nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return ((x.float() if x.dtype == torch.uint8 else x) - mean) / std
+
+        model = nn.Sequential(Normalise(), model)
+    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
+    optimiser = torch.optim.Adam(model.parameters(), 1e-3)
+    for _ in range(8):
+        for start in range(0, len(x), 100):
+            optimiser.zero_grad()
+            F.cross_entropy(model(x[start:start + 100]), y[start:start + 100]).backward()
+            optimiser.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model.eval(), (x[:1],), str(path), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}})

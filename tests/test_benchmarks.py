@@ -125,12 +125,13 @@ def test_han_rounds_prune_the_same_share_of_every_layer(nest_table, tmp_path: Pa
 
 @pytest.mark.slow
 def test_exporters_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Five exporter styles (channels-last tf2onnx, a 32x32 legacy LeNet-5 on 28x28 images, a LeNet-5 trained on raw
-    0..255 pixels, opset-9 Gemm on scikit-learn's digits, CNTK's IR 3 MNIST) made, trained and compressed through
-    the script; each row is complete."""
+    """Six exporter styles (channels-last tf2onnx, a 32x32 legacy LeNet-5 on 28x28 images, a LeNet-5 trained on raw
+    0..255 pixels, one that takes uint8 pixels, opset-9 Gemm on scikit-learn's digits, CNTK's IR 3 MNIST) made,
+    trained and compressed through the script; each row is complete."""
     exporters = load_benchmark("exporters")
     out = tmp_path / "exporters.json"
-    models = ["tf2onnx-lenet5", "torch-lenet5-classic", "torch-raw-lenet5", "opset9-digits-mlp", "cntk-mnist"]
+    models = ["tf2onnx-lenet5", "torch-lenet5-classic", "torch-raw-lenet5", "torch-uint8-lenet5", "opset9-digits-mlp",
+              "cntk-mnist"]
     code = exporters.main(["--models", ",".join(models),
                            "--data", "embedded", "--limit", "600", "--train-epochs", "1", "--max-epochs", "1", "--han",
                            "--out", str(out)])
@@ -146,6 +147,7 @@ def test_exporters_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert rows["tf2onnx-lenet5"]["input_fit"] is None and rows["opset9-digits-mlp"]["data"] == "digits"
     assert rows["torch-raw-lenet5"]["input_std"] == [pytest.approx(1 / 255)], "fed the raw pixels it was trained on"
     assert rows["tf2onnx-lenet5"]["input_std"] != rows["torch-raw-lenet5"]["input_std"]
+    assert rows["torch-uint8-lenet5"]["input_std"] == [pytest.approx(1 / 255)], "fed its uint8 pixels"
     printed = capsys.readouterr().out
     assert "| tf2onnx-lenet5 |" in printed and "nestc smaller" in printed
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from models import train_mlp_elsewhere
 
 import nestc
 from nestc import runtime
@@ -98,39 +99,11 @@ def test_fully_convolutional_scores_with_axes_of_size_one_are_class_scores(train
     assert runtime.run_batched(sess, np.zeros((3, 1, 28, 28), np.float32))[0].shape == (3, 10, 1, 1)
 
 
-def _train_mlp_elsewhere(x_train: np.ndarray, y_train: np.ndarray, path: Path,
-                         inside: tuple[float, float] | None = None) -> None:
-    """A small MLP trained in plain PyTorch on exactly ``x_train`` (as a user's own pipeline prepared it);
-    ``inside``: ``(mean, std)`` the model's graph applies to its inputs itself."""
-    import torch
-
-    torch.manual_seed(0)
-    features = int(np.prod(x_train.shape[1:]))
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(features, 64), torch.nn.ReLU(),
-                                torch.nn.Linear(64, 10))
-    if inside is not None:
-        mean, std = inside
-
-        class Normalise(torch.nn.Module):
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return (x - mean) / std
-
-        model = torch.nn.Sequential(Normalise(), model)
-    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
-    optimiser = torch.optim.Adam(model.parameters(), 1e-3)
-    for _ in range(8):
-        for start in range(0, len(x), 100):
-            optimiser.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[start:start + 100]), y[start:start + 100]).backward()
-            optimiser.step()
-    torch.onnx.export(model.eval(), (x[:1],), str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "n"}})
-
-
 def test_foreign_normalisation_is_detected_and_kept(tmp_path: Path) -> None:
     """A model trained elsewhere on raw [0, 1] inputs (torchvision's ``ToTensor`` alone) is evaluated and
     compressed on the inputs it expects, not on the data set's own statistics."""
     raw = load_dataset("embedded")
-    _train_mlp_elsewhere(raw.x_train, raw.y_train, tmp_path / "foreign.onnx")
+    train_mlp_elsewhere(raw.x_train, raw.y_train, tmp_path / "foreign.onnx")
     sess = runtime.session(onnx.load(str(tmp_path / "foreign.onnx")))
 
     def ort_accuracy(mean: float, std: float) -> float:
@@ -152,7 +125,7 @@ def test_raw_pixel_model_is_fed_raw_pixels(tmp_path: Path) -> None:
     inputs under every normalisation of [0, 1] pixels; nestc must find that it wants raw pixels, report
     its true accuracy and write a model that keeps it on raw pixels."""
     raw = load_dataset("embedded")
-    _train_mlp_elsewhere(raw.x_train * 255, raw.y_train, tmp_path / "pixels.onnx")
+    train_mlp_elsewhere(raw.x_train * 255, raw.y_train, tmp_path / "pixels.onnx")
 
     def ort_accuracy(path: Path) -> float:
         sess = runtime.session(onnx.load(str(path)))
@@ -174,7 +147,7 @@ def test_model_that_normalises_its_own_inputs_is_fed_unnormalised_pixels(tmp_pat
     once more costs it less than the 5 points that make nestc leave the data set's statistics (3.8
     here), so the model's own arithmetic must decide, not the margin."""
     raw = load_dataset("embedded")
-    _train_mlp_elsewhere(raw.x_train, raw.y_train, tmp_path / "inside.onnx", inside=(raw.mean[0], raw.std[0]))
+    train_mlp_elsewhere(raw.x_train, raw.y_train, tmp_path / "inside.onnx", inside=(raw.mean[0], raw.std[0]))
     sess = runtime.session(onnx.load(str(tmp_path / "inside.onnx")))
 
     def ort_accuracy(mean: float, std: float) -> float:
@@ -191,7 +164,7 @@ def test_accuracy_tie_between_normalisations_is_settled_by_the_loss(tmp_path: Pa
     similar shift and scale); its cross-entropy tells them apart. Compressed under the statistics, the
     output was retrained for them and lost 7.6 points on the [-1, 1] inputs its user feeds."""
     raw = load_dataset("embedded")
-    _train_mlp_elsewhere((raw.x_train - 0.5) / 0.5, raw.y_train, tmp_path / "halves.onnx")
+    train_mlp_elsewhere((raw.x_train - 0.5) / 0.5, raw.y_train, tmp_path / "halves.onnx")
 
     def ort_accuracy(path: Path, mean: float, std: float) -> float:
         sess = runtime.session(onnx.load(str(path)))
@@ -221,7 +194,7 @@ def test_files_in_an_official_layout_offer_their_own_statistics(tmp_path: Path) 
         for name, arr in zip(MNIST_NAMES[split], (np.round(x[:, 0] * 255), y), strict=True):
             (folder / name).write_bytes(idx_bytes(arr.astype(np.uint8)))
     mean, std = float(raw.x_train.mean()), float(raw.x_train.std())
-    _train_mlp_elsewhere((raw.x_train - mean) / std, raw.y_train, tmp_path / "own.onnx")
+    train_mlp_elsewhere((raw.x_train - mean) / std, raw.y_train, tmp_path / "own.onnx")
     sess = runtime.session(onnx.load(str(tmp_path / "own.onnx")))
     expected = float((runtime.run_batched(sess, ((raw.x_test - mean) / std).astype(np.float32), 256)[0].argmax(1)
                       == raw.y_test).mean())
@@ -238,7 +211,7 @@ def test_image_size_fit_is_the_one_the_model_was_trained_with(tmp_path: Path, tr
     raw = load_dataset("embedded")
     fitted = fit_to_input(raw, ["N", 1, 32, 32], spatial=trained_on)
     other = fit_to_input(raw, ["N", 1, 32, 32], spatial="resize" if trained_on == "pad" else "pad")
-    _train_mlp_elsewhere(fitted.x_train, raw.y_train, tmp_path / "m32.onnx")
+    train_mlp_elsewhere(fitted.x_train, raw.y_train, tmp_path / "m32.onnx")
     sess = runtime.session(onnx.load(str(tmp_path / "m32.onnx")))
 
     def ort_accuracy(data) -> float:

@@ -190,7 +190,7 @@ CASES = [
     Case("validate two-input models", _validate(h.two_inputs), ("a.onnx", "takes 2 inputs (a, b)",
                                                                 "validate feeds one data tensor")),
     Case("validate integer-input models", _validate(h.integer_input), ("a.onnx", "input 'ids' is tensor(int64)",
-                                                                       "validate feeds float data")),
+                                                                       "validate feeds float data or uint8 pixels")),
     Case("--seed -1 (seed)", lambda folder, model, out: ["seed", "lenet-5", "-o", str(out), "--seed", "-1"],
          ("--seed -1",)),
     Case("--birth-strength -5", _compress("--birth-strength", "-5"), ("--birth-strength -5",)),

@@ -34,6 +34,7 @@ def fit_to_input(
     std: Sequence[float] | None = None,
     model_label: str = "model",
     spatial: str | None = None,
+    pixels: bool = False,
 ) -> Dataset:
     """A new Dataset, normalised per channel and shaped as ``input_shape`` (batch dim first).
 
@@ -41,7 +42,9 @@ def fit_to_input(
     (per feature for tabular data). Dims that are not positive ints (``"N"``, ``None``, ``-1``)
     match any size. The returned ``mean``/``std`` are the ones applied. Images of another height and
     width are fitted by ``spatial`` (one of ``SPATIAL_FITS``; default: ``pad`` when they fit inside the
-    model's input, else ``resize``), and ``input_fit`` says how.
+    model's input, else ``resize``), and ``input_fit`` says how. ``pixels``: the model takes uint8 pixels, so
+    the prepared values are rounded and saturated to whole numbers in 0..255, as an image pipeline hands them
+    over (resizing makes fractions); the arrays stay float32, holding those numbers.
     """
     channels = ds.x_train.shape[1]
     m = _per_channel("--mean", ds.mean if mean is None else mean, channels, ds.name)
@@ -60,7 +63,8 @@ def fit_to_input(
     def prepare(x: np.ndarray) -> np.ndarray:
         if size is not None:
             x = _fit_size(x, size, how)
-        return np.ascontiguousarray(arrange((x - m) / s), dtype=np.float32)
+        x = arrange((x - m) / s)
+        return np.ascontiguousarray(np.clip(np.rint(x), 0, 255) if pixels else x, dtype=np.float32)
 
     return replace(
         ds,

@@ -1,4 +1,4 @@
-"""The network seen as a classifier: one float input in, one logits tensor out.
+"""The network seen as a classifier: one float (or uint8 pixel) input in, one logits tensor out.
 
 Exported classifiers often end in Softmax (scikit-learn's converters add ZipMap on top). Training
 on probabilities is numerically poor, so when the chosen output is a (Log)Softmax of something, the
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nestc.errors import ModelError
-from nestc.ir.network import Network, declared_shape
+from nestc.ir.network import PIXEL_INPUT_TYPES, Network, declared_shape
 
 _TRANSPARENT = frozenset({"Identity", "ZipMap", "Cast"})
 _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
@@ -76,13 +76,16 @@ def _describe(value: onnx.ValueInfoProto) -> str:
 
 
 def choose_input(net: Network, label: str = "model") -> str:
-    """The single float graph input data is fed to; several inputs or an integer input are errors."""
+    """The single graph input data is fed to: float, or uint8 pixels; several inputs, or an input of another
+    type (token ids, booleans), are errors."""
     if len(net.input_names) != 1:
         raise ModelError(f"{label}: model has {len(net.input_names)} inputs ({', '.join(net.input_names)}); "
                          "nestc feeds one data tensor")
     value = next(v for v in net.template.graph.input if v.name == net.input_names[0])
-    if value.type.tensor_type.elem_type not in _FLOAT_TYPES:
-        raise ModelError(f"{label}: input '{value.name}' is not a float tensor; nestc feeds float data")
+    elem_type = value.type.tensor_type.elem_type
+    if elem_type not in _FLOAT_TYPES and elem_type not in PIXEL_INPUT_TYPES:
+        raise ModelError(f"{label}: input '{value.name}' is {onnx.TensorProto.DataType.Name(elem_type).lower()}; "
+                         "nestc feeds float data or uint8 pixels")
     return value.name
 
 

@@ -30,6 +30,10 @@ from nestc.naming import unique_name
 WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 """Ops whose weight initializers define a layer (and make following bias-like constants trainable)."""
 
+PIXEL_INPUT_TYPES: dict[int, torch.dtype] = {onnx.TensorProto.UINT8: torch.uint8}
+"""Integer graph input types nestc feeds image data to: pixels of 0..255, as edge models that convert and
+scale their inputs inside the graph (``Cast`` then ``Div(255)``) take them."""
+
 _BIAS_LIKE_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
 _BN_STAT_INPUTS = (3, 4)
 
@@ -95,6 +99,8 @@ class Network(nn.Module):
         self.handlers: list[OpHandler] = [handler_for(n.op_type) for n in self.nodes]  # type: ignore[misc]
         init_names = {t.name for t in graph.initializer}
         self.input_names = [i.name for i in graph.input if i.name not in init_names]
+        self.pixel_inputs = {i.name: PIXEL_INPUT_TYPES[i.type.tensor_type.elem_type] for i in graph.input
+                             if i.name in self.input_names and i.type.tensor_type.elem_type in PIXEL_INPUT_TYPES}
         self.output_names = [o.name for o in graph.output]
         self.initializer_order = [t.name for t in graph.initializer]
         self.initializer_dtypes = {t.name: t.data_type for t in graph.initializer}
@@ -358,7 +364,13 @@ class Network(nn.Module):
     def _feed(self, inputs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         if len(inputs) != len(self.input_names):
             raise ValueError(f"model takes {len(self.input_names)} input(s), got {len(inputs)}")
-        return dict(zip(self.input_names, inputs))
+        return {name: self._as_declared(name, value) for name, value in zip(self.input_names, inputs)}
+
+    def _as_declared(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """``value`` in the type of a pixel input: nestc's data are float32 throughout (training, batching,
+        placement), holding whole pixel values for such an input, and the graph gets them as it declares them."""
+        dtype = self.pixel_inputs.get(name)
+        return value.to(dtype) if dtype is not None and value.is_floating_point() else value
 
     def _run(self, env: dict[str, torch.Tensor], start: int, stop: int, taps: set[str],
              until: str | None) -> tuple[torch.Tensor] | None:
