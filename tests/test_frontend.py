@@ -637,6 +637,38 @@ def test_an_export_at_batch_two_gets_a_free_batch(tmp_path, target: list[int]) -
         models.assert_close(models.ort_run(emitted, x[:batch]), reference[:batch])
 
 
+def test_an_export_at_batch_two_frees_the_batch_of_reshapes_after_reshapes(tmp_path) -> None:
+    """A GroupNorm exports as ``Reshape(x, [0, groups, -1])``, InstanceNormalization and ``Reshape`` back to
+    ``[2, C, H, W]``; the classifier's flatten after it is ``[2, 48]``. Its input is only seen to be led by the
+    batch once the GroupNorm's target is freed (it was left at 2, and the model refused at batch 1)."""
+
+    class GroupNormNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 12, 3, padding=1)
+            self.norm = torch.nn.GroupNorm(3, 12)
+            self.fc = torch.nn.Linear(48, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            pooled = torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.norm(self.conv(x))), (2, 2))
+            return self.fc(pooled.flatten(1))
+
+    torch.manual_seed(0)
+    path = tmp_path / "groupnorm.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(GroupNormNet().eval(), (torch.randn(2, 1, 8, 8),), str(path), dynamo=True)
+    reshapes = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Reshape"]
+    assert len(reshapes) >= 3, "the export this test is about: GroupNorm's two Reshapes and the flatten"
+    net = api.load_network(path)
+    emitted = emit_model(net)
+    x = np.random.default_rng(1).standard_normal((6, 1, 8, 8)).astype(np.float32)
+    reference = np.concatenate([models.ort_run(path, x[i: i + 2]) for i in range(0, 6, 2)])
+    for batch in (1, 6):
+        models.assert_close(net.run_numpy(x[:batch])[0], reference[:batch], rtol=1e-4, atol=1e-5)
+        models.assert_close(models.ort_run(emitted, x[:batch]), reference[:batch], rtol=1e-4, atol=1e-5)
+
+
 def test_training_mode_batch_norm_of_one_sample_is_its_shift(tmp_path) -> None:
     """A ``BatchNorm1d`` exported in training mode normalises ``[N, C]`` features with the batch's statistics;
     one sample has one value per channel, its variance is zero and onnxruntime returns the shift. nestc

@@ -34,7 +34,7 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy of ``model`` whose integer-only subgraphs (shape arithmetic) are initializers.
 
     Values that depend on the batch (they differ when folded at a second batch size) stay computed at
-    run time unless only Reshape targets read them, whose batch entry :func:`_free_batch` frees: an
+    run time unless only Reshape targets read them, whose batch entry :func:`_free_reshape_batches` frees: an
     ``Expand`` to ``Shape(x)`` (a class token broadcast over the batch) must follow the batch.
     """
     folded = onnx.ModelProto()
@@ -64,7 +64,8 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
     shapes = _static_shapes(folded)
     _explicit_splits(folded, shapes)
     _one_sample_constants(folded, original_batches - {FOLD_BATCH}, shapes)
-    _free_batch(folded, original_batches | {FOLD_BATCH}, shapes, _batch_names(model), batch_first)
+    _free_reshape_batches(folded, original_batches | {FOLD_BATCH}, shapes, batch_first)
+    _free_io_batch(folded, _batch_names(model))
     return folded
 
 
@@ -98,7 +99,7 @@ def _run_time_nodes(graph: onnx.GraphProto, folded: set[int], batch_dependent: s
                     batch_first: set[str]) -> set[int]:
     """Folded nodes (by index) that must stay in the graph: they compute a batch-dependent value that
     a run-time node reads, or feed such a node. A Reshape target whose only batch-dependent entry is
-    the batch itself (``batch_first``) stays folded: :func:`_free_batch` rewrites that entry."""
+    the batch itself (``batch_first``) stays folded: :func:`_free_reshape_batches` rewrites that entry."""
     producer = {o: index for index, node in enumerate(graph.node) if index in folded for o in node.output}
     live: set[int] = set()
     pending = [(node, index) for index, node in enumerate(graph.node) if index not in folded]
@@ -386,16 +387,8 @@ def _batch_names(model: onnx.ModelProto) -> dict[str, str]:
     return names
 
 
-def _free_batch(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tuple[int, ...]],
-                names: dict[str, str], batch_first: set[str]) -> None:
-    """Make dimension 0 symbolic on inputs/outputs (keeping the ``names`` they had, else ``N``) and
-    rewrite batch entries of Reshape targets.
-
-    A target's first entry is taken for the batch when the batch leads the reshaped tensor too, or when
-    the target was folded from the input's shape and only that entry followed the batch (``batch_first``):
-    onnx's version converter turns an opset-11 ``Softmax(axis=2)`` of ``[N, C, H, W]`` into ``Flatten`` to
-    ``[N * C, H * W]``, ``Softmax`` and ``Reshape`` to ``Shape(x)``.
-    """
+def _free_io_batch(model: onnx.ModelProto, names: dict[str, str]) -> None:
+    """Make dimension 0 symbolic on inputs/outputs, keeping the ``names`` they had, else ``N``."""
     graph = model.graph
     init_names = {t.name for t in graph.initializer}
     for value in [*graph.input, *graph.output]:
@@ -405,8 +398,33 @@ def _free_batch(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tup
         dim.Clear()
         dim.dim_param = names.get(value.name, "N")
     del graph.value_info[:]
+
+
+def _free_reshape_batches(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tuple[int, ...]],
+                          batch_first: set[str]) -> None:
+    """Rewrite the batch entries of Reshape targets (``shapes``: the values' shapes at ``FOLD_BATCH``).
+
+    A target's first entry is taken for the batch when the batch leads the reshaped tensor too, or when
+    the target was folded from the input's shape and only that entry followed the batch (``batch_first``):
+    onnx's version converter turns an opset-11 ``Softmax(axis=2)`` of ``[N, C, H, W]`` into ``Flatten`` to
+    ``[N * C, H * W]``, ``Softmax`` and ``Reshape`` to ``Shape(x)``.
+
+    Shapes are inferred again after every round that rewrote a target, until one rewrites none: an export at
+    a static batch above 1 states that batch in every target, so a Reshape after another one (a GroupNorm's
+    ``[2, 12, 28, 28]`` before the classifier's ``[2, 48]``) only shows a tensor led by the folding batch once
+    the earlier target is freed. Each target is rewritten at most once, so the rounds end.
+    """
+    while _free_reshape_round(model, batches, shapes, batch_first):
+        shapes = _static_shapes(model)
+
+
+def _free_reshape_round(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tuple[int, ...]],
+                        batch_first: set[str]) -> bool:
+    """One pass of :func:`_free_reshape_batches` over the graph; whether it rewrote a target."""
+    graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     taken = graph_names(graph)
+    rewrote = False
     for node in graph.node:
         if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in inits:
             continue
@@ -434,6 +452,8 @@ def _free_batch(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tup
             else:
                 target[0] = 0
         _set_initializer(graph, node, 1, target, inits, taken)
+        rewrote = True
+    return rewrote
 
 
 def _sample_entries(rest: list[int], data_shape: tuple[int, ...], allowzero: bool) -> list[int] | None:
