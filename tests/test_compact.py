@@ -328,7 +328,8 @@ class ImageInput(models.Zoo):
     INPUT = (3, 6, 6)
 
 
-def _conv_pair_model(tmp_path, middle: list[onnx.NodeProto], constants: dict[str, np.ndarray]) -> models.Exported:
+def _conv_pair_model(tmp_path, middle: list[onnx.NodeProto], constants: dict[str, np.ndarray],
+                     opset: int = 17) -> models.Exported:
     """x -> conv1 (8 maps; units 1 and 4 zero, bias 0) -> ``middle`` ("c1" to "m") -> conv2 (6 maps, 3x3) -> ReLU
     -> global average -> Gemm (3 outputs; conv2 unit 2 unread). Nodes read ``constants`` by name."""
     rng = np.random.default_rng(0)
@@ -346,7 +347,8 @@ def _conv_pair_model(tmp_path, middle: list[onnx.NodeProto], constants: dict[str
         onnx.helper.make_node("Flatten", ["g"], ["f"]),
         onnx.helper.make_node("Gemm", ["f", "fc"], ["y"]),
     ]
-    return _image_model(tmp_path, "conv_pair", nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "fc": fc, **constants})
+    return _image_model(tmp_path, "conv_pair", nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "fc": fc, **constants},
+                        opset)
 
 
 def _image_model(tmp_path, name: str, nodes: list[onnx.NodeProto], constants: dict[str, np.ndarray],
@@ -405,6 +407,47 @@ def test_new_channel_rules_resize_their_constants(tmp_path) -> None:
             if (k := t.name) in ("w1", "s", "t", "e", "floor", "w2")} == {
         "w1": (6, 3, 3, 3), "s": (6,), "t": (6,), "e": (1, 6, 1, 1), "floor": (6, 1, 1), "w2": (5, 6, 3, 3)}
     assert _init(model, "target").tolist() == [1, 6, 6, 6]
+
+
+def _resize_model(tmp_path, case: str) -> models.Exported:
+    """conv1's maps doubled in size by a Resize between the convolutions, as ``case`` spells it (see the test);
+    with the ONNX opset the spelling needs."""
+    helper = onnx.helper
+    if case == "scales-linear":
+        constants = {"scales": np.array([1, 1, 2, 2], np.float32)}
+        middle = [helper.make_node("Resize", ["c1", "", "scales"], ["m"], mode="linear")]
+    elif case == "axes-sizes-cubic":
+        constants = {"sizes": np.array([8, 12, 12], np.int64)}
+        middle = [helper.make_node("Resize", ["c1", "", "", "sizes"], ["m"], mode="cubic", axes=[1, 2, 3])]
+    elif case == "batch-sizes-nearest":
+        constants = {"sizes": np.array([1, 8, 12, 12], np.int64)}
+        middle = [helper.make_node("Resize", ["c1", "", "", "sizes"], ["m"], mode="nearest")]
+    else:  # run-time sizes: the batch and channels of conv1's output, then 12 x 12
+        constants = {"zero": np.array([0], np.int64), "two": np.array([2], np.int64),
+                     "hw": np.array([12, 12], np.int64)}
+        middle = [helper.make_node("Shape", ["c1"], ["shape"]),
+                  helper.make_node("Slice", ["shape", "zero", "two"], ["nc"]),
+                  helper.make_node("Concat", ["nc", "hw"], ["sizes"], axis=0),
+                  helper.make_node("Resize", ["c1", "", "", "sizes"], ["m"], mode="linear")]
+    exp = _conv_pair_model(tmp_path, middle, constants, opset=19 if case == "axes-sizes-cubic" else 17)
+    return models.Exported(exp.module, exp.path, static_batch=case == "batch-sizes-nearest")
+
+
+@pytest.mark.parametrize("case", ["scales-linear", "axes-sizes-cubic", "batch-sizes-nearest", "run-time-sizes"])
+def test_resize_passes_channels_through_and_follows_them_in_its_sizes(tmp_path, case: str) -> None:
+    """Resize interpolates within each axis, so conv1's constant-zero units 1 and 4 stay zero through it and go,
+    and constant sizes lose them (``[8, 12, 12]`` on axes 1-3 becomes ``[6, 12, 12]``). Sizes that name the batch
+    (torch's dynamo exporter writes ``[1, C, H, W]``) would resize every batch to 1: they become scales, and the
+    file runs at batch 6. Sizes computed at run time freeze the channels they pass: only conv2's unit 2 goes."""
+    report, model = _compact(_resize_model(tmp_path, case), tmp_path)
+    conv2_unit = 8 * 9 + 1 + 3
+    conv1_units = 2 * (27 + 1 + 5 * 9)
+    assert _drop(report) == conv2_unit + (0 if case == "run-time-sizes" else conv1_units)
+    resize = next(n for n in model.graph.node if n.op_type == "Resize")
+    if case == "axes-sizes-cubic":
+        assert _init(model, resize.input[3]).tolist() == [6, 12, 12]
+    if case == "batch-sizes-nearest":
+        assert resize.input[3:] == [] and _init(model, resize.input[2]).tolist() == [1, 1, 2, 2]
 
 
 def test_a_bias_computed_at_run_time_freezes_its_units(tmp_path) -> None:

@@ -669,6 +669,63 @@ def test_an_export_at_batch_two_frees_the_batch_of_reshapes_after_reshapes(tmp_p
         models.assert_close(models.ort_run(emitted, x[:batch]), reference[:batch], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
+@pytest.mark.parametrize("resize", [{"size": (12, 12), "mode": "bilinear"}, {"scale_factor": 2.0, "mode": "nearest"},
+                                    {"scale_factor": 0.5, "mode": "bicubic", "align_corners": True}],
+                         ids=["size-bilinear", "scale-nearest", "scale-bicubic-corners"])
+def test_interpolation_runs_at_any_batch_and_matches_onnxruntime(tmp_path, exporter: str, resize: dict) -> None:
+    """``F.interpolate`` exports as Resize: the dynamo exporter writes a target size as constant sizes
+    ``[1, C, H, W]`` at batch 1 (freed to the spatial axes), the legacy one computes them from ``Shape``."""
+
+    class Interpolating(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = torch.nn.Conv2d(1, 4, 3), torch.nn.LazyLinear(5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.nn.functional.interpolate(torch.relu(self.conv(x)), **resize).flatten(1))
+
+    torch.manual_seed(0)
+    module = Interpolating()
+    module(torch.randn(1, 1, 10, 10))
+    path = tmp_path / "interpolating.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            torch.onnx.export(module.eval(), (torch.randn(1, 1, 10, 10),), str(path), dynamo=True)
+        else:
+            torch.onnx.export(module.eval(), (torch.randn(1, 1, 10, 10),), str(path), dynamo=False,
+                              input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    assert "Resize" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    net = api.load_network(path)
+    x = np.random.default_rng(1).standard_normal((6, 1, 10, 10)).astype(np.float32)
+    reference = models.ort_run(path, x, static_batch=exporter == "dynamo")
+    models.assert_close(net.run_numpy(x)[0], reference, rtol=1e-4, atol=1e-5)
+    models.assert_close(models.ort_run(emit_model(net), x), reference, rtol=1e-4, atol=1e-5)
+
+
+def test_an_opset_9_upsample_is_converted_to_resize(tmp_path) -> None:
+    """Upsample (opsets 7 to 9) is no op of the supported opsets; onnx's version converter turns it into Resize,
+    so it is accepted in a file that is converted (it was refused as unsupported before the conversion)."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Upsample", ["c", "s"], ["u"]),
+             helper.make_node("Flatten", ["u"], ["f"]), helper.make_node("Gemm", ["f", "fc", "b"], ["y"], transB=1)]
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "s"),
+             numpy_helper.from_array(rng.standard_normal((3, 4 * 12 * 12)).astype(np.float32), "fc"),
+             numpy_helper.from_array(np.zeros(3, np.float32), "b")]
+    graph = helper.make_graph(nodes, "upsample",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    path = tmp_path / "upsample.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=4), str(path))
+    net = api.load_network(path)
+    assert "Resize" in {n.op_type for n in net.nodes} and "Upsample" not in {n.op_type for n in net.nodes}
+    x = rng.standard_normal((6, 1, 8, 8)).astype(np.float32)
+    models.assert_close(net.run_numpy(x)[0], models.ort_run(path, x))
+    models.assert_close(models.ort_run(emit_model(net), x), models.ort_run(path, x))
+
+
 def test_training_mode_batch_norm_of_one_sample_is_its_shift(tmp_path) -> None:
     """A ``BatchNorm1d`` exported in training mode normalises ``[N, C]`` features with the batch's statistics;
     one sample has one value per channel, its variance is zero and onnxruntime returns the shift. nestc

@@ -357,6 +357,41 @@ def pad(ctx: RuleContext) -> None:
             ctx.set_layout(node.outputs[0], axis, found)
 
 
+def resize(ctx: RuleContext) -> None:
+    """Resize interpolates within each axis: an axis it leaves at its extent (scale 1, or its own size, over
+    the whole axis) passes its units through, and a constant ``sizes`` entry for it is rewritten to the
+    axis's new width; an axis it resizes or crops freezes."""
+    node = ctx.node
+    source, out = node.inputs[0], node.outputs[0]
+    rank = ctx.rank(source)
+    axes = [int(a) % rank for a in node.attr("axes", list(range(rank)))]
+    crops = node.attr("coordinate_transformation_mode") == "tf_crop_and_resize"
+    sizes_name = node.inputs[3] if len(node.inputs) > 3 else ""
+    sizes = ctx.int_values(sizes_name)
+    passed = {}
+    for axis in range(rank):
+        found = ctx.layout(source, axis)
+        if ctx.shape(source)[axis] != ctx.shape(out)[axis] or (crops and axis in axes):
+            ctx.freeze(found, "resizes a channel axis")
+        elif found is not None and sizes_name and axis in axes and sizes is None:
+            ctx.freeze(found, "Resize to run-time sizes")
+        else:
+            ctx.set_layout(out, axis, found)
+            if found is not None and sizes is not None and axis in axes:
+                passed[axes.index(axis)] = found
+    if not passed:
+        return
+    net = ctx.net
+
+    def rewrite(new_size: Callable[[Layout], int]) -> None:
+        values = net.ints[sizes_name].clone()
+        for k, layout in passed.items():
+            values[k] = new_size(layout)
+        net.set_input_constant(node, 3, values)
+
+    ctx.fixup(rewrite)
+
+
 def gemm(ctx: RuleContext) -> None:
     """Y = A B (+ C): A's feature axis meets B's input axis; Y's features are a new space."""
     node = ctx.node
@@ -486,7 +521,7 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "BatchNormalization": batch_norm, "InstanceNormalization": batch_norm,
     **dict.fromkeys(["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"], keep_channel_axis),
     **dict.fromkeys(["Flatten", "Reshape", "Squeeze", "Unsqueeze"], view),
-    "Transpose": transpose, "Concat": concat, "Split": split, "Slice": slice_, "Pad": pad,
+    "Transpose": transpose, "Concat": concat, "Split": split, "Slice": slice_, "Pad": pad, "Resize": resize,
     "ReduceMean": reduce_, "ReduceSum": reduce_, "ReduceMax": reduce_, "ArgMax": reduce_,
     "Constant": no_channels, "Shape": no_channels, "ConstantOfShape": no_channels,
 }

@@ -1,10 +1,19 @@
-"""Giving one node its own copy of an initializer that other nodes share (ONNX graph level)."""
+"""ONNX graph-level helpers of the frontend passes: names in use, the opset, one node's own copy of a shared
+initializer."""
 
 from __future__ import annotations
 
 import onnx
 
 from nestc.naming import claim_name
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The version of the default ONNX domain the model imports."""
+    for entry in model.opset_import:
+        if entry.domain == "":
+            return entry.version
+    return 0
 
 
 def graph_names(graph: onnx.GraphProto) -> set[str]:

@@ -27,6 +27,7 @@ from onnx import inliner, numpy_helper, shape_inference, version_converter
 
 from nestc.errors import PATH, ModelError, UnsupportedOpError, first_line, require
 from nestc.frontends.files import read_model_file
+from nestc.frontends.graph_edit import default_opset
 from nestc.frontends.precision import widen_to_float32
 from nestc.frontends.shape_folding import fold_shape_subgraphs
 from nestc.frontends.unfuse import unfuse_onnxruntime_ops
@@ -42,6 +43,9 @@ CONVERSION_TARGET = 17
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 
 _CONTROL_FLOW = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+_CONVERTED_AWAY = frozenset({"Upsample"})
+"""Ops of opsets before :data:`SUPPORTED_OPSETS` that onnx's version converter replaces by supported ones
+(Upsample by Resize), so a model that is converted may hold them."""
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -93,8 +97,11 @@ def _refuse_unsupported(model: onnx.ModelProto, file: Path) -> None:
         listed = ", ".join(f"'{n.name or n.op_type}' ({n.op_type})" for n in flow)
         raise UnsupportedOpError(f"{file}: control flow is not supported: {listed}")
     missing = []
+    converted = default_opset(model) < SUPPORTED_OPSETS.start
     for index, node in enumerate(nodes):
         handler = handler_for(node.op_type)
+        if converted and node.op_type in _CONVERTED_AWAY and node.domain == "":
+            continue
         if handler is None or node.domain not in handler.domains:
             domain = f"{node.domain}." if node.domain else ""
             missing.append(f"'{node.name or f'{node.op_type}_{index}'}' ({domain}{node.op_type})")
@@ -274,14 +281,6 @@ def _check(model: onnx.ModelProto, file: Path) -> None:
         shapeless = [f"'{value.name}'" for value in [*graph_inputs(model), *model.graph.output] if _lacks_shape(value)]
         where = f" (graph inputs and outputs without a shape: {', '.join(shapeless)})" if shapeless else ""
         raise ModelError(f"{file}: fails onnx.checker: {first_line(exc)}{where}") from exc
-
-
-def default_opset(model: onnx.ModelProto) -> int:
-    """The version of the default ONNX domain the model imports."""
-    for entry in model.opset_import:
-        if entry.domain == "":
-            return entry.version
-    return 0
 
 
 def _normalise_opset(model: onnx.ModelProto, file: Path) -> onnx.ModelProto:

@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
-from nestc.frontends.graph_edit import graph_names, own_initializer
+from nestc.frontends.graph_edit import default_opset, graph_names, own_initializer
 from nestc.naming import claim_name
 
 FOLD_BATCH = 1
@@ -402,58 +402,110 @@ def _free_io_batch(model: onnx.ModelProto, names: dict[str, str]) -> None:
 
 def _free_reshape_batches(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tuple[int, ...]],
                           batch_first: set[str]) -> None:
-    """Rewrite the batch entries of Reshape targets (``shapes``: the values' shapes at ``FOLD_BATCH``).
+    """Rewrite the batch entries of Reshape targets and Resize sizes (``shapes``: the values' shapes at
+    ``FOLD_BATCH``).
+
+    Shapes are inferred again after every round that rewrote a constant, until one rewrites none: an export at
+    a static batch above 1 states that batch in every target, so a Reshape after another one (a GroupNorm's
+    ``[2, 12, 28, 28]`` before the classifier's ``[2, 48]``) only shows a tensor led by the folding batch once
+    the earlier target is freed. Each constant is rewritten at most once, so the rounds end.
+    """
+    while True:
+        graph = model.graph
+        inits = {t.name: t for t in graph.initializer}
+        taken = graph_names(graph)
+        rewrote = False
+        for node in graph.node:
+            if node.op_type == "Reshape":
+                rewrote |= _free_reshape_target(model, node, batches, shapes, batch_first, inits, taken)
+            elif node.op_type == "Resize":
+                rewrote |= _free_resize_sizes(model, node, batches, shapes, inits, taken)
+        if not rewrote:
+            return
+        shapes = _static_shapes(model)
+
+
+def _free_reshape_target(model: onnx.ModelProto, node: onnx.NodeProto, batches: set[int],
+                         shapes: dict[str, tuple[int, ...]], batch_first: set[str],
+                         inits: dict[str, onnx.TensorProto], taken: set[str]) -> bool:
+    """Free the batch entry of a Reshape's constant target; whether it did.
 
     A target's first entry is taken for the batch when the batch leads the reshaped tensor too, or when
     the target was folded from the input's shape and only that entry followed the batch (``batch_first``):
     onnx's version converter turns an opset-11 ``Softmax(axis=2)`` of ``[N, C, H, W]`` into ``Flatten`` to
     ``[N * C, H * W]``, ``Softmax`` and ``Reshape`` to ``Shape(x)``.
-
-    Shapes are inferred again after every round that rewrote a target, until one rewrites none: an export at
-    a static batch above 1 states that batch in every target, so a Reshape after another one (a GroupNorm's
-    ``[2, 12, 28, 28]`` before the classifier's ``[2, 48]``) only shows a tensor led by the folding batch once
-    the earlier target is freed. Each target is rewritten at most once, so the rounds end.
     """
-    while _free_reshape_round(model, batches, shapes, batch_first):
-        shapes = _static_shapes(model)
-
-
-def _free_reshape_round(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tuple[int, ...]],
-                        batch_first: set[str]) -> bool:
-    """One pass of :func:`_free_reshape_batches` over the graph; whether it rewrote a target."""
-    graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    taken = graph_names(graph)
-    rewrote = False
-    for node in graph.node:
-        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in inits:
-            continue
-        data_shape = shapes.get(node.input[0])
-        target = numpy_helper.to_array(inits[node.input[1]]).copy()
-        if not target.size or int(target[0]) not in batches or int(target[0]) in (0, -1):
-            continue
-        batch_leads = data_shape is not None and len(data_shape) > 0 and data_shape[0] == FOLD_BATCH
-        if -1 not in target[1:].tolist():
-            if not batch_leads and node.input[1] not in batch_first:
-                continue
-            target[0] = -1
-        elif not batch_leads or data_shape is None:
-            continue
+    if len(node.input) < 2 or node.input[1] not in inits:
+        return False
+    data_shape = shapes.get(node.input[0])
+    target = numpy_helper.to_array(inits[node.input[1]]).copy()
+    if not target.size or int(target[0]) not in batches or int(target[0]) in (0, -1):
+        return False
+    batch_leads = data_shape is not None and len(data_shape) > 0 and data_shape[0] == FOLD_BATCH
+    if -1 not in target[1:].tolist():
+        if not batch_leads and node.input[1] not in batch_first:
+            return False
+        target[0] = -1
+    elif not batch_leads or data_shape is None:
+        return False
+    else:
+        # The batch becomes the inferred axis; the other -1 is spelled out from one sample's size
+        # ([1, -1] -> [-1, 288]). "0" (copy the input's batch) would also do, but means a
+        # literal zero under allowzero=1, which torch's dynamo exporter sets.
+        allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
+        rest = _sample_entries(target[1:].tolist(), data_shape, allowzero)
+        if rest is not None:
+            target = np.array([-1, *rest], dtype=target.dtype)
+        elif allowzero:
+            return False
         else:
-            # The batch becomes the inferred axis; the other -1 is spelled out from one sample's size
-            # ([1, -1] -> [-1, 288]). "0" (copy the input's batch) would also do, but means a
-            # literal zero under allowzero=1, which torch's dynamo exporter sets.
-            allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
-            rest = _sample_entries(target[1:].tolist(), data_shape, allowzero)
-            if rest is not None:
-                target = np.array([-1, *rest], dtype=target.dtype)
-            elif allowzero:
-                continue
-            else:
-                target[0] = 0
-        _set_initializer(graph, node, 1, target, inits, taken)
-        rewrote = True
-    return rewrote
+            target[0] = 0
+    _set_initializer(model.graph, node, 1, target, inits, taken)
+    return True
+
+
+def _free_resize_sizes(model: onnx.ModelProto, node: onnx.NodeProto, batches: set[int],
+                       shapes: dict[str, tuple[int, ...]], inits: dict[str, onnx.TensorProto], taken: set[str]
+                       ) -> bool:
+    """Take the batch out of a Resize's constant ``sizes``; whether it did.
+
+    torch's dynamo exporter writes ``F.interpolate(size=...)`` as sizes ``[1, C, H, W]``, which would resize
+    every batch back to the export batch. From opset 18 the ``axes`` attribute leaves the batch out; before
+    it, constant scales take the sizes' place where they give the same output sizes and coordinates (the
+    ratios are exact in float32: 2, 0.5, 1.5); otherwise the node is left as it is.
+    """
+    data_shape = shapes.get(node.input[0])
+    if len(node.input) < 4 or node.input[3] not in inits or not data_shape or data_shape[0] != FOLD_BATCH:
+        return False
+    attrs = {a.name: a for a in node.attribute}
+    rank = len(data_shape)
+    axes = [int(a) % rank for a in attrs["axes"].ints] if "axes" in attrs else list(range(rank))
+    sizes = numpy_helper.to_array(inits[node.input[3]])
+    policy = attrs["keep_aspect_ratio_policy"].s if "keep_aspect_ratio_policy" in attrs else b"stretch"
+    if 0 not in axes or int(sizes[axes.index(0)]) not in batches or policy != b"stretch" or len(sizes) != len(axes):
+        return False
+    keep = [k for k, axis in enumerate(axes) if axis != 0]
+    if default_opset(model) >= 18:
+        if "axes" in attrs:
+            node.attribute.remove(attrs["axes"])
+        node.attribute.append(helper.make_attribute("axes", [axes[k] for k in keep]))
+        roi = node.input[1] if len(node.input) > 1 else ""
+        if roi in inits and numpy_helper.to_array(inits[roi]).size:
+            bounds = numpy_helper.to_array(inits[roi])
+            _set_initializer(model.graph, node, 1, bounds[keep + [k + len(axes) for k in keep]], inits, taken)
+        _set_initializer(model.graph, node, 3, sizes[keep], inits, taken)
+        return True
+    ratios = np.array([1.0] + [sizes[k] / data_shape[axes[k]] for k in keep], dtype=np.float32)
+    extents = [data_shape[axis] for axis in axes]
+    if not all(float(r) * n == int(float(r) * n) == s and float(r) == s / n  # exact: same sizes, same scale
+               for r, n, s in zip(ratios[1:], extents[1:], sizes[1:], strict=True)):
+        return False
+    scales = claim_name(f"{node.input[3]}_scales", taken)
+    model.graph.initializer.append(numpy_helper.from_array(ratios, scales))
+    inits[scales] = model.graph.initializer[-1]
+    node.input[2] = scales
+    del node.input[3]
+    return True
 
 
 def _sample_entries(rest: list[int], data_shape: tuple[int, ...], allowzero: bool) -> list[int] | None:

@@ -9,5 +9,6 @@ from nestc.ir.ops import (  # noqa: F401
     normalization,
     pooling,
     reduce,
+    resize,
     shape,
 )
