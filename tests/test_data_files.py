@@ -228,6 +228,20 @@ def test_image_folder_of_one_size_keeps_it_for_the_model_to_fit(tmp_path: Path) 
     assert load_dataset(str(tmp_path), input_shape=["N", 1, 32, 32]).x_train.shape[1:] == (1, 28, 28)
 
 
+def test_grey_image_folder_is_read_as_rgb_for_a_colour_model(tmp_path: Path) -> None:
+    """torchvision's ImageFolder reads every image as RGB, so a colour model trained on grey photos through it
+    saw three equal channels: nestc reads them so for such a model (it refused them as one-channel data)."""
+    for cls in ("a", "b"):
+        for i in range(5):
+            _image(tmp_path / cls / f"{i}.png", 50 * i, size=(8, 6))
+    assert load_dataset(str(tmp_path)).x_train.shape[1:] == (1, 6, 8)
+    assert load_dataset(str(tmp_path), input_shape=["N", 1, 6, 8]).x_train.shape[1:] == (1, 6, 8)
+    for shape in (["N", 3, 6, 8], ["N", 6, 8, 3], ["N", 3, "H", "W"]):
+        ds = load_dataset(str(tmp_path), input_shape=shape)
+        assert ds.x_train.shape[1:] == (3, 6, 8), shape
+        assert np.array_equal(ds.x_train[:, 0], ds.x_train[:, 2]) and ds.x_train.max() > 0
+
+
 @pytest.mark.parametrize("labels", ["indices", "one-hot", "none"])
 def test_npz_without_a_test_split_holds_out_a_fifth_of_each_class(tmp_path: Path, labels: str) -> None:
     """An .npz with only x_train (and y_train) failed with "missing key x_test"; it is split as an image

@@ -9,7 +9,9 @@ Hidden files and folders (a name starting with ``.``) are skipped, as the class 
 macOS leaves a ``._name.jpg`` beside every image copied from its disks (metadata, not an image) and
 Jupyter a ``.ipynb_checkpoints`` folder of duplicates.
 
-Images are read with Pillow. If any image has colour, all are read as RGB, else as greyscale.
+Images are read with Pillow. If any image has colour, all are read as RGB, else as greyscale; for a model
+that takes three channels, greyscale images are read as RGB too, as torchvision's ``ImageFolder`` loader
+reads every image (a model trained on a folder of grey images through it saw three equal channels).
 Images may differ in size, as real photo folders do, and a model needs one: each is resized (bilinear) as
 it is read, to the model's height and width when the caller knows them (``input_shape``), else to the most
 common size (the smallest of equally common ones). Holding every image at the size of one of them first
@@ -105,13 +107,21 @@ def _common_format(items: list[tuple[Path, int]], input_shape: Sequence[Dim] | N
         with _image(path) as img:
             modes.add(img.mode)
             sizes[img.size] += 1
-    mode = "L" if modes <= _GREY_MODES else "RGB"
+    mode = "L" if modes <= _GREY_MODES and not _takes_colour(input_shape) else "RGB"
     if len(sizes) == 1:  # one size: kept, so the model's padding or resizing can be chosen for it
         return mode, next(iter(sizes))
     wanted = None if input_shape is None else model_image_size(len(mode), tuple(input_shape))
     if wanted is not None:
         return mode, (wanted[1], wanted[0])
     return mode, min(sizes, key=lambda size: (-sizes[size], size[0] * size[1]))
+
+
+def _takes_colour(input_shape: Sequence[Dim] | None) -> bool:
+    """Whether a model input (batch first) takes three-channel images, channels first or last, and not one."""
+    if input_shape is None or len(input_shape) != 4:
+        return False
+    channels = {input_shape[1], input_shape[3]}
+    return 3 in channels and 1 not in channels
 
 
 def _read(items: list[tuple[Path, int]], mode: str, size: tuple[int, int], root: Path) -> Split:
