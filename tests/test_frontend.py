@@ -214,9 +214,29 @@ class NormMLP(models.Zoo):
         return torch.nn.functional.softplus(self.fc2(torch.nn.functional.mish(self.norm(self.fc1(x)))))
 
 
+class ShuffleAttention(models.Zoo):
+    """PixelShuffle (DepthToSpace), F.normalize (ReduceL2), a channel attention through Einsum and a repeat
+    (Tile)."""
+
+    INPUT = (3, 8, 8)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Linear(4 * 16 * 16 * 2, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.pixel_shuffle(torch.relu(self.conv(x)), 2)
+        flat = torch.nn.functional.normalize(y.flatten(2), dim=2)
+        attended = torch.einsum("nck,ndk->ncd", flat, flat)
+        mixed = torch.einsum("ncd,ndk->nck", attended, y.flatten(2)).reshape(y.shape)
+        return self.fc(mixed.repeat(1, 2, 1, 1).flatten(1))
+
+
 @pytest.mark.parametrize(("cls", "opset", "ops"), [(GeluConv, 13, {"Erf"}),
-                                                   (NormMLP, 17, {"LayerNormalization", "Softplus"})],
-                         ids=["gelu-erf", "layernorm-mish-softplus"])
+                                                   (NormMLP, 17, {"LayerNormalization", "Softplus"}),
+                                                   (ShuffleAttention, 17, {"DepthToSpace", "Einsum", "Tile",
+                                                                           "ReduceL2"})],
+                         ids=["gelu-erf", "layernorm-mish-softplus", "shuffle-einsum-tile-l2"])
 def test_legacy_exports_with_new_ops_match_onnxruntime(tmp_path, cls: type[models.Zoo], opset: int,
                                                        ops: set[str]) -> None:
     torch.manual_seed(0)

@@ -325,7 +325,7 @@ def reduce_(ctx: RuleContext) -> None:
     node = ctx.node
     source, out = node.inputs[0], node.outputs[0]
     rank = ctx.rank(source)
-    if node.op_type == "ArgMax":
+    if node.op_type in ("ArgMax", "ArgMin"):
         axes = [int(node.attr("axis", 0))]
     else:
         axes = node.attr("axes") or ctx.int_values(node.inputs[1] if len(node.inputs) > 1 else "") or []
@@ -514,7 +514,8 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
                      "HardSwish", "Gelu", "Elu", "Identity", "Dropout", "Cast"], elementwise),
     **dict.fromkeys(["Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "Softplus", "Softsign", "Selu",
                      "Celu", "ThresholdedRelu", "Mish", "Floor", "Ceil", "Round", "Sign"], elementwise),
-    **dict.fromkeys(["Max", "Min", "Sum", "Mean", "Equal", "Less", "Greater", "Where"], elementwise),
+    **dict.fromkeys(["Max", "Min", "Sum", "Mean", "Equal", "Less", "Greater", "GreaterOrEqual", "LessOrEqual",
+                     "And", "Or", "Xor", "Not", "Where"], elementwise),
     "Mul": scale_like, "Div": scale_like, "Pow": scale_like,
     "CastLike": like_first, "Expand": expand,
     "Softmax": softmax, "LogSoftmax": softmax,
@@ -522,7 +523,8 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     **dict.fromkeys(["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"], keep_channel_axis),
     **dict.fromkeys(["Flatten", "Reshape", "Squeeze", "Unsqueeze"], view),
     "Transpose": transpose, "Concat": concat, "Split": split, "Slice": slice_, "Pad": pad, "Resize": resize,
-    "ReduceMean": reduce_, "ReduceSum": reduce_, "ReduceMax": reduce_, "ArgMax": reduce_,
+    **dict.fromkeys(["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+                     "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "ArgMax", "ArgMin"], reduce_),
     "Constant": no_channels, "Shape": no_channels, "ConstantOfShape": no_channels,
 }
 """Op type -> channel rule. Ops missing here (Gather, ZipMap, ...) freeze every space they touch; so do LRN

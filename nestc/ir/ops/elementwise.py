@@ -1,5 +1,5 @@
-"""Element-wise ops with numpy broadcasting (arithmetic, Max/Min/Sum/Mean, comparisons, Where), and the input
-helpers all handlers share."""
+"""Element-wise ops with numpy broadcasting (arithmetic, Max/Min/Sum/Mean, comparisons, logic, Where), and the
+input helpers all handlers share."""
 
 from __future__ import annotations
 
@@ -72,6 +72,13 @@ def lowest(dtype: torch.dtype) -> float | int | bool:
     if dtype == torch.bool:
         return False
     return -math.inf if dtype.is_floating_point else torch.iinfo(dtype).min
+
+
+def highest(dtype: torch.dtype) -> float | int | bool:
+    """The largest value of ``dtype``: inf for floating types, the maximum for integers, True for bool."""
+    if dtype == torch.bool:
+        return True
+    return math.inf if dtype.is_floating_point else torch.iinfo(dtype).max
 
 
 class _Elementwise(OpHandler):
@@ -207,6 +214,44 @@ class Less(_Comparison):
 class Greater(_Comparison):
     op_type = "Greater"
     apply = staticmethod(torch.gt)
+
+
+@register
+class GreaterOrEqual(_Comparison):
+    op_type = "GreaterOrEqual"
+    apply = staticmethod(torch.ge)
+
+
+@register
+class LessOrEqual(_Comparison):
+    op_type = "LessOrEqual"
+    apply = staticmethod(torch.le)
+
+
+@register
+class And(_Elementwise):
+    op_type = "And"
+    apply = staticmethod(torch.logical_and)
+
+
+@register
+class Or(_Elementwise):
+    op_type = "Or"
+    apply = staticmethod(torch.logical_or)
+
+
+@register
+class Xor(_Elementwise):
+    op_type = "Xor"
+    apply = staticmethod(torch.logical_xor)
+
+
+@register
+class Not(OpHandler):
+    op_type = "Not"
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        return [torch.logical_not(required(inputs, 0))]
 
 
 @register

@@ -1,4 +1,4 @@
-"""Dense products: Gemm and MatMul."""
+"""Dense products: Gemm, MatMul and Einsum."""
 
 from __future__ import annotations
 
@@ -63,3 +63,15 @@ class MatMul(OpHandler):
              weights: list[torch.Tensor | None]) -> int:
         a = in_shapes[0]
         return _product_macs(out_shapes[0], None if a is None else a[-1])
+
+
+@register
+class Einsum(OpHandler):
+    """Einsum in numpy's notation (torch's is the same). Not a layer: its operands are not trained, and its
+    cost, whatever the equation contracts, is not counted."""
+
+    op_type = "Einsum"
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        operands = align_devices(*[t for t in inputs if t is not None])
+        return [torch.einsum(node.attr("equation"), *operands)]

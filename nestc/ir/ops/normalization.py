@@ -1,5 +1,5 @@
 """Normalisations: BatchNormalization (with ONNX's running-statistics semantics), InstanceNormalization,
-LayerNormalization and LRN."""
+LayerNormalization, GroupNormalization and LRN."""
 
 from __future__ import annotations
 
@@ -113,6 +113,35 @@ class LayerNormalization(OpHandler):
         inv_std = torch.sqrt(var + node.attr("epsilon", 1e-5)).reciprocal()
         y = ((wide - mean) * inv_std).to(x.dtype) * scale
         return [y if bias is None else y + bias, mean, inv_std][: len(node.outputs)]
+
+
+@register
+class GroupNormalization(OpHandler):
+    """Normalise each of ``num_groups`` groups of channels over its channels and positions, then scale and
+    shift per channel (opset 21; opset 18's per-group scale and shift are spread over each group's channels).
+
+    Statistics are computed in the ``stash_type`` (float32 by default), as in LayerNormalization.
+    """
+
+    op_type = "GroupNormalization"
+    weight_inputs = (1, 2)
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        x, scale, bias = required(inputs, 0), required(inputs, 1), required(inputs, 2)
+        groups = int(node.attr("num_groups"))
+        stash = ONNX_TO_TORCH.get(node.attr("stash_type", onnx.TensorProto.FLOAT))
+        if stash is None or not stash.is_floating_point:
+            raise ValueError(f"stash_type={node.attr('stash_type')} is not supported; accepted: a floating type")
+        channels = x.shape[1]
+        if channels % groups:
+            raise ValueError(f"{channels} channels do not split into num_groups={groups} equal groups")
+        if scale.numel() == groups != channels:  # opset 18: one scale and shift per group
+            scale, bias = scale.repeat_interleave(channels // groups), bias.repeat_interleave(channels // groups)
+        wide = x.to(stash).reshape(x.shape[0], groups, -1)
+        var, mean = torch.var_mean(wide, dim=2, correction=0, keepdim=True)
+        y = ((wide - mean) * torch.rsqrt(var + node.attr("epsilon", 1e-5))).reshape(x.shape).to(x.dtype)
+        shape = [1, channels] + [1] * (x.dim() - 2)
+        return [y * scale.reshape(shape) + bias.reshape(shape)]
 
 
 @register

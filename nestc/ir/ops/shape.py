@@ -295,6 +295,50 @@ class Gather(OpHandler):
 
 
 @register
+class Tile(OpHandler):
+    """Repeat the input ``repeats[i]`` times along each axis i."""
+
+    op_type = "Tile"
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        return [required(inputs, 0).repeat(*[int(v) for v in required(inputs, 1).reshape(-1).tolist()])]
+
+
+@register
+class DepthToSpace(OpHandler):
+    """Move blocks of ``blocksize`` x ``blocksize`` channels into space (torch's PixelShuffle is mode CRD;
+    DCR, the default, takes the block index before the channel)."""
+
+    op_type = "DepthToSpace"
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        x = required(inputs, 0)
+        b = int(node.attr("blocksize"))
+        n, c, h, w = x.shape
+        if node.attr("mode", "DCR") == "CRD":
+            y = x.reshape(n, c // (b * b), b, b, h, w).permute(0, 1, 4, 2, 5, 3)
+        else:
+            y = x.reshape(n, b, b, c // (b * b), h, w).permute(0, 3, 4, 1, 5, 2)
+        return [y.reshape(n, c // (b * b), h * b, w * b)]
+
+
+@register
+class SpaceToDepth(OpHandler):
+    """Move ``blocksize`` x ``blocksize`` blocks of positions into channels: the block index before the
+    channel (DCR, the default, which DepthToSpace's DCR undoes) or after it (CRD)."""
+
+    op_type = "SpaceToDepth"
+
+    def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
+        x = required(inputs, 0)
+        b = int(node.attr("blocksize"))
+        n, c, h, w = x.shape
+        blocks = x.reshape(n, c, h // b, b, w // b, b)
+        y = blocks.permute(0, 1, 3, 5, 2, 4) if node.attr("mode", "DCR") == "CRD" else blocks.permute(0, 3, 5, 1, 2, 4)
+        return [y.reshape(n, c * b * b, h // b, w // b)]
+
+
+@register
 class ConstantOfShape(OpHandler):
     """A tensor of the given shape filled with ``value`` (one element; float 0 when absent). The legacy
     exporter writes ``expand(n, -1, -1)`` with it; the shape usually comes from ``Shape`` at run time."""
