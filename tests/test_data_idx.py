@@ -39,6 +39,18 @@ def test_idx_layouts_are_found_via_data_dir(cache: Path, tmp_path: Path, name: s
     np.testing.assert_array_equal(ds.y_test, arrays["y_test"])
 
 
+def test_idx_files_spelt_with_a_dot_are_found(cache: Path, tmp_path: Path) -> None:
+    """The copies of MNIST shared on Kaggle name the files ``train-images.idx3-ubyte``: they are the same IDX files."""
+    folder = tmp_path / "root" / "MNIST" / "raw"
+    arrays = write_mnist(folder, gz=False)
+    for path in folder.iterdir():
+        path.rename(path.with_name(path.name.replace("-idx", ".idx")))
+    assert sorted(p.name for p in folder.iterdir())[0] == "t10k-images.idx3-ubyte"
+    ds = load_dataset("mnist", data_dir=tmp_path / "root")
+    np.testing.assert_allclose(ds.x_train[:, 0], arrays["x_train"] / 255, rtol=1e-6)
+    np.testing.assert_array_equal(ds.y_test, arrays["y_test"])
+
+
 def test_default_normalisation_per_name(cache: Path, tmp_path: Path) -> None:
     write_mnist(tmp_path / "MNIST" / "raw")
     write_mnist(tmp_path / "KMNIST" / "raw")

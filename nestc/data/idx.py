@@ -35,10 +35,13 @@ MNIST_FILES = {
 
 
 def find_idx(folder: Path, name: str) -> Path | None:
-    """``folder/name`` or, failing that, ``folder/name.gz`` (torchvision keeps both forms)."""
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
+    """``folder/name`` or, failing that, ``folder/name.gz`` (torchvision keeps both forms); then the same with a
+    dot before ``idx`` (``train-images.idx3-ubyte``), as the copies of MNIST shared on Kaggle spell them."""
+    dotted = name.replace("-idx", ".idx")
+    for spelling in dict.fromkeys((name, dotted)):
+        for candidate in (folder / spelling, folder / f"{spelling}.gz"):
+            if candidate.is_file():
+                return candidate
     return None
 
 
