@@ -284,6 +284,16 @@ def integer_input() -> onnx.ModelProto:
     return make_model(graph)
 
 
+def quantized(folder: Path) -> Path:
+    """The MLP as onnxruntime's dynamic quantization writes it (int8 weights, DynamicQuantizeLinear and
+    MatMulInteger), saved in ``folder``."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    float_model = save(make_model(mlp_graph()), folder / "float.onnx")
+    quantize_dynamic(str(float_model), str(folder / "quantized.onnx"))
+    return folder / "quantized.onnx"
+
+
 def fed_weights() -> onnx.ModelProto:
     """The MLP with its weights as graph inputs and none stored, as ``torch.onnx.export(..., export_params=False)``
     writes it."""

@@ -83,6 +83,8 @@ CASES = [
          ("opset 99", "export the model with")),
     Case("unsupported ops", _file("unsupported.onnx", h.unsupported_ops),
          ("2 node(s)", "'my_topk' (TopK)", "'my_custom' (com.example.Frobnicate)")),
+    Case("quantized model", h.quantized, ("unsupported operators", "MatMulInteger", "the model is quantized",
+                                          "float model it was quantized from")),
     *[Case(f"control flow {op}", _file(f"{op}.onnx", lambda op=op: h.control_flow(op)),
            ("control flow is not supported", f"'my_{op}' ({op})")) for op in ("If", "Loop", "Scan")],
     Case("no float weights", _file("plain.onnx", h.no_float_weights), ("no float weights",), "compress", COMPRESS),

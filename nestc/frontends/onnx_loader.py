@@ -43,6 +43,10 @@ CONVERSION_TARGET = 17
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 
 _CONTROL_FLOW = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+_QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+                            "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",
+                            "QGemm", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat"})
+"""Ops of quantized models (the QDQ and QOperator formats of onnxruntime's quantization tools)."""
 _CONVERTED_AWAY = frozenset({"Upsample"})
 """Ops of opsets before :data:`SUPPORTED_OPSETS` that onnx's version converter replaces by supported ones
 (Upsample by Resize), so a model that is converted may hold them."""
@@ -106,11 +110,19 @@ def _refuse_unsupported(model: onnx.ModelProto, file: Path) -> None:
             domain = f"{node.domain}." if node.domain else ""
             missing.append(f"'{node.name or f'{node.op_type}_{index}'}' ({domain}{node.op_type})")
     if missing:
-        layout = any(node.domain == NCHWC_DOMAIN for node in nodes)
-        hint = (f"; {NCHWC_DOMAIN} is the CPU-specific layout onnxruntime writes at ORT_ENABLE_ALL: give nestc the "
-                f"model as exported, or as saved at ORT_ENABLE_EXTENDED at most") if layout else ""
         raise UnsupportedOpError(
-            f"{file}: unsupported operators in {len(missing)} node(s): {', '.join(missing)}{hint}")
+            f"{file}: unsupported operators in {len(missing)} node(s): {', '.join(missing)}{_unsupported_hint(nodes)}")
+
+
+def _unsupported_hint(nodes: list[onnx.NodeProto]) -> str:
+    """What to give nestc instead, for the two kinds of file that are another model's derivative."""
+    if any(node.domain == NCHWC_DOMAIN for node in nodes):
+        return (f"; {NCHWC_DOMAIN} is the CPU-specific layout onnxruntime writes at ORT_ENABLE_ALL: give nestc the "
+                "model as exported, or as saved at ORT_ENABLE_EXTENDED at most")
+    if any(node.op_type in _QUANTIZED_OPS for node in nodes):
+        return ("; the model is quantized: give nestc the float model it was quantized from, and quantize the "
+                "file nestc writes")
+    return ""
 
 
 def _refuse_fed_weights(model: onnx.ModelProto, file: Path) -> None:
