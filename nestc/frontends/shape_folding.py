@@ -34,7 +34,7 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy of ``model`` whose integer-only subgraphs (shape arithmetic) are initializers.
 
     Values that depend on the batch (they differ when folded at a second batch size) stay computed at
-    run time unless only Reshape targets read them, whose batch entry :func:`_free_reshape_batches` frees: an
+    run time unless only Reshape targets read them, whose batch entry :func:`_free_batch_entries` frees: an
     ``Expand`` to ``Shape(x)`` (a class token broadcast over the batch) must follow the batch.
     """
     folded = onnx.ModelProto()
@@ -64,7 +64,7 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
     shapes = _static_shapes(folded)
     _explicit_splits(folded, shapes)
     _one_sample_constants(folded, original_batches - {FOLD_BATCH}, shapes)
-    _free_reshape_batches(folded, original_batches | {FOLD_BATCH}, shapes, batch_first)
+    _free_batch_entries(folded, original_batches | {FOLD_BATCH}, shapes, batch_first)
     _free_io_batch(folded, _batch_names(model))
     return folded
 
@@ -99,7 +99,7 @@ def _run_time_nodes(graph: onnx.GraphProto, folded: set[int], batch_dependent: s
                     batch_first: set[str]) -> set[int]:
     """Folded nodes (by index) that must stay in the graph: they compute a batch-dependent value that
     a run-time node reads, or feed such a node. A Reshape target whose only batch-dependent entry is
-    the batch itself (``batch_first``) stays folded: :func:`_free_reshape_batches` rewrites that entry."""
+    the batch itself (``batch_first``) stays folded: :func:`_free_batch_entries` rewrites that entry."""
     producer = {o: index for index, node in enumerate(graph.node) if index in folded for o in node.output}
     live: set[int] = set()
     pending = [(node, index) for index, node in enumerate(graph.node) if index not in folded]
@@ -400,7 +400,7 @@ def _free_io_batch(model: onnx.ModelProto, names: dict[str, str]) -> None:
     del graph.value_info[:]
 
 
-def _free_reshape_batches(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tuple[int, ...]],
+def _free_batch_entries(model: onnx.ModelProto, batches: set[int], shapes: dict[str, tuple[int, ...]],
                           batch_first: set[str]) -> None:
     """Rewrite the batch entries of Reshape targets and Resize sizes (``shapes``: the values' shapes at
     ``FOLD_BATCH``).
