@@ -91,6 +91,14 @@ class InstanceNormalization(OpHandler):
                                 eps=node.attr("epsilon", 1e-5))]
 
 
+def _stash_type(node: Node) -> torch.dtype:
+    """The floating type a Layer- or GroupNormalization computes its statistics in (``stash_type``)."""
+    stash = ONNX_TO_TORCH.get(node.attr("stash_type", onnx.TensorProto.FLOAT))
+    if stash is None or not stash.is_floating_point:
+        raise ValueError(f"stash_type={node.attr('stash_type')} is not supported; accepted: a floating type")
+    return stash
+
+
 @register
 class LayerNormalization(OpHandler):
     """Normalise over the axes from ``axis`` on, then scale and shift (both broadcast).
@@ -104,9 +112,7 @@ class LayerNormalization(OpHandler):
 
     def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
         x, scale, bias = required(inputs, 0), required(inputs, 1), optional(inputs, 2)
-        stash = ONNX_TO_TORCH.get(node.attr("stash_type", onnx.TensorProto.FLOAT))
-        if stash is None or not stash.is_floating_point:
-            raise ValueError(f"stash_type={node.attr('stash_type')} is not supported; accepted: a floating type")
+        stash = _stash_type(node)
         axis = node.attr("axis", -1) % x.dim()
         wide = x.to(stash)
         var, mean = torch.var_mean(wide, dim=tuple(range(axis, x.dim())), correction=0, keepdim=True)
@@ -129,9 +135,7 @@ class GroupNormalization(OpHandler):
     def forward(self, node: Node, inputs: list[torch.Tensor | None], training: bool) -> list[torch.Tensor]:
         x, scale, bias = required(inputs, 0), required(inputs, 1), required(inputs, 2)
         groups = int(node.attr("num_groups"))
-        stash = ONNX_TO_TORCH.get(node.attr("stash_type", onnx.TensorProto.FLOAT))
-        if stash is None or not stash.is_floating_point:
-            raise ValueError(f"stash_type={node.attr('stash_type')} is not supported; accepted: a floating type")
+        stash = _stash_type(node)
         channels = x.shape[1]
         if channels % groups:
             raise ValueError(f"{channels} channels do not split into num_groups={groups} equal groups")
