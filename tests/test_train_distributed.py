@@ -72,8 +72,35 @@ class _TwoHeads(nn.Module):
         return self.head(x)
 
 
-def _spawn(out: Path) -> None:
-    context = mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False)
+def _growth_worker(rank: int, port: int, out: str) -> None:
+    """One rank: gradients for growth on a probe of its own (another rank's GPU kernels could give other bits
+    than rank 0's, as another probe does here), then connection growth by them."""
+    from nestc.ir import Network
+    from nestc.ir.classifier import ClassifierView
+    from nestc.passes.base import Probe, effective_gradients, ensure_masks
+    from nestc.passes.grow_connections import grow_connections
+    from nestc.seeds import build_seed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    init_from_env()
+    try:
+        view = ClassifierView(Network(build_seed("lenet-300-100", 0.2, 0.2, 10, 0, None)))
+        ensure_masks(view.net)
+        generator = torch.Generator().manual_seed(rank)
+        x = torch.rand(64, 1, 28, 28, generator=generator)
+        probe = Probe(view, x, torch.randint(0, 10, (64,), generator=generator), batch_size=32)
+        grads, tapped = effective_gradients(probe, taps=["relu1_out"])
+        grow_connections(view.net, grads, 0.5)
+        torch.save({"x": x, "grads": grads, "tapped": [g for _, g in tapped["relu1_out"]],
+                    "masks": {name: view.net.mask(name) for name in grads}}, Path(out) / f"growth{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(out: Path, worker=_worker) -> None:
+    context = mp.spawn(worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False)
     deadline = time.monotonic() + TIMEOUT_S
     while not context.join(timeout=1):
         if time.monotonic() > deadline:
@@ -114,6 +141,21 @@ def test_two_gloo_processes_train_identical_replicas_like_one_process(tmp_path):
     # Same global batches at each step: the replicas match the single-process weights closely.
     for (name, a), b in zip(ranks[0]["state"].items(), single.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-3), name
+
+
+def test_every_rank_grows_by_rank_0s_gradients(tmp_path):
+    """Growth decisions must not part between ranks: each rank's probe differs here, and every rank still
+    gets rank 0's gradients (the tapped ones neuron growth bridges with too) and grows the same connections."""
+    _spawn(tmp_path, _growth_worker)
+    ranks = [torch.load(tmp_path / f"growth{r}.pt", weights_only=True) for r in range(WORLD)]
+    assert not torch.equal(ranks[0]["x"], ranks[1]["x"]), "the ranks' own gradients differ"
+    assert ranks[0]["grads"] and ranks[0]["grads"].keys() == ranks[1]["grads"].keys()
+    for name, grad in ranks[0]["grads"].items():
+        assert torch.equal(grad, ranks[1]["grads"][name]), name
+        assert torch.equal(ranks[0]["masks"][name], ranks[1]["masks"][name]), name
+    assert len(ranks[0]["tapped"]) == 2
+    for a, b in zip(ranks[0]["tapped"], ranks[1]["tapped"], strict=True):
+        assert torch.equal(a, b)
 
 
 def test_helpers_are_no_ops_in_one_process():

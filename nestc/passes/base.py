@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from nestc.ir.classifier import ClassifierView
 from nestc.ir.network import WEIGHT_OPS, Network
 from nestc.ir.registry import Node
+from nestc.training import distributed
 from nestc.training.state import training_mode
 
 
@@ -159,6 +160,10 @@ def effective_gradients(probe: Probe, taps: Sequence[str] = ()) -> tuple[dict[st
 
     Also returns, for each name in ``taps``, the list of ``(activation, gradient)`` pairs per batch,
     which neuron growth needs for its bridging gradient.
+
+    Under data parallelism every rank computes them on the same probe, and every rank gets rank 0's: growth
+    ranks connections and neurons by these gradients, and GPU backward kernels that accumulate with atomics
+    need not give every rank the same bits, which would grow different connections on different ranks.
     """
     net = probe.view.net
     was_training = net.training
@@ -184,4 +189,6 @@ def effective_gradients(probe: Probe, taps: Sequence[str] = ()) -> tuple[dict[st
         net.tapped = {}
         net.zero_grad(set_to_none=True)
         net.train(was_training)
+    tapped_grads = [g for pairs in tapped.values() for _, g in pairs if g is not None]
+    distributed.broadcast_tensors([*grads.values(), *tapped_grads])
     return grads, tapped

@@ -10,6 +10,7 @@ callers never branch on whether they were launched by ``torchrun``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -99,16 +100,24 @@ def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
     batch normalisation then updates its running statistics from each rank's own share of the batch: after
     the last step of a fit every rank holds different ones. Evaluation and the passes read them (held-out
     accuracy, a BatchNormalization's gain), so the ranks' decisions, and then their networks' shapes, would
-    part. Buffers live where the backend communicates (the rank's GPU for nccl), as DDP requires; nccl sends
-    contiguous memory only, so a buffer with other strides travels as a contiguous copy.
+    part. Buffers live where the backend communicates (the rank's GPU for nccl), as DDP requires.
+    """
+    broadcast_tensors(module.buffers(), src)
+
+
+def broadcast_tensors(tensors: Iterable[torch.Tensor], src: int = 0) -> None:
+    """Give every rank rank ``src``'s values of ``tensors``, in place (nothing happens when alone).
+
+    The tensors live where the backend communicates; nccl sends contiguous memory only, so a tensor with other
+    strides travels as a contiguous copy.
     """
     if not active():
         return
-    for buffer in module.buffers():
-        sent = buffer if buffer.is_contiguous() else buffer.contiguous()
+    for tensor in tensors:
+        sent = tensor if tensor.is_contiguous() else tensor.contiguous()
         dist.broadcast(sent, src=src)
-        if sent is not buffer:
-            buffer.copy_(sent)
+        if sent is not tensor:
+            tensor.copy_(sent)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
