@@ -462,6 +462,13 @@ def _print_summary(report: dict) -> None:
     click.echo(f"wrote {report['output']} in {report['seconds']:.0f} s")
 
 
+DEMO_ACC_DROP = 1.0
+"""The demo's accuracy budget, in points. On the embedded split's 500 test images the default half point is
+two or three images, below the noise of one retraining: over training seeds 0-3 the demo ended at 4,687 to
+14,717 non-zeros with it and 60 epochs (two runs above the seed's 10,101), at 1,415 to 4,531 with one point
+and 200 epochs (1-4 s each on the CPU)."""
+
+
 @cli.command()
 @click.option("-o", "--output", default="lenet-300-100.nest.onnx", show_default=True,
               help="Where to write the compressed model.")
@@ -482,7 +489,10 @@ def demo(output: str, quiet: bool) -> None:
         stats = api.seed("lenet-300-100", seed_path, width_ratio=0.4, density=0.1)
         click.echo(f"seed: LeNet-300-100 at width 0.4, density 0.1: {stats.nonzero_params:,} non-zero params "
                    f"(dense LeNet-300-100: 266,610)")
-        config = NestConfig(max_epochs=60, grow_epochs=4, retrain_epochs=2, recovery_epochs=2, grow_steps=4)
+        click.echo(f"budget: {DEMO_ACC_DROP:g} point under the grown seed's accuracy (the embedded test split has 500 "
+                   "images: one is 0.2 points)")
+        config = NestConfig(max_epochs=200, grow_epochs=4, retrain_epochs=2, recovery_epochs=2, grow_steps=4,
+                            max_acc_drop=DEMO_ACC_DROP)
         train_config = TrainConfig(device="cpu", quiet=True, lr=0.05, weight_decay=1e-4)
         result = run_compress(seed_path, output, "embedded", config, train_config,
                               log=(lambda _line: None) if quiet else click.echo)

@@ -259,6 +259,19 @@ def test_binary_scikit_learn_pipeline_keeps_its_own_scaling(tmp_path: Path) -> N
     assert result.report["nonzero_params"]["after"] < result.report["nonzero_params"]["before"]
 
 
+def test_demo_grows_and_prunes_a_seed_within_its_budget(tmp_path: Path) -> None:
+    """The README's main job: the written file is smaller than the seed it grew from, and the table's accuracy is
+    the file's own by onnxruntime, within the demo's budget of the grown seed's."""
+    run = _cli("demo", "-o", "demo.onnx", "--quiet", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    seed_nonzero = int(re.search(r"seed: .*: ([\d,]+) non-zero params", run.stdout).group(1).replace(",", ""))
+    after = float(re.search(r"test accuracy\s+[\d.]+%\s+([\d.]+)%", run.stdout).group(1))
+    reference = float(re.search(r"trained seed\s+([\d.]+)%", run.stdout).group(1))
+    assert nestc.inspect(tmp_path / "demo.onnx").nonzero_params < seed_nonzero
+    assert nestc.evaluate(tmp_path / "demo.onnx", "embedded").accuracy * 100 == pytest.approx(after, abs=0.005)
+    assert after >= reference - 1.0 and "budget: 1 point" in run.stdout
+
+
 def test_compress_trained_model_within_budget(trained_mlp: Path, tmp_path: Path) -> None:
     run = _cli("compress", str(trained_mlp), "--data", "embedded", "--max-epochs", "6", "--max-acc-drop", "2",
                "--quiet", "--device", "cpu", "-o", "small.onnx", "--report", "report.json", "--plot", "plot.png",
