@@ -103,7 +103,7 @@ def inspect(model: str, as_json: bool) -> None:
 @click.argument("candidate", type=MODEL)
 @click.option("--data", default=None,
               help="Test split to feed, as for eval (mnist, fashion-mnist, kmnist, cifar10, cifar100, embedded, a "
-                   ".npz file or an image folder) [default: seeded random inputs].")
+                   ".npz or .csv file or an image folder) [default: seeded random inputs].")
 @click.option("--data-dir", default=None, help="Folder holding data sets (also $NESTC_DATA).")
 @click.option("--download", is_flag=True, help="Fetch a named data set (checksums verified).")
 @click.option("--atol", default=1e-5, show_default=True, type=float,
@@ -152,7 +152,7 @@ def _data_options(func):
     func = click.option("--download", is_flag=True, help="Fetch a named data set (checksums verified).")(func)
     func = click.option("--data-dir", default=None, help="Folder holding data sets (also $NESTC_DATA).")(func)
     return click.option("--data", default="embedded", show_default=True,
-                        help="mnist, fashion-mnist, kmnist, cifar10, cifar100, embedded, a .npz file or an "
+                        help="mnist, fashion-mnist, kmnist, cifar10, cifar100, embedded, a .npz or .csv file or an "
                              "image folder.")(func)
 
 

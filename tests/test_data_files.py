@@ -242,6 +242,63 @@ def test_grey_image_folder_is_read_as_rgb_for_a_colour_model(tmp_path: Path) -> 
         assert np.array_equal(ds.x_train[:, 0], ds.x_train[:, 2]) and ds.x_train.max() > 0
 
 
+def _csv(path: Path, rows: np.ndarray, header: list[str] | None) -> Path:
+    lines = ([",".join(header)] if header else []) + [",".join(f"{v:g}" for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_csv_pairs_as_kaggle_shares_fashion_mnist(tmp_path: Path) -> None:
+    """``fashion-mnist_train.csv`` and ``fashion-mnist_test.csv``: a label column, then 784 pixel columns."""
+    raw = load_dataset("embedded", limit=40)
+    header = ["label", *(f"pixel{i}" for i in range(1, 785))]
+    for split, x, y in (("train", raw.x_train, raw.y_train), ("test", raw.x_test[:30], raw.y_test[:30])):
+        rows = np.column_stack([y, np.rint(x.reshape(len(x), -1) * 255)])
+        _csv(tmp_path / f"fashion-mnist_{split}.csv", rows, header)
+    ds = load_dataset(str(tmp_path / "fashion-mnist_train.csv"))
+    assert ds.x_train.shape == (40, 1, 28, 28) and ds.x_test.shape == (30, 1, 28, 28)
+    np.testing.assert_allclose(ds.x_train, raw.x_train, atol=1e-6)
+    assert ds.y_test.tolist() == raw.y_test[:30].tolist() and ds.num_classes == 10
+
+
+def test_csv_without_a_labelled_test_file_holds_out_a_fifth(tmp_path: Path) -> None:
+    """Kaggle's Digit Recognizer: ``train.csv`` with labels, ``test.csv`` without (other columns); the test
+    split is held out of the training file instead. A file without header has its labels first."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (50, 64))
+    labels = np.arange(50) % 5
+    _csv(tmp_path / "train.csv", np.column_stack([labels, pixels]), ["label", *(f"pixel{i}" for i in range(64))])
+    _csv(tmp_path / "test.csv", pixels[:10], [f"pixel{i}" for i in range(64)])
+    ds = load_dataset(str(tmp_path / "train.csv"))
+    assert ds.x_train.shape == (40, 1, 8, 8) and ds.x_test.shape == (10, 1, 8, 8)
+    assert np.bincount(ds.y_test).tolist() == [2] * 5
+    bare = load_dataset(str(_csv(tmp_path / "digits.csv", np.column_stack([labels, pixels]), None)))
+    assert np.array_equal(bare.x_test, ds.x_test) and np.array_equal(bare.y_train, ds.y_train)
+
+
+def test_csv_of_features_keeps_their_scale_and_finds_the_label_column(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((30, 5)) * 10
+    labels = np.arange(30) % 3
+    header = ["a", "b", "Target", "c", "d", "e"]
+    _csv(tmp_path / "t.csv", np.column_stack([features[:, :2], labels, features[:, 2:]]), header)
+    ds = load_dataset(str(tmp_path / "t.csv"))
+    assert ds.x_train.shape == (24, 5) and ds.x_train.dtype == np.float32
+    assert np.abs(ds.x_train).max() > 5, "features are not pixels: no [0, 1] scaling"
+    assert ds.num_classes == 3
+
+
+@pytest.mark.parametrize(("content", "problem"), [("label,a\n1,2\n3\n", "not a table of numbers"),
+                                                  ("label,a\n0.5,2\n1,3\n", "must be class indices"),
+                                                  ("label\n1\n2\n", "needs a label column and at least one")])
+def test_bad_csv_files_are_named(tmp_path: Path, content: str, problem: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=problem) as caught:
+        load_dataset(str(path))
+    assert str(path) in str(caught.value)
+
+
 @pytest.mark.parametrize("labels", ["indices", "one-hot", "none"])
 def test_npz_without_a_test_split_holds_out_a_fifth_of_each_class(tmp_path: Path, labels: str) -> None:
     """An .npz with only x_train (and y_train) failed with "missing key x_test"; it is split as an image

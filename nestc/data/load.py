@@ -1,7 +1,7 @@
 """``load_dataset``: turn a data spec (a name or a path) into a :class:`Dataset`.
 
 Named data sets are looked up on disk first (see :mod:`nestc.data.locate`) and downloaded only
-when asked; paths are ``.npz`` files or image folders. Every reader returns raw splits and
+when asked; paths are ``.npz`` or ``.csv`` files or image folders. Every reader returns raw splits and
 :func:`nestc.data.dataset.assemble` does the checks, so all sources behave the same.
 """
 
@@ -17,11 +17,15 @@ from nestc.data.download import download_named
 from nestc.data.embedded import embedded_path
 from nestc.data.locate import Root, cache_dir, incomplete, locate, not_found, packed_archives, search_roots
 from nestc.data.npz import read_npz
+from nestc.data.table import read_csv, test_file_beside
 from nestc.errors import PATH, DataError, OptionError, require, shown
 from nestc.fileio import os_reason, special_file
 
 #: Fashion-MNIST's default normalisation, also used for the embedded subset of it.
 _FASHION = CATALOG["fashion-mnist"]
+
+_FILE_READERS = {".npz": read_npz, ".csv": read_csv}
+"""Data files by suffix, and their readers."""
 
 #: The names ``load_dataset`` accepts, for help texts and error messages.
 NAMES: tuple[str, ...] = ("embedded", *CATALOG)
@@ -38,7 +42,7 @@ def load_dataset(
 
     Args:
         spec: one of :data:`NAMES` (case-insensitive, ``_`` for ``-`` accepted), a path to a
-            ``.npz`` file, or a path to an image folder.
+            ``.npz`` or ``.csv`` file, or a path to an image folder.
         data_dir: searched first for named data sets; also where ``download`` puts them
             (default: the user cache, ``$XDG_CACHE_HOME/nestc`` or ``~/.cache/nestc``).
         download: fetch a named data set that is not found (official URLs, MD5 verified).
@@ -64,7 +68,8 @@ def load_dataset(
     if data_dir is not None:
         _check_lookup(data_dir, "--data-dir")
     if not spec.strip():  # Path("") is the current folder, which would be read as an image folder
-        raise OptionError(f"--data {spec!r}: give a data set name ({', '.join(NAMES)}), a .npz file or an image folder")
+        raise OptionError(f"--data {spec!r}: give a data set name ({', '.join(NAMES)}), a .npz or .csv file or an "
+                          "image folder")
     key = _key(spec)
     if key == "embedded":
         train, test = read_npz(embedded_path())
@@ -72,21 +77,21 @@ def load_dataset(
     if key in CATALOG:
         return _load_named(key, data_dir, download, limit)
     path = Path(spec).expanduser()
-    if path.suffix.lower() == ".npz":
+    if path.suffix.lower() in _FILE_READERS:
+        suffix = path.suffix.lower()
         kind = special_file(path)
         if kind is not None:  # reading a FIFO waits for a writer; it was reported as "no such .npz file"
-            raise DataError(f"{path}: is {kind}, not a regular file; save the data to a .npz file")
+            raise DataError(f"{path}: is {kind}, not a regular file; save the data to a {suffix} file")
         if not path.is_file():
-            raise DataError(f"{path}: no such .npz file")
-        return assemble(spec, *read_npz(path), limit=limit)
+            raise DataError(f"{path}: no such {suffix} file")
+        return assemble(spec, *_FILE_READERS[suffix](path), limit=limit)
     if path.is_dir():
         _refuse_official_layout(spec, path)
         from nestc.data.folder import read_image_folder  # Pillow is only needed for folders
 
         return assemble(spec, *read_image_folder(path, input_shape), limit=limit)
-    raise DataError(
-        f"unknown data set '{spec}': accepted names are {', '.join(NAMES)}, or a path to a .npz file or an image folder"
-    )
+    raise DataError(f"unknown data set '{spec}': accepted names are {', '.join(NAMES)}, or a path to a .npz or .csv "
+                    "file or an image folder")
 
 
 def _refuse_official_layout(spec: str, folder: Path) -> None:
@@ -106,14 +111,18 @@ def _refuse_official_layout(spec: str, folder: Path) -> None:
 
 
 def data_files(spec: str | os.PathLike) -> list[Path]:
-    """The file ``spec`` names as data, which no output of the same command may replace: a ``.npz``.
+    """The files ``spec`` names as data, which no output of the same command may replace: a ``.npz``, or a
+    ``.csv`` and the test file beside it.
 
     Named data sets and image folders are read from folders, and an output path is never a folder.
     """
     require(spec, PATH, "--data", "a data set name or path")
     _check_lookup(spec, "--data")
     path = Path(os.fspath(spec)).expanduser()
-    return [path] if _key(os.fspath(spec)) not in NAMES and path.suffix.lower() == ".npz" else []
+    if _key(os.fspath(spec)) in NAMES or path.suffix.lower() not in _FILE_READERS:
+        return []
+    beside = test_file_beside(path) if path.suffix.lower() == ".csv" else None
+    return [path] if beside is None else [path, beside]
 
 
 #: The names without separators: torchvision's classes and the archives spell them so (FashionMNIST, CIFAR-10).
