@@ -286,6 +286,11 @@ def test_csv_of_features_keeps_their_scale_and_finds_the_label_column(tmp_path: 
     assert ds.x_train.shape == (24, 5) and ds.x_train.dtype == np.float32
     assert np.abs(ds.x_train).max() > 5, "features are not pixels: no [0, 1] scaling"
     assert ds.num_classes == 3
+    # pandas' to_csv writes its row index first, unnamed: no feature
+    _csv(tmp_path / "indexed.csv", np.column_stack([np.arange(30), features[:, :2], labels, features[:, 2:]]),
+         ["", *header])
+    indexed = load_dataset(str(tmp_path / "indexed.csv"))
+    assert np.array_equal(indexed.x_train, ds.x_train) and np.array_equal(indexed.y_test, ds.y_test)
 
 
 @pytest.mark.parametrize(("content", "problem"), [("label,a\n1,2\n3\n", "not a table of numbers"),

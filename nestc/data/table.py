@@ -2,11 +2,12 @@
 sample, a label column and one column per pixel.
 
 The label column is the one the header names ``label`` (or ``class``, ``target``, ``y``; any case), else the
-first. Columns whose values are all whole numbers in 0..255, as many as a square image has (784: 28x28), are
-grey images, read as every other uint8 source is; any other columns are features at their own scale. The test
-split is the file beside it with ``test`` for ``train`` in its name (``fashion-mnist_train.csv`` and
-``fashion-mnist_test.csv``) when that file has the same columns; otherwise (Kaggle's Digit Recognizer has a
-``test.csv`` without labels) 20 % of each class is held out, as for an ``.npz`` without ``x_test``.
+first; a column that numbers the rows (pandas' unnamed index, ``id``) is dropped. Columns whose values are all
+whole numbers in 0..255, as many as a square image has (784: 28x28), are grey images, read as every other uint8
+source is; any other columns are features at their own scale. The test split is the file beside it with
+``test`` for ``train`` in its name (``fashion-mnist_train.csv`` and ``fashion-mnist_test.csv``) when that file
+has the same columns; otherwise (Kaggle's Digit Recognizer has a ``test.csv`` without labels) 20 % of each
+class is held out, as for an ``.npz`` without ``x_test``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from nestc.errors import DataError
 
 LABEL_NAMES = ("label", "class", "target", "y")
 """Header names of the label column, in the order they are looked for."""
+ROW_NAMES = ("", "unnamed: 0", "index", "id")
+"""Header names of columns that number the rows, which are no feature: pandas' ``to_csv`` writes its index
+as a first column without a name."""
 
 
 def read_csv(path: Path) -> tuple[Split, Split]:
@@ -63,12 +67,17 @@ def _read_table(path: Path) -> tuple[list[str] | None, np.ndarray, np.ndarray]:
         raise DataError(f"{path}: needs a label column and at least one feature column in at least one row; got "
                         f"{table.shape[0]} row(s) of {table.shape[1]} column(s)")
     names = [name.lower() for name in header] if header is not None else []
-    column = next((names.index(name) for name in LABEL_NAMES if name in names), 0)
+    row_numbers = [k for k, name in enumerate(names) if name in ROW_NAMES]
+    column = next((names.index(name) for name in LABEL_NAMES if name in names),
+                  next(k for k in range(table.shape[1]) if k not in row_numbers))
     labels = table[:, column]
     if not np.all(labels == np.round(labels)) or labels.min() < 0:
         where = f"column '{header[column]}'" if header is not None else "the first column"
         raise DataError(f"{path}: the labels ({where}) must be class indices 0, 1, 2 ...")
-    return header, _samples(np.delete(table, column, axis=1)), labels.astype(np.int64)
+    features = np.delete(table, [column, *row_numbers], axis=1)
+    if not features.shape[1]:
+        raise DataError(f"{path}: has no feature column beside the labels and row numbers")
+    return header, _samples(features), labels.astype(np.int64)
 
 
 def _samples(values: np.ndarray) -> np.ndarray:
