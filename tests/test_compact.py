@@ -422,27 +422,35 @@ def _resize_model(tmp_path, case: str) -> models.Exported:
     elif case == "batch-sizes-nearest":
         constants = {"sizes": np.array([1, 8, 12, 12], np.int64)}
         middle = [helper.make_node("Resize", ["c1", "", "", "sizes"], ["m"], mode="nearest")]
-    else:  # run-time sizes: the batch and channels of conv1's output, then 12 x 12
-        constants = {"zero": np.array([0], np.int64), "two": np.array([2], np.int64),
+    elif case == "run-time-sizes":  # the batch and channels of conv1's output, then 12 x 12, as the legacy
+        constants = {"zero": np.array([0], np.int64), "two": np.array([2], np.int64),  # exporter builds them
                      "hw": np.array([12, 12], np.int64)}
         middle = [helper.make_node("Shape", ["c1"], ["shape"]),
                   helper.make_node("Slice", ["shape", "zero", "two"], ["nc"]),
                   helper.make_node("Concat", ["nc", "hw"], ["sizes"], axis=0),
                   helper.make_node("Resize", ["c1", "", "", "sizes"], ["m"], mode="linear")]
+    else:  # run-time sizes of another making: conv1's shape times [1, 1, 2, 2]
+        constants = {"twice": np.array([1, 1, 2, 2], np.int64)}
+        middle = [helper.make_node("Shape", ["c1"], ["shape"]),
+                  helper.make_node("Mul", ["shape", "twice"], ["sizes"]),
+                  helper.make_node("Resize", ["c1", "", "", "sizes"], ["m"], mode="linear")]
     exp = _conv_pair_model(tmp_path, middle, constants, opset=19 if case == "axes-sizes-cubic" else 17)
     return models.Exported(exp.module, exp.path, static_batch=case == "batch-sizes-nearest")
 
 
-@pytest.mark.parametrize("case", ["scales-linear", "axes-sizes-cubic", "batch-sizes-nearest", "run-time-sizes"])
+@pytest.mark.parametrize("case", ["scales-linear", "axes-sizes-cubic", "batch-sizes-nearest", "run-time-sizes",
+                                  "computed-sizes"])
 def test_resize_passes_channels_through_and_follows_them_in_its_sizes(tmp_path, case: str) -> None:
     """Resize interpolates within each axis, so conv1's constant-zero units 1 and 4 stay zero through it and go,
     and constant sizes lose them (``[8, 12, 12]`` on axes 1-3 becomes ``[6, 12, 12]``). Sizes that name the batch
     (torch's dynamo exporter writes ``[1, C, H, W]``) would resize every batch to 1: they become scales, and the
-    file runs at batch 6. Sizes computed at run time freeze the channels they pass: only conv2's unit 2 goes."""
+    file runs at batch 6. Sizes computed at run time from the input's own batch and channels (the legacy
+    exporter's) follow the removal by themselves; sizes computed any other way freeze the channels they pass,
+    and only conv2's unit 2 goes."""
     report, model = _compact(_resize_model(tmp_path, case), tmp_path)
     conv2_unit = 8 * 9 + 1 + 3
     conv1_units = 2 * (27 + 1 + 5 * 9)
-    assert _drop(report) == conv2_unit + (0 if case == "run-time-sizes" else conv1_units)
+    assert _drop(report) == conv2_unit + (0 if case == "computed-sizes" else conv1_units)
     resize = next(n for n in model.graph.node if n.op_type == "Resize")
     if case == "axes-sizes-cubic":
         assert _init(model, resize.input[3]).tolist() == [6, 12, 12]

@@ -25,6 +25,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from nestc import api
+from nestc.channels.analysis import analyse_channels, sample_inputs
 from nestc.frontends import load_model
 from nestc.frontends.onnx_loader import default_opset
 from nestc.ir import Network
@@ -695,7 +696,8 @@ def test_an_export_at_batch_two_frees_the_batch_of_reshapes_after_reshapes(tmp_p
                          ids=["size-bilinear", "scale-nearest", "scale-bicubic-corners"])
 def test_interpolation_runs_at_any_batch_and_matches_onnxruntime(tmp_path, exporter: str, resize: dict) -> None:
     """``F.interpolate`` exports as Resize: the dynamo exporter writes a target size as constant sizes
-    ``[1, C, H, W]`` at batch 1 (freed to the spatial axes), the legacy one computes them from ``Shape``."""
+    ``[1, C, H, W]`` at batch 1 (freed to the spatial axes), the legacy one computes them from ``Shape``; either
+    way the convolution before it keeps channels that compaction can remove."""
 
     class Interpolating(torch.nn.Module):
         def __init__(self) -> None:
@@ -718,6 +720,8 @@ def test_interpolation_runs_at_any_batch_and_matches_onnxruntime(tmp_path, expor
                               input_names=["x"], dynamic_axes={"x": {0: "n"}})
     assert "Resize" in {n.op_type for n in onnx.load(str(path)).graph.node}
     net = api.load_network(path)
+    # the convolution's channels pass the Resize (scales, constant sizes, or sizes read from its own shape)
+    assert len(analyse_channels(net, sample_inputs(net)[0]).resizable_spaces()) == 1
     x = np.random.default_rng(1).standard_normal((6, 1, 10, 10)).astype(np.float32)
     reference = models.ort_run(path, x, static_batch=exporter == "dynamo")
     models.assert_close(net.run_numpy(x)[0], reference, rtol=1e-4, atol=1e-5)

@@ -17,6 +17,7 @@ from nestc.channels.layout import Layout, layout_size, scale_blocks, sub_layout
 
 if TYPE_CHECKING:
     from nestc.channels.analysis import RuleContext
+    from nestc.ir.registry import Node
 
 ChannelRule = Callable[["RuleContext"], None]
 
@@ -360,7 +361,8 @@ def pad(ctx: RuleContext) -> None:
 def resize(ctx: RuleContext) -> None:
     """Resize interpolates within each axis: an axis it leaves at its extent (scale 1, or its own size, over
     the whole axis) passes its units through, and a constant ``sizes`` entry for it is rewritten to the
-    axis's new width; an axis it resizes or crops freezes."""
+    axis's new width (one computed at run time must read the input's own extent); an axis it resizes or crops
+    freezes."""
     node = ctx.node
     source, out = node.inputs[0], node.outputs[0]
     rank = ctx.rank(source)
@@ -368,12 +370,13 @@ def resize(ctx: RuleContext) -> None:
     crops = node.attr("coordinate_transformation_mode") == "tf_crop_and_resize"
     sizes_name = node.inputs[3] if len(node.inputs) > 3 else ""
     sizes = ctx.int_values(sizes_name)
+    own = _sizes_read_from(ctx, sizes_name, source) if sizes_name and sizes is None else 0
     passed = {}
     for axis in range(rank):
         found = ctx.layout(source, axis)
         if ctx.shape(source)[axis] != ctx.shape(out)[axis] or (crops and axis in axes):
             ctx.freeze(found, "resizes a channel axis")
-        elif found is not None and sizes_name and axis in axes and sizes is None:
+        elif found is not None and sizes_name and axis in axes and sizes is None and axis >= own:
             ctx.freeze(found, "Resize to run-time sizes")
         else:
             ctx.set_layout(out, axis, found)
@@ -390,6 +393,30 @@ def resize(ctx: RuleContext) -> None:
         net.set_input_constant(node, 3, values)
 
     ctx.fixup(rewrite)
+
+
+def _sizes_read_from(ctx: RuleContext, sizes: str, source: str) -> int:
+    """How many leading entries of run-time Resize ``sizes`` are ``source``'s own extents, which follow its
+    widths by themselves: torch's legacy exporter builds ``F.interpolate(size=...)``'s as
+    ``Concat(Slice(Shape(x), [0], [k]), constants)``. 0 for sizes built any other way."""
+    net = ctx.net
+
+    def producer(name: str) -> Node | None:
+        return net.nodes[net.producer[name]] if name in net.producer else None
+
+    concat = producer(sizes)
+    if concat is None or concat.op_type != "Concat" or not all(ctx.is_initializer(n) for n in concat.inputs[1:]):
+        return 0
+    head = producer(concat.inputs[0])
+    if head is None or head.op_type != "Slice":
+        return 0
+    shape = producer(head.inputs[0])
+    slots = [*head.inputs[1:5], "", "", ""][:4]
+    starts, ends, slice_axes, steps = (ctx.int_values(n) if n else None for n in slots)
+    if (shape is None or shape.op_type != "Shape" or shape.inputs[0] != source or shape.attrs or starts != [0]
+            or ends is None or slice_axes not in (None, [0]) or steps not in (None, [1])):
+        return 0
+    return min(ends[0], ctx.rank(source))
 
 
 def gemm(ctx: RuleContext) -> None:
