@@ -189,6 +189,16 @@ def unsupported_ops() -> onnx.ModelProto:
     return model
 
 
+def undefined_op() -> onnx.ModelProto:
+    """A default-domain node of an op the ONNX standard does not have: tf2onnx writes Keras's exact GELU with
+    TensorFlow's ``Erfc`` so."""
+    graph = mlp_graph()
+    graph.node.insert(1, helper.make_node("Erfc", ["h"], ["h_erfc"], name="gelu/Erfc"))
+    for node in graph.node[2:]:
+        node.input[:] = ["h_erfc" if name == "h" else name for name in node.input]
+    return make_model(graph)
+
+
 def control_flow(op: str) -> onnx.ModelProto:
     """The MLP's logits passed through a valid ``If``, ``Loop`` or ``Scan`` node named ``my_<op>``."""
     graph = mlp_graph()

@@ -83,6 +83,8 @@ CASES = [
          ("opset 99", "export the model with")),
     Case("unsupported ops", _file("unsupported.onnx", h.unsupported_ops),
          ("2 node(s)", "'my_topk' (TopK)", "'my_custom' (com.example.Frobnicate)")),
+    Case("op outside the ONNX standard", _file("erfc.onnx", h.undefined_op),
+         ("'gelu/Erfc' (Erfc)", "Erfc is not an ONNX operator at opset", "the exporter wrote an invalid file")),
     Case("quantized model", h.quantized, ("unsupported operators", "MatMulInteger", "the model is quantized",
                                           "float model it was quantized from")),
     *[Case(f"control flow {op}", _file(f"{op}.onnx", lambda op=op: h.control_flow(op)),

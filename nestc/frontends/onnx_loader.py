@@ -111,11 +111,20 @@ def _refuse_unsupported(model: onnx.ModelProto, file: Path) -> None:
             missing.append(f"'{node.name or f'{node.op_type}_{index}'}' ({domain}{node.op_type})")
     if missing:
         raise UnsupportedOpError(
-            f"{file}: unsupported operators in {len(missing)} node(s): {', '.join(missing)}{_unsupported_hint(nodes)}")
+            f"{file}: unsupported operators in {len(missing)} node(s): {', '.join(missing)}"
+            f"{_unsupported_hint(nodes, default_opset(model))}")
 
 
-def _unsupported_hint(nodes: list[onnx.NodeProto]) -> str:
-    """What to give nestc instead, for the two kinds of file that are another model's derivative."""
+def _unsupported_hint(nodes: list[onnx.NodeProto], opset: int) -> str:
+    """What is wrong with the file, where the missing ops say more than that nestc lacks them: ops the ONNX
+    standard does not define (tf2onnx writes TensorFlow's ``Erfc`` for Keras's exact GELU as if it were one,
+    and no runtime loads such a file), or a file that is another model's derivative."""
+    undefined = sorted({node.op_type for node in nodes if node.domain in ("", "ai.onnx")
+                        and not _defined_in_onnx(node.op_type, opset)})
+    if undefined:
+        verb = "is not an ONNX operator" if len(undefined) == 1 else "are not ONNX operators"
+        return (f"; {', '.join(undefined)} {verb} at opset {opset}: the exporter wrote an invalid file, which "
+                "onnxruntime refuses as well")
     if any(node.domain == NCHWC_DOMAIN for node in nodes):
         return (f"; {NCHWC_DOMAIN} is the CPU-specific layout onnxruntime writes at ORT_ENABLE_ALL: give nestc the "
                 "model as exported, or as saved at ORT_ENABLE_EXTENDED at most")
@@ -123,6 +132,14 @@ def _unsupported_hint(nodes: list[onnx.NodeProto]) -> str:
         return ("; the model is quantized: give nestc the float model it was quantized from, and quantize the "
                 "file nestc writes")
     return ""
+
+
+def _defined_in_onnx(op_type: str, opset: int) -> bool:
+    try:
+        onnx.defs.get_schema(op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return False
+    return True
 
 
 def _refuse_fed_weights(model: onnx.ModelProto, file: Path) -> None:
