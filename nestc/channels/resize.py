@@ -60,11 +60,20 @@ class ResizePlan:
         return any(s.space in self.changes for s in self.analysis.table.normalise(layout))
 
 
+NARROW_WIDTH = 4
+"""Widths up to this many units are left as they are by :func:`aligned_width`, whatever the rounding."""
+
+
 def aligned_width(width: int, round_to: int) -> int:
     """The smallest width at or above ``width`` that runtimes run at full speed: a multiple of ``round_to`` once
-    it reaches ``round_to``; narrower widths are free (a runtime pads a width below its vector block to one
-    block anyway, and onnxruntime's NCHWc convolution reads such inputs directly)."""
-    if round_to <= 1 or width <= round_to:
+    it is above :data:`NARROW_WIDTH`.
+
+    A layer of a few units costs little however it is laid out. Wider ones are not free below the runtime's
+    vector block: onnxruntime (x86) runs a convolution in its blocked NCHWc layout when its input width is a
+    multiple of the block (16 with AVX-512, 8 with AVX2); a narrower input is read through a direct path whose
+    cost grows with the width, so that a 12-channel input to a 1x1 convolution took 2.4x as long as a 16-channel
+    one (``docs/schedule.md``, ``round_to``)."""
+    if round_to <= 1 or width <= NARROW_WIDTH:
         return width
     return -(-width // round_to) * round_to
 
