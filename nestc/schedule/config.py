@@ -85,11 +85,12 @@ class NestConfig:
             connections magnitude pruning left are re-chosen by the loss.
         cycle_growth: connections regrown per cycle, relative to the active count.
         partial_area_gamma: share of active convolution input positions masked per pruning step.
-        round_to: a width that stays above ``round_to`` units is a multiple of it (dead units beyond
-            that stay as zeros; ``round_to`` or fewer are free), and feature-map growth rounds them up to
-            one. onnxruntime runs a convolution whose input width is not such a multiple through a generic
-            kernel instead of its blocked (NCHWc) one: measured 2-5x slower for 31 or 63 channels than for 32 or 64
-            (docs/schedule.md). 1 removes every dead unit.
+        round_to: a width above 4 units (``NARROW_WIDTH``) is a multiple of ``round_to`` (dead units beyond
+            that stay as zeros), and feature-map growth rounds widths up to one. onnxruntime (x86) runs a
+            convolution in its blocked NCHWc layout only when its input width is a multiple of its block (16 with
+            AVX-512, 8 with AVX2) or below it, and inputs below it through a slower direct path: a compressed LeNet-5
+            with 20 input channels to its second convolution took twice as long as with 16 (docs/schedule.md).
+            1 removes every dead unit.
         lr_check_epochs: before pruning a trained model, it is fine-tuned this long (on a copy) at the
             training rate; a rate that costs more than ``lr_check_tolerance`` points is divided by
             sqrt(10) and tried again (at most ``LR_CHECK_TRIES`` rates, while the epoch budget lasts), and
@@ -143,7 +144,7 @@ class NestConfig:
     grow_prune_cycles: int = 3
     cycle_growth: float = 0.5
     partial_area_gamma: float = 0.0
-    round_to: int = 4
+    round_to: int = 16
     lr_check_epochs: float | None = None
     lr_check_tolerance: float = 2.0
     retrain_epochs: float = 1.0
