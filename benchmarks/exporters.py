@@ -18,6 +18,10 @@ Usage::
     python benchmarks/exporters.py                      # every model, 15,000 training images, 8 epochs
     python benchmarks/exporters.py --models torch-residual,torch-mobile,torch-inception --max-epochs 40 --han
     python benchmarks/exporters.py --models tf2onnx-lenet5,keras-mlp --limit 2000 --max-epochs 2
+    python benchmarks/exporters.py --models none --files exported/*.onnx   # models exported elsewhere, as they are
+
+``--files`` takes ONNX files made by other tools (``tests/fixtures/tf2onnx/make_fixtures.py --out`` writes
+Keras models through the real tf2onnx) and compresses each as it is, on ``--data``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import dataclasses
 import datetime
 import itertools
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -381,6 +386,22 @@ def digits_npz(folder: Path) -> str:
     return str(path)
 
 
+def _as_exported(source: Path) -> Callable[[Path, str, float], None]:
+    def make(path: Path, data: str, epochs: float) -> None:
+        shutil.copyfile(source, path)
+    return make
+
+
+def file_cases(files: Sequence[str], data: str) -> list[Case]:
+    """A row per file exported elsewhere, compressed as it was trained there."""
+    cases = []
+    for name in files:
+        path = Path(name)
+        producer = onnx.load(str(path), load_external_data=False).producer_name or "unknown producer"
+        cases.append(Case(f"{producer}:{path.stem}", f"{producer} export, {path.name}", data, _as_exported(path)))
+    return cases
+
+
 def batch_256_latency(model: Path, output: Path, data: str, threads: int) -> dict[str, float | None]:
     """Batch-256 onnxruntime latency of the original and the output, in interleaved rounds with ``threads``
     threads each (compress's own report uses onnxruntime's default threads: on a loaded two-core machine
@@ -408,13 +429,13 @@ def run_case(case: Case, folder: Path, args: argparse.Namespace) -> dict:
     data = digits_npz(folder) if case.data == "digits" else args.data
     if data == SKLEARN_DIGITS:  # the image models on scikit-learn's digits at 28x28, as the NeST table takes them
         data = digits_28(folder)
-    model = folder / f"{case.name}.onnx"
+    model = folder / f"{case.name.replace(':', '-')}.onnx"
     started = time.perf_counter()
     case.make(model, data, args.train_epochs)
     trained = time.perf_counter() - started
     config = nestc.NestConfig(max_epochs=args.max_epochs, batch_norm=args.batch_norm)
     train_config = nestc.TrainConfig(device=args.device, quiet=True, seed=args.seed)
-    output = folder / f"{case.name}.nest.onnx"
+    output = model.with_suffix(".nest.onnx")
     limit = None if case.data == "digits" else args.limit
     result = nestc.compress(model, output, data, config, train_config, limit=limit, log=lambda _line: None)
     report = result.report
@@ -424,7 +445,7 @@ def run_case(case: Case, folder: Path, args: argparse.Namespace) -> dict:
     # every round
     han_config = dataclasses.replace(train_config, lr=args.han_lr or report["learning_rate"])
     # Han et al. trains as compress chose to: with inserted normalisation when compress trained with it
-    baseline = han_row(model, folder / f"{case.name}.han.onnx", data, han_config, config, limit,
+    baseline = han_row(model, model.with_suffix(".han.onnx"), data, han_config, config, limit,
                        report["batch_norms_inserted"] > 0) if args.han else {}
     used = case.data if case.data == "digits" else args.data  # the image models take --data
     return {**baseline, "model": case.name, "style": case.style, "data": used,
@@ -480,7 +501,9 @@ def print_table(rows: Sequence[dict]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--models", default=",".join(c.name for c in CASES), help="comma-separated case names")
+    parser.add_argument("--models", default=",".join(c.name for c in CASES),
+                        help="comma-separated case names (none: only --files)")
+    parser.add_argument("--files", nargs="*", default=[], help="ONNX files exported elsewhere, compressed as they are")
     parser.add_argument("--data", default="fashion-mnist",
                         help=f"data set of the image models ({SKLEARN_DIGITS}: scikit-learn's digits at 28x28)")
     parser.add_argument("--limit", type=int, default=15000, help="training images for compress")
@@ -501,14 +524,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    chosen = args.models.split(",")
+    chosen = [] if args.models == "none" else args.models.split(",")
     unknown = sorted(set(chosen) - {c.name for c in CASES})
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(c.name for c in CASES)}")
     rows = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for case in (c for c in CASES if c.name in chosen):
+        for case in [*(c for c in CASES if c.name in chosen), *file_cases(args.files, args.data)]:
             print(f"--- {case.name}", file=sys.stderr)
             try:
                 rows.append(run_case(case, Path(tmp), args))

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from conftest import load_benchmark
 
+import nestc
+
 
 @pytest.fixture(scope="module")
 def nest_table():
@@ -150,6 +152,22 @@ def test_exporters_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert rows["torch-uint8-lenet5"]["input_std"] == [pytest.approx(1 / 255)], "fed its uint8 pixels"
     printed = capsys.readouterr().out
     assert "| tf2onnx-lenet5 |" in printed and "nestc smaller" in printed
+
+
+def test_exporters_compresses_files_exported_elsewhere_as_they_are(tmp_path: Path) -> None:
+    """``--files`` rows: real tf2onnx exports, named by their producer, compressed without retraining first."""
+    exporters = load_benchmark("exporters")
+    fixtures = Path(__file__).parent / "fixtures" / "tf2onnx"
+    out = tmp_path / "files.json"
+    files = [str(fixtures / "mlp.onnx"), str(fixtures / "rescale_uint8.onnx")]
+    code = exporters.main(["--models", "none", "--files", *files, "--data", "embedded", "--limit", "600",
+                           "--max-epochs", "1", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert code == 0 and [row["model"] for row in rows] == ["tf2onnx:mlp", "tf2onnx:rescale_uint8"]
+    for row in rows:
+        assert "error" not in row and row["exit_code"] in (0, 3), row
+        assert row["nonzero_before"] == nestc.inspect(fixtures / f"{row['model'].split(':')[1]}.onnx").nonzero_params
+    assert rows[1]["input_std"] == [pytest.approx(1 / 255)], "a uint8 input is fed its pixels"
 
 
 @pytest.mark.slow
