@@ -433,7 +433,7 @@ def run_case(case: Case, folder: Path, args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     case.make(model, data, args.train_epochs)
     trained = time.perf_counter() - started
-    config = nestc.NestConfig(max_epochs=args.max_epochs, batch_norm=args.batch_norm)
+    config = nestc.NestConfig(max_epochs=args.max_epochs, batch_norm=args.batch_norm, round_to=args.round_to)
     train_config = nestc.TrainConfig(device=args.device, quiet=True, seed=args.seed)
     output = model.with_suffix(".nest.onnx")
     limit = None if case.data == "digits" else args.limit
@@ -498,6 +498,13 @@ def print_table(rows: Sequence[dict]) -> None:
                   f"{r['han_accuracy']:.2%} | {r['han_rounds']} | {ratio:.2f}x |")
 
 
+def nestc_default(field: str) -> object:
+    """A ``NestConfig`` default, so that the options here default to what ``nestc compress`` does."""
+    import nestc
+
+    return getattr(nestc.NestConfig(), field)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -514,6 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Han et al.'s learning rate [default: the one compress's check chose]")
     parser.add_argument("--batch-norm", choices=("auto", "on", "off"), default="auto",
                         help="compress's --batch-norm; Han et al. trains with normalisation when compress did")
+    parser.add_argument("--round-to", type=int, default=nestc_default("round_to"), help="compress's --round-to")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0, help="training seed of compress and Han et al. (data order, "
