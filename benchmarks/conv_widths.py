@@ -1,5 +1,7 @@
 """onnxruntime's convolution latency against channel widths: what ``--round-to`` rounds compacted widths for.
 
+A third table times fully connected layers, ``784 -> H1 -> H2 -> 10``, whose widths ``--round-to`` leaves free.
+
 onnxruntime (x86) runs a convolution in its blocked NCHWc layout only when the input width is a multiple
 of its block (16 with AVX-512, 8 with AVX2) or below it; an input below the block is read through a direct
 path, and other widths fall back to a generic kernel. Each row here is one small graph,
@@ -28,6 +30,8 @@ from nestc import runtime
 OPSET = 17
 LENETS = ((20, 50, 500), (20, 48, 500), (16, 48, 500), (12, 48, 500), (8, 48, 500), (16, 32, 100), (8, 32, 100))
 """LeNet-5 widths (C1, C2, F): the dense model's, and widths a compressed one ends at."""
+MLPS = ((300, 100), (128, 64), (125, 61), (96, 32), (93, 29), (48, 16), (45, 13))
+"""LeNet-300-100 hidden widths (H1, H2), multiples of 16 and not."""
 
 
 def _weight(rng: np.random.Generator, name: str, *shape: int) -> onnx.TensorProto:
@@ -65,6 +69,17 @@ def lenet5(c1: int, c2: int, hidden: int) -> onnx.ModelProto:
     return _model(nodes, inits, ["N", 1, 28, 28])
 
 
+def mlp(first: int, second: int) -> onnx.ModelProto:
+    """``Gemm(784 -> first) -> Relu -> Gemm(first -> second) -> Relu -> Gemm(second -> 10)``."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["a"], transB=1), helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("Gemm", ["ar", "w2", "b2"], ["c"], transB=1), helper.make_node("Relu", ["c"], ["cr"]),
+             helper.make_node("Gemm", ["cr", "w3", "b3"], ["y"], transB=1)]
+    inits = [_weight(rng, "w1", first, 784), _weight(rng, "b1", first), _weight(rng, "w2", second, first),
+             _weight(rng, "b2", second), _weight(rng, "w3", 10, second), _weight(rng, "b3", 10)]
+    return _model(nodes, inits, ["N", 784])
+
+
 def latencies(models: dict[str, onnx.ModelProto], x: np.ndarray, repeats: int) -> dict[str, float]:
     """Median batch latency of each model in ms, one thread, runs interleaved so that load hits all alike."""
     sessions = {label: runtime.session(model, label, threads=1) for label, model in models.items()}
@@ -92,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     nets = {f"{c1}-{c2}-{f}": lenet5(c1, c2, f) for c1, c2, f in LENETS}
     measured = latencies(nets, rng.random((args.batch, 1, 28, 28), dtype=np.float32), args.repeats)
     print(f"\n| LeNet-5 widths C1-C2-F | ms at batch {args.batch} |")
+    print("|---|---:|")
+    for label, ms in measured.items():
+        print(f"| {label} | {ms:.3f} |")
+    fully_connected = {f"{a}-{b}": mlp(a, b) for a, b in MLPS}
+    measured = latencies(fully_connected, rng.random((args.batch, 784), dtype=np.float32), args.repeats)
+    print(f"\n| fully connected widths H1-H2 | ms at batch {args.batch} |")
     print("|---|---:|")
     for label, ms in measured.items():
         print(f"| {label} | {ms:.3f} |")

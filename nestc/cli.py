@@ -131,7 +131,8 @@ def validate(original: str, candidate: str, data: str | None, data_dir: str | No
 @click.argument("model", type=MODEL)
 @click.option("-o", "--output", required=True, help="Where to write the compacted model.")
 @click.option("--round-to", default=1, show_default=True, type=int,
-              help="A width above 4 units is a multiple of N (4 or fewer are free).")
+              help="A convolution's width above 4 units is a multiple of N (4 or fewer, and fully connected "
+                   "widths, are free).")
 @click.option("--sparse-format", default="dense", show_default=True, type=click.Choice(["dense", "coo"]),
               help="coo: store weights as sparse initializers where that is smaller (smaller file, same speed).")
 def compact(model: str, output: str, round_to: int, sparse_format: str) -> None:
@@ -333,8 +334,8 @@ def seed(arch: str, output: str, width_ratio: float, density: float, classes: in
 @click.option("--partial-area-gamma", default=0.0, show_default=True, type=float,
               help="Share of conv input positions masked per pruning step (partial-area convolution).")
 @click.option("--round-to", default=16, show_default=True, type=int,
-              help="A width above 4 units is a multiple of N (onnxruntime's blocked convolutions need 16 on "
-                   "AVX-512, 8 on AVX2); 1: no rounding.")
+              help="A convolution's width above 4 units is a multiple of N (onnxruntime's blocked convolutions "
+                   "need 16 on AVX-512, 8 on AVX2; fully connected widths are free); 1: no rounding.")
 @click.option("--lr-check-epochs", default=None, type=float,
               help="Fine-tune a copy of a trained model this long first; lower --lr while it loses accuracy. 0: off "
                    "[default: 0.25, or 12,500 samples' worth when that is more, up to a sixteenth of the budget].")
@@ -467,7 +468,7 @@ DEMO_ACC_DROP = 1.0
 """The demo's accuracy budget, in points. On the embedded split's 500 test images the default half point is
 two or three images, below the noise of one retraining: over training seeds 0-3 the demo ended at 4,687 to
 14,717 non-zeros with it and 60 epochs (two runs above the seed's 10,101), at 1,415 to 4,531 with one point
-and 200 epochs (1-4 s each on the CPU; with widths rounded to 4, seed 0 now ends at 1,664 with 16)."""
+and 200 epochs (1-4 s each on the CPU, with fully connected widths rounded to 4; free, seed 0 ends at 862)."""
 
 
 @cli.command()

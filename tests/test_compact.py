@@ -555,26 +555,26 @@ def test_transpose_layout_matmul(zoo_export, tmp_path) -> None:
 
 
 # ------------------------------------------------------------------------------------ options
-def test_round_to_keeps_widths_multiples(zoo_export, tmp_path) -> None:
-    plants = (("fc1", tuple(range(0, 50, 10)), "fanin", 0.25), ("fc2", tuple(range(10)), "fanout"))
-    exp = zoo_export("MLP", "legacy", plants=plants)
+def test_round_to_rounds_convolution_widths_only(zoo_export, tmp_path) -> None:
+    """Only convolutions care about widths (onnxruntime's blocked layout); a fully connected width loses every
+    dead unit."""
+    plants = (("conv2", tuple(range(9)), "fanin"), ("fc1", tuple(range(0, 50, 10)), "fanin"))
+    exp = zoo_export("LeNet5", "legacy", plants=plants)
     report, model = _compact(exp, tmp_path, round_to=8)
     shapes = _weight_shapes(model)
-    assert shapes["fc1.weight"] == (296, 784)    # 300 - 5 dead = 295, rounded up to 296: 4 removed
-    assert shapes["fc2.weight"] == (96, 296)     # 100 - 10 dead = 90, rounded up to 96: 4 removed
-    assert shapes["fc3.weight"] == (10, 96)
-    assert _drop(report) == 4 * (784 + 1) + (300 * 100 - 296 * 96) + 4 + 4 * 10
-    assert all(w % 8 == 0 for w in report.result.widths.values())
+    assert shapes["conv2.weight"] == (8, 6, 5, 5)    # 16 - 9 dead = 7, rounded up to 8: 8 removed
+    assert shapes["fc1.weight"] == (115, 200)        # 120 - 5 dead, not rounded; 8 maps of 25 columns
+    assert sorted(report.result.widths.values()) == [6, 8, 84, 115]
 
 
-@pytest.mark.parametrize(("dead", "width"), [(97, 3), (96, 4), (95, 8)])
+@pytest.mark.parametrize(("dead", "width"), [(13, 3), (12, 4), (11, 8)])
 def test_round_to_leaves_only_narrow_widths_free(zoo_export, tmp_path, dead: int, width: int) -> None:
     """A width of at most ``NARROW_WIDTH`` units stays as it is; a wider one below ``round_to`` is rounded up to
     it (onnxruntime reads a convolution input narrower than its block through a slower direct path)."""
-    exp = zoo_export("MLP", "legacy", plants=(("fc2", tuple(range(dead)), "fanout"),))
+    exp = zoo_export("LeNet5", "legacy", plants=(("conv2", tuple(range(dead)), "fanin"),))
     report, model = _compact(exp, tmp_path, round_to=8)
-    assert _weight_shapes(model)["fc2.weight"] == (width, 300)
-    assert sorted(report.result.widths.values()) == [width, 300]
+    assert _weight_shapes(model)["conv2.weight"] == (width, 6, 5, 5)
+    assert sorted(report.result.widths.values()) == sorted([6, width, 120, 84])
 
 
 def test_sparse_coo_output_is_smaller_and_equal(tmp_path) -> None:

@@ -358,7 +358,7 @@ def test_dead_units_removed_from_the_result_get_a_history_row(tmp_path: Path) ->
                             TrainConfig(device="cpu", quiet=True), limit=200, log=lambda _line: None)
     history = result.report["history"]
     row = history[result.report["output_step"]]
-    assert row["phase"] == "output" and row["widths"]["fc1"] == 16, "30 units less 15, rounded up to a multiple of 16"
+    assert row["phase"] == "output" and row["widths"]["fc1"] == 15, "30 units less 15, not rounded"
     assert _widths_and_sizes(row) == _widths_and_sizes(nestc.inspect(tmp_path / "out.onnx"))
 
 

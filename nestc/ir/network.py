@@ -27,7 +27,9 @@ from nestc.errors import ModelError, UnsupportedOpError
 from nestc.ir.registry import Node, OpHandler, handler_for
 from nestc.naming import unique_name
 
-WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+CONVOLUTION_OPS = frozenset({"Conv", "ConvTranspose"})
+"""Layer ops whose weights are filters over channels and space."""
+WEIGHT_OPS = frozenset({*CONVOLUTION_OPS, "Gemm", "MatMul"})
 """Ops whose weight initializers define a layer (and make following bias-like constants trainable)."""
 
 PIXEL_INPUT_TYPES: dict[int, torch.dtype] = {onnx.TensorProto.UINT8: torch.uint8}

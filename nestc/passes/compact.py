@@ -14,7 +14,7 @@ import torch
 from nestc.channels.analysis import analyse_channels, sample_inputs
 from nestc.channels.resize import apply_resize
 from nestc.ir.network import Network
-from nestc.passes.dead_units import apply_folds, find_dead_units, removal_plan
+from nestc.passes.dead_units import apply_folds, convolution_spaces, find_dead_units, removal_plan
 
 
 @dataclass
@@ -37,8 +37,8 @@ def compact(net: Network, sample: torch.Tensor | None = None, round_to: int = 1,
         net: the network to shrink.
         sample: a batch for the first graph input, used to measure constant units (default: seeded
             random inputs of batch 8).
-        round_to: keep every resized width of at least this many units a multiple of it (runtimes favour such
-            widths).
+        round_to: keep every resized width of a convolution's channels above ``NARROW_WIDTH`` units a multiple of
+            it (onnxruntime's blocked convolutions favour such widths; fully connected widths are left free).
         max_rounds: upper bound on remove-and-recheck rounds.
     """
     inputs = sample_inputs(net, sample, batch=8)
@@ -46,7 +46,7 @@ def compact(net: Network, sample: torch.Tensor | None = None, round_to: int = 1,
     for _ in range(max_rounds):
         analysis = analyse_channels(net, inputs[0])
         dead = find_dead_units(net, analysis, inputs)
-        changes, folds = removal_plan(analysis, dead, round_to)
+        changes, folds = removal_plan(analysis, dead, round_to, convolution_spaces(net, analysis))
         if not changes:
             break
         for space, change in changes.items():

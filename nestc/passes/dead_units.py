@@ -11,6 +11,7 @@ A unit (neuron or feature map) of a resizable channel space is removable when
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +19,7 @@ import torch
 from nestc.channels.analysis import ChannelAnalysis
 from nestc.channels.layout import Layout, Member, unit_positions
 from nestc.channels.resize import SpaceChange, aligned_width
-from nestc.ir.network import Network
+from nestc.ir.network import CONVOLUTION_OPS, Network
 from nestc.ir.registry import Node
 
 CONSTANT_TOLERANCE = 1e-6
@@ -208,7 +209,7 @@ def _probe_fold(net: Network, analysis: ChannelAnalysis, node: Node, act: torch.
     args = [probe] + [net.effective_weight(n) if n and net.has_tensor(n) else None for n in node.inputs[1:2]]
     with torch.no_grad():
         delta = handler.forward(node, args, False)[0]
-    out_axis = 1 if node.op_type in ("Conv", "ConvTranspose") else delta.dim() - 1
+    out_axis = 1 if node.op_type in CONVOLUTION_OPS else delta.dim() - 1
     per_unit = delta.movedim(out_axis, 0).reshape(delta.shape[out_axis], -1)
     if bool(((per_unit.max(1).values - per_unit.min(1).values).abs() > CONSTANT_TOLERANCE
              * (1 + per_unit.abs().max(1).values)).any()):
@@ -270,10 +271,10 @@ def apply_folds(net: Network, folds: list[Fold]) -> None:
         net.set_tensor(fold.tensor, bias)
 
 
-def removal_plan(analysis: ChannelAnalysis, dead: DeadUnits, round_to: int = 1) -> tuple[dict[int, SpaceChange],
-                                                                                     list[Fold]]:
+def removal_plan(analysis: ChannelAnalysis, dead: DeadUnits, round_to: int = 1,
+                 aligned: Collection[int] | None = None) -> tuple[dict[int, SpaceChange], list[Fold]]:
     """Space changes and the folds they need, keeping at least one unit and widths multiple of ``round_to``
-    (see ``_allowed``).
+    (see ``_allowed``) in the ``aligned`` spaces (default: every space).
 
     Unused units go first (they need no fold), then constant ones, as many as the width rules allow.
     No tensor may become empty: a Split or Slice part made only of dead units keeps its first one.
@@ -284,13 +285,13 @@ def removal_plan(analysis: ChannelAnalysis, dead: DeadUnits, round_to: int = 1) 
         unused = dead.unused.get(space, [])
         constant = [u for u in dead.constant.get(space, ([], {}))[0] if u not in set(unused)]
         candidates = unused + constant
-        chosen[space] = candidates[: _allowed(width, len(candidates), round_to)]
+        chosen[space] = candidates[: _allowed(width, len(candidates), _rounding(space, round_to, aligned))]
     _keep_parts_nonempty(analysis, chosen)
     changes: dict[int, SpaceChange] = {}
     folds: list[Fold] = []
     for space, units in chosen.items():
         width = analysis.table.spaces[space].width
-        units = units[: _allowed(width, len(units), round_to)]
+        units = units[: _allowed(width, len(units), _rounding(space, round_to, aligned))]
         unused_units = set(dead.unused.get(space, []))
         unit_folds = dead.constant.get(space, ([], {}))[1]
         for unit in units:
@@ -316,10 +317,24 @@ def _keep_parts_nonempty(analysis: ChannelAnalysis, chosen: dict[int, list[int]]
         chosen[first.space] = [u for u in chosen[first.space] if u != first.start]
 
 
+def _rounding(space: int, round_to: int, aligned: Collection[int] | None) -> int:
+    return round_to if aligned is None or space in aligned else 1
+
+
+def convolution_spaces(net: Network, analysis: ChannelAnalysis) -> frozenset[int]:
+    """Spaces whose units lie along an axis of a convolution's weight or bias (its output or input channels, or
+    a depthwise one's): onnxruntime's blocked convolutions are the kernels that care about widths. A fully
+    connected layer runs as fast at any width (MLAS's GEMM), so there rounding would only keep zeros."""
+    convolution_inputs = {name for node in net.nodes if node.op_type in CONVOLUTION_OPS for name in node.inputs[1:]}
+    return frozenset(analysis.table.find(segment.space) for member in analysis.members
+                     if member.tensor in convolution_inputs for segment in member.layout)
+
+
 def _allowed(width: int, dead: int, round_to: int) -> int:
     """How many of ``dead`` units may go: at least one unit stays, and the width left is an
     :func:`~nestc.channels.resize.aligned_width` (or the width it has now)."""
     return width - min(width, aligned_width(max(width - dead, 1), round_to))
 
 
-__all__ = ["DeadUnits", "Fold", "apply_folds", "find_dead_units", "removal_plan", "unit_magnitudes"]
+__all__ = ["DeadUnits", "Fold", "apply_folds", "convolution_spaces", "find_dead_units", "removal_plan",
+           "unit_magnitudes"]

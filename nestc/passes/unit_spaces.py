@@ -17,11 +17,10 @@ import torch
 
 from nestc.channels.analysis import ChannelAnalysis
 from nestc.channels.layout import Member, unit_positions
-from nestc.ir.network import Network
+from nestc.ir.network import CONVOLUTION_OPS, Network
 from nestc.passes.base import Layer, layers
 
 _DENSE = frozenset({"Gemm", "MatMul"})
-_CONV = frozenset({"Conv", "ConvTranspose"})
 
 
 @dataclass
@@ -104,7 +103,7 @@ def conv_spaces(net: Network, analysis: ChannelAnalysis) -> list[UnitSpace]:
     space once per group), so a grown unit is a new row at the end of each group's block and ``group``
     stays as it is, as for pruning.
     """
-    return growable_spaces(net, analysis, _CONV, one_producer=False)
+    return growable_spaces(net, analysis, CONVOLUTION_OPS, one_producer=False)
 
 
 def write_units(net: Network, analysis: ChannelAnalysis, member: Member, space: int, units: list[int],

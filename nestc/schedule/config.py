@@ -85,8 +85,9 @@ class NestConfig:
             connections magnitude pruning left are re-chosen by the loss.
         cycle_growth: connections regrown per cycle, relative to the active count.
         partial_area_gamma: share of active convolution input positions masked per pruning step.
-        round_to: a width above 4 units (``NARROW_WIDTH``) is a multiple of ``round_to`` (dead units beyond
-            that stay as zeros), and feature-map growth rounds widths up to one. onnxruntime (x86) runs a
+        round_to: a convolution's width above 4 units (``NARROW_WIDTH``) is a multiple of ``round_to`` (dead
+            units beyond that stay as zeros), and feature-map growth rounds widths up to one; fully connected
+            widths lose every dead unit (MLAS's GEMM runs as fast at any width). onnxruntime (x86) runs a
             convolution in its blocked NCHWc layout only when its input width is a multiple of its block (16 with
             AVX-512, 8 with AVX2) or below it, and inputs below it through a slower direct path: a compressed LeNet-5
             with 20 input channels to its second convolution took twice as long as with 16 (docs/schedule.md).
