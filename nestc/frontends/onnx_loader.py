@@ -119,8 +119,8 @@ def _unsupported_hint(nodes: list[onnx.NodeProto], opset: int) -> str:
     """What is wrong with the file, where the missing ops say more than that nestc lacks them: ops the ONNX
     standard does not define (tf2onnx writes TensorFlow's ``Erfc`` for Keras's exact GELU as if it were one,
     and no runtime loads such a file), or a file that is another model's derivative."""
-    undefined = sorted({node.op_type for node in nodes if node.domain in ("", "ai.onnx")
-                        and not _defined_in_onnx(node.op_type, opset)})
+    undefined = sorted({node.op_type for node in nodes
+                        if node.domain == "" and not _defined_in_onnx(node.op_type, opset)})
     if undefined:
         verb = "is not an ONNX operator" if len(undefined) == 1 else "are not ONNX operators"
         return (f"; {', '.join(undefined)} {verb} at opset {opset}: the exporter wrote an invalid file, which "

@@ -272,9 +272,9 @@ def apply_folds(net: Network, folds: list[Fold]) -> None:
 
 
 def removal_plan(analysis: ChannelAnalysis, dead: DeadUnits, round_to: int = 1,
-                 aligned: Collection[int] | None = None) -> tuple[dict[int, SpaceChange], list[Fold]]:
+                 aligned: Collection[int] = ()) -> tuple[dict[int, SpaceChange], list[Fold]]:
     """Space changes and the folds they need, keeping at least one unit and widths multiple of ``round_to``
-    (see ``_allowed``) in the ``aligned`` spaces (default: every space).
+    (see ``_allowed``) in the ``aligned`` spaces (:func:`convolution_spaces`).
 
     Unused units go first (they need no fold), then constant ones, as many as the width rules allow.
     No tensor may become empty: a Split or Slice part made only of dead units keeps its first one.
@@ -317,8 +317,8 @@ def _keep_parts_nonempty(analysis: ChannelAnalysis, chosen: dict[int, list[int]]
         chosen[first.space] = [u for u in chosen[first.space] if u != first.start]
 
 
-def _rounding(space: int, round_to: int, aligned: Collection[int] | None) -> int:
-    return round_to if aligned is None or space in aligned else 1
+def _rounding(space: int, round_to: int, aligned: Collection[int]) -> int:
+    return round_to if space in aligned else 1
 
 
 def convolution_spaces(net: Network, analysis: ChannelAnalysis) -> frozenset[int]:
